@@ -1,0 +1,174 @@
+// Package boot is kvmboot's Go API: plan a boot and run it on a backend,
+// the same code path as the kvmboot command.
+//
+//	res, err := boot.Run(ctx, boot.Config{Kernel: "bzImage", MemSize: 256 << 20,
+//		Cmdline: "console=ttyS0", Timeout: 30 * time.Second})
+//	if err != nil { ... }        // could not boot: res.Outcome == "error", status 126
+//	if res.Outcome != "pass" { t.Fatalf("%s: %s", res.Outcome, res.Reason) }
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"time"
+
+	"kvmboot/boot/testkernel"
+	"kvmboot/loader"
+	"kvmboot/machine"
+	"kvmboot/machine/kvm"
+)
+
+// Config describes one boot.
+type Config struct {
+	// Kernel is the kernel file; empty boots the built-in test kernel.
+	Kernel  string
+	MemSize uint64 // default 256 MiB
+	Cmdline string
+	Modules []ModuleSpec
+	BadRAM  []loader.Range
+
+	Policy      loader.Policy
+	LoadAddress *uint64
+	Region      *loader.Range
+	NoVerify    bool
+
+	VMM          string // "auto" or "kvm"
+	Timeout      time.Duration
+	Expect       *regexp.Regexp
+	BadRAMPolicy machine.BadRAMPolicy
+	// QEMUExitCodes maps a guest's debug-exit value v to (v<<1)|1.
+	QEMUExitCodes bool
+
+	// Console receives the guest's console output as it comes (may be nil).
+	Console io.Writer
+	// Log receives notes about the run (unhandled ports and the like).
+	Log func(string)
+
+	CountStub  bool
+	Trace      func(string)
+	TraceLimit int
+	TraceAll   bool
+	// AfterPlace is a test hook run with guest RAM after the plan is placed.
+	AfterPlace func(ram []byte)
+}
+
+// ModuleSpec is a Multiboot module: a file and its string.
+type ModuleSpec struct {
+	Path string
+	Args string
+}
+
+// DefaultMemSize is the guest RAM when Config.MemSize is 0.
+const DefaultMemSize = 256 << 20
+
+// BuiltinKernelName is how reports name the embedded test kernel.
+const BuiltinKernelName = "(built-in test kernel)"
+
+// Plan reads the kernel and modules and plans the boot, without running it.
+func Plan(cfg Config) (*loader.Plan, error) {
+	data, name := testkernel.ELF, BuiltinKernelName
+	if cfg.Kernel != "" {
+		var err error
+		if data, err = readInput(cfg.Kernel); err != nil {
+			return nil, err
+		}
+		name = cfg.Kernel
+	}
+	mods := make([]loader.Module, 0, len(cfg.Modules))
+	for _, m := range cfg.Modules {
+		b, err := readInput(m.Path)
+		if err != nil {
+			return nil, err
+		}
+		mods = append(mods, loader.Module{Path: m.Path, Args: m.Args, Data: b})
+	}
+	mem := cfg.MemSize
+	if mem == 0 {
+		mem = DefaultMemSize
+	}
+	return loader.Build(loader.Config{
+		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
+		Modules: mods, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
+		Verify: !cfg.NoVerify,
+	})
+}
+
+// readInput reads a file the user named, with a one-line error.
+func readInput(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if st.Size() > loader.DefaultLimit {
+		return nil, fmt.Errorf("%s: %s is larger than any kernel or module kvmboot loads (%s)", path, loader.FormatSize(uint64(st.Size())), loader.FormatSize(loader.DefaultLimit))
+	}
+	return os.ReadFile(path)
+}
+
+// Backend returns the backend for a --vmm value.
+func Backend(name string, log func(string)) (machine.Backend, error) {
+	switch name {
+	case "", "auto", "kvm":
+		return kvm.Backend{Log: log}, nil
+	}
+	return nil, fmt.Errorf("--vmm=%s: unknown backend (kvmboot has: auto, kvm)", name)
+}
+
+// Run plans the boot and runs it. A non-nil error means kvmboot could not
+// boot (bad input, no KVM, no room for the kernel); the Result then says
+// so too, with outcome "error" and status 126. Everything the guest did is
+// in the Result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	start := time.Now()
+	res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}}
+	if cfg.Kernel == "" {
+		res.Kernel.Path = BuiltinKernelName
+	}
+	fail := func(err error) (*Result, error) {
+		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
+		res.Timings.Total = ms(time.Since(start))
+		return res, err
+	}
+	plan, err := Plan(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	res.fromPlan(plan)
+	res.Timings.Load = ms(time.Since(start))
+
+	backend, err := Backend(cfg.VMM, cfg.Log)
+	if err != nil {
+		return fail(err)
+	}
+	res.VMM = backend.Name()
+	console := machine.NewConsole(cfg.Console, cfg.Expect)
+	timeout := cfg.Timeout
+	mr, err := backend.Run(ctx, plan, machine.Options{
+		Timeout: timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: plan.Map.Ranges(loader.KindBad),
+		CountStub: cfg.CountStub, Trace: cfg.Trace, TraceLimit: cfg.TraceLimit, TraceAll: cfg.TraceAll,
+		AfterPlace: cfg.AfterPlace,
+	})
+	if err != nil {
+		if errors.Is(err, kvm.ErrNoKVM) {
+			err = fmt.Errorf("%w (kvmboot needs read/write access to %s)", err, kvm.DevicePath)
+		}
+		return fail(err)
+	}
+	res.fromMachine(mr, cfg.QEMUExitCodes)
+	res.ConsoleBytes = console.Bytes()
+	res.ConsoleTail = console.Tail()
+	if err := console.Err(); err != nil {
+		res.Reason += fmt.Sprintf(" (console output could not be written: %v)", err)
+	}
+	res.Timings.Total = ms(time.Since(start))
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

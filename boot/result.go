@@ -1,0 +1,97 @@
+package boot
+
+import (
+	"kvmboot/loader"
+	"kvmboot/machine"
+)
+
+// Result is the outcome of a run, shaped as DESIGN.md §3's result JSON.
+type Result struct {
+	Outcome  machine.Outcome   `json:"outcome,omitempty"`
+	ExitCode int               `json:"exit_code"`
+	Reason   string            `json:"reason"`
+	Kernel   loader.KernelInfo `json:"kernel"`
+	VMM      string            `json:"vmm,omitempty"`
+
+	LoadAddress     uint64 `json:"load_address"`
+	LinkAddress     uint64 `json:"link_address"`
+	Entry           uint64 `json:"entry"`
+	Relocations     int    `json:"relocations"`
+	SkippedAbsolute int    `json:"relocations_skipped_absolute"`
+	Why             string `json:"placement_reason,omitempty"`
+
+	Placements     []PlacementJSON     `json:"placements"`
+	MemoryMap      []RegionJSON        `json:"memory_map"`
+	BadRAMAccesses []machine.BadAccess `json:"bad_ram_accesses"`
+
+	GuestExit    *uint32            `json:"guest_exit,omitempty"`
+	Stub         *machine.StubCount `json:"stub,omitempty"`
+	Exits        uint64             `json:"vm_exits"`
+	ConsoleBytes int64              `json:"console_bytes"`
+	ConsoleTail  []string           `json:"-"`
+	Timings      Timings            `json:"timings_ms"`
+}
+
+// PlacementJSON is one placed piece; End is exclusive.
+type PlacementJSON struct {
+	What  string `json:"what"`
+	Name  string `json:"name,omitempty"`
+	Start uint64 `json:"start"`
+	End   uint64 `json:"end"`
+}
+
+// RegionJSON is one memory-map entry.
+type RegionJSON struct {
+	Start uint64      `json:"start"`
+	End   uint64      `json:"end"`
+	Type  loader.Kind `json:"type"`
+}
+
+// Timings are in milliseconds: load is reading and planning, boot is the
+// backend's run (VM setup included), total is all of it.
+type Timings struct {
+	Load  float64 `json:"load"`
+	Setup float64 `json:"setup"`
+	Boot  float64 `json:"boot"`
+	Total float64 `json:"total"`
+}
+
+func (r *Result) fromPlan(p *loader.Plan) {
+	r.Kernel = p.Kernel
+	r.LoadAddress, r.LinkAddress, r.Entry = p.LoadAddress, p.LinkAddress, uint64(p.Entry.EIP)
+	r.Relocations, r.SkippedAbsolute, r.Why = p.Relocations, p.SkippedAbsolute, p.Why
+	r.Placements = r.Placements[:0]
+	for _, pl := range p.Sorted() {
+		r.Placements = append(r.Placements, PlacementJSON{What: pl.What, Name: pl.Name, Start: pl.Start, End: pl.End()})
+	}
+	for _, reg := range p.Map.Regions() {
+		r.MemoryMap = append(r.MemoryMap, RegionJSON{Start: reg.Start, End: reg.End, Type: reg.Kind})
+	}
+}
+
+func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
+	r.Outcome, r.ExitCode, r.Reason = m.Outcome, m.Status, m.Reason
+	if m.GuestRan {
+		v := m.GuestValue
+		r.GuestExit = &v
+		if qemuCodes {
+			r.ExitCode = machine.QEMUStatus(v)
+		}
+	}
+	r.BadRAMAccesses = m.BadRAMAccesses
+	if r.BadRAMAccesses == nil {
+		r.BadRAMAccesses = []machine.BadAccess{}
+	}
+	r.Stub, r.Exits = m.Stub, m.Exits
+	r.VMM = m.Backend
+	r.Timings.Setup = ms(m.Setup)
+	r.Timings.Boot = ms(m.Boot)
+}
+
+// PlanResult describes a plan in the result object's shape (no outcome),
+// for `kvmboot plan --json`.
+func PlanResult(p *loader.Plan) *Result {
+	r := &Result{}
+	r.fromPlan(p)
+	return r
+}

@@ -1,0 +1,286 @@
+package testkernel
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// MmapEntry is one "kt: mmap" line: a Multiboot memory map entry.
+type MmapEntry struct {
+	Base, Len uint64
+	Type      uint32 // 1 available, 2 reserved, 3 ACPI, 4 NVS, 5 bad RAM
+}
+
+// Module is one "kt: module" line: a Multiboot module.
+type Module struct {
+	Index      int
+	Start, End uint32
+	String     string
+}
+
+// Report is what the test kernel printed. Lines that did not appear leave
+// their fields zero (for example when the loader did not relocate the
+// kernel, it prints only hello, one failure and the result).
+type Report struct {
+	Magic, Info, Flags      uint32 // EAX, EBX and the info's flags at entry
+	Base, Link, Delta, Size uint32 // where the image ran, kt_link_base as the code saw it, their difference, image size
+
+	Cmdline, BootLoader string
+
+	MemLower, MemUpper uint32 // KiB, when HasMem
+	HasMem             bool
+
+	Mmap    []MmapEntry
+	Modules []Module
+
+	RelocsChecked, RelocsOK int
+	AbsChecked, AbsOK       int
+	BSSZero                 bool
+
+	// Failures holds each "kt: fail CHECK: DETAIL" line as "CHECK: DETAIL".
+	Failures []string
+	Pass     bool
+
+	// Lines holds the other "kt: " lines, the first word as the key and the
+	// rest as the value: "poke" -> "0x05000000 done", "peek" ->
+	// "0x05000000=0xdeadbeef", "flood" -> "done", "ports" -> "done". A key
+	// seen twice keeps its last value.
+	Lines map[string]string
+}
+
+// Errors that ParseReport wraps when a required line is missing.
+var (
+	ErrNoHello  = errors.New(`no "kt: hello" line: the test kernel did not start (or printed nothing)`)
+	ErrNoResult = errors.New(`no "kt: result" line: the report is incomplete`)
+)
+
+const linePrefix = "kt: "
+
+// ParseReport parses the test kernel's report out of a serial console
+// capture. Only lines that start with "kt: " count; anything else (firmware
+// output, flood lines, a panic message) is ignored, and "\r\n" line ends are
+// fine.
+//
+// It returns an error wrapping ErrNoHello if there is no hello line, and one
+// wrapping ErrNoResult if the hello line is not followed by a result line;
+// in the latter case the partial report is returned too. A malformed line,
+// a second hello or result, or a failure count that disagrees with the
+// "kt: fail" lines is an error with a nil report.
+func ParseReport(console string) (*Report, error) {
+	var (
+		r        *Report
+		result   bool
+		failures = -1
+	)
+	for i, raw := range strings.Split(console, "\n") {
+		line := strings.TrimRight(raw, "\r")
+		rest, ok := strings.CutPrefix(line, linePrefix)
+		if !ok {
+			continue
+		}
+		// The key is the first word, up to a space or '=': "relocs checked=..",
+		// "cmdline=..", "magic=0x.. info=..". val is what follows that separator.
+		key := rest[:strings.IndexAny(rest+" ", " =")]
+		val := rest[min(len(key)+1, len(rest)):]
+		lineErr := func(err error) error {
+			return fmt.Errorf("testkernel: console line %d %q: %w", i+1, line, err)
+		}
+		if key == "hello" {
+			if r != nil {
+				return nil, lineErr(errors.New("second hello line (did the guest reboot?)"))
+			}
+			if val != "kvmboot-testkernel "+Version {
+				return nil, lineErr(fmt.Errorf("want \"kvmboot-testkernel %s\"", Version))
+			}
+			r = &Report{Lines: map[string]string{}}
+			continue
+		}
+		if r == nil {
+			return nil, lineErr(errors.New("before the hello line"))
+		}
+		if result && isReportKey(key) {
+			return nil, lineErr(errors.New("after the result line"))
+		}
+		var err error
+		switch key {
+		case "magic":
+			err = parseFields(rest, []string{"magic", "info", "flags"}, hex32(&r.Magic), hex32(&r.Info), hex32(&r.Flags))
+		case "base":
+			err = parseFields(rest, []string{"base", "link", "delta", "size"},
+				hex32(&r.Base), hex32(&r.Link), hex32(&r.Delta), hex32(&r.Size))
+		case "cmdline":
+			r.Cmdline = val
+		case "bootloader":
+			r.BootLoader = val
+		case "mem":
+			if val == "none" {
+				break
+			}
+			err = parseFields(val, []string{"lower", "upper"}, dec32(&r.MemLower), dec32(&r.MemUpper))
+			r.HasMem = err == nil
+		case "mmap":
+			var e MmapEntry
+			err = parseFields(val, []string{"base", "len", "type"}, hex64(&e.Base), hex64(&e.Len), dec32(&e.Type))
+			r.Mmap = append(r.Mmap, e)
+		case "module":
+			var m Module
+			parts := strings.SplitN(val, " ", 4) // the string may hold spaces
+			if len(parts) < 4 {
+				err = errors.New("want index=N start=0x... end=0x... string=...")
+				break
+			}
+			str, ok := strings.CutPrefix(parts[3], "string=")
+			if !ok {
+				err = errors.New("want string=... last")
+				break
+			}
+			m.String = str
+			err = parseFields(strings.Join(parts[:3], " "), []string{"index", "start", "end"},
+				decInt(&m.Index), hex32(&m.Start), hex32(&m.End))
+			r.Modules = append(r.Modules, m)
+		case "relocs":
+			err = parseFields(val, []string{"checked", "ok"}, decInt(&r.RelocsChecked), decInt(&r.RelocsOK))
+		case "abs":
+			err = parseFields(val, []string{"checked", "ok"}, decInt(&r.AbsChecked), decInt(&r.AbsOK))
+		case "bss":
+			err = parseFields(val, []string{"zero"}, yesNo(&r.BSSZero))
+		case "fail":
+			if check, detail, ok := strings.Cut(val, ": "); !ok || check == "" || detail == "" {
+				err = errors.New("want \"fail CHECK: DETAIL\"")
+			} else {
+				r.Failures = append(r.Failures, val)
+			}
+		case "result":
+			if result {
+				return nil, lineErr(errors.New("second result line"))
+			}
+			word, counts, _ := strings.Cut(val, " ")
+			if word != "pass" && word != "fail" {
+				err = errors.New("want result pass or result fail")
+				break
+			}
+			r.Pass = word == "pass"
+			result = true
+			err = parseFields(counts, []string{"failures"}, decInt(&failures))
+			if err == nil && failures != len(r.Failures) {
+				err = fmt.Errorf("says %d failures, but %d \"kt: fail\" lines came before it", failures, len(r.Failures))
+			}
+			if err == nil && r.Pass != (failures == 0) {
+				err = fmt.Errorf("%s with %d failures", word, failures)
+			}
+		default:
+			if key == "" {
+				err = errors.New("empty kt: line")
+				break
+			}
+			r.Lines[key] = val
+		}
+		if err != nil {
+			return nil, lineErr(err)
+		}
+	}
+	if r == nil {
+		return nil, fmt.Errorf("testkernel: %w", ErrNoHello)
+	}
+	if !result {
+		return r, fmt.Errorf("testkernel: %w", ErrNoResult)
+	}
+	return r, nil
+}
+
+// isReportKey reports whether key names a line of the report proper, which
+// must come before the result line (action output comes after it).
+func isReportKey(key string) bool {
+	switch key {
+	case "magic", "base", "cmdline", "bootloader", "mem", "mmap", "module",
+		"relocs", "abs", "bss", "fail", "result":
+		return true
+	}
+	return false
+}
+
+// A fieldParser parses the value of one key=value field.
+type fieldParser func(string) error
+
+// parseFields parses "k1=v1 k2=v2 ...": exactly the keys given, in order.
+func parseFields(s string, keys []string, parsers ...fieldParser) error {
+	words := strings.Split(s, " ")
+	if len(words) != len(keys) {
+		return fmt.Errorf("want %s=...", strings.Join(keys, "=... "))
+	}
+	for i, w := range words {
+		v, ok := strings.CutPrefix(w, keys[i]+"=")
+		if !ok {
+			return fmt.Errorf("field %d: want %s=...", i+1, keys[i])
+		}
+		if err := parsers[i](v); err != nil {
+			return fmt.Errorf("%s: %w", keys[i], err)
+		}
+	}
+	return nil
+}
+
+func parseHex(s string, bits int) (uint64, error) {
+	digits, ok := strings.CutPrefix(s, "0x")
+	if !ok || digits == "" {
+		return 0, fmt.Errorf("%q is not 0x hex", s)
+	}
+	v, err := strconv.ParseUint(digits, 16, bits)
+	if err != nil {
+		return 0, fmt.Errorf("%q: not a %d-bit hex number", s, bits)
+	}
+	return v, nil
+}
+
+func parseDec(s string, bits int) (uint64, error) {
+	v, err := strconv.ParseUint(s, 10, bits)
+	if err != nil || s[0] == '+' {
+		return 0, fmt.Errorf("%q: not a %d-bit decimal number", s, bits)
+	}
+	return v, nil
+}
+
+func hex32(p *uint32) fieldParser {
+	return func(s string) error {
+		v, err := parseHex(s, 32)
+		*p = uint32(v)
+		return err
+	}
+}
+
+func hex64(p *uint64) fieldParser {
+	return func(s string) error {
+		v, err := parseHex(s, 64)
+		*p = v
+		return err
+	}
+}
+
+func dec32(p *uint32) fieldParser {
+	return func(s string) error {
+		v, err := parseDec(s, 32)
+		*p = uint32(v)
+		return err
+	}
+}
+
+func decInt(p *int) fieldParser {
+	return func(s string) error {
+		v, err := parseDec(s, 31)
+		*p = int(v)
+		return err
+	}
+}
+
+func yesNo(p *bool) fieldParser {
+	return func(s string) error {
+		switch s {
+		case "yes", "no":
+			*p = s == "yes"
+			return nil
+		}
+		return fmt.Errorf("%q: want yes or no", s)
+	}
+}

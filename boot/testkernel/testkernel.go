@@ -1,0 +1,55 @@
+// Package testkernel holds kvmboot's own i386 test kernel and a parser for
+// the report it prints on its serial console.
+//
+// The kernel (sources in e2e/testkernel, built by scripts/build-testkernel.sh)
+// is a Multiboot 1 ELF32 linked at LinkBase with `ld --emit-relocs`, so a
+// loader can put it elsewhere and relocate it. It checks what its boot loader
+// did: Multiboot magic and information, the R_386_32 relocations (pointers in
+// .text, .data and .rodata must point into the loaded image and find what the
+// linker put there), relocations against absolute symbols (which must NOT be
+// applied), a zeroed .bss, boot information and modules outside the image, and
+// the image inside available RAM. It prints "kt: " lines (see ParseReport),
+// runs the kt.* actions from its command line, and writes its exit status to
+// the debug-exit port 0xf4.
+//
+// Command-line actions, run in order after the report:
+//
+//	kt.exit=N     exit status N (decimal, 0-255) instead of 0 (pass) or 1 (fail)
+//	kt.poke=ADDR  32-bit store of 0xDEADBEEF to physical ADDR (0x hex), then "kt: poke ADDR done"
+//	kt.peek=ADDR  32-bit load from ADDR, then "kt: peek ADDR=VALUE"
+//	kt.flood=N    N characters (decimal, up to 4 GiB) of a 62-character cycle in
+//	              lines of 64 (newlines not counted), then "kt: flood done"
+//	kt.ports      outb/inb to unassigned ports 0x100-0x11f and 0x2e0-0x2e3, then "kt: ports done"
+//	kt.panic      print PanicMessage and hang
+//	kt.hang       cli; hlt forever
+//	kt.spin       cli; jmp . forever
+//	kt.triple     load an empty IDT and execute int3: triple fault
+//	kt.reset      write 0xFE to port 0x64 (keyboard controller reset), then hang
+//
+// A malformed or unknown kt.* word is a reported failure ("kt: fail cmdline: ...").
+package testkernel
+
+import _ "embed" // for ELF
+
+// ELF is the test kernel: an ELF32 i386 ET_EXEC Multiboot kernel with its
+// relocations (.rel.text, .rel.rodata, .rel.data) and symbol table.
+//
+//go:embed testkernel.elf
+var ELF []byte
+
+const (
+	// LinkBase is the address the kernel is linked at (physical = virtual).
+	LinkBase = 0x1000000
+
+	// Version is the report version in the hello line that ParseReport accepts.
+	Version = "1"
+
+	// ExitPass and ExitFail are the statuses the kernel writes to port 0xf4
+	// when no kt.exit= is given.
+	ExitPass = 0
+	ExitFail = 1
+
+	// PanicMessage is the line kt.panic prints (Linux's wording, so that
+	// panic detection made for Linux sees it too).
+	PanicMessage = "Kernel panic - not syncing: kvmboot test kernel asked to panic"
+)

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"kvmboot/boot"
+	"kvmboot/loader"
+)
+
+// sizeFlag is a size that takes K/M/G suffixes and 0x hex.
+type sizeFlag struct {
+	v   uint64
+	set bool
+}
+
+func (s *sizeFlag) String() string {
+	if !s.set && s.v == 0 {
+		return ""
+	}
+	return loader.FormatSize(s.v)
+}
+func (s *sizeFlag) Type() string { return "size" }
+func (s *sizeFlag) Set(v string) error {
+	n, err := loader.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	s.v, s.set = n, true
+	return nil
+}
+
+// rangeFlag is START-END or START+SIZE.
+type rangeFlag struct{ r *loader.Range }
+
+func (f *rangeFlag) String() string {
+	if f.r == nil {
+		return ""
+	}
+	return f.r.String()
+}
+func (f *rangeFlag) Type() string { return "range" }
+func (f *rangeFlag) Set(v string) error {
+	r, err := loader.ParseRange(v)
+	if err != nil {
+		return err
+	}
+	f.r = &r
+	return nil
+}
+
+// planFlags are the flags that shape a plan, shared by run and plan.
+type planFlags struct {
+	mem         sizeFlag
+	cmdline     string
+	modules     []string
+	badRAM      []string
+	placement   string
+	loadAddress sizeFlag
+	region      rangeFlag
+	noVerify    bool
+}
+
+func (f *planFlags) bind(fs *pflag.FlagSet) {
+	f.mem = sizeFlag{v: boot.DefaultMemSize}
+	fs.Var(&f.mem, "mem", "guest RAM size (K/M/G suffixes or 0x hex)")
+	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line")
+	fs.StringArrayVar(&f.modules, "module", nil, "Multiboot module: 'FILE[ ARGS]' (repeatable)")
+	fs.StringArrayVar(&f.badRAM, "bad-ram", nil, "bad RAM: START-END, START+SIZE, memmap=SIZE$START[,...], badram=ADDR,MASK[,...] (repeatable)")
+	fs.StringVar(&f.placement, "placement", "preferred", "kernel placement policy: preferred, lowest or highest")
+	fs.Var(&f.loadAddress, "load-address", "force the kernel's load address (refused when unaligned, bad or too small)")
+	fs.Var(&f.region, "region", "confine the kernel to START-END and load it at its aligned start (kexec/kdump style)")
+	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the in-guest checksum of every placed piece before the jump")
+}
+
+// config turns the flags into a boot configuration.
+func (f *planFlags) config(kernel string) (boot.Config, error) {
+	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Region: f.region.r, NoVerify: f.noVerify}
+	policy, err := loader.ParsePolicy(f.placement)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Policy = policy
+	if f.loadAddress.set {
+		a := f.loadAddress.v
+		cfg.LoadAddress = &a
+	}
+	for _, spec := range f.badRAM {
+		rs, err := loader.ParseBadRAM(spec, cfg.MemSize)
+		if err != nil {
+			return cfg, fmt.Errorf("--bad-ram %q: %w", spec, err)
+		}
+		cfg.BadRAM = append(cfg.BadRAM, rs...)
+	}
+	for _, m := range f.modules {
+		// GRUB's convention: the module string is the whole line, path included.
+		path, _, _ := strings.Cut(strings.TrimSpace(m), " ")
+		if path == "" {
+			return cfg, fmt.Errorf("--module %q: no file name", m)
+		}
+		cfg.Modules = append(cfg.Modules, boot.ModuleSpec{Path: path, Args: strings.TrimSpace(m)})
+	}
+	return cfg, nil
+}

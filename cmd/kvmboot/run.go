@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"kvmboot/boot"
+	"kvmboot/machine"
+)
+
+func runCommand() *cobra.Command {
+	var (
+		pf          planFlags
+		timeout     time.Duration
+		expect      string
+		consolePath string
+		asJSON      bool
+		exitCode    string
+		vmm         string
+		badPolicy   string
+		trace       string
+		traceLimit  int
+		countStub   bool
+		showPlan    bool
+		verbose     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] [KERNEL]",
+		Short: "Boot KERNEL (default: the built-in test kernel) and report the outcome",
+		Long: `Boot KERNEL and watch it until it reports, fails or times out.
+
+Exit status: the value the guest wrote to the debug-exit port 0xf4 (0..123);
+0 when --expect matched; 124 timeout; 125 the guest failed (triple fault,
+panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
+		Example: `  kvmboot run                                   # the built-in test kernel
+  kvmboot run --bad-ram 16M-32M --json kernel.elf
+  kvmboot run --module 'initrd.img arg' --expect 'login:' --timeout 60s kernel.elf.xz`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kernel := ""
+			if len(args) == 1 {
+				kernel = args[0]
+			}
+			cfg, err := pf.config(kernel)
+			if err != nil {
+				return err
+			}
+			cfg.VMM, cfg.Timeout, cfg.CountStub = vmm, timeout, countStub
+			switch exitCode {
+			case "native":
+			case "qemu":
+				cfg.QEMUExitCodes = true
+			default:
+				return fmt.Errorf("--exit-code=%s: want native or qemu", exitCode)
+			}
+			switch machine.BadRAMPolicy(badPolicy) {
+			case machine.BadRAMStop, machine.BadRAMRecord:
+				cfg.BadRAMPolicy = machine.BadRAMPolicy(badPolicy)
+			default:
+				return fmt.Errorf("--bad-ram-policy=%s: want stop or record", badPolicy)
+			}
+			if expect != "" {
+				if cfg.Expect, err = regexp.Compile(expect); err != nil {
+					return fmt.Errorf("--expect: %v", err)
+				}
+			}
+			switch trace {
+			case "":
+			case "real", "all":
+				cfg.Trace = func(line string) { fmt.Fprintln(os.Stderr, "trace:", line) }
+				cfg.TraceLimit, cfg.TraceAll = traceLimit, trace == "all"
+			default:
+				return fmt.Errorf("--trace=%s: want real or all", trace)
+			}
+
+			// The console goes to --console FILE, else to stderr under
+			// --json (stdout carries the JSON), else to stdout.
+			var console io.Writer = os.Stdout
+			if asJSON {
+				console = os.Stderr
+			}
+			if consolePath != "" {
+				f, err := os.Create(consolePath)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				console = f
+			}
+			cfg.Console = console
+			if verbose {
+				cfg.Log = func(s string) { fmt.Fprintln(os.Stderr, "kvmboot:", s) }
+			}
+
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if showPlan && !asJSON {
+				plan, err := boot.Plan(cfg)
+				if err != nil {
+					return err
+				}
+				plan.Write(os.Stderr)
+			}
+			res, err := boot.Run(ctx, cfg)
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				enc.Encode(res)
+			} else if err != nil {
+				return err
+			} else {
+				fmt.Fprintf(os.Stderr, "kvmboot: %s (status %d): %s\n", res.Outcome, res.ExitCode, res.Reason)
+			}
+			if res.ExitCode != 0 {
+				return exitError{res.ExitCode}
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	pf.bind(fs)
+	fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (status 124)")
+	fs.StringVar(&expect, "expect", "", "regular expression: a console line matching it ends the run with status 0")
+	fs.StringVar(&consolePath, "console", "", "write the guest console to FILE (complete, also on timeout or crash)")
+	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
+	fs.StringVar(&exitCode, "exit-code", "native", "native: the guest's debug-exit value; qemu: (v<<1)|1 as isa-debug-exit")
+	fs.StringVar(&vmm, "vmm", "auto", "backend: auto or kvm")
+	fs.StringVar(&badPolicy, "bad-ram-policy", "stop", "on a guest access to bad RAM: stop (status 125) or record and go on")
+	fs.StringVar(&trace, "trace", "", "single-step and print instructions: real (until protected mode) or all")
+	fs.IntVar(&traceLimit, "trace-limit", 10000, "most instructions --trace prints")
+	fs.BoolVar(&countStub, "count-stub", false, "count the instructions and VM exits from reset to the kernel's entry")
+	fs.BoolVar(&showPlan, "show-plan", false, "print the plan on stderr before booting")
+	fs.BoolVarP(&verbose, "verbose", "v", false, "log unhandled ports, ROM writes and other notes on stderr")
+	return cmd
+}

@@ -1,0 +1,844 @@
+/*
+ * kernel.c: the kvmboot test kernel.
+ *
+ * A freestanding i386 Multiboot kernel that checks what its boot loader did
+ * and prints a machine-readable report on COM1. It is linked at 0x1000000
+ * but a loader may load it anywhere and relocate it with the relocations
+ * `ld --emit-relocs` kept in the ELF file. What a loader must guarantee, and
+ * what this file checks:
+ *
+ *   - entry in flat 32-bit protected mode, paging off, EFLAGS.IF clear,
+ *     EAX = 0x2BADB002, EBX = a Multiboot info structure;
+ *   - every R_386_32 relocation adjusted by delta = load address - link
+ *     address, except those against absolute (SHN_ABS) symbols, which keep
+ *     their value, and PC-relative ones, which need nothing;
+ *   - .bss zeroed;
+ *   - boot information (info, cmdline, modules) outside the kernel image,
+ *     modules page aligned (we ask for it), and the image in RAM that the
+ *     memory map calls available (type 1), away from bad RAM (type 5).
+ *
+ * The report (one "kt: " line each; boot/testkernel/report.go parses it):
+ *
+ *   kt: hello kvmboot-testkernel 1
+ *   kt: magic=0x2badb002 info=0x00009000 flags=0x0000024f
+ *   kt: base=0x02000000 link=0x01000000 delta=0x01000000 size=0x00006000
+ *   kt: cmdline=<verbatim; control characters shown as '?'>
+ *   kt: bootloader=<name>
+ *   kt: mem lower=639 upper=261120            (or "kt: mem none")
+ *   kt: mmap base=0x... len=0x... type=1      (one per entry, 64-bit hex)
+ *   kt: module index=0 start=0x... end=0x... string=<string>
+ *   kt: relocs checked=N ok=N
+ *   kt: abs checked=N ok=N
+ *   kt: bss zero=yes|no
+ *   kt: fail <check>: <detail>                (printed where it is found)
+ *   kt: result pass|fail failures=N
+ *
+ * followed by the output of the kt.* actions on the command line (see
+ * run_actions), then the exit status written to the debug-exit port 0xf4.
+ * A "fail" line comes right after the line it is about, or before the
+ * summary line of its group (relocs, abs). If the loader did not relocate
+ * the image at all, no C code can run: entry.S prints hello, one fail line
+ * and the result, and stops.
+ *
+ * No paging, no interrupts, no libgcc: 64-bit values are only added,
+ * compared and printed in hex.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KT_VERSION		"1"
+#define MB_BOOT_MAGIC		0x2BADB002u
+#define KT_LINK_BASE		0x01000000u	/* as in linker.ld */
+#define KT_ABS_MAGIC		0xC0FFEE00u	/* as in linker.ld */
+#define KT_ABS_MMIO		0xFEC00000u	/* as in linker.ld */
+#define MAX_STRING		4096		/* longest cmdline or name we print */
+
+/* Built by entry.S on the stack, first field at the lowest address. */
+struct entry_state {
+	uint32_t magic;		/* EAX at entry */
+	uint32_t info;		/* EBX at entry */
+	uint32_t base;		/* runtime address of the image (PC-relative) */
+	uint32_t size;		/* _end - kt_image_start */
+	uint32_t bss_nonzero;	/* first non-zero .bss dword, 0 if none */
+	uint32_t eflags;	/* EFLAGS at entry */
+	uint32_t link_base;	/* `movl $kt_link_base`: absolute, not relocated */
+	uint32_t stack_top;	/* kt_stack_top (entry.S checked that the
+				   relocated and PC-relative addresses agree) */
+};
+
+void kmain(const struct entry_state *st);
+
+/* ---- Hardware access ------------------------------------------------ */
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+static inline uint32_t read_cr0(void)
+{
+	uint32_t v;
+	__asm__ volatile("movl %%cr0, %0" : "=r"(v));
+	return v;
+}
+
+static __attribute__((noreturn)) void halt_forever(void)
+{
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
+/*
+ * Hide a value from the optimizer, so that the code really uses what the
+ * loader put in memory instead of a constant the compiler folded in.
+ */
+static inline uint32_t opaque(uint32_t v)
+{
+	__asm__("" : "+r"(v));
+	return v;
+}
+
+/* ---- Serial port: polled 16550 at COM1 --------------------------------- */
+
+#define COM1		0x3F8
+#define UART_THR	0	/* transmit holding (DLAB=0) */
+#define UART_DLL	0	/* divisor low (DLAB=1) */
+#define UART_IER	1	/* interrupt enable (DLAB=0) */
+#define UART_DLM	1	/* divisor high (DLAB=1) */
+#define UART_FCR	2	/* FIFO control */
+#define UART_LCR	3	/* line control */
+#define UART_MCR	4	/* modem control */
+#define UART_LSR	5	/* line status */
+#define UART_LSR_THRE	0x20	/* transmit holding register empty */
+
+static void serial_init(void)
+{
+	outb(COM1 + UART_IER, 0x00);	/* no interrupts */
+	outb(COM1 + UART_LCR, 0x80);	/* DLAB on */
+	outb(COM1 + UART_DLL, 0x01);	/* divisor 1: 115200 baud */
+	outb(COM1 + UART_DLM, 0x00);
+	outb(COM1 + UART_LCR, 0x03);	/* DLAB off, 8N1 */
+	outb(COM1 + UART_FCR, 0xC7);	/* FIFO on, cleared, 14-byte trigger */
+	outb(COM1 + UART_MCR, 0x03);	/* DTR, RTS; OUT2 off: no IRQ */
+}
+
+static void serial_putc(char c)
+{
+	if (c == '\n')
+		serial_putc('\r');
+	/* Bounded, so that a UART that never says "empty" slows us down
+	 * instead of hanging us. */
+	for (uint32_t i = 0; i < 100000; i++)
+		if (inb(COM1 + UART_LSR) & UART_LSR_THRE)
+			break;
+	outb(COM1 + UART_THR, (uint8_t)c);
+}
+
+/* ---- Printing ------------------------------------------------------------ */
+
+static void put_str(const char *s)
+{
+	while (*s)
+		serial_putc(*s++);
+}
+
+/* A string from the boot loader: at most max bytes, control bytes as '?'. */
+static void put_untrusted(const char *s, uint32_t max)
+{
+	for (uint32_t i = 0; i < max && s[i]; i++) {
+		unsigned char c = (unsigned char)s[i];
+		serial_putc(c < 0x20 || c == 0x7f ? '?' : (char)c);
+	}
+}
+
+static void put_hex_digits(uint32_t v)
+{
+	for (int shift = 28; shift >= 0; shift -= 4)
+		serial_putc("0123456789abcdef"[(v >> shift) & 0xf]);
+}
+
+static void put_dec(uint32_t v)
+{
+	char buf[10];
+	int n = 0;
+	do {
+		buf[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		serial_putc(buf[--n]);
+}
+
+/*
+ * A small printf:
+ *   %s  string            %S  string from the boot loader (see put_untrusted)
+ *   %u  uint32_t decimal  %x  uint32_t as 0x + 8 hex digits
+ *   %X  uint64_t as 0x + 16 hex digits
+ */
+static void vprint(const char *fmt, va_list ap)
+{
+	for (; *fmt; fmt++) {
+		if (*fmt != '%') {
+			serial_putc(*fmt);
+			continue;
+		}
+		switch (*++fmt) {
+		case 's':
+			put_str(va_arg(ap, const char *));
+			break;
+		case 'S':
+			put_untrusted(va_arg(ap, const char *), MAX_STRING);
+			break;
+		case 'u':
+			put_dec(va_arg(ap, uint32_t));
+			break;
+		case 'x':
+			put_str("0x");
+			put_hex_digits(va_arg(ap, uint32_t));
+			break;
+		case 'X': {
+			uint64_t v = va_arg(ap, uint64_t);
+			put_str("0x");
+			put_hex_digits((uint32_t)(v >> 32));
+			put_hex_digits((uint32_t)v);
+			break;
+		}
+		case '\0':
+			return;
+		default:
+			serial_putc(*fmt);
+			break;
+		}
+	}
+}
+
+static void print(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vprint(fmt, ap);
+	va_end(ap);
+}
+
+/* ---- Failures -------------------------------------------------------- */
+
+static uint32_t failures;
+
+/* Prints "kt: fail <check>: <detail>" and counts it. */
+static void fail(const char *check, const char *fmt, ...)
+{
+	va_list ap;
+	failures++;
+	print("kt: fail %s: ", check);
+	va_start(ap, fmt);
+	vprint(fmt, ap);
+	va_end(ap);
+	serial_putc('\n');
+}
+
+/* The loaded image, [img_base, img_base + img_size). */
+static uint32_t img_base, img_size;
+
+/* Does [start, start+len) overlap the image? */
+static int overlaps_image(uint32_t start, uint32_t len)
+{
+	uint64_t s = start, e = (uint64_t)start + len;
+	return len && s < (uint64_t)img_base + img_size && img_base < e;
+}
+
+static void check_outside_image(const char *what, uint32_t start, uint32_t len)
+{
+	if (overlaps_image(start, len))
+		fail("overlap", "%s [%x, %x) overlaps the kernel image [%x, %x)",
+		     what, start, start + len, img_base, img_base + img_size);
+}
+
+/* ---- Relocation self-check ----------------------------------------- */
+
+/* Canaries: distinct values the relocated pointers must find. */
+uint32_t kt_canary_data = 0x6b740d01;
+uint32_t kt_canary_array[4] = { 0x6b740d10, 0x6b740d11, 0x6b740d12, 0x6b740d13 };
+const uint32_t kt_canary_rodata = 0x6b740a01;
+uint32_t kt_canary_bss;			/* .bss: must read 0 */
+extern uint32_t kt_asm_canary;		/* entry.S, .data: 0x6b74a5a5 */
+uint32_t kt_asm_canary_addr(void);	/* entry.S: returns $kt_asm_canary */
+extern char kt_stack[];			/* entry.S: the stack, KT_STACK_SIZE bytes */
+#define KT_STACK_SIZE 16384
+
+/* Functions that return an id: a relocated pointer to one must call it. */
+__attribute__((noinline)) uint32_t kt_fn_one(void)   { return 0x6b74f001; }
+__attribute__((noinline)) uint32_t kt_fn_two(void)   { return 0x6b74f002; }
+__attribute__((noinline)) uint32_t kt_fn_three(void) { return 0x6b74f003; }
+
+struct reloc_check {
+	char name[16];			/* inline: printing it needs no relocation */
+	const uint32_t *object;		/* a canary, or NULL */
+	uint32_t (*function)(void);	/* a function, or NULL */
+	uint32_t want;			/* the canary's value or the function's id */
+};
+
+/* Pointers in .data (relocations in .rel.data). */
+struct reloc_check kt_data_checks[] = {
+	{ "data->data",    &kt_canary_data,     NULL,        0x6b740d01 },
+	{ "data->data+8",  &kt_canary_array[2], NULL,        0x6b740d12 },
+	{ "data->rodata",  &kt_canary_rodata,   NULL,        0x6b740a01 },
+	{ "data->bss",     &kt_canary_bss,      NULL,        0 },
+	{ "data->asm",     &kt_asm_canary,      NULL,        0x6b74a5a5 },
+	{ "data->text",    NULL,                kt_fn_one,   0x6b74f001 },
+	{ "data->text2",   NULL,                kt_fn_two,   0x6b74f002 },
+};
+
+/* Pointers in .rodata (relocations in .rel.rodata). */
+const struct reloc_check kt_rodata_checks[] = {
+	{ "rodata->data",  &kt_canary_array[3], NULL,        0x6b740d13 },
+	{ "rodata->text",  NULL,                kt_fn_three, 0x6b74f003 },
+};
+
+static uint32_t relocs_checked, relocs_ok;
+
+/*
+ * One relocated pointer: it must point into the loaded image, and what it
+ * points at must be what the linker put there. A function is called only
+ * once its pointer is known to be inside the image.
+ */
+static void check_pointer(const char *name, uint32_t ptr, int is_function, uint32_t want)
+{
+	relocs_checked++;
+	if (ptr - img_base >= img_size) {	/* unsigned: also catches ptr < base */
+		fail("reloc", "%s: pointer %x is outside the image [%x, %x)",
+		     name, ptr, img_base, img_base + img_size);
+		return;
+	}
+	uint32_t got = is_function ? ((uint32_t (*)(void))ptr)()
+				   : *(const volatile uint32_t *)ptr;
+	if (got != want) {
+		fail("reloc", "%s: %s at %x gave %x, want %x", name,
+		     is_function ? "function" : "object", ptr, got, want);
+		return;
+	}
+	relocs_ok++;
+}
+
+static void check_table(const struct reloc_check *table, uint32_t n)
+{
+	/* Read the table through an opaque pointer: the compiler must not
+	 * replace the loads with the constants it knows were stored there. */
+	table = (const struct reloc_check *)opaque((uint32_t)table);
+	for (uint32_t i = 0; i < n; i++) {
+		const volatile struct reloc_check *c = &table[i];
+		if (c->function)
+			check_pointer(table[i].name, (uint32_t)c->function, 1, c->want);
+		else
+			check_pointer(table[i].name, (uint32_t)c->object, 0, c->want);
+	}
+}
+
+static void check_relocations(const struct entry_state *st)
+{
+	check_table(kt_data_checks, sizeof kt_data_checks / sizeof kt_data_checks[0]);
+	check_table(kt_rodata_checks, sizeof kt_rodata_checks / sizeof kt_rodata_checks[0]);
+
+	/* Addresses taken in .text: `movl $symbol` from C and from entry.S. */
+	check_pointer("text->data", opaque((uint32_t)&kt_canary_data), 0, 0x6b740d01);
+	check_pointer("text->rodata", opaque((uint32_t)&kt_canary_rodata), 0, 0x6b740a01);
+	check_pointer("text->text", opaque((uint32_t)&kt_fn_two), 1, 0x6b74f002);
+	check_pointer("asm->data", kt_asm_canary_addr(), 0, 0x6b74a5a5);
+
+	/* The stack we run on: C's idea of its address must agree. */
+	relocs_checked++;
+	if (opaque((uint32_t)kt_stack) + KT_STACK_SIZE != st->stack_top)
+		fail("reloc", "text->stack: kt_stack is %x, but the stack top is at %x",
+		     opaque((uint32_t)kt_stack), st->stack_top);
+	else
+		relocs_ok++;
+
+	print("kt: relocs checked=%u ok=%u\n", relocs_checked, relocs_ok);
+}
+
+/* ---- Absolute symbols: their relocations must NOT be applied ---------- */
+
+extern char kt_link_base[], kt_abs_magic[], kt_abs_mmio[];	/* linker.ld */
+
+/* Absolute values stored in .data and .rodata (relocations against ABS). */
+uint32_t kt_abs_in_data[2] = { (uint32_t)kt_abs_magic, (uint32_t)kt_link_base };
+const uint32_t kt_abs_in_rodata = (uint32_t)kt_abs_mmio;
+
+static uint32_t abs_checked, abs_ok;
+
+static void check_abs(const char *name, uint32_t got, uint32_t want)
+{
+	abs_checked++;
+	if (got != want) {
+		fail("abs", "%s is %x, want %x (relocated like an address in the image?)",
+		     name, got, want);
+		return;
+	}
+	abs_ok++;
+}
+
+static uint32_t load_u32(const uint32_t *p)
+{
+	return *(const volatile uint32_t *)opaque((uint32_t)p);
+}
+
+static void check_absolute_symbols(const struct entry_state *st)
+{
+	check_abs("text:kt_abs_magic", opaque((uint32_t)kt_abs_magic), KT_ABS_MAGIC);
+	check_abs("text:kt_abs_mmio", opaque((uint32_t)kt_abs_mmio), KT_ABS_MMIO);
+	check_abs("asm:kt_link_base", st->link_base, KT_LINK_BASE);
+	check_abs("data:kt_abs_magic", load_u32(&kt_abs_in_data[0]), KT_ABS_MAGIC);
+	check_abs("data:kt_link_base", load_u32(&kt_abs_in_data[1]), KT_LINK_BASE);
+	check_abs("rodata:kt_abs_mmio", load_u32(&kt_abs_in_rodata), KT_ABS_MMIO);
+	print("kt: abs checked=%u ok=%u\n", abs_checked, abs_ok);
+}
+
+/* ---- Multiboot information ------------------------------------------- */
+
+struct mb_info {
+	uint32_t flags;
+	uint32_t mem_lower, mem_upper;		/* flags bit 0 */
+	uint32_t boot_device;			/* bit 1 */
+	uint32_t cmdline;			/* bit 2 */
+	uint32_t mods_count, mods_addr;		/* bit 3 */
+	uint32_t syms[4];			/* bit 4 or 5 */
+	uint32_t mmap_length, mmap_addr;	/* bit 6 */
+	uint32_t drives_length, drives_addr;	/* bit 7 */
+	uint32_t config_table;			/* bit 8 */
+	uint32_t boot_loader_name;		/* bit 9 */
+	uint32_t apm_table;			/* bit 10 */
+};
+
+#define MBI_MEM		(1u << 0)
+#define MBI_CMDLINE	(1u << 2)
+#define MBI_MODS	(1u << 3)
+#define MBI_AOUT_SYMS	(1u << 4)
+#define MBI_ELF_SHDR	(1u << 5)
+#define MBI_MMAP	(1u << 6)
+#define MBI_LOADER_NAME	(1u << 9)
+
+struct mb_module {
+	uint32_t start, end, string, reserved;
+};
+
+struct __attribute__((packed)) mb_mmap_entry {
+	uint32_t size;		/* of the rest of the entry: 20 or more */
+	uint64_t base, len;
+	uint32_t type;		/* 1 available, 3 ACPI, 4 NVS, 5 bad RAM, other reserved */
+};
+
+#define MAX_MMAP_ENTRIES 256
+
+/* Iterates the memory map: returns the next entry, or NULL at its end. */
+static const struct mb_mmap_entry *mmap_next(const struct mb_info *mbi,
+					     const struct mb_mmap_entry *e, uint32_t *count)
+{
+	uint64_t end = (uint64_t)mbi->mmap_addr + mbi->mmap_length;
+	uint64_t next = e ? (uint64_t)(uint32_t)e + e->size + 4 : mbi->mmap_addr;
+	if (next + sizeof(struct mb_mmap_entry) > end || ++*count > MAX_MMAP_ENTRIES)
+		return NULL;
+	return (const struct mb_mmap_entry *)(uint32_t)next;
+}
+
+static void print_mmap(const struct mb_info *mbi)
+{
+	uint32_t n = 0;
+	for (const struct mb_mmap_entry *e = mmap_next(mbi, NULL, &n); e; e = mmap_next(mbi, e, &n)) {
+		print("kt: mmap base=%X len=%X type=%u\n", e->base, e->len, e->type);
+		if (e->size < 20) {
+			fail("mmap", "entry at %x has size %u, want at least 20", (uint32_t)e, e->size);
+			return;
+		}
+	}
+	if (n > MAX_MMAP_ENTRIES)
+		fail("mmap", "more than %u entries", MAX_MMAP_ENTRIES);
+}
+
+/*
+ * The range [start, start+len) must lie in memory the map calls available
+ * (type 1) and overlap nothing else: no bad RAM (type 5), no reserved area.
+ */
+static void check_in_ram(const struct mb_info *mbi, const char *what, uint32_t start, uint32_t len)
+{
+	uint64_t s = start, e = (uint64_t)start + len;
+	const struct mb_mmap_entry *m;
+	uint32_t n;
+
+	if (!(mbi->flags & MBI_MMAP) || len == 0)
+		return;
+	n = 0;
+	for (m = mmap_next(mbi, NULL, &n); m && m->size >= 20; m = mmap_next(mbi, m, &n)) {
+		if (m->type != 1 && m->len && m->base < e && s < m->base + m->len) {
+			fail("placement", "%s [%x, %x) overlaps memory map type %u [%X, %X)",
+			     what, start, start + len, m->type, m->base, m->base + m->len);
+			return;
+		}
+	}
+	/* Walk forward through available entries until the range is covered. */
+	for (uint64_t cur = s; cur < e;) {
+		uint64_t next = cur;
+		n = 0;
+		for (m = mmap_next(mbi, NULL, &n); m && m->size >= 20; m = mmap_next(mbi, m, &n))
+			if (m->type == 1 && m->base <= cur && cur < m->base + m->len)
+				next = m->base + m->len;
+		if (next == cur) {
+			fail("placement", "%s [%x, %x): %X is not in available memory",
+			     what, start, start + len, cur);
+			return;
+		}
+		cur = next;
+	}
+}
+
+static uint32_t string_size(const char *s)
+{
+	uint32_t n = 0;
+	while (n < MAX_STRING && s[n])
+		n++;
+	return n + 1;
+}
+
+static void check_modules(const struct mb_info *mbi)
+{
+	const struct mb_module *mods = (const struct mb_module *)mbi->mods_addr;
+
+	check_outside_image("module list", mbi->mods_addr, mbi->mods_count * sizeof *mods);
+	for (uint32_t i = 0; i < mbi->mods_count && i < 64; i++) {
+		const struct mb_module *m = &mods[i];
+		const char *str = m->string ? (const char *)m->string : "";
+		print("kt: module index=%u start=%x end=%x string=%S\n", i, m->start, m->end, str);
+		if (m->start >= m->end)
+			fail("module", "module %u: start %x is not below end %x", i, m->start, m->end);
+		if (m->start & 0xfff)
+			fail("module", "module %u: start %x is not page aligned (header flag 0 asks for it)",
+			     i, m->start);
+		if (m->start < m->end) {
+			check_outside_image("module", m->start, m->end - m->start);
+			check_in_ram(mbi, "module", m->start, m->end - m->start);
+		}
+		if (m->string)
+			check_outside_image("module string", m->string, string_size(str));
+	}
+	if (mbi->mods_count > 64)
+		fail("module", "%u modules, only the first 64 checked", mbi->mods_count);
+}
+
+/* Prints the Multiboot part of the report; returns the cmdline (or ""). */
+static const char *report_multiboot(const struct entry_state *st)
+{
+	const struct mb_info *mbi = (const struct mb_info *)st->info;
+	int valid = st->magic == MB_BOOT_MAGIC && st->info != 0;
+	uint32_t flags = valid ? mbi->flags : 0;
+	const char *cmdline = "", *loader = "";
+
+	print("kt: magic=%x info=%x flags=%x\n", st->magic, st->info, flags);
+	print("kt: base=%x link=%x delta=%x size=%x\n",
+	      st->base, st->link_base, st->base - st->link_base, st->size);
+	if (st->magic != MB_BOOT_MAGIC)
+		fail("magic", "EAX was %x, want 0x2badb002: ignoring the info at %x", st->magic, st->info);
+	else if (st->info == 0)
+		fail("info", "EBX was 0: no Multiboot information");
+	else
+		check_outside_image("multiboot info", st->info, sizeof *mbi);
+
+	if ((flags & MBI_CMDLINE) && mbi->cmdline) {
+		cmdline = (const char *)mbi->cmdline;
+		check_outside_image("cmdline", mbi->cmdline, string_size(cmdline));
+	}
+	if ((flags & MBI_LOADER_NAME) && mbi->boot_loader_name) {
+		loader = (const char *)mbi->boot_loader_name;
+		check_outside_image("boot loader name", mbi->boot_loader_name, string_size(loader));
+	}
+	print("kt: cmdline=%S\n", cmdline);
+	print("kt: bootloader=%S\n", loader);
+
+	if (flags & MBI_MEM)
+		print("kt: mem lower=%u upper=%u\n", mbi->mem_lower, mbi->mem_upper);
+	else
+		print("kt: mem none\n");
+	if (valid && !(flags & MBI_MEM))
+		fail("mem", "no mem_lower/mem_upper, but header flag 1 asks for them");
+	if ((flags & (MBI_AOUT_SYMS | MBI_ELF_SHDR)) == (MBI_AOUT_SYMS | MBI_ELF_SHDR))
+		fail("flags", "bits 4 and 5 are both set in %x", flags);
+
+	if (flags & MBI_MMAP) {
+		check_outside_image("memory map", mbi->mmap_addr, mbi->mmap_length);
+		print_mmap(mbi);
+		check_in_ram(mbi, "kernel image", img_base, img_size);
+	}
+	if (flags & MBI_MODS)
+		check_modules(mbi);
+	return cmdline;
+}
+
+/* ---- CPU state at entry ------------------------------------------------- */
+
+static void check_cpu(const struct entry_state *st)
+{
+	uint32_t cr0 = read_cr0();
+	if (st->eflags & (1u << 9))
+		fail("cpu", "EFLAGS.IF was set at entry (eflags=%x)", st->eflags);
+	if (cr0 & (1u << 31))
+		fail("cpu", "paging is on (cr0=%x)", cr0);
+	if (!(cr0 & 1u))
+		fail("cpu", "protected mode is off (cr0=%x)", cr0);
+}
+
+/* ---- Actions from the command line ------------------------------------ */
+
+enum action_kind {
+	ACT_EXIT, ACT_POKE, ACT_PEEK, ACT_FLOOD, ACT_PORTS,
+	ACT_PANIC, ACT_HANG, ACT_SPIN, ACT_TRIPLE, ACT_RESET,
+};
+
+struct action {
+	enum action_kind kind;
+	uint64_t arg;
+};
+
+#define MAX_ACTIONS 32
+static struct action actions[MAX_ACTIONS];
+static uint32_t n_actions;
+
+/* Does the word [w, w+len) start with prefix? */
+static int has_prefix(const char *w, uint32_t len, const char *prefix)
+{
+	uint32_t i;
+	for (i = 0; prefix[i]; i++)
+		if (i >= len || w[i] != prefix[i])
+			return 0;
+	return 1;
+}
+
+static int is_word(const char *w, uint32_t len, const char *word)
+{
+	return has_prefix(w, len, word) && string_size(word) - 1 == len;
+}
+
+/* Parses decimal or 0x-hex digits [s, s+len) into *v, at most max. */
+static int parse_number(const char *s, uint32_t len, int hex, uint64_t max, uint64_t *v)
+{
+	uint64_t x = 0;
+	uint32_t i = 0;
+
+	if (hex) {
+		if (len < 3 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
+			return 0;
+		i = 2;
+	} else if (len == 0) {
+		return 0;
+	}
+	for (; i < len; i++) {
+		char c = s[i];
+		uint32_t d;
+		if (c >= '0' && c <= '9')
+			d = (uint32_t)(c - '0');
+		else if (hex && c >= 'a' && c <= 'f')
+			d = (uint32_t)(c - 'a' + 10);
+		else if (hex && c >= 'A' && c <= 'F')
+			d = (uint32_t)(c - 'A' + 10);
+		else
+			return 0;
+		if (x > max)	/* stop before the shift could overflow */
+			return 0;
+		x = hex ? (x << 4) | d : x * 10 + d;
+	}
+	if (x > max)
+		return 0;
+	*v = x;
+	return 1;
+}
+
+static void bad_word(const char *w, uint32_t len, const char *why)
+{
+	failures++;
+	put_str("kt: fail cmdline: ");
+	put_untrusted(w, len < 64 ? len : 64);
+	print(": %s\n", why);
+}
+
+/* Parses one kt.* word into actions[]; reports a failure if it is bad. */
+static void parse_word(const char *w, uint32_t len)
+{
+	static const struct { const char *name; enum action_kind kind; int hex; uint64_t max; } table[] = {
+		{ "kt.exit=",  ACT_EXIT,   0, 255 },
+		{ "kt.poke=",  ACT_POKE,   1, 0xFFFFFFFCu },
+		{ "kt.peek=",  ACT_PEEK,   1, 0xFFFFFFFCu },
+		{ "kt.flood=", ACT_FLOOD,  0, 0x100000000ull },
+		{ "kt.ports",  ACT_PORTS,  0, 0 },
+		{ "kt.panic",  ACT_PANIC,  0, 0 },
+		{ "kt.hang",   ACT_HANG,   0, 0 },
+		{ "kt.spin",   ACT_SPIN,   0, 0 },
+		{ "kt.triple", ACT_TRIPLE, 0, 0 },
+		{ "kt.reset",  ACT_RESET,  0, 0 },
+	};
+	for (uint32_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+		const char *name = table[i].name;
+		uint32_t n = string_size(name) - 1;
+		struct action a = { table[i].kind, 0 };
+
+		if (name[n - 1] == '=') {
+			if (!has_prefix(w, len, name))
+				continue;
+			if (!parse_number(w + n, len - n, table[i].hex, table[i].max, &a.arg)) {
+				bad_word(w, len, table[i].hex ? "want a 0x hex address" : "want a decimal number in range");
+				return;
+			}
+		} else if (!is_word(w, len, name)) {
+			continue;
+		}
+		if (n_actions == MAX_ACTIONS) {
+			bad_word(w, len, "too many kt.* actions");
+			return;
+		}
+		actions[n_actions++] = a;
+		return;
+	}
+	bad_word(w, len, "unknown kt.* action");
+}
+
+/* Splits the command line into space-separated words; keeps the kt.* ones. */
+static void parse_cmdline(const char *cmdline)
+{
+	const char *p = cmdline, *end = cmdline + string_size(cmdline) - 1;
+	while (p < end) {
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		const char *w = p;
+		while (p < end && *p != ' ' && *p != '\t')
+			p++;
+		if (p > w && has_prefix(w, (uint32_t)(p - w), "kt."))
+			parse_word(w, (uint32_t)(p - w));
+	}
+}
+
+/* N characters of a 62-character cycle, in lines of 64: a lost or
+ * repeated line shows as a break in the pattern. */
+static void flood(uint64_t n)
+{
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	uint32_t k = 0, col = 0;
+
+	for (; n; n--) {
+		serial_putc(alphabet[k]);
+		if (++k == sizeof alphabet - 1)
+			k = 0;
+		if (++col == 64) {
+			serial_putc('\n');
+			col = 0;
+		}
+	}
+	if (col)
+		serial_putc('\n');
+	print("kt: flood done\n");
+}
+
+/* Ports nothing on a PC answers: reads give 0xff, writes vanish. */
+static void touch_unassigned_ports(void)
+{
+	for (uint16_t port = 0x100; port < 0x120; port++) {
+		outb(port, 0x5a);
+		(void)inb(port);
+	}
+	for (uint16_t port = 0x2e0; port < 0x2e4; port++) {
+		outb(port, 0xa5);
+		(void)inb(port);
+	}
+	print("kt: ports done\n");
+}
+
+static __attribute__((noreturn)) void triple_fault(void)
+{
+	static const struct __attribute__((packed)) {
+		uint16_t limit;
+		uint32_t base;
+	} empty_idt = { 0, 0 };
+
+	/* int3 -> #GP (vector beyond the IDT limit) -> #DF -> shutdown. */
+	__asm__ volatile("lidt %0; int3" : : "m"(empty_idt));
+	halt_forever();
+}
+
+/* Runs the actions in order; returns the exit status for port 0xf4. */
+static uint32_t run_actions(uint32_t status)
+{
+	for (uint32_t i = 0; i < n_actions; i++) {
+		uint32_t addr = (uint32_t)actions[i].arg;
+		uint32_t v;
+
+		switch (actions[i].kind) {
+		case ACT_EXIT:
+			status = addr;
+			break;
+		case ACT_POKE:
+			__asm__ volatile("movl %1, (%0)" : : "r"(addr), "r"(0xDEADBEEFu) : "memory");
+			print("kt: poke %x done\n", addr);
+			break;
+		case ACT_PEEK:
+			__asm__ volatile("movl (%1), %0" : "=r"(v) : "r"(addr) : "memory");
+			print("kt: peek %x=%x\n", addr, v);
+			break;
+		case ACT_FLOOD:
+			flood(actions[i].arg);
+			break;
+		case ACT_PORTS:
+			touch_unassigned_ports();
+			break;
+		case ACT_PANIC:
+			print("Kernel panic - not syncing: kvmboot test kernel asked to panic\n");
+			halt_forever();
+		case ACT_HANG:
+			halt_forever();
+		case ACT_SPIN:
+			__asm__ volatile("cli; 1: jmp 1b");
+			__builtin_unreachable();
+		case ACT_TRIPLE:
+			triple_fault();
+		case ACT_RESET:
+			outb(0x64, 0xFE);	/* keyboard controller: pulse reset */
+			halt_forever();
+		}
+	}
+	return status;
+}
+
+/* ---- Main ------------------------------------------------------------------ */
+
+void kmain(const struct entry_state *st)
+{
+	const char *cmdline;
+	uint32_t status;
+
+	serial_init();
+	/* Start on a line of our own: firmware may have left a partial one. */
+	print("\nkt: hello kvmboot-testkernel " KT_VERSION "\n");
+
+	img_base = st->base;
+	img_size = st->size;
+
+	cmdline = report_multiboot(st);
+	check_cpu(st);
+	check_relocations(st);
+	check_absolute_symbols(st);
+
+	print("kt: bss zero=%s\n", st->bss_nonzero ? "no" : "yes");
+	if (st->bss_nonzero)
+		fail("bss", "not zeroed by the loader: non-zero dword at %x", st->bss_nonzero);
+
+	parse_cmdline(cmdline);
+
+	print("kt: result %s failures=%u\n", failures ? "fail" : "pass", failures);
+
+	status = run_actions(failures ? 1 : 0);
+	outb(0xF4, (uint8_t)status);	/* isa-debug-exit / kvmboot: exit status */
+	halt_forever();
+}

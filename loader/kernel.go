@@ -1,0 +1,83 @@
+package loader
+
+import "fmt"
+
+// Kernel is an opened kernel file: how it was packed and what is inside.
+type Kernel struct {
+	// Format is "elf32", "<compression>+elf32" or "bzimage".
+	Format      string
+	Compression Compression // of the file, or of a bzImage's payload
+	// Raw is the ELF file after decompression (for a bzImage: the
+	// payload's ELF without Linux's relocation table).
+	Raw       []byte
+	ELF       *ELFImage
+	Multiboot *MultibootHeader
+	BzImage   *BzImage // when the file is a Linux bzImage
+}
+
+// OpenKernel identifies a kernel by its content (never its name),
+// decompresses it (at most limit bytes; DefaultLimit when 0) and parses the
+// ELF inside, its relocation info and its Multiboot header.
+func OpenKernel(file []byte, limit int64) (*Kernel, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	if len(file) == 0 {
+		return nil, &FormatError{Context: "kernel", Msg: "empty file"}
+	}
+	k := &Kernel{}
+	if IsBzImage(file) {
+		bz, err := ParseBzImage(file)
+		if err != nil {
+			return nil, err
+		}
+		blob, err := Decompress(bz.Compression, bz.Payload, limit)
+		if err != nil {
+			return nil, err
+		}
+		elfEnd, err := ELFEnd(blob)
+		if err != nil {
+			return nil, err
+		}
+		k.Format, k.Compression, k.BzImage, k.Raw = "bzimage", bz.Compression, bz, blob[:elfEnd]
+		if k.ELF, err = ParseELF(k.Raw); err != nil {
+			return nil, err
+		}
+		if k.ELF.Relocs, err = LinuxRelocs(blob, elfEnd); err != nil {
+			return nil, err
+		}
+		return k, nil
+	}
+	k.Compression = Sniff(file)
+	k.Raw = file
+	k.Format = "elf32"
+	if k.Compression != CompressionNone {
+		raw, err := Decompress(k.Compression, file, limit)
+		if err != nil {
+			return nil, err
+		}
+		k.Raw = raw
+		k.Format = fmt.Sprintf("%s+elf32", k.Compression)
+	}
+	var err error
+	if k.Multiboot, err = FindMultiboot(k.Raw); err != nil {
+		return nil, err
+	}
+	img, err := ParseELF(k.Raw)
+	if err != nil {
+		if k.Multiboot != nil && k.Multiboot.Flags&MBAddressFields != 0 {
+			// A Multiboot kernel with address fields need not be an ELF.
+			k.Format = "multiboot-aout"
+			if k.Compression != CompressionNone {
+				k.Format = fmt.Sprintf("%s+multiboot-aout", k.Compression)
+			}
+			return k, nil
+		}
+		return nil, err
+	}
+	k.ELF = img
+	if img.Relocs, err = EmitRelocs(img.File); err != nil {
+		return nil, err
+	}
+	return k, nil
+}

@@ -1,0 +1,261 @@
+package loader
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// Range is the half-open address interval [Start, End). End is exclusive so
+// that adjacent ranges share a boundary value and sizes are End-Start; as a
+// consequence the last byte of the 64-bit space cannot be described, which
+// no guest needs.
+type Range struct{ Start, End uint64 }
+
+// Size is the number of bytes in r, 0 for an empty or inverted range.
+func (r Range) Size() uint64 {
+	if r.End <= r.Start {
+		return 0
+	}
+	return r.End - r.Start
+}
+
+// empty reports whether r holds no bytes.
+func (r Range) empty() bool { return r.End <= r.Start }
+
+// Overlaps reports whether r and o share at least one byte.
+func (r Range) Overlaps(o Range) bool {
+	return !r.empty() && !o.empty() && r.Start < o.End && o.Start < r.End
+}
+
+// Contains reports whether every byte of o is in r. An empty o has no bytes
+// and so is contained in every range.
+func (r Range) Contains(o Range) bool {
+	return o.empty() || r.Start <= o.Start && o.End <= r.End
+}
+
+// intersect returns the bytes r and o share (empty if none).
+func (r Range) intersect(o Range) Range {
+	return Range{max(r.Start, o.Start), min(r.End, o.End)}
+}
+
+// String renders r as "0x01000000-0x02000000": at least eight hex digits
+// so that columns of 32-bit addresses line up, END exclusive as in ParseRange.
+func (r Range) String() string {
+	return fmt.Sprintf("0x%08x-0x%08x", r.Start, r.End)
+}
+
+// Kind is what a region of guest-physical memory is. The values are the
+// E820 types, so a Kind goes into a Linux zero page or a Multiboot memory
+// map unchanged.
+type Kind uint8
+
+const (
+	KindRAM      Kind = 1 // usable RAM
+	KindReserved Kind = 2 // firmware, ROM, holes: never hand out
+	KindBad      Kind = 5 // faulty RAM (E820 "unusable"): never hand out, trapped when touched
+)
+
+// String returns "ram", "reserved" or "bad", the names used in the result
+// JSON; other E820 types render as "e820-N".
+func (k Kind) String() string {
+	switch k {
+	case KindRAM:
+		return "ram"
+	case KindReserved:
+		return "reserved"
+	case KindBad:
+		return "bad"
+	}
+	return fmt.Sprintf("e820-%d", uint8(k))
+}
+
+// MarshalText makes a Kind a JSON string ("ram") rather than a number.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// describe names k in a sentence: "bad RAM", "reserved memory".
+func (k Kind) describe() string {
+	switch k {
+	case KindRAM:
+		return "RAM"
+	case KindReserved:
+		return "reserved memory"
+	case KindBad:
+		return "bad RAM"
+	}
+	return fmt.Sprintf("E820 type %d memory", uint8(k))
+}
+
+// rank orders kinds for MemoryMap.Set: a byte that is bad stays bad
+// whatever else is said about it, and reserved memory never becomes RAM.
+// Other E820 types (ACPI tables, NVS) rank with reserved: firmware owns them.
+func (k Kind) rank() int {
+	switch k {
+	case KindRAM:
+		return 1
+	case KindBad:
+		return 3
+	}
+	return 2
+}
+
+// Region is a range of guest-physical memory of one kind.
+type Region struct {
+	Range
+	Kind Kind
+}
+
+// MemoryMap is the guest's physical memory map: regions sorted by address,
+// non-overlapping, with adjacent regions of the same kind coalesced, so
+// that each region is maximal and the map reads like an E820 table.
+type MemoryMap struct {
+	regions []Region
+	memSize uint64 // bytes of RAM the guest has; bad RAM exists only below it
+}
+
+const (
+	lowRAMEnd  = 0xA0000  // conventional memory ends at 640 KiB
+	highRAMBeg = 0x100000 // extended memory starts at 1 MiB
+)
+
+// NewMemoryMap returns the map of a PC with memSize bytes of RAM: RAM in
+// [0, 640K) and [1M, memSize), and the legacy VGA/ROM window [640K, 1M)
+// reserved, as a BIOS's E820 would report it (the firmware image lives at
+// 0xF0000). The window is reserved whatever memSize is; a guest of 1 MiB or
+// less has only low RAM, cut at memSize.
+func NewMemoryMap(memSize uint64) *MemoryMap {
+	m := &MemoryMap{memSize: memSize}
+	if low := min(memSize, lowRAMEnd); low > 0 {
+		m.regions = append(m.regions, Region{Range{0, low}, KindRAM})
+	}
+	m.regions = append(m.regions, Region{Range{lowRAMEnd, highRAMBeg}, KindReserved})
+	if memSize > highRAMBeg {
+		m.regions = append(m.regions, Region{Range{highRAMBeg, memSize}, KindRAM})
+	}
+	return m
+}
+
+// Set marks r as kind k, except where a byte's current kind ranks higher
+// (bad > reserved > RAM): Set never downgrades, so the order in which the
+// map is built (bad-RAM specs, firmware areas, a RAM test's findings) does
+// not matter.
+// Set only relabels memory the map already has: bytes of r outside every
+// region are ignored, and bad RAM is recorded only below memSize, since
+// there is no memory beyond it to be faulty.
+func (m *MemoryMap) Set(r Range, k Kind) {
+	if k == KindBad {
+		r.End = min(r.End, m.memSize)
+	}
+	if r.empty() {
+		return
+	}
+	// Regions [i, j) are the ones r touches; only they change, but their
+	// untouched neighbours are rebuilt too so that they can coalesce.
+	i := sort.Search(len(m.regions), func(n int) bool { return m.regions[n].End > r.Start })
+	j := i
+	for j < len(m.regions) && m.regions[j].Start < r.End {
+		j++
+	}
+	if i == j {
+		return
+	}
+	lo, hi := max(i-1, 0), min(j+1, len(m.regions))
+	repl := make([]Region, 0, 3*(hi-lo))
+	for n, g := range m.regions[lo:hi] {
+		n += lo
+		if n < i || n >= j || k == g.Kind || k.rank() < g.Kind.rank() {
+			repl = appendRegion(repl, g)
+			continue
+		}
+		in := g.intersect(r)
+		repl = appendRegion(repl, Region{Range{g.Start, in.Start}, g.Kind})
+		repl = appendRegion(repl, Region{in, k})
+		repl = appendRegion(repl, Region{Range{in.End, g.End}, g.Kind})
+	}
+	m.regions = slices.Replace(m.regions, lo, hi, repl...)
+}
+
+// appendRegion appends g to rs, dropping it if empty and merging it into the
+// last region when they touch and have the same kind.
+func appendRegion(rs []Region, g Region) []Region {
+	if g.empty() {
+		return rs
+	}
+	if n := len(rs); n > 0 && rs[n-1].Kind == g.Kind && rs[n-1].End == g.Start {
+		rs[n-1].End = g.End
+		return rs
+	}
+	return append(rs, g)
+}
+
+// Regions returns a copy of the map, sorted by address.
+func (m *MemoryMap) Regions() []Region { return slices.Clone(m.regions) }
+
+// Ranges returns the ranges of kind k, sorted. Each is maximal, since
+// same-kind neighbours are coalesced.
+func (m *MemoryMap) Ranges(k Kind) []Range {
+	var out []Range
+	for _, g := range m.regions {
+		if g.Kind == k {
+			out = append(out, g.Range)
+		}
+	}
+	return out
+}
+
+// KindAt returns the kind of the byte at addr, and false if addr is in no
+// region (beyond the end of memory, or in a gap of a small guest).
+func (m *MemoryMap) KindAt(addr uint64) (Kind, bool) {
+	i := sort.Search(len(m.regions), func(n int) bool { return m.regions[n].End > addr })
+	if i < len(m.regions) && m.regions[i].Start <= addr {
+		return m.regions[i].Kind, true
+	}
+	return 0, false
+}
+
+// IsAll reports whether every byte of r is in a region of kind k (true for
+// an empty r). Bytes in no region are not of any kind.
+func (m *MemoryMap) IsAll(r Range, k Kind) bool {
+	return m.firstNot(r, k) == nil
+}
+
+// firstNot returns the lowest stretch of r that is not of kind k: the
+// whole offending region, or for bytes in no region the uncovered part of
+// r (with Kind 0). It returns nil when every byte of r is of kind k.
+func (m *MemoryMap) firstNot(r Range, k Kind) *Region {
+	if r.empty() {
+		return nil
+	}
+	at := r.Start
+	i := sort.Search(len(m.regions), func(n int) bool { return m.regions[n].End > at })
+	for ; at < r.End; i++ {
+		if i == len(m.regions) || m.regions[i].Start > at {
+			end := r.End
+			if i < len(m.regions) {
+				end = min(end, m.regions[i].Start)
+			}
+			return &Region{Range{at, end}, 0}
+		}
+		g := m.regions[i]
+		if g.Kind != k {
+			return &g
+		}
+		at = g.End
+	}
+	return nil
+}
+
+// Clone returns an independent copy of m.
+func (m *MemoryMap) Clone() *MemoryMap {
+	return &MemoryMap{regions: slices.Clone(m.regions), memSize: m.memSize}
+}
+
+// Size is the end of the highest region: the extent of the map, which for
+// a guest of 1 MiB or less is the end of the reserved ROM window, not
+// memSize.
+func (m *MemoryMap) Size() uint64 {
+	if len(m.regions) == 0 {
+		return 0
+	}
+	return m.regions[len(m.regions)-1].End
+}

@@ -1,0 +1,123 @@
+package loader
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"kvmboot/realmode"
+)
+
+// A Placement is one piece of the boot: bytes that must be at a guest
+// physical address before the entry stub runs.
+type Placement struct {
+	What string // "kernel", "module", "cmdline", "boot_info", "mmap", ...
+	Name string // optional detail: a module's path, a segment number
+	// Start is the guest physical address of the first byte.
+	Start uint64
+	// Data is copied to Start; the rest of Size (bss) is zero.
+	Data []byte
+	// Size is the in-memory size, at least len(Data).
+	Size uint64
+	// Verify asks the guest-side stub to check the piece's checksum
+	// before the jump. Pieces that the stub itself rewrites are not verified.
+	Verify bool
+}
+
+// End is the first address after the placement.
+func (p Placement) End() uint64 { return p.Start + p.Size }
+
+// Range returns the placement's address range.
+func (p Placement) Range() Range { return Range{p.Start, p.End()} }
+
+// Protocol names how the kernel is entered.
+type Protocol string
+
+const (
+	ProtocolMultiboot Protocol = "multiboot"
+	ProtocolLinux32   Protocol = "linux32"
+	ProtocolLinux16   Protocol = "linux16"
+	ProtocolELF       Protocol = "elf32" // plain ELF entry, no boot info
+)
+
+// EntryState is the register state the entry stub establishes before it
+// jumps to the kernel's 32-bit entry point in flat protected mode.
+type EntryState struct {
+	EIP uint32
+	EAX uint32
+	EBX uint32
+	ESI uint32
+	ESP uint32
+}
+
+// KernelInfo describes the image the plan was made from.
+type KernelInfo struct {
+	Path     string   `json:"path"`
+	Format   string   `json:"format"`
+	Protocol Protocol `json:"protocol"`
+}
+
+// Plan is everything a backend needs to boot: guest memory size and map,
+// the bytes to place, and the entry state. A Plan holds no host resources
+// and can be printed without KVM.
+type Plan struct {
+	Kernel     KernelInfo
+	MemSize    uint64
+	Map        *MemoryMap
+	Placements []Placement
+	Entry      EntryState
+
+	LinkAddress uint64 // where the image was linked to run
+	LoadAddress uint64 // where it will run
+	// Relocations is the number of relocations applied; SkippedAbsolute
+	// those left alone because their symbol is absolute.
+	Relocations     int
+	SkippedAbsolute int
+	// Why explains the choice of LoadAddress.
+	Why string
+	// Verify asks the stub to check every placement's checksum.
+	Verify bool
+
+	checks []PieceCheck
+}
+
+// PieceCheck is a checksum the entry stub verifies before the jump.
+type PieceCheck struct {
+	What string
+	realmode.Check
+}
+
+// Checks returns the pieces the stub verifies, in the order it checks them.
+func (p *Plan) Checks() []PieceCheck { return p.checks }
+
+// Sorted returns the placements ordered by address.
+func (p *Plan) Sorted() []Placement {
+	s := append([]Placement(nil), p.Placements...)
+	sort.Slice(s, func(i, j int) bool { return s[i].Start < s[j].Start })
+	return s
+}
+
+// Write prints the plan for people: memory map, placements, entry.
+func (p *Plan) Write(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kernel     %s (%s, %s)\n", p.Kernel.Path, p.Kernel.Format, p.Kernel.Protocol)
+	fmt.Fprintf(&b, "memory     %s\n", FormatSize(p.MemSize))
+	b.WriteString("memory map:\n")
+	for _, r := range p.Map.Regions() {
+		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-8s %s\n", r.Start, r.End, r.Kind, FormatSize(r.Size()))
+	}
+	b.WriteString("placements:\n")
+	for _, pl := range p.Sorted() {
+		name := pl.What
+		if pl.Name != "" {
+			name += " " + pl.Name
+		}
+		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-32s %s\n", pl.Start, pl.End(), name, FormatSize(pl.Size))
+	}
+	fmt.Fprintf(&b, "link address %#x, load address %#x: %s\n", p.LinkAddress, p.LoadAddress, p.Why)
+	fmt.Fprintf(&b, "relocations  %d applied, %d skipped (absolute symbols)\n", p.Relocations, p.SkippedAbsolute)
+	fmt.Fprintf(&b, "entry        eip=%#x eax=%#x ebx=%#x esi=%#x\n", p.Entry.EIP, p.Entry.EAX, p.Entry.EBX, p.Entry.ESI)
+	_, err := io.WriteString(w, b.String())
+	return err
+}

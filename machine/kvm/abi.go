@@ -1,0 +1,93 @@
+package kvm
+
+// KVM definitions from <linux/kvm.h> that kvmboot needs beyond what
+// github.com/bobuhiro11/gokvm/kvm provides.
+
+// Exit reasons (kvm_run.exit_reason).
+const (
+	exitUnknown       = 0
+	exitException     = 1
+	exitIO            = 2
+	exitDebug         = 4
+	exitHLT           = 5
+	exitMMIO          = 6
+	exitShutdown      = 8
+	exitFailEntry     = 9
+	exitIntr          = 10
+	exitInternalError = 17
+	exitSystemEvent   = 24
+)
+
+var exitNames = map[uint32]string{
+	exitUnknown: "UNKNOWN", exitException: "EXCEPTION", exitIO: "IO", exitDebug: "DEBUG",
+	exitHLT: "HLT", exitMMIO: "MMIO", exitShutdown: "SHUTDOWN", exitFailEntry: "FAIL_ENTRY",
+	exitIntr: "INTR", exitInternalError: "INTERNAL_ERROR", exitSystemEvent: "SYSTEM_EVENT",
+}
+
+// Offsets into the mmap'd struct kvm_run.
+const (
+	runImmediateExit = 1
+	runExitReason    = 8
+	runUnion         = 32 // the per-exit union
+
+	// KVM_EXIT_IO
+	ioDirection  = runUnion + 0 // u8: 0 in, 1 out
+	ioSize       = runUnion + 1 // u8
+	ioPort       = runUnion + 2 // u16
+	ioCount      = runUnion + 4 // u32
+	ioDataOffset = runUnion + 8 // u64, from the start of kvm_run
+
+	// KVM_EXIT_MMIO
+	mmioPhysAddr = runUnion + 0  // u64
+	mmioData     = runUnion + 8  // [8]u8
+	mmioLen      = runUnion + 16 // u32
+	mmioIsWrite  = runUnion + 20 // u8
+
+	// KVM_EXIT_INTERNAL_ERROR
+	internalSuberror = runUnion + 0 // u32
+	internalNData    = runUnion + 4 // u32
+	internalData     = runUnion + 8 // [16]u64
+
+	// KVM_EXIT_FAIL_ENTRY
+	failEntryReason = runUnion + 0 // u64
+
+	// KVM_EXIT_DEBUG (x86 kvm_debug_exit_arch)
+	debugException = runUnion + 0 // u32
+	debugPC        = runUnion + 8 // u64, linear address
+
+	// KVM_EXIT_SYSTEM_EVENT
+	systemEventType = runUnion + 0 // u32
+)
+
+// ioctl numbers: _IOW(KVMIO, nr, size) = 1<<30 | size<<16 | 0xAE<<8 | nr.
+const (
+	// KVM_SET_IDENTITY_MAP_ADDR takes a pointer to a u64; gokvm's wrapper
+	// passes a pointer to a u32, so the kernel reads 4 bytes past it.
+	ioctlSetIdentityMapAddr = 1<<30 | 8<<16 | 0xAE<<8 | 0x48
+	// KVM_SET_GUEST_DEBUG is a vCPU ioctl; gokvm's SingleStep issues it on
+	// the VM fd and sets a hardware-breakpoint bit by accident.
+	ioctlSetGuestDebug = 1<<30 | 72<<16 | 0xAE<<8 | 0x9B
+)
+
+// struct kvm_guest_debug control bits.
+const (
+	guestDebugEnable     = 0x1
+	guestDebugSingleStep = 0x2
+)
+
+// CPUID bits kvmboot masks: executing these makes kvm_pvm end the guest
+// with KVM_EXIT_INTERNAL_ERROR (DESIGN.md §7). kvm_pvm itself ignores the
+// mask (KVM_GET_CPUID2 after KVM_SET_CPUID2 shows the host's leaf 1 again),
+// but other KVMs honour it.
+const (
+	cpuidLeaf1ECXRDRAND = 1 << 30
+	cpuidLeaf7EBXRDSEED = 1 << 18
+	cpuidMaxSupported   = 256 // entries asked of KVM_GET_SUPPORTED_CPUID
+)
+
+// Addresses KVM needs for its own structures on Intel hosts: an identity
+// page table for real mode and a TSS (three pages), both well above RAM.
+const (
+	identityMapAddr = 0xFFFBC000
+	tssAddr         = 0xFFFBD000
+)

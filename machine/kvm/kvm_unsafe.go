@@ -1,0 +1,54 @@
+package kvm
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// setIdentityMapAddr issues KVM_SET_IDENTITY_MAP_ADDR with the u64 the
+// kernel expects.
+func setIdentityMapAddr(vmFd uintptr, addr uint64) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, vmFd, ioctlSetIdentityMapAddr, uintptr(unsafe.Pointer(&addr)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// guestDebug is struct kvm_guest_debug for x86.
+type guestDebug struct {
+	control  uint32
+	_        uint32
+	debugReg [8]uint64
+}
+
+// setGuestDebug turns single-stepping of the vCPU on or off.
+func setGuestDebug(vcpuFd uintptr, singleStep bool) error {
+	var d guestDebug
+	if singleStep {
+		d.control = guestDebugEnable | guestDebugSingleStep
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, vcpuFd, ioctlSetGuestDebug, uintptr(unsafe.Pointer(&d)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// requestImmediateExit sets kvm_run.immediate_exit from another thread, so
+// that a KVM_RUN that has not yet entered the guest returns at once.
+// Bytes 0..3 of kvm_run are request_interrupt_window, immediate_exit and
+// padding; we never set the first, so an atomic OR of the word is safe.
+func requestImmediateExit(run []byte) {
+	atomic.OrUint32((*uint32)(unsafe.Pointer(&run[0])), 1<<(8*runImmediateExit))
+}
+
+// clearImmediateExit undoes requestImmediateExit.
+func clearImmediateExit(run []byte) {
+	atomic.AndUint32((*uint32)(unsafe.Pointer(&run[0])), ^uint32(1<<(8*runImmediateExit)))
+}
+
+// hostAddr is the host virtual address of a mapping, for memory slots.
+func hostAddr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }

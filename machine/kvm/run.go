@@ -1,0 +1,500 @@
+package kvm
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	gokvm "github.com/bobuhiro11/gokvm/kvm"
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+
+	"kvmboot/loader"
+	"kvmboot/machine"
+	"kvmboot/machine/devices"
+	"kvmboot/realmode"
+)
+
+// Backend runs plans on a fresh VM each.
+type Backend struct {
+	// Log receives notes about the run (unhandled ports, ROM writes).
+	Log func(string)
+}
+
+// Name implements machine.Backend.
+func (Backend) Name() string { return "kvm" }
+
+// Run boots plan and watches it until an outcome. The error is for
+// failures to set up the VM; everything the guest does is in the Result.
+func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Options) (*machine.Result, error) {
+	start := time.Now()
+	vm, err := New(plan.MemSize, opts.BadRAM)
+	if err != nil {
+		return nil, err
+	}
+	defer vm.Close()
+	if err := vm.mem.Load(plan); err != nil {
+		return nil, fmt.Errorf("placing the plan: %w", err)
+	}
+	if emulatingKVM() {
+		if err := vm.useTableCRC(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.AfterPlace != nil {
+		opts.AfterPlace(vm.ram)
+	}
+	r := newRunner(vm, plan, opts, b.Log)
+	setup := time.Now()
+	res := r.loop(ctx)
+	res.Setup = setup.Sub(start)
+	res.Boot = time.Since(setup)
+	res.Exits = r.exits
+	res.BadRAMAccesses = r.badAccesses
+	res.Backend = "kvm"
+	return res, nil
+}
+
+// stop reasons set by the watcher goroutine.
+const (
+	stopNone int32 = iota
+	stopTimeout
+	stopCancel
+)
+
+type runner struct {
+	vm     *VM
+	plan   *loader.Plan
+	opts   machine.Options
+	log    func(string)
+	bus    devices.Bus
+	result *machine.Result
+	exits  uint64
+
+	badAccesses []machine.BadAccess
+	loggedPages map[uint64]bool
+
+	stepping   bool
+	steps      uint64
+	stepExits  uint64
+	traceLines int
+	stub       *machine.StubCount
+}
+
+func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)) *runner {
+	r := &runner{vm: vm, plan: plan, opts: opts, log: log, loggedPages: map[uint64]bool{}}
+	if r.log == nil {
+		r.log = func(string) {}
+	}
+	r.bus.Log = r.log
+	var console = opts.Console
+	if console == nil {
+		console = machine.NewConsole(nil, nil)
+		r.opts.Console = console
+	}
+	uart := devices.NewUART(console, func(level bool) {
+		lvl := uint32(0)
+		if level {
+			lvl = 1
+		}
+		gokvm.IRQLineStatus(uintptr(vm.vmFd), 4, lvl)
+	})
+	r.bus.Register(devices.PortCOM1, 8, devices.UARTPorts{UART: uart, Base: devices.PortCOM1})
+	sys := &devices.System{MemSize: plan.MemSize, Exit: r.guestExit, Reset: r.reset}
+	sys.Attach(&r.bus)
+	return r
+}
+
+func (r *runner) guestExit(v uint32) {
+	if v == realmode.ExitStubFailed {
+		if why := machine.StubFailure(r.vm.mem.StubState(), r.plan); why != "" {
+			r.finish(machine.Crashed("%s", why))
+			return
+		}
+	}
+	r.finish(machine.GuestExit(v))
+}
+
+func (r *runner) reset(how string) {
+	r.finish(machine.Crashed("guest reset the machine: %s", how))
+}
+
+// finish records the first outcome; later events do not override it.
+func (r *runner) finish(res *machine.Result) {
+	if r.result == nil {
+		r.result = res
+	}
+}
+
+// loop runs the vCPU on this goroutine's own OS thread, so that the
+// watcher can interrupt KVM_RUN with a signal to exactly that thread.
+func (r *runner) loop(ctx context.Context) *machine.Result {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	var why atomic.Int32
+	done := make(chan struct{})
+	defer close(done)
+	go r.watch(ctx, unix.Gettid(), &why, done)
+
+	if r.opts.CountStub || r.opts.Trace != nil {
+		if err := setGuestDebug(uintptr(r.vm.vcpuFd), true); err != nil {
+			return machine.Crashed("KVM_SET_GUEST_DEBUG: %v", err)
+		}
+		r.stepping = true
+		r.traceNext()
+	}
+	for r.result == nil {
+		if err := gokvm.Run(uintptr(r.vm.vcpuFd)); err != nil {
+			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: fmt.Sprintf("KVM_RUN: %v", err)}
+		}
+		reason := binary.LittleEndian.Uint32(r.vm.run[runExitReason:])
+		if reason != exitIntr && reason != exitDebug {
+			r.exits++
+			if r.stepping {
+				r.stepExits++
+			}
+		}
+		switch reason {
+		case exitIO:
+			r.handleIO()
+		case exitMMIO:
+			r.handleMMIO()
+		case exitDebug:
+			r.handleStep()
+		case exitIntr:
+			switch why.Load() {
+			case stopTimeout:
+				r.finish(machine.TimedOut(r.opts.Timeout))
+			case stopCancel:
+				r.finish(machine.Interrupted())
+			}
+		case exitShutdown:
+			r.finish(machine.Crashed("triple fault (KVM_EXIT_SHUTDOWN): %s", r.cpuState()))
+		case exitInternalError:
+			sub := binary.LittleEndian.Uint32(r.vm.run[internalSuberror:])
+			r.finish(machine.Crashed("KVM internal error, suberror %d (an instruction this host's KVM cannot emulate?): %s", sub, r.cpuState()))
+		case exitFailEntry:
+			hw := binary.LittleEndian.Uint64(r.vm.run[failEntryReason:])
+			r.finish(machine.Crashed("KVM could not enter the guest (hardware reason %#x): %s", hw, r.cpuState()))
+		case exitSystemEvent:
+			ev := binary.LittleEndian.Uint32(r.vm.run[systemEventType:])
+			r.finish(machine.Crashed("guest system event %d (shutdown or reset): %s", ev, r.cpuState()))
+		default:
+			name := exitNames[reason]
+			if name == "" {
+				name = fmt.Sprint(reason)
+			}
+			r.finish(machine.Crashed("unhandled KVM exit %s: %s", name, r.cpuState()))
+		}
+		if r.result == nil {
+			select {
+			case <-r.opts.Console.Done():
+				r.finish(r.opts.Console.Verdict().Result())
+			default:
+			}
+		}
+	}
+	if r.stub == nil && r.opts.CountStub {
+		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
+	}
+	r.result.Stub = r.stub
+	return r.result
+}
+
+// watch interrupts KVM_RUN when the deadline passes or ctx is cancelled:
+// immediate_exit covers a vCPU between two runs, the signal one inside.
+func (r *runner) watch(ctx context.Context, tid int, why *atomic.Int32, done <-chan struct{}) {
+	var deadline <-chan time.Time
+	if r.opts.Timeout > 0 {
+		t := time.NewTimer(r.opts.Timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+		why.Store(stopCancel)
+	case <-deadline:
+		why.Store(stopTimeout)
+	}
+	pid := unix.Getpid()
+	for {
+		requestImmediateExit(r.vm.run)
+		unix.Tgkill(pid, tid, unix.SIGURG) // Go's runtime ignores a stray SIGURG
+		select {
+		case <-done:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (r *runner) handleIO() {
+	run := r.vm.run
+	out := run[ioDirection] == 1
+	size := int(run[ioSize])
+	port := binary.LittleEndian.Uint16(run[ioPort:])
+	count := int(binary.LittleEndian.Uint32(run[ioCount:]))
+	off := int(binary.LittleEndian.Uint64(run[ioDataOffset:]))
+	if size != 1 && size != 2 && size != 4 || off < 0 || off+size*count > len(run) {
+		r.finish(machine.Crashed("malformed KVM_EXIT_IO (port %#x size %d count %d)", port, size, count))
+		return
+	}
+	for i := 0; i < count && r.result == nil; i++ {
+		data := run[off+i*size : off+(i+1)*size]
+		if out {
+			r.bus.Out(port, size, leUint(data))
+		} else {
+			putLE(data, r.bus.In(port, size))
+		}
+	}
+}
+
+func (r *runner) handleMMIO() {
+	run := r.vm.run
+	addr := binary.LittleEndian.Uint64(run[mmioPhysAddr:])
+	n := int(binary.LittleEndian.Uint32(run[mmioLen:]))
+	write := run[mmioIsWrite] != 0
+	data := run[mmioData : mmioData+8]
+	if n < 1 || n > 8 {
+		r.finish(machine.Crashed("malformed KVM_EXIT_MMIO (len %d)", n))
+		return
+	}
+	data = data[:n]
+	if r.touchesBad(addr, uint64(n)) {
+		r.badAccess(addr, n, write)
+	}
+	for i := range data {
+		a := addr + uint64(i)
+		switch {
+		case a < r.vm.mem.Size() && r.isBad(a):
+			// Bad RAM keeps what it held, writes are lost, reads come
+			// back with every bit flipped.
+			if !write {
+				data[i] = ^r.vm.ram[a]
+			}
+		case a < r.vm.mem.Size() && !inLowHole(a):
+			// A good byte in a page we left unbacked because it also
+			// holds bad bytes: serve it from RAM.
+			if write {
+				r.vm.ram[a] = data[i]
+			} else {
+				data[i] = r.vm.ram[a]
+			}
+		case inROM(a):
+			if write {
+				r.logPage(a, "guest wrote to the firmware ROM at %#x; ignored")
+			} else {
+				data[i] = r.vm.rom[(a-realmode.ROMBase)%realmode.ROMSize]
+			}
+		default:
+			if write {
+				r.logPage(a, "guest wrote to %#x, where there is no RAM; ignored")
+			} else {
+				r.logPage(a, "guest read %#x, where there is no RAM; it reads all-ones")
+				data[i] = 0xFF
+			}
+		}
+	}
+}
+
+func inLowHole(a uint64) bool { return a >= lowRAMEnd && a < highRAMBeg }
+
+func inROM(a uint64) bool {
+	return a >= realmode.ROMBase && a < realmode.ROMBase+realmode.ROMSize ||
+		a >= realmode.ROMHigh && a < realmode.ROMHigh+realmode.ROMSize
+}
+
+func (r *runner) isBad(a uint64) bool {
+	for _, b := range r.vm.bad {
+		if a >= b.Start && a < b.End {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) touchesBad(addr, n uint64) bool {
+	acc := loader.Range{Start: addr, End: addr + n}
+	for _, b := range r.vm.bad {
+		if b.Overlaps(acc) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) logPage(a uint64, format string) {
+	page := a &^ (pageSize - 1)
+	if !r.loggedPages[page] {
+		r.loggedPages[page] = true
+		r.log(fmt.Sprintf(format, a) + " (once per page)")
+	}
+}
+
+func (r *runner) badAccess(addr uint64, n int, write bool) {
+	acc := machine.BadAccess{Addr: addr, Size: n, Write: write}
+	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
+	if err1 == nil && err2 == nil {
+		cr := cpuRegs{dsBase: sregs.DS.Base, ssBase: sregs.SS.Base, gpr: map[x86asm.Reg]uint32{
+			x86asm.EAX: uint32(regs.RAX), x86asm.ECX: uint32(regs.RCX), x86asm.EDX: uint32(regs.RDX), x86asm.EBX: uint32(regs.RBX),
+			x86asm.ESP: uint32(regs.RSP), x86asm.EBP: uint32(regs.RBP), x86asm.ESI: uint32(regs.RSI), x86asm.EDI: uint32(regs.RDI),
+		}}
+		ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
+		acc.IP, acc.Insn = faultingInstruction(func(a uint64, n int) []byte { return r.readPhys(a, n) }, ip, cpuMode(sregs), cr, addr, write)
+	}
+	r.badAccesses = append(r.badAccesses, acc)
+	if r.opts.BadRAMPolicy != machine.BadRAMRecord {
+		verb := "read"
+		if write {
+			verb = "write"
+		}
+		r.finish(machine.Crashed("guest touched bad RAM: %d-byte %s at %#x by %q at eip %#x", n, verb, addr, acc.Insn, acc.IP))
+	}
+}
+
+func cpuMode(s *gokvm.Sregs) int {
+	if s.CR0&1 == 0 || s.CS.DB == 0 {
+		return 16
+	}
+	return 32
+}
+
+// readPhys returns up to n bytes at guest physical addr from RAM or ROM.
+func (r *runner) readPhys(addr uint64, n int) []byte {
+	if inROM(addr) {
+		off := (addr - realmode.ROMBase) % realmode.ROMSize
+		return r.vm.rom[off:min(off+uint64(n), realmode.ROMSize)]
+	}
+	for _, b := range r.vm.backed {
+		if addr >= b.Start && addr < b.End {
+			return r.vm.ram[addr:min(addr+uint64(n), b.End)]
+		}
+	}
+	return nil
+}
+
+func (r *runner) disassemble(ip uint64, mode int) string {
+	code := r.readPhys(ip, 15)
+	inst, err := x86asm.Decode(code, mode)
+	if err != nil {
+		return fmt.Sprintf("(cannot decode % x)", code)
+	}
+	return x86asm.IntelSyntax(inst, ip, nil)
+}
+
+// cpuState describes the vCPU for a crash report: mode, registers and the
+// instruction at EIP.
+func (r *runner) cpuState() string {
+	regs, err := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	if err != nil {
+		return "registers unavailable: " + err.Error()
+	}
+	sregs, err := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
+	if err != nil {
+		return "registers unavailable: " + err.Error()
+	}
+	mode := cpuMode(sregs)
+	name := "real mode"
+	switch {
+	case sregs.CR0&1 != 0 && mode == 32:
+		name = "32-bit protected mode"
+	case sregs.CR0&1 != 0:
+		name = "16-bit protected mode"
+	}
+	if sregs.CR0&(1<<31) != 0 {
+		name += ", paging on"
+	}
+	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
+	return fmt.Sprintf("%s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
+		name, sregs.CS.Selector, regs.RIP, ip, regs.RAX, regs.RBX, regs.RCX, regs.RDX, regs.RSI, regs.RDI, regs.RBP, regs.RSP, regs.RFLAGS,
+		sregs.CR0, sregs.CR3, sregs.CR4, r.disassemble(ip, mode))
+}
+
+// handleStep handles a single-step exit: count the stub's instructions up
+// to the kernel's entry and print the trace.
+func (r *runner) handleStep() {
+	r.steps++
+	pc := binary.LittleEndian.Uint64(r.vm.run[debugPC:]) & 0xFFFFFFFF
+	if r.stub == nil && pc == uint64(r.plan.Entry.EIP) {
+		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
+	}
+	r.traceNext()
+	keepTracing := r.opts.Trace != nil && r.traceLines < r.opts.TraceLimit
+	if !keepTracing && (r.stub != nil || !r.opts.CountStub) {
+		r.stopStepping()
+	}
+}
+
+// traceNext prints the instruction the vCPU will execute next.
+func (r *runner) traceNext() {
+	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
+		return
+	}
+	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
+	if err1 != nil || err2 != nil {
+		return
+	}
+	mode := cpuMode(sregs)
+	if sregs.CR0&1 != 0 && !r.opts.TraceAll {
+		r.traceLines = r.opts.TraceLimit // left real mode: --trace=real ends here
+		return
+	}
+	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
+	code := r.readPhys(ip, 15)
+	var text string
+	var raw []byte
+	if inst, err := x86asm.Decode(code, mode); err == nil {
+		text = x86asm.IntelSyntax(inst, ip, nil)
+		raw = code[:inst.Len]
+	} else {
+		text = "(undecodable)"
+		raw = code[:min(len(code), 4)]
+	}
+	loc := fmt.Sprintf("%04x:%04x", sregs.CS.Selector, regs.RIP)
+	if mode == 32 {
+		loc = fmt.Sprintf("%08x", ip)
+	}
+	r.opts.Trace(fmt.Sprintf("%2d %s  %-24s %s", mode, loc, hexBytes(raw), text))
+	r.traceLines++
+}
+
+func (r *runner) stopStepping() {
+	if r.stepping {
+		setGuestDebug(uintptr(r.vm.vcpuFd), false)
+		r.stepping = false
+	}
+}
+
+func hexBytes(b []byte) string {
+	var s strings.Builder
+	for i, c := range b {
+		if i > 0 {
+			s.WriteByte(' ')
+		}
+		fmt.Fprintf(&s, "%02x", c)
+	}
+	return s.String()
+}
+
+func leUint(b []byte) uint32 {
+	var v uint32
+	for i, c := range b {
+		v |= uint32(c) << (8 * i)
+	}
+	return v
+}
+
+func putLE(b []byte, v uint32) {
+	for i := range b {
+		b[i] = byte(v >> (8 * i))
+	}
+}

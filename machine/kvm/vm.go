@@ -1,0 +1,257 @@
+// Package kvm is kvmboot's own virtual machine on /dev/kvm: i386 guest RAM
+// in memory slots with bad RAM left out (so that every guest access to it
+// exits and is recorded), one vCPU that starts at the x86 reset vector in
+// our firmware image, KVM's in-kernel irqchip and PIT, and the few devices
+// of machine/devices. The ioctls come from github.com/bobuhiro11/gokvm/kvm
+// where its wrappers are right; abi.go and kvm_unsafe.go hold the rest.
+package kvm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	gokvm "github.com/bobuhiro11/gokvm/kvm"
+	"golang.org/x/sys/unix"
+
+	"kvmboot/loader"
+	"kvmboot/machine"
+	"kvmboot/realmode"
+)
+
+// DevicePath is where the KVM device lives.
+const DevicePath = "/dev/kvm"
+
+const pageSize = 4096
+
+// Low-memory hole of a PC: VGA memory, option ROMs and the BIOS. Our
+// firmware image gets its own read-only slot at realmode.ROMBase.
+const (
+	lowRAMEnd  = 0xA0000
+	highRAMBeg = 0x100000
+)
+
+// MaxMemory is the largest guest RAM: it must end below the PCI hole and
+// the firmware image at the top of the 32-bit space.
+const MaxMemory = 3 << 30
+
+// VM is one KVM virtual machine with one vCPU.
+type VM struct {
+	dev    *os.File // kept open: gokvm only holds its Fd, and a finalized File would close it
+	vmFd   int
+	vcpuFd int
+	run    []byte // mmap'd struct kvm_run
+	ram    []byte // guest RAM, host mapping; offset = guest physical address
+	rom    []byte // firmware image, host mapping
+	mem    *machine.GuestMemory
+	// backed lists the guest-physical ranges in memory slots; an access
+	// outside them exits as MMIO.
+	backed []loader.Range
+	bad    []loader.Range
+	slots  int
+}
+
+// ErrNoKVM reports that /dev/kvm cannot be used.
+var ErrNoKVM = errors.New("no usable /dev/kvm")
+
+// New creates a VM with memSize bytes of RAM, leaving the pages that hold
+// any byte of bad out of its memory slots.
+func New(memSize uint64, bad []loader.Range) (vm *VM, err error) {
+	if memSize%pageSize != 0 || memSize < 2<<20 || memSize > MaxMemory {
+		return nil, fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(memSize), loader.FormatSize(MaxMemory))
+	}
+	dev, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoKVM, err)
+	}
+	vm = &VM{dev: dev, vmFd: -1, vcpuFd: -1, bad: loader.MergeRanges(bad)}
+	defer func() {
+		if err != nil {
+			vm.Close()
+			vm = nil
+		}
+	}()
+	fd, err := gokvm.CreateVM(dev.Fd())
+	if err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
+	}
+	vm.vmFd = int(fd)
+	if err := gokvm.SetTSSAddr(fd, tssAddr); err != nil {
+		return nil, fmt.Errorf("KVM_SET_TSS_ADDR: %w", err)
+	}
+	if err := setIdentityMapAddr(fd, identityMapAddr); err != nil {
+		return nil, fmt.Errorf("KVM_SET_IDENTITY_MAP_ADDR: %w", err)
+	}
+	if err := gokvm.CreateIRQChip(fd); err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_IRQCHIP: %w", err)
+	}
+	if err := gokvm.CreatePIT2(fd); err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_PIT2: %w", err)
+	}
+	if err := vm.mapMemory(memSize); err != nil {
+		return nil, err
+	}
+	if err := vm.createVCPU(); err != nil {
+		return nil, err
+	}
+	return vm, nil
+}
+
+// mapMemory maps guest RAM and the firmware image and registers the slots.
+func (vm *VM) mapMemory(memSize uint64) error {
+	var err error
+	vm.ram, err = unix.Mmap(-1, 0, int(memSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return fmt.Errorf("mapping %s of guest RAM: %w", loader.FormatSize(memSize), err)
+	}
+	vm.mem = machine.NewGuestMemory(vm.ram)
+	vm.rom, err = unix.Mmap(-1, 0, realmode.ROMSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("mapping the firmware image: %w", err)
+	}
+	copy(vm.rom, realmode.Firmware)
+
+	vm.backed = backedRanges(memSize, vm.bad)
+	limit, _ := gokvm.CheckExtension(vm.dev.Fd(), gokvm.CapNRMemSlots)
+	if need := len(vm.backed) + 2; limit > 0 && need > int(limit) {
+		return fmt.Errorf("bad RAM splits guest memory into %d pieces; this KVM allows %d memory slots", len(vm.backed), limit-2)
+	}
+	for _, r := range vm.backed {
+		if err := vm.addSlot(r.Start, vm.ram[r.Start:r.End], false); err != nil {
+			return err
+		}
+	}
+	for _, at := range []uint64{realmode.ROMBase, realmode.ROMHigh} {
+		if err := vm.addSlot(at, vm.rom, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (vm *VM) addSlot(guest uint64, host []byte, readOnly bool) error {
+	region := gokvm.UserspaceMemoryRegion{
+		Slot:          uint32(vm.slots),
+		GuestPhysAddr: guest,
+		MemorySize:    uint64(len(host)),
+		UserspaceAddr: hostAddr(host),
+	}
+	if readOnly {
+		region.SetMemReadonly()
+	}
+	if err := gokvm.SetUserMemoryRegion(uintptr(vm.vmFd), &region); err != nil {
+		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION %#x+%#x: %w", guest, len(host), err)
+	}
+	vm.slots++
+	return nil
+}
+
+// backedRanges is guest RAM minus the PC's low-memory hole minus every page
+// that holds a byte of bad RAM.
+func backedRanges(memSize uint64, bad []loader.Range) []loader.Range {
+	ranges := []loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}
+	for _, b := range bad {
+		hole := loader.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
+		var next []loader.Range
+		for _, r := range ranges {
+			if !r.Overlaps(hole) {
+				next = append(next, r)
+				continue
+			}
+			if r.Start < hole.Start {
+				next = append(next, loader.Range{Start: r.Start, End: hole.Start})
+			}
+			if hole.End < r.End {
+				next = append(next, loader.Range{Start: hole.End, End: r.End})
+			}
+		}
+		ranges = next
+	}
+	return ranges
+}
+
+func (vm *VM) createVCPU() error {
+	fd, err := gokvm.CreateVCPU(uintptr(vm.vmFd), 0)
+	if err != nil {
+		return fmt.Errorf("KVM_CREATE_VCPU: %w", err)
+	}
+	vm.vcpuFd = int(fd)
+	size, err := gokvm.GetVCPUMMmapSize(vm.dev.Fd())
+	if err != nil {
+		return fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	vm.run, err = unix.Mmap(vm.vcpuFd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping kvm_run: %w", err)
+	}
+	return vm.setCPUID()
+}
+
+// setCPUID gives the vCPU what KVM supports, minus RDRAND and RDSEED.
+func (vm *VM) setCPUID() error {
+	cpuid := &gokvm.CPUID{Nent: cpuidMaxSupported, Entries: make([]gokvm.CPUIDEntry2, cpuidMaxSupported)}
+	if err := gokvm.GetSupportedCPUID(vm.dev.Fd(), cpuid); err != nil {
+		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
+	}
+	cpuid.Entries = cpuid.Entries[:cpuid.Nent]
+	maskCPUID(cpuid.Entries)
+	if err := gokvm.SetCPUID2(uintptr(vm.vcpuFd), cpuid); err != nil {
+		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
+	}
+	return nil
+}
+
+// maskCPUID hides RDRAND and RDSEED from the guest.
+func maskCPUID(entries []gokvm.CPUIDEntry2) {
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case e.Function == 1:
+			e.Ecx &^= cpuidLeaf1ECXRDRAND
+		case e.Function == 7 && e.Index == 0:
+			e.Ebx &^= cpuidLeaf7EBXRDSEED
+		}
+	}
+}
+
+// emulatingKVM reports whether /dev/kvm is kvm_pvm, which runs guests by
+// emulating every instruction (DESIGN.md §7) and whose emulator lacks
+// instructions its CPUID offers (crc32 among them).
+func emulatingKVM() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err == nil
+}
+
+// useTableCRC tells the stub not to trust CPUID's SSE4.2 for its checksums.
+func (vm *VM) useTableCRC() error {
+	flags, err := vm.mem.Slice(realmode.ParamsAddr+realmode.OffFlags, 4)
+	if err != nil {
+		return err
+	}
+	flags[0] |= realmode.FlagTableCRC
+	return nil
+}
+
+// Memory returns guest RAM.
+func (vm *VM) Memory() *machine.GuestMemory { return vm.mem }
+
+// Close releases everything the VM holds. It is safe on a partly built VM.
+func (vm *VM) Close() error {
+	for _, m := range [][]byte{vm.run, vm.ram, vm.rom} {
+		if m != nil {
+			unix.Munmap(m)
+		}
+	}
+	vm.run, vm.ram, vm.rom = nil, nil, nil
+	for _, fd := range []*int{&vm.vcpuFd, &vm.vmFd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+	if vm.dev != nil {
+		vm.dev.Close()
+		vm.dev = nil
+	}
+	return nil
+}

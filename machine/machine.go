@@ -1,0 +1,135 @@
+// Package machine runs a boot plan on a backend and turns what the guest
+// did into an outcome. The backends live in subpackages (kvm, qemu); this
+// package holds what they share: outcomes, results, the console sink and the
+// exit-status contract of DESIGN.md §3.
+package machine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"kvmboot/loader"
+)
+
+// Outcome is how a run ended.
+type Outcome string
+
+const (
+	Pass    Outcome = "pass"    // debug-exit 0, or --expect seen
+	Fail    Outcome = "fail"    // debug-exit with a non-zero value
+	Timeout Outcome = "timeout" // the run's deadline passed
+	Crash   Outcome = "crash"   // triple fault, panic seen, bad RAM touched, checksum mismatch
+	Error   Outcome = "error"   // could not boot, or interrupted
+)
+
+// Exit statuses of `kvmboot run` (DESIGN.md §3).
+const (
+	StatusTimeout = 124
+	StatusCrash   = 125
+	StatusError   = 126
+	// MaxGuestStatus is the largest value a guest can report through the
+	// debug-exit port and have passed through as the exit status.
+	MaxGuestStatus = 123
+)
+
+// BadRAMPolicy says what a bad-RAM access does to the run.
+type BadRAMPolicy string
+
+const (
+	BadRAMStop   BadRAMPolicy = "stop"   // end the run as a crash (default)
+	BadRAMRecord BadRAMPolicy = "record" // record it and go on
+)
+
+// BadAccess is one guest access to bad RAM.
+type BadAccess struct {
+	Addr  uint64 `json:"addr"`
+	Size  int    `json:"size"`
+	Write bool   `json:"write"`
+	IP    uint64 `json:"ip"`             // linear address of the instruction, when known
+	Insn  string `json:"insn,omitempty"` // the instruction disassembled in the vCPU's mode
+}
+
+// Options are the per-run settings every backend honours.
+type Options struct {
+	Timeout      time.Duration
+	Console      *Console
+	BadRAMPolicy BadRAMPolicy
+	// BadRAM lists the ranges the guest must not touch.
+	BadRAM []loader.Range
+	// CountStub single-steps the stub and counts its instructions and exits
+	// up to the kernel's entry (KVM backend only).
+	CountStub bool
+	// Trace, when non-nil, receives one line per single-stepped instruction.
+	Trace      func(line string)
+	TraceLimit int
+	TraceAll   bool // keep tracing after the CPU leaves real mode
+	// AfterPlace is a test hook: it runs after the plan is in guest memory
+	// and before the first instruction, with guest RAM as a byte slice.
+	AfterPlace func(ram []byte)
+}
+
+// StubCount is what CountStub measured.
+type StubCount struct {
+	Instructions uint64 `json:"instructions"`
+	Exits        uint64 `json:"exits"`
+}
+
+// Result is what a backend reports about one run.
+type Result struct {
+	Outcome  Outcome
+	Status   int    // the process exit status for this outcome
+	Reason   string // one line, or several for crash details
+	GuestRan bool   // the guest wrote to the debug-exit port
+	// GuestValue is what the guest wrote to the debug-exit port.
+	GuestValue     uint32
+	BadRAMAccesses []BadAccess
+	Stub           *StubCount
+	Exits          uint64
+	Boot           time.Duration // first instruction to the end
+	Setup          time.Duration // backend start to first instruction
+	Backend        string        // "kvm", "qemu/tcg", ...
+}
+
+// Backend executes a plan.
+type Backend interface {
+	Name() string
+	Run(ctx context.Context, plan *loader.Plan, opts Options) (*Result, error)
+}
+
+// GuestExit turns a debug-exit write into a result.
+func GuestExit(v uint32) *Result {
+	r := &Result{GuestRan: true, GuestValue: v, Status: int(v)}
+	switch {
+	case v == 0:
+		r.Outcome = Pass
+		r.Reason = "guest wrote 0 to the debug-exit port"
+	case v <= MaxGuestStatus:
+		r.Outcome = Fail
+		r.Reason = fmt.Sprintf("guest wrote %d to the debug-exit port", v)
+	default:
+		r.Outcome = Fail
+		r.Status = StatusCrash
+		r.Reason = fmt.Sprintf("guest wrote %#x to the debug-exit port (guests report 0..%d)", v, MaxGuestStatus)
+	}
+	return r
+}
+
+// Crashed builds a crash result.
+func Crashed(format string, args ...any) *Result {
+	return &Result{Outcome: Crash, Status: StatusCrash, Reason: fmt.Sprintf(format, args...)}
+}
+
+// TimedOut builds a timeout result.
+func TimedOut(d time.Duration) *Result {
+	return &Result{Outcome: Timeout, Status: StatusTimeout, Reason: fmt.Sprintf("no result within %v", d)}
+}
+
+// Interrupted builds the result of a run stopped by a signal or a cancelled context.
+func Interrupted() *Result {
+	return &Result{Outcome: Error, Status: StatusError, Reason: "interrupted"}
+}
+
+// QEMUStatus maps a guest's debug-exit value v to (v<<1)|1, the status
+// QEMU's isa-debug-exit gives, for harnesses written against QEMU.
+func QEMUStatus(v uint32) int { return int((v<<1)|1) & 0xff }

@@ -1,0 +1,304 @@
+/*
+ * kvmboot firmware image: the guest-side boot stub.
+ *
+ * A 64 KiB image mapped like a PC BIOS: at 0xF0000 and just below 4 GiB.
+ * The CPU starts at the reset vector (F000:FFF0, the image's last 16 bytes),
+ * which jumps to `start` in real mode.  The stub then does what a bootloader
+ * does before it hands over to a 32-bit kernel:
+ *
+ *   real mode:  segments and stack, A20 on (port 0x92), GDT and TSS copied to
+ *               RAM, CR0.PE, far jump to 32-bit code;
+ *   32-bit:     flat segments, TR, an empty IDT (an early fault is a clean
+ *               triple fault, not a jump through the real-mode IVT), optional
+ *               CRC-32C check of every placed piece, the registers the boot
+ *               protocol asks for, jump to the kernel's entry.
+ *
+ * Everything it needs comes from the parameter block at PARAMS (see
+ * abi.go, which must agree with the offsets below).  The same bytes run
+ * under our KVM machine, under QEMU with -bios, and on a PC.
+ *
+ * Build: scripts/build-stubs.sh (make stubs).  The image is linked at 0 and
+ * runs with CS base 0xF0000 in real mode; 32-bit code runs from the same
+ * bytes at linear ROM_BASE+offset, so 32-bit absolute references add ROM_BASE.
+ */
+
+	.set ROM_BASE,    0xF0000
+	.set GDT_ADDR,    0x6000      /* GDT copied here: the CPU writes the TSS busy bit */
+	.set TSS_ADDR,    0x6080      /* 104-byte 32-bit TSS, zeroed */
+	.set TSS_LEN,     104
+	.set CRC_TABLE,   0x6400      /* 1 KiB CRC-32C table built at run time */
+	.set STACK_TOP,   0x7000      /* stack grows down from the parameter block */
+	.set PARAMS,      0x7000
+
+	/* parameter block offsets (abi.go) */
+	.set P_MAGIC,     0x00
+	.set P_VERSION,   0x04
+	.set P_EIP,       0x08
+	.set P_EAX,       0x0c
+	.set P_EBX,       0x10
+	.set P_ESI,       0x14
+	.set P_ESP,       0x18
+	.set P_FLAGS,     0x1c
+	.set P_STATUS,    0x20
+	.set P_DETAIL,    0x24
+	.set P_GOT,       0x28
+	.set P_NCHECKS,   0x2c
+	.set P_CHECKS,    0x40
+	.set PARAM_MAGIC, 0x424d564b  /* "KVMB" */
+	.set PARAM_VERSION, 1
+	.set FLAG_VERIFY, 1
+	.set FLAG_TABLE_CRC, 2
+	.set MAX_CHECKS,  336
+
+	/* status values the stub leaves in P_STATUS for the host */
+	.set ST_STARTED,  1
+	.set ST_JUMPED,   2
+	.set ST_BADCRC,   3
+	.set ST_NOPARAMS, 4
+
+	.set DEBUG_EXIT,  0xf4
+	.set EXIT_STUB_FAILED, 125    /* outside the 0..123 a guest reports */
+	.set COM1,        0x3f8
+
+	.set SEL_CODE,    0x10
+	.set SEL_DATA,    0x18
+	.set SEL_TSS,     0x20
+
+	.text
+	.code16
+	.globl code16_start
+code16_start:
+start:
+	cli
+	cld
+	xorw	%ax, %ax
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %ss
+	movw	$STACK_TOP, %sp
+
+	/* A20 through the fast gate; bit 0 would reset the machine. */
+	inb	$0x92, %al
+	orb	$0x02, %al
+	andb	$0xfe, %al
+	outb	%al, $0x92
+
+	/* GDT template from ROM to RAM. */
+	movw	$gdt_template, %si
+	movw	$GDT_ADDR, %di
+	movw	$(gdt_template_end - gdt_template) / 2, %cx
+	rep movsw %cs:(%si), %es:(%di)
+
+	lgdtl	%cs:gdt_pointer
+	lidtl	%cs:idt_pointer_empty
+
+	movl	%cr0, %eax
+	orl	$1, %eax
+	movl	%eax, %cr0
+	ljmpl	$SEL_CODE, $(ROM_BASE + start32)
+	.globl code16_end
+code16_end:
+
+	.code32
+	.globl code32_start
+code32_start:
+start32:
+	movw	$SEL_DATA, %ax
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %fs
+	movw	%ax, %gs
+	movw	%ax, %ss
+	movl	$STACK_TOP, %esp
+
+	/* A zeroed TSS: on a reset it may hold old bytes. */
+	xorl	%eax, %eax
+	movl	$TSS_ADDR, %edi
+	movl	$TSS_LEN / 4, %ecx
+	rep stosl
+	movw	$SEL_TSS, %ax
+	ltr	%ax
+
+	cmpl	$PARAM_MAGIC, PARAMS + P_MAGIC
+	jne	no_params
+	cmpl	$PARAM_VERSION, PARAMS + P_VERSION
+	jne	no_params
+	movl	$ST_STARTED, PARAMS + P_STATUS
+
+	testl	$FLAG_VERIFY, PARAMS + P_FLAGS
+	jz	enter
+	call	verify
+
+enter:
+	movl	PARAMS + P_ESP, %esp
+	testl	%esp, %esp
+	jnz	1f
+	movl	$STACK_TOP, %esp
+1:	movl	$ST_JUMPED, PARAMS + P_STATUS
+	movl	PARAMS + P_EAX, %eax
+	movl	PARAMS + P_EBX, %ebx
+	movl	PARAMS + P_ESI, %esi
+	xorl	%ecx, %ecx
+	xorl	%edx, %edx
+	xorl	%edi, %edi
+	xorl	%ebp, %ebp
+	jmp	*PARAMS + P_EIP
+
+no_params:
+	movl	$ST_NOPARAMS, PARAMS + P_STATUS
+	movl	$(ROM_BASE + msg_noparams), %esi
+	jmp	fail
+
+/*
+ * verify: CRC-32C (Castagnoli, reflected, init and final xor ~0) of each
+ * {addr, len, crc} entry.  With SSE4.2 the crc32 instruction does 4 bytes at
+ * a time; otherwise a table built here does a byte at a time.
+ */
+verify:
+	movl	PARAMS + P_NCHECKS, %ebx
+	cmpl	$MAX_CHECKS, %ebx
+	ja	no_params
+	xorl	%ebp, %ebp              /* ebp = 1: use the crc32 instruction */
+	testl	$FLAG_TABLE_CRC, PARAMS + P_FLAGS
+	jnz	1f
+	movl	$1, %eax
+	cpuid
+	btl	$20, %ecx               /* SSE4.2 */
+	adcl	$0, %ebp
+	testl	%ebp, %ebp
+	jnz	2f
+1:	call	build_table
+2:	movl	$PARAMS + P_CHECKS, %edi
+	xorl	%edx, %edx              /* edx = entry index */
+verify_next:
+	cmpl	PARAMS + P_NCHECKS, %edx
+	jae	verify_done
+	pushl	%edx
+	movl	0(%edi), %esi
+	movl	4(%edi), %ecx
+	movl	$0xffffffff, %eax
+	testl	%ebp, %ebp
+	jz	crc_bytes
+crc_words:
+	cmpl	$4, %ecx
+	jb	crc_tail_hw
+	crc32l	(%esi), %eax
+	addl	$4, %esi
+	subl	$4, %ecx
+	jmp	crc_words
+crc_tail_hw:
+	testl	%ecx, %ecx
+	jz	crc_done
+	crc32b	(%esi), %eax
+	incl	%esi
+	decl	%ecx
+	jmp	crc_tail_hw
+crc_bytes:
+	testl	%ecx, %ecx
+	jz	crc_done
+	movzbl	(%esi), %edx
+	xorb	%al, %dl
+	shrl	$8, %eax
+	xorl	CRC_TABLE(,%edx,4), %eax
+	incl	%esi
+	decl	%ecx
+	jmp	crc_bytes
+crc_done:
+	notl	%eax
+	popl	%edx
+	cmpl	8(%edi), %eax
+	jne	bad_crc
+	addl	$12, %edi
+	incl	%edx
+	jmp	verify_next
+verify_done:
+	ret
+
+bad_crc:
+	movl	$ST_BADCRC, PARAMS + P_STATUS
+	movl	%edx, PARAMS + P_DETAIL
+	movl	%eax, PARAMS + P_GOT
+	movl	$(ROM_BASE + msg_badcrc), %esi
+	jmp	fail
+
+/* build_table: CRC_TABLE[i] = crc of byte i, reflected polynomial 0x82F63B78. */
+build_table:
+	xorl	%ecx, %ecx
+3:	movl	%ecx, %eax
+	movl	$8, %edx
+4:	shrl	$1, %eax
+	jnc	5f
+	xorl	$0x82f63b78, %eax
+5:	decl	%edx
+	jnz	4b
+	movl	%eax, CRC_TABLE(,%ecx,4)
+	incl	%ecx
+	cmpl	$256, %ecx
+	jb	3b
+	ret
+
+/* fail: print the NUL-terminated message at %esi on COM1, report 125 on the
+ * debug-exit port, and stop.  The host reads P_STATUS for the details. */
+fail:
+	movw	$COM1 + 5, %dx
+6:	inb	%dx, %al
+	testb	$0x20, %al
+	jz	6b
+	movb	(%esi), %al
+	testb	%al, %al
+	jz	7f
+	movw	$COM1, %dx
+	outb	%al, %dx
+	incl	%esi
+	jmp	fail
+7:	movb	$EXIT_STUB_FAILED, %al
+	outb	%al, $DEBUG_EXIT
+8:	cli
+	hlt
+	jmp	8b
+	.globl code32_end
+code32_end:
+
+/* ---- data ---- */
+	.balign 8
+gdt_template:
+	.quad	0                       /* null */
+	.quad	0                       /* unused: Linux's __BOOT_CS is 0x10 */
+	.quad	0x00cf9b000000ffff      /* 0x10: flat 4 GiB code, exec/read, accessed */
+	.quad	0x00cf93000000ffff      /* 0x18: flat 4 GiB data, read/write, accessed */
+	/* 0x20: 32-bit available TSS at TSS_ADDR, limit TSS_LEN-1 */
+	.word	TSS_LEN - 1
+	.word	TSS_ADDR & 0xffff
+	.byte	(TSS_ADDR >> 16) & 0xff
+	.byte	0x89
+	.byte	0x00
+	.byte	(TSS_ADDR >> 24) & 0xff
+gdt_template_end:
+
+gdt_pointer:
+	.word	gdt_template_end - gdt_template - 1
+	.long	GDT_ADDR
+idt_pointer_empty:
+	.word	0
+	.long	0
+
+msg_noparams:
+	.asciz	"kvmboot stub: no valid parameter block at 0x7000\r\n"
+msg_badcrc:
+	.asciz	"kvmboot stub: checksum mismatch, not jumping to the kernel\r\n"
+
+/*
+ * Layout table at a fixed offset, read by the Go tests: where the 16-bit and
+ * 32-bit code lies, so every code byte can be disassembled in its mode.
+ */
+	.section .layout, "a"
+	.ascii	"KVMBLAYT"
+	.word	code16_start, code16_end
+	.word	code32_start, code32_end
+	.word	reset_vector, reset_vector_end
+
+	.section .reset, "ax"
+	.code16
+reset_vector:
+	ljmp	$0xf000, $start
+reset_vector_end:

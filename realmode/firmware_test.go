@@ -1,0 +1,138 @@
+package realmode
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// TestFirmwareDecodes disassembles every code byte of the image in the mode
+// it runs in and fails on anything x86asm cannot decode: a .code16/.code32
+// mix-up shows up here, not as a guest crash.
+func TestFirmwareDecodes(t *testing.T) {
+	lay, err := ReadLayout(Firmware)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []struct {
+		name string
+		span [2]uint16
+		mode int
+	}{
+		{"16-bit code", lay.Code16, 16},
+		{"32-bit code", lay.Code32, 32},
+		{"reset vector", lay.Reset, 16},
+	} {
+		if part.span[0] >= part.span[1] {
+			t.Fatalf("%s: empty span %v", part.name, part.span)
+		}
+		n := 0
+		for pc := int(part.span[0]); pc < int(part.span[1]); {
+			inst, err := x86asm.Decode(Firmware[pc:part.span[1]], part.mode)
+			if err != nil {
+				t.Fatalf("%s: cannot decode at %#x (% x): %v", part.name, pc, Firmware[pc:min(pc+8, int(part.span[1]))], err)
+			}
+			pc += inst.Len
+			n++
+		}
+		t.Logf("%s: %d instructions in %#x-%#x", part.name, n, part.span[0], part.span[1])
+	}
+}
+
+// TestResetVector checks the classic pitfall: after .code32 the reset
+// vector's far jump must still be the 5-byte 16-bit form to F000:start.
+func TestResetVector(t *testing.T) {
+	lay, _ := ReadLayout(Firmware)
+	rv := Firmware[0xFFF0:]
+	if rv[0] != 0xEA || binary.LittleEndian.Uint16(rv[3:]) != 0xF000 {
+		t.Fatalf("reset vector = % x, want ea xx xx 00 f0", rv[:5])
+	}
+	if got := binary.LittleEndian.Uint16(rv[1:]); got != lay.Code16[0] {
+		t.Fatalf("reset vector jumps to %#x, want start %#x", got, lay.Code16[0])
+	}
+	inst, err := x86asm.Decode(rv, 16)
+	if err != nil || !strings.HasPrefix(x86asm.IntelSyntax(inst, 0, nil), "jmp far") {
+		t.Fatalf("reset vector decodes as %v, %v", inst, err)
+	}
+}
+
+func TestParamsEncode(t *testing.T) {
+	p := Params{EIP: 0x1000000, EAX: 0x2BADB002, EBX: 0x9000, Verify: true,
+		Checks: []Check{NewCheck(0x1000000, []byte("123456789"))}}
+	b, err := p.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	for off, want := range map[int]uint32{
+		OffMagic: Magic, OffVersion: Version, OffEIP: 0x1000000, OffEAX: 0x2BADB002,
+		OffEBX: 0x9000, OffFlags: FlagVerify, OffNChecks: 1,
+		OffChecks: 0x1000000, OffChecks + 4: 9,
+		OffChecks + 8: 0xE3069283, // the CRC-32C check value of "123456789"
+	} {
+		if got := le.Uint32(b[off:]); got != want {
+			t.Errorf("offset %#x = %#x, want %#x", off, got, want)
+		}
+	}
+	if _, err := (&Params{Checks: make([]Check, MaxChecks+1)}).Encode(); err == nil {
+		t.Error("too many checks accepted")
+	}
+}
+
+// TestFirmwareMatchesSource makes sure the embedded constants and the
+// assembler source agree on the ABI.
+func TestFirmwareMatchesSource(t *testing.T) {
+	raw, err := os.ReadFile("firmware.S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(raw)
+	for name, want := range map[string]int{
+		"GDT_ADDR": GDTAddr, "PARAMS": ParamsAddr, "P_EIP": OffEIP, "P_EAX": OffEAX,
+		"P_EBX": OffEBX, "P_ESI": OffESI, "P_ESP": OffESP, "P_FLAGS": OffFlags,
+		"P_STATUS": OffStatus, "P_DETAIL": OffDetail, "P_GOT": OffGot,
+		"P_NCHECKS": OffNChecks, "P_CHECKS": OffChecks, "PARAM_MAGIC": Magic,
+		"MAX_CHECKS": MaxChecks, "FLAG_VERIFY": FlagVerify, "FLAG_TABLE_CRC": FlagTableCRC, "EXIT_STUB_FAILED": ExitStubFailed,
+		"ST_STARTED": StatusStarted, "ST_JUMPED": StatusJumped,
+		"ST_BADCRC": StatusBadCRC, "ST_NOPARAMS": StatusNoParams,
+	} {
+		var got int
+		found := false
+		for _, line := range strings.Split(src, "\n") {
+			f := strings.Fields(strings.ReplaceAll(line, ",", " "))
+			if len(f) >= 3 && f[0] == ".set" && f[1] == name {
+				if _, err := fmt.Sscan(f[2], &got); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				found = true
+			}
+		}
+		if !found || got != want {
+			t.Errorf("firmware.S %s = %#x (found %v), abi.go says %#x", name, got, found, want)
+		}
+	}
+}
+
+func TestFirmwareSize(t *testing.T) {
+	if len(Firmware) != ROMSize {
+		t.Fatalf("firmware is %d bytes", len(Firmware))
+	}
+	if !bytes.Equal(Firmware[LayoutOffset:LayoutOffset+8], []byte("KVMBLAYT")) {
+		t.Fatal("no layout table")
+	}
+}
+
+func TestProbeDecodes(t *testing.T) {
+	for pc := 0; pc < len(Probe); {
+		inst, err := x86asm.Decode(Probe[pc:], 32)
+		if err != nil {
+			t.Fatalf("probe: cannot decode at %#x: %v", pc, err)
+		}
+		pc += inst.Len
+	}
+}
