@@ -36,7 +36,8 @@ type Config struct {
 	Region      *loader.Range
 	NoVerify    bool
 
-	VMM          string // "auto" or "kvm"
+	VMM          string // "auto", "kvm", "qemu", "qemu-kernel"
+	Accel        string // QEMU accelerator: "auto", "kvm", "tcg"
 	Timeout      time.Duration
 	Expect       *regexp.Regexp
 	BadRAMPolicy machine.BadRAMPolicy
@@ -112,15 +113,6 @@ func readInput(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// Backend returns the backend for a --vmm value.
-func Backend(name string, log func(string)) (machine.Backend, error) {
-	switch name {
-	case "", "auto", "kvm":
-		return kvm.Backend{Log: log}, nil
-	}
-	return nil, fmt.Errorf("--vmm=%s: unknown backend (kvmboot has: auto, kvm)", name)
-}
-
 // Run plans the boot and runs it. A non-nil error means kvmboot could not
 // boot (bad input, no KVM, no room for the kernel); the Result then says
 // so too, with outcome "error" and status 126. Everything the guest did is
@@ -143,7 +135,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.fromPlan(plan)
 	res.Timings.Load = ms(time.Since(start))
 
-	backend, err := Backend(cfg.VMM, cfg.Log)
+	backend, err := Backend(ctx, cfg)
 	if err != nil {
 		return fail(err)
 	}

@@ -57,6 +57,7 @@ func Build(cfg Config) (*Plan, error) {
 	}
 	plan := &Plan{
 		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format, Protocol: ProtocolMultiboot},
+		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
 		Map:     m,
 		Verify:  cfg.Verify,
@@ -86,6 +87,7 @@ func Build(cfg Config) (*Plan, error) {
 			args = mod.Path
 		}
 		mods = append(mods, MultibootModule{Start: uint32(at), End: uint32(at) + uint32(len(mod.Data)), String: args})
+		plan.ModuleArgs = append(plan.ModuleArgs, args)
 	}
 
 	info := &MultibootInfo{Map: m, Cmdline: cfg.Cmdline, LoaderName: LoaderName, Modules: mods}

@@ -54,29 +54,29 @@ func makeBzImage(t testing.TB) []byte {
 	le32 := func(off int, v uint32) { binary.LittleEndian.PutUint32(b[off:], v) }
 	le64 := func(off int, v uint64) { binary.LittleEndian.PutUint64(b[off:], v) }
 	b[0x1f1] = testSetupSects
-	le16(0x1f2, 1)                   // root_flags
-	le32(0x1f4, uint32(len(pm)/16))  // syssize
-	le16(0x1fa, 0xffff)              // vid_mode
-	le16(0x1fe, 0xaa55)              // boot_flag
-	b[0x200], b[0x201] = 0xeb, 0x6a  // jmp start_of_setup
-	copy(b[0x202:], "HdrS")          //
-	le16(0x206, 0x020f)              // version 2.15
-	le16(0x20e, 0x3c0)               // kernel_version
-	b[0x211] = 0x01                  // loadflags: LOADED_HIGH
-	le16(0x212, 0x8000)              // setup_move_size
-	le32(0x214, 0x100000)            // code32_start
-	le32(0x22c, 0x7fffffff)          // initrd_addr_max
-	le32(0x230, 0x1000000)           // kernel_alignment
-	b[0x234], b[0x235] = 1, 13       // relocatable_kernel, min_alignment
-	le16(0x236, 0)                   // xloadflags
-	le32(0x238, 2047)                // cmdline_size
-	le32(0x248, testPayloadOff)      // payload_offset
+	le16(0x1f2, 1)                    // root_flags
+	le32(0x1f4, uint32(len(pm)/16))   // syssize
+	le16(0x1fa, 0xffff)               // vid_mode
+	le16(0x1fe, 0xaa55)               // boot_flag
+	b[0x200], b[0x201] = 0xeb, 0x6a   // jmp start_of_setup
+	copy(b[0x202:], "HdrS")           //
+	le16(0x206, 0x020f)               // version 2.15
+	le16(0x20e, 0x3c0)                // kernel_version
+	b[0x211] = 0x01                   // loadflags: LOADED_HIGH
+	le16(0x212, 0x8000)               // setup_move_size
+	le32(0x214, 0x100000)             // code32_start
+	le32(0x22c, 0x7fffffff)           // initrd_addr_max
+	le32(0x230, 0x1000000)            // kernel_alignment
+	b[0x234], b[0x235] = 1, 13        // relocatable_kernel, min_alignment
+	le16(0x236, 0)                    // xloadflags
+	le32(0x238, 2047)                 // cmdline_size
+	le32(0x248, testPayloadOff)       // payload_offset
 	le32(0x24c, uint32(len(payload))) // payload_length
-	le64(0x258, 0x1000000)           // pref_address
-	le32(0x260, 0x100c000)           // init_size
-	le32(0x264, 0x190)               // handover_offset
-	le32(0x268, 0x1234)              // kernel_info_offset
-	b[0x26c] = 0xfa                  // cli: start_of_setup, past the header
+	le64(0x258, 0x1000000)            // pref_address
+	le32(0x260, 0x100c000)            // init_size
+	le32(0x264, 0x190)                // handover_offset
+	le32(0x268, 0x1234)               // kernel_info_offset
+	b[0x26c] = 0xfa                   // cli: start_of_setup, past the header
 	return append(b, pm...)
 }
 

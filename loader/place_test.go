@@ -3,6 +3,7 @@ package loader
 import (
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -65,9 +66,9 @@ func TestAllocatorFind(t *testing.T) {
 			wantAddr: 32 * mib, wantWhy: "preferred 0x1100000 is not 16M-aligned; lowest 16M-aligned fit at or above it",
 		},
 		{
-			name:   "preferred claimed",
-			claims: []Claimed{{"initrd", Range{32 * mib, 48 * mib}}},
-			req:    Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Preferred: 32 * mib},
+			name:     "preferred claimed",
+			claims:   []Claimed{{"initrd", Range{32 * mib, 48 * mib}}},
+			req:      Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Preferred: 32 * mib},
 			wantAddr: 48 * mib,
 			wantWhy:  "preferred 0x2000000 overlaps initrd at 0x02000000-0x03000000; lowest 16M-aligned fit at or above it",
 		},
@@ -135,9 +136,9 @@ func TestAllocatorFind(t *testing.T) {
 			wantAddr: 240 * mib, wantWhy: "highest 16M-aligned fit in [0, 4G)",
 		},
 		{
-			name:   "highest below a claim at the top",
-			claims: []Claimed{{"initrd", Range{250 * mib, 256 * mib}}},
-			req:    Request{What: "modules", Size: 10 * mib, Policy: PolicyHighest},
+			name:     "highest below a claim at the top",
+			claims:   []Claimed{{"initrd", Range{250 * mib, 256 * mib}}},
+			req:      Request{What: "modules", Size: 10 * mib, Policy: PolicyHighest},
 			wantAddr: 240 * mib, wantWhy: "highest fit in [0, 4G)",
 		},
 		{
@@ -189,10 +190,10 @@ func TestAllocatorFindErrors(t *testing.T) {
 			want: "no room for kernel: need 512M aligned to 16M in [1M, 512M); largest free ranges: 0x02000000-0x10000000 (224M), 0x00100000-0x01000000 (15M)",
 		},
 		{
-			name: "no room, three largest, claims excluded",
+			name:   "no room, three largest, claims excluded",
 			claims: []Claimed{{"initrd", Range{32 * mib, 256 * mib}}},
-			req:  Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Policy: PolicyLowest},
-			want: "no room for kernel: need 16M aligned to 16M in [0, 4G); largest free ranges: 0x00100000-0x01000000 (15M), 0x00000000-0x000a0000 (640K)",
+			req:    Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Policy: PolicyLowest},
+			want:   "no room for kernel: need 16M aligned to 16M in [0, 4G); largest free ranges: 0x00100000-0x01000000 (15M), 0x00000000-0x000a0000 (640K)",
 		},
 		{
 			name: "no room, byte aligned",
@@ -308,6 +309,51 @@ func TestAllocatorClaim(t *testing.T) {
 		}
 		if n := len(a.Claimed()); n != 1 {
 			t.Errorf("%s: a refused Claim left %d claims", tt.name, n)
+		}
+	}
+}
+
+// TestAllocatorAgainstBruteForce runs random small placements through Find
+// and compares each answer with trying every aligned address in order.
+func TestAllocatorAgainstBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	page := func(n uint64) uint64 { return rng.Uint64N(n) * 4 * kib }
+	policies := []Policy{"", PolicyPreferred, PolicyLowest, PolicyHighest}
+	for iter := 0; iter < 2000; iter++ {
+		memSize := page(4096) + 4*kib // up to 16M
+		m := NewMemoryMap(memSize)
+		for range rng.IntN(4) {
+			s := page(4096)
+			m.Set(Range{s, s + page(512) + 4*kib}, KindBad)
+		}
+		a := NewAllocator(m)
+		for range 8 {
+			req := Request{
+				What:   "piece",
+				Size:   page(256) + 1 + rng.Uint64N(4*kib),
+				Align:  4 * kib << rng.IntN(8),
+				Policy: policies[rng.IntN(len(policies))],
+			}
+			if rng.IntN(2) == 0 {
+				req.Min = page(4096)
+			}
+			if rng.IntN(2) == 0 {
+				req.Max = req.Min + page(4096) + 4*kib
+			}
+			if rng.IntN(2) == 0 {
+				req.Preferred = page(4096) + rng.Uint64N(2)*kib
+			}
+			if rng.IntN(5) == 0 {
+				s := page(4096)
+				req.Region = &Range{s, s + page(2048) + 4*kib}
+			}
+			before := a.Claimed()
+			addr, _, err := a.Find(req)
+			if err == nil {
+				checkFind(t, req, Range{addr, addr + req.Size})
+				checkAllocatorState(t, m, a, before, err, Range{addr, addr + req.Size})
+			}
+			checkFindOracle(t, m, before, req, addr, err)
 		}
 	}
 }
@@ -572,6 +618,7 @@ func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, 
 	// scan returns the first (or last) aligned free start in w, and
 	// whether the scan was small enough to be trusted.
 	scan := func(w Range, highest bool) (uint64, bool, bool) {
+		w.End = min(w.End, m.Size()) // no RAM beyond the map
 		if w.empty() || w.Size() < req.Size {
 			return 0, false, true
 		}

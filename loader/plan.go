@@ -62,7 +62,11 @@ type KernelInfo struct {
 // the bytes to place, and the entry state. A Plan holds no host resources
 // and can be printed without KVM.
 type Plan struct {
-	Kernel     KernelInfo
+	Kernel  KernelInfo
+	Cmdline string
+	// ModuleArgs are the module strings (path first), for backends that
+	// hand the original files to another loader (qemu -kernel).
+	ModuleArgs []string
 	MemSize    uint64
 	Map        *MemoryMap
 	Placements []Placement

@@ -25,6 +25,7 @@ func runCommand() *cobra.Command {
 		asJSON      bool
 		exitCode    string
 		vmm         string
+		accel       string
 		badPolicy   string
 		trace       string
 		traceLimit  int
@@ -53,7 +54,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			if err != nil {
 				return err
 			}
-			cfg.VMM, cfg.Timeout, cfg.CountStub = vmm, timeout, countStub
+			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = vmm, accel, timeout, countStub
 			switch exitCode {
 			case "native":
 			case "qemu":
@@ -132,7 +133,8 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 	fs.StringVar(&consolePath, "console", "", "write the guest console to FILE (complete, also on timeout or crash)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
 	fs.StringVar(&exitCode, "exit-code", "native", "native: the guest's debug-exit value; qemu: (v<<1)|1 as isa-debug-exit")
-	fs.StringVar(&vmm, "vmm", "auto", "backend: auto or kvm")
+	fs.StringVar(&vmm, "vmm", "auto", "backend: auto, kvm (our VM), qemu (our bootloader under QEMU), qemu-kernel (QEMU's own -kernel, a reference)")
+	fs.StringVar(&accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")
 	fs.StringVar(&badPolicy, "bad-ram-policy", "stop", "on a guest access to bad RAM: stop (status 125) or record and go on")
 	fs.StringVar(&trace, "trace", "", "single-step and print instructions: real (until protected mode) or all")
 	fs.IntVar(&traceLimit, "trace-limit", 10000, "most instructions --trace prints")
