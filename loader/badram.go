@@ -26,8 +26,8 @@ const badRAMChunk = 1 << 10
 // BadRAM pattern with many free mask bits describes a fine stripe set (a
 // mask of 0x400 marks every other KiB of a 4 GiB space, 2 million
 // ranges); nothing downstream can use that many (a Linux zero page holds
-// 128 E820 entries, KVM a few thousand memory slots), and the bound keeps
-// parsing fast and small for any input.
+// 128 E820 entries, a KVM VM at most 32764 memory slots, 509 on older
+// hosts), and the bound keeps parsing fast and small for any input.
 const maxBadRanges = 1 << 20
 
 // ParseBadRAM parses one --bad-ram spec into the bad ranges it declares

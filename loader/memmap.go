@@ -73,6 +73,23 @@ func (k Kind) String() string {
 // MarshalText makes a Kind a JSON string ("ram") rather than a number.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText reads what MarshalText writes, so result JSON round-trips.
+func (k *Kind) UnmarshalText(b []byte) error {
+	s := string(b)
+	for _, c := range []Kind{KindRAM, KindReserved, KindBad} {
+		if s == c.String() {
+			*k = c
+			return nil
+		}
+	}
+	var n uint8
+	if _, err := fmt.Sscanf(s, "e820-%d", &n); err != nil || Kind(n).String() != s {
+		return fmt.Errorf("memory kind %q: want ram, reserved, bad or e820-N", s)
+	}
+	*k = Kind(n)
+	return nil
+}
+
 // describe names k in a sentence: "bad RAM", "reserved memory".
 func (k Kind) describe() string {
 	switch k {

@@ -344,3 +344,17 @@ func TestMemoryMapCopiesAreIndependent(t *testing.T) {
 		t.Errorf("clone Size() = %#x, want %#x", got, 64*mib)
 	}
 }
+
+func TestKindTextRoundTrip(t *testing.T) {
+	for _, k := range []Kind{KindRAM, KindReserved, KindBad, 3} {
+		b, _ := k.MarshalText()
+		var got Kind
+		if err := got.UnmarshalText(b); err != nil || got != k {
+			t.Errorf("%v: round trip gave %v, %v", k, got, err)
+		}
+	}
+	var k Kind
+	if err := k.UnmarshalText([]byte("flash")); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}

@@ -234,7 +234,9 @@ func (a *Allocator) Find(req Request) (addr uint64, why string, err error) {
 			floor = highRAMBeg
 		}
 		if floor < hi {
-			if at, ok := lowestFit(free, Range{floor, hi}, req.Size, align); ok {
+			// The window really searched, for the error below.
+			window = Range{floor, hi}
+			if at, ok := lowestFit(free, window, req.Size, align); ok {
 				return a.found(req.What, at, req.Size, fmt.Sprintf("preferred %#x %s; nothing fits at or above it; lowest %sfit at or above %s", p, miss, alignWords(align), addrString(floor)))
 			}
 		}

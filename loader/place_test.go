@@ -201,6 +201,11 @@ func TestAllocatorFindErrors(t *testing.T) {
 			want: "no room for blob: need 300M in [0, 4G); largest free ranges: 0x02000000-0x10000000 (224M), 0x00100000-0x01000000 (15M), 0x00000000-0x000a0000 (640K)",
 		},
 		{
+			name: "preferred high: no room reported above 1M",
+			req:  Request{What: "kernel", Size: 20 * mib, Align: 16 * mib, Max: 32 * mib, Preferred: 16 * mib},
+			want: "no room for kernel: need 20M aligned to 16M in [1M, 32M); largest free ranges: 0x00100000-0x01000000 (15M)",
+		},
+		{
 			name: "no free RAM in the window",
 			req:  Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Min: 256 * mib, Max: 512 * mib, Preferred: 256 * mib},
 			want: "no room for kernel: need 16M aligned to 16M in [256M, 512M); no free RAM in the window",
@@ -248,7 +253,7 @@ func TestAllocatorFindErrors(t *testing.T) {
 		{
 			name: "huge size",
 			req:  Request{What: "kernel", Size: 1<<64 - 1, Align: 1 << 63, Max: 1<<64 - 1, Preferred: 1 << 63},
-			want: "no room for kernel: need 18446744073709551615 aligned to 8388608T in [0, 0xffffffffffffffff); largest free ranges: 0x02000000-0x10000000 (224M), 0x00100000-0x01000000 (15M), 0x00000000-0x000a0000 (640K)",
+			want: "no room for kernel: need 18446744073709551615 aligned to 8388608T in [1M, 0xffffffffffffffff); largest free ranges: 0x02000000-0x10000000 (224M), 0x00100000-0x01000000 (15M)",
 		},
 	}
 	for _, tt := range tests {

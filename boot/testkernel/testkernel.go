@@ -23,7 +23,7 @@
 //	kt.panic      print PanicMessage and hang
 //	kt.hang       cli; hlt forever
 //	kt.spin       cli; jmp . forever
-//	kt.triple     load an empty IDT and execute int3: triple fault
+//	kt.triple     load an empty IDT and execute ud2: triple fault
 //	kt.reset      write 0xFE to port 0x64 (keyboard controller reset), then hang
 //
 // A malformed or unknown kt.* word is a reported failure ("kt: fail cmdline: ...").

@@ -763,8 +763,13 @@ static __attribute__((noreturn)) void triple_fault(void)
 		uint32_t base;
 	} empty_idt = { 0, 0 };
 
-	/* int3 -> #GP (vector beyond the IDT limit) -> #DF -> shutdown. */
-	__asm__ volatile("lidt %0; int3" : : "m"(empty_idt));
+	/*
+	 * #UD -> #GP (vector 6 is beyond the IDT limit) -> #DF -> shutdown.
+	 * ud2 rather than int3: this host's KVM (kvm_pvm) fails to emulate a
+	 * software interrupt through an empty IDT (KVM_EXIT_INTERNAL_ERROR)
+	 * but turns a fault into a proper shutdown; TCG does both.
+	 */
+	__asm__ volatile("lidt %0; ud2" : : "m"(empty_idt));
 	halt_forever();
 }
 

@@ -1,0 +1,55 @@
+# kvmboot: see README.md. `make demo` boots the built-in test kernel,
+# `make test` runs every test (what CI runs).
+GO      ?= go
+BIN     ?= kvmboot
+FUZZTIME ?= 60s
+
+.PHONY: all build demo test unit e2e vet stubs testkernel kernel check-blobs bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/kvmboot
+
+demo:
+	$(GO) run ./cmd/kvmboot run --show-plan --bad-ram 16M-32M
+
+# Everything: unit tests, e2e boots on every backend this host has, fuzz
+# seeds. The e2e tests need /dev/kvm, qemu-system-i386 and the Debian
+# kernel (make kernel); without them they skip with a reason, and CI
+# (KVMBOOT_REQUIRE_*=1) turns those skips into failures.
+test: vet
+	$(GO) test -count=1 -timeout 25m ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e:
+	$(GO) test -count=1 -timeout 25m -v ./e2e/...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# Guest-side blobs are committed; these rebuild them.
+stubs:
+	scripts/build-stubs.sh
+
+testkernel:
+	scripts/build-testkernel.sh
+
+# CI: the committed blobs must be what the sources build.
+check-blobs: stubs testkernel
+	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin boot/testkernel/testkernel.elf
+
+kernel:
+	scripts/fetch-kernel.sh
+
+bench:
+	$(GO) test -run XXX -bench . -benchtime 7x ./machine/... ./e2e/... ./loader/...
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -f $(BIN)

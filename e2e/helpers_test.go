@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kvmboot/boot"
+	"kvmboot/boot/testkernel"
+	"kvmboot/machine/kvm"
+)
+
+// missing skips the test, or fails it when env says the thing is required.
+func missing(t testing.TB, env, what string) {
+	t.Helper()
+	if os.Getenv(env) == "1" {
+		t.Fatalf("%s (required: %s=1)", what, env)
+	}
+	t.Skipf("skipped: %s (set %s=1 to make this a failure)", what, env)
+}
+
+// requireKVM skips or fails when /dev/kvm cannot be used.
+func requireKVM(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(kvm.DevicePath, os.O_RDWR, 0)
+	if err != nil {
+		missing(t, "KVMBOOT_REQUIRE_KVM", "no usable /dev/kvm: "+err.Error())
+		return
+	}
+	f.Close()
+}
+
+// requireQEMU skips or fails when qemu-system-i386 is missing.
+func requireQEMU(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-i386"); err != nil {
+		missing(t, "KVMBOOT_REQUIRE_QEMU", "qemu-system-i386 not found (apt-get install qemu-system-x86)")
+	}
+}
+
+// repoRoot is the module root, found from this file's location.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// kernelDir is where scripts/fetch-kernel.sh keeps Debian's kernel.
+func kernelDir() string {
+	if d := os.Getenv("KVMBOOT_KERNEL_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(repoRoot(), ".cache", "kernels")
+}
+
+// requireDebianKernel returns the path of Debian's i386 vmlinuz.
+func requireDebianKernel(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(kernelDir(), "vmlinuz")
+	if _, err := os.Stat(p); err != nil {
+		missing(t, "KVMBOOT_REQUIRE_KERNEL", "Debian's i386 kernel not fetched (make kernel): "+err.Error())
+	}
+	return p
+}
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+)
+
+// cli builds the kvmboot command once per test binary.
+func cli(t testing.TB) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kvmboot-e2e-")
+		if err != nil {
+			cliErr = err
+			return
+		}
+		cliPath = filepath.Join(dir, "kvmboot")
+		out, err := exec.Command("go", "build", "-o", cliPath, "kvmboot/cmd/kvmboot").CombinedOutput()
+		if err != nil {
+			cliErr = errors.New(string(out))
+		}
+	})
+	if cliErr != nil {
+		t.Fatalf("building kvmboot: %v", cliErr)
+	}
+	return cliPath
+}
+
+// runCLI runs the kvmboot command and returns its output and exit status.
+func runCLI(t testing.TB, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cli(t), args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		status = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("kvmboot %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), status
+}
+
+// bootTestKernel boots the built-in test kernel (or cfg.Kernel) and parses
+// its report from the console.
+func bootTestKernel(t testing.TB, cfg boot.Config) (*boot.Result, *testkernel.Report, string) {
+	t.Helper()
+	var console bytes.Buffer
+	cfg.Console = &console
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 60 * time.Second
+	}
+	res, err := boot.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("boot: %v", err)
+	}
+	rep, _ := testkernel.ParseReport(console.String())
+	return res, rep, console.String()
+}
