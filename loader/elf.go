@@ -3,7 +3,9 @@ package loader
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 )
 
@@ -42,6 +44,9 @@ func ParseELF(raw []byte) (*ELFImage, error) {
 		return nil, &FormatError{Context: "ELF", Msg: "ELF64 image: kvmboot boots i386 (ELF32) kernels"}
 	}
 	f, err := elf.NewFile(bytes.NewReader(raw))
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("truncated: its headers point past the end of the file (%d bytes)", len(raw))}
+	}
 	if err != nil {
 		return nil, &FormatError{Context: "ELF", Msg: "cannot parse", Err: err}
 	}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Fetches Debian's current i386 kernel (linux-image-*-686-unsigned:i386) with
+# apt and keeps it outside git, in $KVMBOOT_KERNEL_DIR (default
+# <repo>/.cache/kernels/):
+#   vmlinuz   the bzImage
+#   config    its kernel config
+#   VERSION   one line: "<package> <debian version>", e.g.
+#             "linux-image-6.1.0-50-686-unsigned 6.1.176-1"
+# VERSION is written last, so a cache without it is incomplete.
+#
+# The version is resolved from linux-image-686:i386's dependency. The script
+# is a no-op (no network, no apt-get update) when the cache holds the version
+# apt resolves from its current lists, and also when the cache is complete
+# and apt resolves nothing offline. apt-get update runs only when apt knows
+# no candidate (or a download fails on stale lists), or with --update.
+#
+# Usage: scripts/fetch-kernel.sh [--update]
+set -euo pipefail
+
+prog=fetch-kernel
+die() { echo "$prog: $*" >&2; exit 1; }
+log() { echo "$prog: $*" >&2; }
+
+force_update=0
+for arg in "$@"; do
+	case "$arg" in
+	--update) force_update=1 ;;
+	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument '$arg' (usage: $0 [--update])" ;;
+	esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=${KVMBOOT_KERNEL_DIR:-$root/.cache/kernels}
+meta=linux-image-686:i386
+
+mkdir -p "$dir" || die "cannot create cache folder $dir"
+# One fetch at a time per cache folder.
+exec 9>"$dir/.lock"
+flock 9 || die "cannot lock $dir/.lock"
+
+cached=""
+if [ -s "$dir/VERSION" ] && [ -s "$dir/vmlinuz" ] && [ -s "$dir/config" ]; then
+	cached=$(head -n1 "$dir/VERSION")
+fi
+
+have_i386() {
+	[ "$(dpkg --print-architecture 2>/dev/null)" = i386 ] ||
+		dpkg --print-foreign-architectures 2>/dev/null | grep -qx i386
+}
+
+# candidate PKG: apt's candidate version of PKG, or nothing.
+candidate() {
+	apt-cache policy "$1" 2>/dev/null |
+		awk '$1 == "Candidate:" && $2 != "(none)" { print $2; exit }'
+}
+
+# resolve: prints "<package> <version>" for the current 686-unsigned image
+# from apt's lists, or nothing when apt cannot tell.
+resolve() {
+	local dep pkg ver
+	[ -n "$(candidate "$meta")" ] || return 0
+	dep=$(apt-cache depends "$meta" 2>/dev/null |
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-686(-unsigned)?(:i386)?$/ { print $2; exit }')
+	[ -n "$dep" ] || return 0
+	pkg=${dep%:i386}
+	pkg=${pkg%-unsigned}-unsigned
+	ver=$(candidate "$pkg:i386")
+	[ -n "$ver" ] || return 0
+	echo "$pkg $ver"
+}
+
+apt_update() {
+	need_root "apt-get update"
+	log "apt-get update"
+	# A mirror mid-sync fails some index files (exit 100) while the ones we
+	# need are fine: let the resolution below decide.
+	if ! apt-get update -qq >/dev/null 2>"$tmp/update.err"; then
+		log "apt-get update reported errors (continuing): $(grep -m1 '^E:' "$tmp/update.err" || head -n1 "$tmp/update.err")"
+	fi
+}
+
+want=""
+if have_i386; then
+	want=$(resolve)
+fi
+
+if [ -n "$cached" ]; then
+	if [ -z "$want" ] && [ "$force_update" = 0 ]; then
+		echo "$prog: cache has $cached ($dir); apt resolves no version offline, keeping it"
+		exit 0
+	fi
+	if [ "$want" = "$cached" ] && [ "$force_update" = 0 ]; then
+		echo "$prog: up to date: $cached ($dir)"
+		exit 0
+	fi
+fi
+
+for tool in apt-get apt-cache dpkg dpkg-deb; do
+	command -v "$tool" >/dev/null || die "$tool not found (this script needs Debian's apt)"
+done
+need_root() {
+	[ "$(id -u)" = 0 ] || die "needs root for $1 (cache at $dir has: ${cached:-nothing})"
+}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+chmod 755 "$tmp" # apt-get download drops to user _apt when it can write here
+
+updated=0
+if ! have_i386; then
+	need_root "dpkg --add-architecture i386"
+	log "dpkg --add-architecture i386"
+	dpkg --add-architecture i386 || die "dpkg --add-architecture i386 failed"
+	apt_update
+	updated=1
+elif [ "$force_update" = 1 ] || [ -z "$want" ]; then
+	apt_update
+	updated=1
+fi
+want=$(resolve)
+[ -n "$want" ] || die "apt knows no candidate for $meta or its 686-unsigned image after apt-get update"
+
+if [ "$want" = "$cached" ]; then
+	echo "$prog: up to date: $cached ($dir)"
+	exit 0
+fi
+
+pkg=${want% *}
+ver=${want#* }
+log "downloading $pkg:i386 $ver"
+download() { (cd "$tmp" && apt-get download -qq "$pkg:i386=$ver" >/dev/null 2>"$tmp/download.err"); }
+if ! download; then
+	[ "$updated" = 0 ] || die "apt-get download $pkg:i386=$ver failed: $(grep -m1 '^E:' "$tmp/download.err" || head -n1 "$tmp/download.err")"
+	# Stale lists can name a version the mirror no longer has.
+	apt_update
+	want=$(resolve)
+	[ -n "$want" ] || die "apt knows no candidate for $meta after apt-get update"
+	if [ "$want" = "$cached" ]; then
+		echo "$prog: up to date: $cached ($dir)"
+		exit 0
+	fi
+	pkg=${want% *}
+	ver=${want#* }
+	log "downloading $pkg:i386 $ver"
+	download || die "apt-get download $pkg:i386=$ver failed: $(grep -m1 '^E:' "$tmp/download.err" || head -n1 "$tmp/download.err")"
+fi
+
+deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n1)
+[ -n "$deb" ] || die "apt-get download left no .deb in $tmp"
+dpkg-deb -x "$deb" "$tmp/x" || die "dpkg-deb -x $(basename "$deb") failed"
+vmlinuz=$(ls "$tmp"/x/boot/vmlinuz-* 2>/dev/null | head -n1)
+config=$(ls "$tmp"/x/boot/config-* 2>/dev/null | head -n1)
+[ -n "$vmlinuz" ] || die "$(basename "$deb") has no boot/vmlinuz-*"
+[ -n "$config" ] || die "$(basename "$deb") has no boot/config-*"
+
+# Replace atomically enough: VERSION goes first and comes back last, so an
+# interrupted run leaves an incomplete cache that the next run refetches.
+cp "$vmlinuz" "$dir/vmlinuz.tmp"
+cp "$config" "$dir/config.tmp"
+echo "$want" >"$dir/VERSION.tmp"
+rm -f "$dir/VERSION"
+mv -f "$dir/vmlinuz.tmp" "$dir/vmlinuz"
+mv -f "$dir/config.tmp" "$dir/config"
+mv -f "$dir/VERSION.tmp" "$dir/VERSION"
+echo "$prog: fetched $want: $dir/vmlinuz ($(stat -c %s "$dir/vmlinuz") bytes, $(basename "$vmlinuz")), $dir/config"
