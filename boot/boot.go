@@ -29,7 +29,9 @@ type Config struct {
 	MemSize uint64 // default 256 MiB
 	Cmdline string
 	Modules []ModuleSpec
-	BadRAM  []loader.Range
+	// Initrd is a Linux initrd (for a Multiboot kernel: its first module).
+	Initrd string
+	BadRAM []loader.Range
 
 	Policy      loader.Policy
 	LoadAddress *uint64
@@ -87,13 +89,21 @@ func Plan(cfg Config) (*loader.Plan, error) {
 		}
 		mods = append(mods, loader.Module{Path: m.Path, Args: m.Args, Data: b})
 	}
+	var initrd *loader.Module
+	if cfg.Initrd != "" {
+		b, err := readInput(cfg.Initrd)
+		if err != nil {
+			return nil, err
+		}
+		initrd = &loader.Module{Path: cfg.Initrd, Data: b}
+	}
 	mem := cfg.MemSize
 	if mem == 0 {
 		mem = DefaultMemSize
 	}
 	return loader.Build(loader.Config{
 		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
-		Modules: mods, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
+		Modules: mods, Initrd: initrd, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify,
 	})
 }

@@ -26,6 +26,7 @@ type Result struct {
 
 	GuestExit    *uint32            `json:"guest_exit,omitempty"`
 	Stub         *machine.StubCount `json:"stub,omitempty"`
+	CPU          *machine.CPUState  `json:"cpu,omitempty"`
 	Exits        uint64             `json:"vm_exits"`
 	ConsoleBytes int64              `json:"console_bytes"`
 	ConsoleTail  []string           `json:"-"`
@@ -82,7 +83,7 @@ func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
 	if r.BadRAMAccesses == nil {
 		r.BadRAMAccesses = []machine.BadAccess{}
 	}
-	r.Stub, r.Exits = m.Stub, m.Exits
+	r.Stub, r.Exits, r.CPU = m.Stub, m.Exits, m.CPU
 	r.VMM = m.Backend
 	r.Timings.Setup = ms(m.Setup)
 	r.Timings.Boot = ms(m.Boot)

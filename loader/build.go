@@ -24,6 +24,7 @@ type Config struct {
 	BadRAM  []Range
 	Cmdline string
 	Modules []Module
+	Initrd  *Module // Linux initrd; a first module for Multiboot kernels
 
 	Policy      Policy  // where the kernel goes (default preferred)
 	LoadAddress *uint64 // force the kernel here
@@ -48,15 +49,12 @@ func Build(cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	if k.Multiboot == nil {
-		return nil, &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB (kvmboot boots Multiboot ELF kernels)"}
-	}
 	m := NewMemoryMap(cfg.MemSize)
 	for _, b := range cfg.BadRAM {
 		m.Set(b, KindBad)
 	}
 	plan := &Plan{
-		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format, Protocol: ProtocolMultiboot},
+		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format},
 		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
 		Map:     m,
@@ -68,18 +66,45 @@ func Build(cfg Config) (*Plan, error) {
 	}
 	plan.add(Placement{What: "stub", Name: "GDT, TSS, stack", Start: realmode.StubLow, Size: realmode.ParamsAddr - realmode.StubLow})
 
-	if err := placeMultibootKernel(plan, a, k, cfg); err != nil {
+	switch {
+	case k.BzImage != nil:
+		plan.Kernel.Protocol = ProtocolLinux32
+		err = buildLinux32(plan, a, k, cfg)
+	case k.Multiboot != nil:
+		plan.Kernel.Protocol = ProtocolMultiboot
+		err = buildMultiboot(plan, a, k, cfg)
+	default:
+		err = &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
+	}
+	if err != nil {
 		return nil, err
 	}
-	mods := make([]MultibootModule, 0, len(cfg.Modules))
-	for _, mod := range cfg.Modules {
+	return plan, plan.Finish()
+}
+
+// buildMultiboot places a Multiboot kernel, its modules and the info.
+func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
+	img, err := multibootImage(k)
+	if err != nil {
+		return err
+	}
+	if err := placeKernel(plan, a, img, cfg); err != nil {
+		return err
+	}
+	modules := cfg.Modules
+	if cfg.Initrd != nil {
+		// As QEMU does: an initrd given to a Multiboot kernel is a module.
+		modules = append([]Module{*cfg.Initrd}, modules...)
+	}
+	mods := make([]MultibootModule, 0, len(modules))
+	for _, mod := range modules {
 		align := uint64(4)
 		if k.Multiboot.Flags&MBPageAlignModules != 0 {
 			align = 4096
 		}
 		at, _, err := a.Find(Request{What: "module " + mod.Path, Size: max(uint64(len(mod.Data)), 1), Align: align, Min: oneMiB, Policy: PolicyLowest})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		plan.add(Placement{What: "module", Name: mod.Path, Start: at, Data: mod.Data, Size: uint64(len(mod.Data)), Verify: true})
 		args := mod.Args
@@ -90,89 +115,97 @@ func Build(cfg Config) (*Plan, error) {
 		plan.ModuleArgs = append(plan.ModuleArgs, args)
 	}
 
-	info := &MultibootInfo{Map: m, Cmdline: cfg.Cmdline, LoaderName: LoaderName, Modules: mods}
+	info := &MultibootInfo{Map: plan.Map, Cmdline: cfg.Cmdline, LoaderName: LoaderName, Modules: mods}
 	at, _, err := a.Find(Request{What: "Multiboot info", Size: info.Size(), Align: 8, Min: lowInfoMin, Max: lowInfoMax, Policy: PolicyLowest})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	plan.add(Placement{What: "boot_info", Name: "Multiboot info, mmap, strings", Start: at, Data: info.Encode(uint32(at)), Size: info.Size(), Verify: true})
 	plan.Entry.EAX = MultibootBootMagic
 	plan.Entry.EBX = uint32(at)
-	return plan, plan.Finish()
+	return nil
 }
 
-// placeMultibootKernel chooses the kernel's address, relocates it there and
-// adds it to the plan.
-func placeMultibootKernel(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
-	var (
-		mem      []byte
-		fileEnd  uint64
-		base     uint64
-		entry    uint64
-		align    uint64 = 4096
-		relocs   *Relocs
-		noRelocs string
-	)
+// kernelImage is a kernel as it must sit in memory, before placement.
+type kernelImage struct {
+	mem      []byte // from base: file bytes, then zeros (bss)
+	fileEnd  uint64 // bytes of mem that come from the file
+	size     uint64 // memory the kernel needs from its load address, >= len(mem)
+	base     uint64 // link address
+	entry    uint64 // physical entry at the link address
+	align    uint64
+	max      uint64 // the kernel must end at or below this (0: 4 GiB)
+	relocs   *Relocs
+	noRelocs string // why relocs is nil
+}
+
+// multibootImage lays out a Multiboot kernel from its ELF headers or, with
+// flag bit 16, from the header's address fields.
+func multibootImage(k *Kernel) (*kernelImage, error) {
 	if h := k.Multiboot; h.Flags&MBAddressFields != 0 {
 		data, load, size, err := h.KludgeImage(k.Raw)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		mem = make([]byte, size)
-		fileEnd = uint64(copy(mem, data))
-		base, entry = load, uint64(h.EntryAddr)
-		noRelocs = "it is loaded through Multiboot address fields, which carry no relocation info"
-	} else {
-		img := k.ELF
-		mem, fileEnd, base, entry = img.Memory(), img.FileEnd(), img.Base, img.Entry
-		align = max(align, img.MaxAlign)
-		if img.Relocs != nil && img.Relocs.Source != "none" {
-			relocs = img.Relocs
-		} else {
-			noRelocs = "it has no relocation info (link it with --emit-relocs)"
-		}
+		mem := make([]byte, size)
+		return &kernelImage{mem: mem, fileEnd: uint64(copy(mem, data)), size: size, base: load, entry: uint64(h.EntryAddr), align: 4096,
+			noRelocs: "it is loaded through Multiboot address fields, which carry no relocation info"}, nil
 	}
-	size := uint64(len(mem))
-	plan.LinkAddress = base
+	img := k.ELF
+	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign)}
+	if img.Relocs != nil && img.Relocs.Source != "none" {
+		ki.relocs = img.Relocs
+	} else {
+		ki.noRelocs = "it has no relocation info (link it with --emit-relocs)"
+	}
+	return ki, nil
+}
 
+// placeKernel chooses the kernel's address (forced, fixed, or found by
+// policy), relocates it there and adds it to the plan.
+func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
+	plan.LinkAddress = ki.base
 	var load uint64
 	switch {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
-		if relocs == nil && load != base {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, base, noRelocs)}
+		if ki.relocs == nil && load != ki.base {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs)}
 		}
-		if load%align != 0 {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, FormatSize(align))}
+		if load%ki.align != 0 {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, FormatSize(ki.align))}
 		}
-		if err := a.Claim("kernel", Range{load, load + size}); err != nil {
+		if ki.max != 0 && load+ki.size > ki.max {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, FormatSize(ki.size), ki.max)}
+		}
+		if err := a.Claim("kernel", Range{load, load + ki.size}); err != nil {
 			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
 		}
 		plan.Why = "forced by --load-address"
-	case relocs == nil:
-		if err := a.Claim("kernel", Range{base, base + size}); err != nil {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", noRelocs, err)}
+	case ki.relocs == nil:
+		if err := a.Claim("kernel", Range{ki.base, ki.base + ki.size}); err != nil {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
 		}
-		load = base
-		plan.Why = "link address (not relocatable: " + noRelocs + ")"
+		load = ki.base
+		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:
 		var err error
-		load, plan.Why, err = a.Find(Request{What: "kernel", Size: size, Align: align, Min: oneMiB, Policy: cfg.Policy, Preferred: base, Region: cfg.Region})
+		load, plan.Why, err = a.Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: oneMiB, Max: ki.max, Policy: cfg.Policy, Preferred: ki.base, Region: cfg.Region})
 		if err != nil {
 			return err
 		}
 	}
-	delta := uint32(load - base)
-	if relocs != nil {
-		if err := relocs.Apply(mem, base, delta); err != nil {
+	delta := uint32(load - ki.base)
+	if ki.relocs != nil {
+		if err := ki.relocs.Apply(ki.mem, ki.base, delta); err != nil {
 			return err
 		}
-		plan.Relocations = len(relocs.Sites)
-		plan.SkippedAbsolute = relocs.Absolute
+		plan.Relocations = len(ki.relocs.Sites)
+		plan.SkippedAbsolute = ki.relocs.Absolute
 	}
 	plan.LoadAddress = load
-	plan.Entry.EIP = uint32(entry) + delta
-	plan.add(Placement{What: "kernel", Start: load, Data: mem[:fileEnd], Size: size, Verify: true})
+	plan.Entry.EIP = uint32(ki.entry) + delta
+	plan.add(Placement{What: "kernel", Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true})
 	return nil
 }
 

@@ -253,8 +253,19 @@ func TestRealKernel(t *testing.T) {
 	if len(k.sites.Sites) < 1000 {
 		t.Errorf("only %d relocations", len(k.sites.Sites))
 	}
-	// misc.c requires every site inside [out, out + (bss - text)); the
-	// loaded image is that or more.
+	// misc.c requires every site inside [out, out + (__bss_start - _text)]:
+	// the vmlinux keeps its section headers, so check against .bss.
+	f := parseELF(t, k.blob[:k.elf])
+	bss := f.Section(".bss")
+	if bss == nil {
+		t.Fatal("no .bss section")
+	}
+	bssPhys := uint32(bss.Addr - linuxPageOffset)
+	for _, s := range k.sites.Sites {
+		if s < uint32(k.base) || s+4 > bssPhys {
+			t.Fatalf("site %#x outside [%#x, %#x), the text and data misc.c relocates", s, k.base, bssPhys)
+		}
+	}
 	img := bytes.Clone(k.img)
 	const delta = 0x2000000
 	if err := k.sites.Apply(img, k.base, delta); err != nil {

@@ -85,6 +85,7 @@ type Result struct {
 	GuestValue     uint32
 	BadRAMAccesses []BadAccess
 	Stub           *StubCount
+	CPU            *CPUState // the vCPU at a crash, when the backend can read it
 	Exits          uint64
 	Boot           time.Duration // first instruction to the end
 	Setup          time.Duration // backend start to first instruction
@@ -133,3 +134,44 @@ func Interrupted() *Result {
 // QEMUStatus maps a guest's debug-exit value v to (v<<1)|1, the status
 // QEMU's isa-debug-exit gives, for harnesses written against QEMU.
 func QEMUStatus(v uint32) int { return int((v<<1)|1) & 0xff }
+
+// CPUState is the vCPU's state at a crash, for reports.
+type CPUState struct {
+	Mode   string `json:"mode"`
+	CS     uint16 `json:"cs"`
+	EIP    uint32 `json:"eip"`
+	Linear uint32 `json:"linear_ip"`
+	EAX    uint32 `json:"eax"`
+	EBX    uint32 `json:"ebx"`
+	ECX    uint32 `json:"ecx"`
+	EDX    uint32 `json:"edx"`
+	ESI    uint32 `json:"esi"`
+	EDI    uint32 `json:"edi"`
+	EBP    uint32 `json:"ebp"`
+	ESP    uint32 `json:"esp"`
+	EFLAGS uint32 `json:"eflags"`
+	CR0    uint32 `json:"cr0"`
+	CR3    uint32 `json:"cr3"`
+	CR4    uint32 `json:"cr4"`
+	Insn   string `json:"insn"` // the instruction at EIP, in the CPU's mode
+}
+
+// ModeName names the CPU mode from CR0 and the code segment's size.
+func ModeName(cr0 uint64, bits int) string {
+	name := "real mode"
+	switch {
+	case cr0&1 != 0 && bits == 32:
+		name = "32-bit protected mode"
+	case cr0&1 != 0:
+		name = "16-bit protected mode"
+	}
+	if cr0&(1<<31) != 0 {
+		name += ", paging on"
+	}
+	return name
+}
+
+func (c *CPUState) String() string {
+	return fmt.Sprintf("%s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
+		c.Mode, c.CS, c.EIP, c.Linear, c.EAX, c.EBX, c.ECX, c.EDX, c.ESI, c.EDI, c.EBP, c.ESP, c.EFLAGS, c.CR0, c.CR3, c.CR4, c.Insn)
+}

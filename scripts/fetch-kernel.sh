@@ -49,25 +49,33 @@ have_i386() {
 		dpkg --print-foreign-architectures 2>/dev/null | grep -qx i386
 }
 
-# candidate PKG: apt's candidate version of PKG, or nothing.
-candidate() {
-	apt-cache policy "$1" 2>/dev/null |
-		awk '$1 == "Candidate:" && $2 != "(none)" { print $2; exit }'
+# resolve: prints "<package> <version>" for the current 686-unsigned image
+# from apt's lists (linux-image-686's "Depends: linux-image-X-686 (= V)"),
+# or nothing when apt cannot tell. One apt-cache call: each parses every list
+# (about 1 s here, apt keeps no binary cache).
+resolve() {
+	apt-cache show --no-all-versions "$meta" 2>/dev/null | awk '
+		/^Depends:/ {
+			sub(/^Depends:[ \t]*/, "")
+			n = split($0, deps, /,[ \t]*/)
+			for (i = 1; i <= n; i++) {
+				split(deps[i], w, /[ \t()=]+/)
+				if (w[1] ~ /^linux-image-.*-686(-unsigned)?(:i386)?$/ && w[2] != "") {
+					pkg = w[1]; sub(/:i386$/, "", pkg); sub(/-unsigned$/, "", pkg)
+					print pkg "-unsigned", w[2]
+					exit
+				}
+			}
+		}' || true
 }
 
-# resolve: prints "<package> <version>" for the current 686-unsigned image
-# from apt's lists, or nothing when apt cannot tell.
-resolve() {
-	local dep pkg ver
-	[ -n "$(candidate "$meta")" ] || return 0
-	dep=$(apt-cache depends "$meta" 2>/dev/null |
-		awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-686(-unsigned)?(:i386)?$/ { print $2; exit }')
-	[ -n "$dep" ] || return 0
-	pkg=${dep%:i386}
-	pkg=${pkg%-unsigned}-unsigned
-	ver=$(candidate "$pkg:i386")
-	[ -n "$ver" ] || return 0
-	echo "$pkg $ver"
+# lists_stamp: what apt resolved from: the i386 package lists' names, sizes
+# and times. While it is unchanged, resolve would print the same answer.
+lists_stamp() {
+	local lists
+	eval "$(apt-config shell lists Dir::State::lists/d 2>/dev/null)"
+	lists=${lists:-/var/lib/apt/lists/}
+	stat -c '%n %s %Y' "$lists"*_binary-i386_Packages* 2>/dev/null || true
 }
 
 apt_update() {
@@ -76,11 +84,17 @@ apt_update() {
 	# A mirror mid-sync fails some index files (exit 100) while the ones we
 	# need are fine: let the resolution below decide.
 	if ! apt-get update -qq >/dev/null 2>"$tmp/update.err"; then
-		log "apt-get update reported errors (continuing): $(grep -m1 '^E:' "$tmp/update.err" || head -n1 "$tmp/update.err")"
+		update_err=" ($(grep -m1 '^E:' "$tmp/update.err" || head -n1 "$tmp/update.err"))"
+		log "apt-get update reported errors, continuing$update_err"
 	fi
 }
 
 want=""
+if [ -n "$cached" ] && [ "$force_update" = 0 ] && [ -s "$dir/.lists" ] &&
+	[ "$(lists_stamp)" = "$(cat "$dir/.lists")" ]; then
+	echo "$prog: up to date: $cached ($dir; apt lists unchanged)"
+	exit 0
+fi
 if have_i386; then
 	want=$(resolve)
 fi
@@ -91,6 +105,7 @@ if [ -n "$cached" ]; then
 		exit 0
 	fi
 	if [ "$want" = "$cached" ] && [ "$force_update" = 0 ]; then
+		lists_stamp >"$dir/.lists"
 		echo "$prog: up to date: $cached ($dir)"
 		exit 0
 	fi
@@ -108,6 +123,7 @@ trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp" # apt-get download drops to user _apt when it can write here
 
 updated=0
+update_err=""
 if ! have_i386; then
 	need_root "dpkg --add-architecture i386"
 	log "dpkg --add-architecture i386"
@@ -119,9 +135,10 @@ elif [ "$force_update" = 1 ] || [ -z "$want" ]; then
 	updated=1
 fi
 want=$(resolve)
-[ -n "$want" ] || die "apt knows no candidate for $meta or its 686-unsigned image after apt-get update"
+[ -n "$want" ] || die "apt knows no candidate for $meta (or no linux-image-*-686 dependency) after apt-get update$update_err"
 
 if [ "$want" = "$cached" ]; then
+	lists_stamp >"$dir/.lists"
 	echo "$prog: up to date: $cached ($dir)"
 	exit 0
 fi
@@ -135,8 +152,9 @@ if ! download; then
 	# Stale lists can name a version the mirror no longer has.
 	apt_update
 	want=$(resolve)
-	[ -n "$want" ] || die "apt knows no candidate for $meta after apt-get update"
+	[ -n "$want" ] || die "apt knows no candidate for $meta after apt-get update$update_err"
 	if [ "$want" = "$cached" ]; then
+		lists_stamp >"$dir/.lists"
 		echo "$prog: up to date: $cached ($dir)"
 		exit 0
 	fi
@@ -159,8 +177,9 @@ config=$(ls "$tmp"/x/boot/config-* 2>/dev/null | head -n1)
 cp "$vmlinuz" "$dir/vmlinuz.tmp"
 cp "$config" "$dir/config.tmp"
 echo "$want" >"$dir/VERSION.tmp"
-rm -f "$dir/VERSION"
+rm -f "$dir/VERSION" "$dir/.lists"
 mv -f "$dir/vmlinuz.tmp" "$dir/vmlinuz"
 mv -f "$dir/config.tmp" "$dir/config"
 mv -f "$dir/VERSION.tmp" "$dir/VERSION"
+lists_stamp >"$dir/.lists"
 echo "$prog: fetched $want: $dir/vmlinuz ($(stat -c %s "$dir/vmlinuz") bytes, $(basename "$vmlinuz")), $dir/config"

@@ -56,6 +56,7 @@ type planFlags struct {
 	mem         sizeFlag
 	cmdline     string
 	modules     []string
+	initrd      string
 	badRAM      []string
 	placement   string
 	loadAddress sizeFlag
@@ -68,6 +69,7 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 	fs.Var(&f.mem, "mem", "guest RAM size (K/M/G suffixes or 0x hex)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line")
 	fs.StringArrayVar(&f.modules, "module", nil, "Multiboot module: 'FILE[ ARGS]' (repeatable)")
+	fs.StringVar(&f.initrd, "initrd", "", "Linux initrd (placed in good RAM below the kernel's initrd_addr_max)")
 	fs.StringArrayVar(&f.badRAM, "bad-ram", nil, "bad RAM: START-END, START+SIZE, memmap=SIZE$START[,...], badram=ADDR,MASK[,...] (repeatable)")
 	fs.StringVar(&f.placement, "placement", "preferred", "kernel placement policy: preferred, lowest or highest")
 	fs.Var(&f.loadAddress, "load-address", "force the kernel's load address (refused when unaligned, bad or too small)")
@@ -77,7 +79,7 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 
 // config turns the flags into a boot configuration.
 func (f *planFlags) config(kernel string) (boot.Config, error) {
-	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Region: f.region.r, NoVerify: f.noVerify}
+	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Region: f.region.r, NoVerify: f.noVerify}
 	policy, err := loader.ParsePolicy(f.placement)
 	if err != nil {
 		return cfg, err

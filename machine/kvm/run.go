@@ -83,6 +83,7 @@ type runner struct {
 	stepExits  uint64
 	traceLines int
 	stub       *machine.StubCount
+	cpu        *machine.CPUState // captured for a crash report
 }
 
 func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)) *runner {
@@ -174,6 +175,11 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 				r.finish(machine.Interrupted())
 			}
 		case exitShutdown:
+			if r.pagingRefused() {
+				r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
+					"boot it with --vmm=qemu (" + r.cpuState() + ")"})
+				break
+			}
 			r.finish(machine.Crashed("triple fault (KVM_EXIT_SHUTDOWN): %s", r.cpuState()))
 		case exitInternalError:
 			sub := binary.LittleEndian.Uint32(r.vm.run[internalSuberror:])
@@ -203,6 +209,7 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
 	}
 	r.result.Stub = r.stub
+	r.result.CPU = r.cpu
 	return r.result
 }
 
@@ -390,6 +397,32 @@ func (r *runner) disassemble(ip uint64, mode int) string {
 	return x86asm.IntelSyntax(inst, ip, nil)
 }
 
+// pagingRefused reports a triple fault on the instruction that turns on
+// paging, on an emulating KVM: that is the host's limit (DESIGN.md §7),
+// not a guest bug.
+func (r *runner) pagingRefused() bool {
+	if !emulatingKVM() {
+		return false
+	}
+	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
+	inst, err := x86asm.Decode(r.readPhys(ip, 15), cpuMode(sregs))
+	if err != nil || inst.Op != x86asm.MOV || inst.Args[0] != x86asm.CR0 {
+		return false
+	}
+	src, ok := inst.Args[1].(x86asm.Reg)
+	if !ok {
+		return false
+	}
+	values := map[x86asm.Reg]uint64{x86asm.EAX: regs.RAX, x86asm.EBX: regs.RBX, x86asm.ECX: regs.RCX, x86asm.EDX: regs.RDX,
+		x86asm.ESI: regs.RSI, x86asm.EDI: regs.RDI, x86asm.EBP: regs.RBP, x86asm.ESP: regs.RSP}
+	return values[src]&(1<<31) != 0
+}
+
 // cpuState describes the vCPU for a crash report: mode, registers and the
 // instruction at EIP.
 func (r *runner) cpuState() string {
@@ -402,20 +435,15 @@ func (r *runner) cpuState() string {
 		return "registers unavailable: " + err.Error()
 	}
 	mode := cpuMode(sregs)
-	name := "real mode"
-	switch {
-	case sregs.CR0&1 != 0 && mode == 32:
-		name = "32-bit protected mode"
-	case sregs.CR0&1 != 0:
-		name = "16-bit protected mode"
-	}
-	if sregs.CR0&(1<<31) != 0 {
-		name += ", paging on"
-	}
 	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
-	return fmt.Sprintf("%s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
-		name, sregs.CS.Selector, regs.RIP, ip, regs.RAX, regs.RBX, regs.RCX, regs.RDX, regs.RSI, regs.RDI, regs.RBP, regs.RSP, regs.RFLAGS,
-		sregs.CR0, sregs.CR3, sregs.CR4, r.disassemble(ip, mode))
+	r.cpu = &machine.CPUState{
+		Mode: machine.ModeName(sregs.CR0, mode), CS: sregs.CS.Selector, EIP: uint32(regs.RIP), Linear: uint32(ip),
+		EAX: uint32(regs.RAX), EBX: uint32(regs.RBX), ECX: uint32(regs.RCX), EDX: uint32(regs.RDX),
+		ESI: uint32(regs.RSI), EDI: uint32(regs.RDI), EBP: uint32(regs.RBP), ESP: uint32(regs.RSP),
+		EFLAGS: uint32(regs.RFLAGS), CR0: uint32(sregs.CR0), CR3: uint32(sregs.CR3), CR4: uint32(sregs.CR4),
+		Insn: r.disassemble(ip, mode),
+	}
+	return r.cpu.String()
 }
 
 // handleStep handles a single-step exit: count the stub's instructions up

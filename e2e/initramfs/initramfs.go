@@ -1,0 +1,125 @@
+// Package initramfs builds the initramfs that kvmboot's e2e tests boot Linux
+// into: a gzip-compressed newc cpio archive with a static /init (normally
+// e2e/guestinit, cross-compiled at test time by GuestInit), written with
+// u-root's cpio records, no cpio binary. It also parses the report that
+// guestinit prints on the console (ParseGuestReport).
+package initramfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+// Build returns a gzip-compressed newc cpio archive holding /init (initBinary,
+// mode 0755), the directories /dev, /proc and /sys, the node /dev/console
+// (character device 5:1, mode 0600: the kernel opens it as init's stdin,
+// stdout and stderr before it runs /init) and every extra file (mode 0644)
+// under its path, with the directories it needs (mode 0755). The archive is
+// reproducible: the same input gives the same bytes.
+func Build(initBinary []byte, extra map[string][]byte) ([]byte, error) {
+	if len(initBinary) == 0 {
+		return nil, errors.New("initramfs: empty init binary")
+	}
+	recs := []cpio.Record{
+		cpio.Directory("dev", 0o755),
+		cpio.CharDev("dev/console", 0o600, 5, 1),
+		cpio.Directory("proc", 0o755),
+		cpio.Directory("sys", 0o755),
+		cpio.StaticRecord(initBinary, cpio.Info{Name: "init", Mode: cpio.S_IFREG | 0o755}),
+	}
+	seen := map[string]bool{"dev": true, "dev/console": true, "proc": true, "sys": true, "init": true}
+
+	names := make([]string, 0, len(extra))
+	for name := range extra {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		clean := cpio.Normalize(name)
+		if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+			return nil, fmt.Errorf("initramfs: extra file %q is not a path inside the archive", name)
+		}
+		if seen[clean] {
+			return nil, fmt.Errorf("initramfs: extra file %q is already in the archive", name)
+		}
+		var dirs []string
+		for d := path.Dir(clean); d != "."; d = path.Dir(d) {
+			dirs = append(dirs, d)
+		}
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if !seen[dirs[i]] {
+				recs = append(recs, cpio.Directory(dirs[i], 0o755))
+				seen[dirs[i]] = true
+			}
+		}
+		recs = append(recs, cpio.StaticRecord(extra[name], cpio.Info{Name: clean, Mode: cpio.S_IFREG | 0o644}))
+		seen[clean] = true
+	}
+
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	w := cpio.Newc.Writer(zw)
+	for i, r := range recs {
+		r = cpio.MakeReproducible(r)
+		// Distinct inode numbers and one link each: the kernel's unpacker
+		// treats records that share (ino, dev) with nlink >= 2 as hard links.
+		r.Ino = uint64(i + 1)
+		r.NLink = 1
+		if r.Mode&cpio.S_IFMT == cpio.S_IFDIR {
+			r.NLink = 2
+		}
+		if err := w.WriteRecord(r); err != nil {
+			return nil, fmt.Errorf("initramfs: writing %s: %w", r.Name, err)
+		}
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		return nil, fmt.Errorf("initramfs: writing trailer: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// GuestInit cross-compiles e2e/guestinit for the guest (GOOS=linux
+// GOARCH=386 CGO_ENABLED=0, -trimpath -ldflags=-s: a static binary of
+// about 1.7 MB) into dir and returns the binary's path. It runs `go build`
+// in this package's source folder, so it works from any test in the module
+// whatever the working directory; it needs the go command on PATH (go test
+// puts its own first).
+func GuestInit(dir string) (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("initramfs: building guestinit needs the go command: %w", err)
+	}
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("initramfs: cannot find this package's source folder")
+	}
+	src := filepath.Join(filepath.Dir(file), "..", "guestinit")
+	out, err := filepath.Abs(filepath.Join(dir, "guestinit"))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(goTool, "build", "-trimpath", "-ldflags=-s", "-o", out, ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=386", "CGO_ENABLED=0", "GO386=sse2")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("initramfs: go build guestinit (GOARCH=386): %v: %s", err, strings.TrimSpace(string(msg)))
+	}
+	return out, nil
+}

@@ -1,0 +1,134 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Zero page (struct boot_params) offsets, Documentation/arch/x86/zero-page.rst.
+const (
+	ZeroPageSize      = 4096
+	zpAltMemK         = 0x1e0 // u32: KiB of memory above 1 MiB (pre-E820 kernels)
+	zpE820Entries     = 0x1e8 // u8
+	zpTypeOfLoader    = 0x210
+	zpLoadFlags       = 0x211
+	zpRamdiskImage    = 0x218
+	zpRamdiskSize     = 0x21c
+	zpCmdLinePtr      = 0x228
+	zpHardwareSubarch = 0x23c
+	zpVidMode         = 0x1fa
+	zpE820Table       = 0x2d0
+	e820Max           = 128 // entries in the zero page's table
+	e820EntrySize     = 20
+
+	loaderTypeUndefined = 0xFF // type_of_loader: no assigned loader ID
+	loadedHigh          = 0x01 // loadflags: protected-mode code at 0x100000 or above
+	vidModeNormal       = 0xFFFF
+	// kernelImageSize is KERNEL_IMAGE_SIZE for i386: a relocated kernel
+	// must end below 512 MiB.
+	kernelImageSize = 512 << 20
+	// linuxLowMax bounds the zero page and command line: the 16-bit world
+	// and early code reach them below 640 KiB.
+	linuxLowMax = 0xA0000
+)
+
+// Linux boot protocol versions kvmboot needs.
+const (
+	protoRelocatable = 0x0205 // kernel_alignment, relocatable_kernel
+	protoPrefAddress = 0x020A // pref_address, init_size
+)
+
+// buildLinux32 plans a bzImage through the compressed-ELF path: kvmboot has
+// decompressed vmlinux, places it at a kernel_alignment boundary with its
+// whole init_size in good RAM, applies Linux's relocation table, builds the
+// zero page and enters startup_32 with ESI pointing at it.
+func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
+	h := k.BzImage.Header
+	if h.Version < protoPrefAddress {
+		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf("boot protocol %d.%02d: kvmboot needs 2.10 or later (pref_address, init_size)", h.Version>>8, h.Version&0xff)}
+	}
+	img := k.ELF
+	ki := &kernelImage{
+		mem: img.Memory(), fileEnd: img.FileEnd(), base: img.Base, entry: img.Entry,
+		size: max(uint64(h.InitSize), img.End-img.Base), align: max(uint64(h.KernelAlignment), 4096), max: kernelImageSize,
+	}
+	if h.RelocatableKernel != 0 && img.Relocs != nil {
+		ki.relocs = img.Relocs
+	} else {
+		ki.noRelocs = "the bzImage says it is not relocatable"
+	}
+	if err := placeKernel(plan, a, ki, cfg); err != nil {
+		return err
+	}
+
+	var initrdAt, initrdSize uint64
+	if cfg.Initrd != nil {
+		initrdSize = uint64(len(cfg.Initrd.Data))
+		// initrd_addr_max is the address of the initrd's last byte.
+		at, _, err := a.Find(Request{What: "initrd", Size: max(initrdSize, 1), Align: 4096, Min: oneMiB, Max: uint64(h.InitrdAddrMax) + 1, Policy: PolicyHighest})
+		if err != nil {
+			return err
+		}
+		initrdAt = at
+		plan.add(Placement{What: "initrd", Name: cfg.Initrd.Path, Start: at, Data: cfg.Initrd.Data, Size: initrdSize, Verify: true})
+	}
+
+	cmdline := []byte(cfg.Cmdline + "\x00")
+	if h.CmdlineSize != 0 && uint64(len(cmdline)-1) > uint64(h.CmdlineSize) {
+		return &PlaceError{What: "cmdline", Msg: fmt.Sprintf("command line is %d bytes; this kernel takes at most %d", len(cmdline)-1, h.CmdlineSize)}
+	}
+	cmdAt, _, err := a.Find(Request{What: "cmdline", Size: uint64(len(cmdline)), Align: 16, Min: lowInfoMin, Max: linuxLowMax, Policy: PolicyLowest})
+	if err != nil {
+		return err
+	}
+	plan.add(Placement{What: "cmdline", Start: cmdAt, Data: cmdline, Size: uint64(len(cmdline)), Verify: true})
+
+	zpAt, _, err := a.Find(Request{What: "zero page", Size: ZeroPageSize, Align: 4096, Min: lowInfoMin, Max: linuxLowMax, Policy: PolicyLowest})
+	if err != nil {
+		return err
+	}
+	zp, err := ZeroPage(k.BzImage, plan.Map, uint32(cmdAt), uint32(initrdAt), uint32(initrdSize))
+	if err != nil {
+		return err
+	}
+	plan.add(Placement{What: "boot_params", Name: "zero page", Start: zpAt, Data: zp, Size: ZeroPageSize, Verify: true})
+	plan.Entry.ESI = uint32(zpAt)
+	return nil
+}
+
+// ZeroPage builds struct boot_params for the 32-bit boot protocol: the
+// setup header copied from the image as the protocol says, the loader's
+// fields, and the E820 table from the memory map (bad RAM as type 5).
+func ZeroPage(bz *BzImage, m *MemoryMap, cmdline, initrd, initrdSize uint32) ([]byte, error) {
+	zp := make([]byte, ZeroPageSize)
+	copy(zp[setupHeaderOffset:], bz.HeaderBytes) // sentinel (0x1ef) stays 0
+	le := binary.LittleEndian
+	zp[zpTypeOfLoader] = loaderTypeUndefined
+	zp[zpLoadFlags] |= loadedHigh
+	le.PutUint16(zp[zpVidMode:], vidModeNormal)
+	le.PutUint32(zp[zpCmdLinePtr:], cmdline)
+	le.PutUint32(zp[zpRamdiskImage:], initrd)
+	le.PutUint32(zp[zpRamdiskSize:], initrdSize)
+	le.PutUint32(zp[zpHardwareSubarch:], 0)
+
+	regions := m.Regions()
+	if len(regions) > e820Max {
+		return nil, &PlaceError{What: "E820 table", Msg: fmt.Sprintf("the memory map has %d regions; the zero page holds at most %d E820 entries (bad RAM too fragmented)", len(regions), e820Max)}
+	}
+	zp[zpE820Entries] = byte(len(regions))
+	for i, r := range regions {
+		e := zp[zpE820Table+i*e820EntrySize:]
+		le.PutUint64(e[0:], r.Start)
+		le.PutUint64(e[8:], r.Size())
+		le.PutUint32(e[16:], uint32(r.Kind))
+	}
+	// alt_mem_k: contiguous RAM above 1 MiB, for kernels that look there.
+	var above uint64
+	for _, r := range regions {
+		if r.Kind == KindRAM && r.Start <= oneMiB && r.End > oneMiB {
+			above = r.End - oneMiB
+		}
+	}
+	le.PutUint32(zp[zpAltMemK:], uint32(min(above>>10, 0xFFFFFFFF)))
+	return zp, nil
+}

@@ -1,0 +1,101 @@
+package qemu
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Accelerators QEMU can use.
+const (
+	AccelTCG = "tcg"
+	AccelKVM = "kvm"
+)
+
+// CPU models: TCG offers everything it emulates (SSE4.2 for the stub's
+// crc32, RDRAND too: TCG implements it); under KVM the host's CPU, without
+// the MSR that makes QEMU 7.2 abort on nested KVMs (DESIGN.md §7).
+const (
+	cpuTCG = "max"
+	cpuKVM = "host,arch-capabilities=off"
+)
+
+// loaderFile is one -device loader: a file of bytes for a guest address.
+type loaderFile struct {
+	Path string
+	Addr uint64
+}
+
+// launch is everything that shapes QEMU's command line.
+type launch struct {
+	Accel   string
+	MemSize uint64
+	RAMPath string // memory-backend-file path (shared with kvmboot)
+	// BIOS is our firmware image; empty means QEMU's own (SeaBIOS).
+	BIOS    string
+	Loaders []loaderFile
+	// Kernel, Append and Initrd are for the reference run (-kernel).
+	Kernel, Append, Initrd string
+	QMPPath                string // unix socket kvmboot listens on
+	LogPath                string // -D: the -d and -trace output
+}
+
+// optEscape doubles commas, QEMU's escape inside an option value.
+func optEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// args returns QEMU's command line (without the binary).
+func (l *launch) args() []string {
+	cpu := cpuTCG
+	if l.Accel == AccelKVM {
+		cpu = cpuKVM
+	}
+	a := []string{
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-S", // paused until kvmboot has QMP
+		"-machine", "pc,memory-backend=ram",
+		"-accel", l.Accel,
+		"-cpu", cpu,
+		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", l.MemSize, optEscape(l.RAMPath)),
+	}
+	if l.BIOS != "" {
+		a = append(a, "-bios", l.BIOS)
+	}
+	for _, f := range l.Loaders {
+		a = append(a, "-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", optEscape(f.Path), f.Addr))
+	}
+	if l.Kernel != "" {
+		a = append(a, "-kernel", l.Kernel)
+		if l.Append != "" {
+			a = append(a, "-append", l.Append)
+		}
+		if l.Initrd != "" {
+			a = append(a, "-initrd", l.Initrd)
+		}
+	}
+	a = append(a,
+		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+		"-chardev", "socket,id=qmp,path="+optEscape(l.QMPPath), "-mon", "chardev=qmp,mode=control",
+		"-no-reboot", "-no-shutdown",
+		"-d", "cpu_reset", "-D", l.LogPath,
+		"-trace", "pckbd_kbd_write_command", "-trace", "port92_write",
+	)
+	if l.Accel == AccelKVM {
+		// Under KVM only this event tells a triple fault (exit reason 8,
+		// KVM_EXIT_SHUTDOWN) from a reset request.
+		a = append(a, "-trace", "kvm_run_exit")
+	}
+	return a
+}
+
+// multibootInitrd joins Multiboot module strings (path first) into QEMU's
+// -initrd list: comma separated, commas inside a string doubled.
+func multibootInitrd(mods []string) (string, error) {
+	parts := make([]string, len(mods))
+	for i, m := range mods {
+		if strings.TrimSpace(m) == "" {
+			return "", fmt.Errorf("module %d has an empty string: QEMU's Multiboot loader takes the file name from it", i+1)
+		}
+		parts[i] = optEscape(m)
+	}
+	return strings.Join(parts, ","), nil
+}

@@ -1,0 +1,63 @@
+// Package qemu runs kvmboot's plans under qemu-system-i386, started as a
+// child process: the second machine backend beside machine/kvm, with the
+// same outcomes, exit statuses and Result fields.
+//
+// # Our plan under QEMU (Backend)
+//
+// The guest runs exactly the bytes it runs under our KVM machine: the
+// firmware image realmode.Firmware goes to QEMU as -bios (a 64 KiB image,
+// mapped below 1 MiB and below 4 GiB, entered at the reset vector), each
+// placement of the plan becomes a file loaded with -device
+// loader,file=...,addr=...,force-raw=on, and guest RAM is a file in /dev/shm
+// (-object memory-backend-file,share=on) that kvmboot maps too: file offset
+// = guest physical address, since a pc machine keeps up to 3.5 GiB below the
+// PCI hole and kvmboot allows at most 3 GiB. QEMU starts paused (-S) and the
+// guest runs after kvmboot has connected to QMP on a private socket.
+//
+// What the guest does becomes an outcome this way:
+//
+//   - isa-debug-exit at port 0xf4 makes QEMU exit with (v<<1)|1; the backend
+//     maps the status back to v. Only the low 7 bits of v survive the exit
+//     status (a guest writing 0x80 looks like 0), so guests should keep to
+//     0..123 as DESIGN.md §3 says. The stub's failure value 125 arrives as
+//     251; the stub's status and failed check are then read from the
+//     parameter block in the shared RAM file.
+//   - -no-reboot -no-shutdown turn a reset or power-off into a QMP SHUTDOWN
+//     event with the guest paused, so that "info registers" (QMP
+//     human-monitor-command) still shows the CPU where it stopped. QEMU 7.2
+//     reports a triple fault and a reset request (keyboard controller 0xfe,
+//     port 0x92, 0xcf9) alike, as reason "guest-reset". The log tells them
+//     apart: under TCG, -d cpu_reset prints "Triple fault"; under KVM the
+//     trace event kvm_run_exit shows reason 8 (KVM_EXIT_SHUTDOWN). The trace
+//     events pckbd_kbd_write_command and port92_write name the reset port.
+//   - A KVM emulation failure pauses QEMU (STOP event, status
+//     internal-error): a crash, with registers.
+//   - On a timeout kvmboot stops the guest through QMP and quits QEMU; when
+//     the console sees a panic pattern or the --expect match, QEMU is
+//     killed at once. QEMU runs with Pdeathsig SIGKILL, so it dies with
+//     kvmboot.
+//
+// # Bad RAM
+//
+// QEMU cannot leave holes in guest RAM, so each bad range (minus the
+// placements the loader put there itself) is filled with a canary pattern
+// in the shared RAM file before QEMU starts, and checked while the guest
+// runs (every 25 ms, less often when the ranges are large) and once more at
+// the end. A changed byte is a guest write to bad RAM: a machine.BadAccess
+// with the first changed address, the span of changed bytes as its size,
+// Write set and no instruction. Reads of bad RAM cannot be seen this way,
+// and a write of the very value the canary held goes unnoticed; the KVM
+// backend traps both. With the stop policy a write ends the run as a crash,
+// also when the guest wrote its exit status before the final check found it.
+//
+// # The reference run (Backend with Kernel set)
+//
+// --vmm=qemu-kernel boots the same kernel QEMU's own way: SeaBIOS, -kernel,
+// -append, Multiboot modules as -initrd "a args,b args" (a Linux initrd as
+// -initrd), bad RAM as memmap=SIZE$ADDR on a Linux command line. QEMU's
+// Multiboot loader has no way to pass bad RAM to the kernel: the run notes
+// so. The console, debug-exit, QMP and canary watch work as above.
+//
+// QEMU is a runtime dependency only: without qemu-system-i386 Run returns an
+// error wrapping ErrNoQEMU.
+package qemu
