@@ -12,7 +12,7 @@ type PortDevice interface {
 }
 
 type portRange struct {
-	base, end uint16 // [base, end)
+	base, end uint32 // [base, end); 32 bits so that a range can end at 0x10000
 	dev       PortDevice
 }
 
@@ -28,13 +28,13 @@ type Bus struct {
 
 // Register attaches dev to ports [base, base+n).
 func (b *Bus) Register(base, n uint16, dev PortDevice) {
-	b.ranges = append(b.ranges, portRange{base, base + n, dev})
+	b.ranges = append(b.ranges, portRange{uint32(base), uint32(base) + uint32(n), dev})
 	sort.Slice(b.ranges, func(i, j int) bool { return b.ranges[i].base < b.ranges[j].base })
 }
 
 func (b *Bus) find(port uint16) PortDevice {
-	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].end > port })
-	if i < len(b.ranges) && b.ranges[i].base <= port {
+	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].end > uint32(port) })
+	if i < len(b.ranges) && b.ranges[i].base <= uint32(port) {
 		return b.ranges[i].dev
 	}
 	return nil

@@ -76,6 +76,11 @@ func New(memSize uint64, bad []loader.Range) (vm *VM, err error) {
 		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
 	}
 	vm.vmFd = int(fd)
+	// Memory slots first: on kvm_pvm a slot added after the irqchip and
+	// PIT exist costs 5-8 ms (memslot updates wait for their users).
+	if err := vm.mapMemory(memSize); err != nil {
+		return nil, err
+	}
 	if err := gokvm.SetTSSAddr(fd, tssAddr); err != nil {
 		return nil, fmt.Errorf("KVM_SET_TSS_ADDR: %w", err)
 	}
@@ -87,9 +92,6 @@ func New(memSize uint64, bad []loader.Range) (vm *VM, err error) {
 	}
 	if err := gokvm.CreatePIT2(fd); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_PIT2: %w", err)
-	}
-	if err := vm.mapMemory(memSize); err != nil {
-		return nil, err
 	}
 	if err := vm.createVCPU(); err != nil {
 		return nil, err
