@@ -18,6 +18,7 @@ import (
 
 	"kvmboot/boot/testkernel"
 	"kvmboot/loader"
+	"kvmboot/loader/kcache"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
 )
@@ -37,6 +38,8 @@ type Config struct {
 	LoadAddress *uint64
 	Region      *loader.Range
 	NoVerify    bool
+	// NoCache decompresses the kernel even when an earlier run cached it.
+	NoCache bool
 
 	VMM          string // "auto", "kvm", "qemu", "qemu-kernel"
 	Accel        string // QEMU accelerator: "auto", "kvm", "tcg"
@@ -97,6 +100,10 @@ func Plan(cfg Config) (*loader.Plan, error) {
 		}
 		initrd = &loader.Module{Path: cfg.Initrd, Data: b}
 	}
+	var cache *kcache.Cache
+	if !cfg.NoCache {
+		cache = kcache.Default()
+	}
 	mem := cfg.MemSize
 	if mem == 0 {
 		mem = DefaultMemSize
@@ -104,7 +111,7 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	return loader.Build(loader.Config{
 		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
-		Verify: !cfg.NoVerify,
+		Verify: !cfg.NoVerify, Cache: cache,
 	})
 }
 

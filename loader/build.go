@@ -3,6 +3,7 @@ package loader
 import (
 	"fmt"
 
+	"kvmboot/loader/kcache"
 	"kvmboot/realmode"
 )
 
@@ -32,6 +33,8 @@ type Config struct {
 	Verify      bool    // the stub checks every piece before the jump
 	// Limit caps decompressed sizes (DefaultLimit when 0).
 	Limit int64
+	// Cache, when not nil, keeps decompressed kernels between runs.
+	Cache *kcache.Cache
 }
 
 // Low-memory window for boot information: above the stub, below the
@@ -45,7 +48,7 @@ const (
 // Build reads the kernel, plans where every piece goes and returns the
 // plan: relocated image, boot information, stub parameters.
 func Build(cfg Config) (*Plan, error) {
-	k, err := OpenKernel(cfg.Kernel, cfg.Limit)
+	k, err := OpenKernel(cfg.Kernel, cfg.Limit, cfg.Cache)
 	if err != nil {
 		return nil, err
 	}

@@ -41,7 +41,7 @@ type RelocInfo struct {
 
 // Inspect opens a kernel file and describes it.
 func Inspect(file []byte, limit int64) (*Inspection, error) {
-	k, err := OpenKernel(file, limit)
+	k, err := OpenKernel(file, limit, nil)
 	if err != nil {
 		return nil, err
 	}

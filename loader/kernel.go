@@ -1,6 +1,10 @@
 package loader
 
-import "fmt"
+import (
+	"fmt"
+
+	"kvmboot/loader/kcache"
+)
 
 // Kernel is an opened kernel file: how it was packed and what is inside.
 type Kernel struct {
@@ -16,9 +20,10 @@ type Kernel struct {
 }
 
 // OpenKernel identifies a kernel by its content (never its name),
-// decompresses it (at most limit bytes; DefaultLimit when 0) and parses the
-// ELF inside, its relocation info and its Multiboot header.
-func OpenKernel(file []byte, limit int64) (*Kernel, error) {
+// decompresses it (at most limit bytes; DefaultLimit when 0; through cache
+// when not nil) and parses the ELF inside, its relocation info and its
+// Multiboot header.
+func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
@@ -31,7 +36,7 @@ func OpenKernel(file []byte, limit int64) (*Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
-		blob, err := Decompress(bz.Compression, bz.Payload, limit)
+		blob, err := decompressCached(bz.Compression, bz.Payload, limit, cache)
 		if err != nil {
 			return nil, err
 		}
@@ -52,7 +57,7 @@ func OpenKernel(file []byte, limit int64) (*Kernel, error) {
 	k.Raw = file
 	k.Format = "elf32"
 	if k.Compression != CompressionNone {
-		raw, err := Decompress(k.Compression, file, limit)
+		raw, err := decompressCached(k.Compression, file, limit, cache)
 		if err != nil {
 			return nil, err
 		}
@@ -80,4 +85,20 @@ func OpenKernel(file []byte, limit int64) (*Kernel, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// decompressCached is Decompress through a cache of earlier results.
+func decompressCached(c Compression, src []byte, limit int64, cache *kcache.Cache) ([]byte, error) {
+	if cache == nil {
+		return Decompress(c, src, limit)
+	}
+	key := kcache.Key(src)
+	if out, ok := cache.Get(key); ok && int64(len(out)) <= limit {
+		return out, nil
+	}
+	out, err := Decompress(c, src, limit)
+	if err == nil {
+		cache.Put(key, out) // best effort: a cache that cannot be written only costs time
+	}
+	return out, err
 }

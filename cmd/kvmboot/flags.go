@@ -62,6 +62,7 @@ type planFlags struct {
 	loadAddress sizeFlag
 	region      rangeFlag
 	noVerify    bool
+	noCache     bool
 }
 
 func (f *planFlags) bind(fs *pflag.FlagSet) {
@@ -75,11 +76,12 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 	fs.Var(&f.loadAddress, "load-address", "force the kernel's load address (refused when unaligned, bad or too small)")
 	fs.Var(&f.region, "region", "confine the kernel to START-END and load it at its aligned start (kexec/kdump style)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the in-guest checksum of every placed piece before the jump")
+	fs.BoolVar(&f.noCache, "no-cache", false, "decompress the kernel even if an earlier run cached it")
 }
 
 // config turns the flags into a boot configuration.
 func (f *planFlags) config(kernel string) (boot.Config, error) {
-	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Region: f.region.r, NoVerify: f.noVerify}
+	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Region: f.region.r, NoVerify: f.noVerify, NoCache: f.noCache}
 	policy, err := loader.ParsePolicy(f.placement)
 	if err != nil {
 		return cfg, err

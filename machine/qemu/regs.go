@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
+	"kvmboot/machine"
 	"kvmboot/realmode"
 )
 
@@ -63,30 +64,39 @@ func (r *cpuRegs) mode() int {
 	return 32
 }
 
-// describe renders the registers like the KVM backend's crash reports:
-// mode, cs:eip, general registers, control registers, the instruction at
-// EIP when read(linear, n) can fetch it.
-func (r *cpuRegs) describe(read func(addr uint64, n int) []byte) string {
+// state turns the registers into the crash report's CPU state, with the
+// instruction at EIP when read(linear, n) can fetch it (paging off).
+func (r *cpuRegs) state(read func(addr uint64, n int) []byte) *machine.CPUState {
 	g := r.gpr
-	name := "real mode"
-	switch {
-	case g["CR0"]&1 != 0 && r.mode() == 32:
-		name = "32-bit protected mode"
-	case g["CR0"]&1 != 0:
-		name = "16-bit protected mode"
-	}
-	paging := g["CR0"]&(1<<31) != 0
-	if paging {
-		name += ", paging on"
-	}
 	ip := (r.csBase + g["EIP"]) & 0xFFFFFFFF
 	insn := "(paging on: not read)"
-	if !paging {
+	if g["CR0"]&(1<<31) == 0 {
 		insn = disassemble(read(ip, 15), ip, r.mode())
 	}
-	return fmt.Sprintf("%s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
-		name, r.csSel, g["EIP"], ip, g["EAX"], g["EBX"], g["ECX"], g["EDX"], g["ESI"], g["EDI"], g["EBP"], g["ESP"], g["EFL"],
-		g["CR0"], g["CR3"], g["CR4"], insn)
+	return &machine.CPUState{
+		Mode: machine.ModeName(g["CR0"], r.mode()), CS: uint16(r.csSel), EIP: uint32(g["EIP"]), Linear: uint32(ip),
+		EAX: uint32(g["EAX"]), EBX: uint32(g["EBX"]), ECX: uint32(g["ECX"]), EDX: uint32(g["EDX"]),
+		ESI: uint32(g["ESI"]), EDI: uint32(g["EDI"]), EBP: uint32(g["EBP"]), ESP: uint32(g["ESP"]),
+		EFLAGS: uint32(g["EFL"]), CR0: uint32(g["CR0"]), CR3: uint32(g["CR3"]), CR4: uint32(g["CR4"]),
+		Insn: insn,
+	}
+}
+
+// enablesPaging says whether the instruction at EIP is a mov to CR0 that
+// sets PG: a guest an emulating KVM refuses (DESIGN.md §7).
+func (r *cpuRegs) enablesPaging(read func(addr uint64, n int) []byte) bool {
+	ip := (r.csBase + r.gpr["EIP"]) & 0xFFFFFFFF
+	inst, err := x86asm.Decode(read(ip, 15), r.mode())
+	if err != nil || inst.Op != x86asm.MOV || inst.Args[0] != x86asm.CR0 {
+		return false
+	}
+	src, ok := inst.Args[1].(x86asm.Reg)
+	if !ok {
+		return false
+	}
+	name := map[x86asm.Reg]string{x86asm.EAX: "EAX", x86asm.EBX: "EBX", x86asm.ECX: "ECX", x86asm.EDX: "EDX",
+		x86asm.ESI: "ESI", x86asm.EDI: "EDI", x86asm.EBP: "EBP", x86asm.ESP: "ESP"}[src]
+	return name != "" && r.gpr[name]&(1<<31) != 0
 }
 
 func disassemble(code []byte, ip uint64, mode int) string {

@@ -1,0 +1,715 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kvmboot/loader"
+	"kvmboot/machine"
+	"kvmboot/realmode"
+)
+
+// DefaultBinary is the QEMU kvmboot runs, looked up in PATH.
+const DefaultBinary = "qemu-system-i386"
+
+// MaxMemory is the largest guest RAM, as for the KVM backend: it must stay
+// below the PCI hole so that the RAM file's offsets are physical addresses.
+const MaxMemory = 3 << 30
+
+// ErrNoQEMU reports that qemu-system-i386 cannot be found or run.
+var ErrNoQEMU = errors.New("qemu-system-i386 not found (install it: apt-get install qemu-system-x86)")
+
+// Backend runs plans under qemu-system-i386, one QEMU process per run.
+type Backend struct {
+	// Accel is "tcg" (the default) or "kvm".
+	Accel string
+	// Binary is the QEMU to run: DefaultBinary from PATH when empty.
+	Binary string
+	// Log receives notes about the run.
+	Log func(string)
+	// Kernel selects the reference run: QEMU's own -kernel loader and
+	// SeaBIOS instead of our firmware and the plan's placements.
+	Kernel bool
+	// KernelImage is the kernel file's content for the reference run when
+	// the kernel has no file of its own (the built-in test kernel).
+	KernelImage []byte
+}
+
+// Name implements machine.Backend: "qemu/tcg", "qemu-kernel/kvm", ...
+func (b Backend) Name() string {
+	n := "qemu"
+	if b.Kernel {
+		n = "qemu-kernel"
+	}
+	return n + "/" + b.accel()
+}
+
+func (b Backend) accel() string {
+	if b.Accel == "" {
+		return AccelTCG
+	}
+	return b.Accel
+}
+
+// lookBinary finds the QEMU binary.
+func lookBinary(bin string) (string, error) {
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNoQEMU, err)
+	}
+	return p, nil
+}
+
+// Run boots plan under QEMU and watches it until an outcome. The error is
+// for failures to start QEMU (ErrNoQEMU among them); everything the guest
+// did is in the Result.
+func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Options) (*machine.Result, error) {
+	start := time.Now()
+	accel := b.accel()
+	if accel != AccelTCG && accel != AccelKVM {
+		return nil, fmt.Errorf("QEMU accelerator %q: want tcg or kvm", accel)
+	}
+	bin, err := lookBinary(b.Binary)
+	if err != nil {
+		return nil, err
+	}
+	if plan.MemSize%4096 != 0 || plan.MemSize < 2<<20 || plan.MemSize > MaxMemory {
+		return nil, fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(plan.MemSize), loader.FormatSize(MaxMemory))
+	}
+	r := &run{b: b, accel: accel, bin: bin, plan: plan, opts: opts, log: b.Log, start: start}
+	if r.log == nil {
+		r.log = func(string) {}
+	}
+	if r.opts.Console == nil {
+		r.opts.Console = machine.NewConsole(nil, nil)
+	}
+	defer r.cleanup()
+	if err := r.prepare(); err != nil {
+		return nil, err
+	}
+	if err := r.startQEMU(ctx); err != nil {
+		return nil, err
+	}
+	res := r.watch(ctx)
+	res.Backend = b.Name()
+	return res, nil
+}
+
+// run is one QEMU run.
+type run struct {
+	b     Backend
+	accel string
+	bin   string
+	plan  *loader.Plan
+	opts  machine.Options
+	log   func(string)
+	start time.Time
+
+	dir     string
+	ramPath string
+	ram     []byte
+	mem     *machine.GuestMemory
+	rom     []byte // our firmware image, nil for the reference run
+	launch  launch
+	canary  *canaryWatch
+	badNote string // why bad RAM could not be passed on (reference run)
+
+	ln        *net.UnixListener
+	cmd       *exec.Cmd
+	stderr    tailBuffer
+	exited    chan *os.ProcessState // the process state once QEMU is gone
+	conEOF    chan struct{}         // closed when QEMU's stdout is drained
+	qmp       *qmpClient
+	setupDone time.Time
+	accesses  []machine.BadAccess
+}
+
+// prepare makes the private folder, the RAM file and the files QEMU loads.
+func (r *run) prepare() error {
+	var err error
+	if r.dir, err = os.MkdirTemp("", "kvmboot-qemu-"); err != nil { // mode 0700
+		return err
+	}
+	if err := r.makeRAM(); err != nil {
+		return err
+	}
+	l := &r.launch
+	l.Accel, l.MemSize, l.RAMPath = r.accel, r.plan.MemSize, r.ramPath
+	l.QMPPath = filepath.Join(r.dir, "qmp.sock")
+	l.LogPath = filepath.Join(r.dir, "qemu.log")
+	if r.opts.CountStub || r.opts.Trace != nil {
+		r.log("--count-stub and --trace need the KVM backend; QEMU runs without them")
+	}
+	var bad []loader.Range
+	if r.b.Kernel {
+		err = r.prepareKernel()
+	} else {
+		err = r.preparePlan()
+		// The loader may have put pieces into bad RAM on purpose (forced
+		// addresses): those bytes are the loader's, not the guest's.
+		bad = canaryRanges(r.opts.BadRAM, r.plan.Placements, r.plan.MemSize)
+	}
+	if err != nil {
+		return err
+	}
+	if r.b.Kernel {
+		bad = canaryRanges(r.opts.BadRAM, nil, r.plan.MemSize)
+	}
+	for _, rg := range bad {
+		fillCanary(r.ram[rg.Start:rg.End], rg.Start)
+	}
+	r.canary = &canaryWatch{ram: r.ram, ranges: bad}
+	return nil
+}
+
+// makeRAM creates guest RAM as a file in /dev/shm (or the private folder
+// where there is no /dev/shm) and maps it.
+func (r *run) makeRAM() error {
+	shm := "/dev/shm"
+	if st, err := os.Stat(shm); err != nil || !st.IsDir() {
+		shm = r.dir
+	}
+	f, err := os.CreateTemp(shm, "kvmboot-") // O_EXCL, mode 0600, unique name
+	if err != nil {
+		return fmt.Errorf("guest RAM file: %w", err)
+	}
+	defer f.Close()
+	r.ramPath = f.Name()
+	if err := f.Truncate(int64(r.plan.MemSize)); err != nil {
+		return fmt.Errorf("guest RAM file: %w", err)
+	}
+	r.ram, err = unix.Mmap(int(f.Fd()), 0, int(r.plan.MemSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping the guest RAM file: %w", err)
+	}
+	r.mem = machine.NewGuestMemory(r.ram)
+	return nil
+}
+
+// writeFile writes a file QEMU reads into the private folder.
+func (r *run) writeFile(name string, data []byte) (string, error) {
+	p := filepath.Join(r.dir, name)
+	return p, os.WriteFile(p, data, 0o600)
+}
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// preparePlan writes the firmware image and one file per placement.
+func (r *run) preparePlan() error {
+	r.rom = realmode.Firmware
+	var err error
+	if r.launch.BIOS, err = r.writeFile("firmware.bin", realmode.Firmware); err != nil {
+		return err
+	}
+	placements := append([]loader.Placement(nil), r.plan.Placements...)
+	if r.accel == AccelKVM && emulatingKVM() {
+		// As machine/kvm does: this KVM's emulator lacks crc32, which
+		// its CPUID (and QEMU's -cpu host) still offers.
+		for i, p := range placements {
+			if p.Start == realmode.ParamsAddr && len(p.Data) > realmode.OffFlags {
+				d := bytes.Clone(p.Data)
+				d[realmode.OffFlags] |= realmode.FlagTableCRC
+				placements[i].Data = d
+				r.log("KVM is kvm_pvm: the stub computes checksums with a table, not SSE4.2's crc32")
+			}
+		}
+	}
+	if r.opts.AfterPlace != nil {
+		// The hook sees guest RAM with the plan placed, as under KVM;
+		// what it changes reaches the guest: placement bytes through the
+		// loader files cut from RAM below, the rest through the RAM file.
+		placed := *r.plan
+		placed.Placements = placements
+		if err := r.mem.Load(&placed); err != nil {
+			return fmt.Errorf("placing the plan: %w", err)
+		}
+		r.opts.AfterPlace(r.ram)
+		for i, p := range placements {
+			if len(p.Data) > 0 {
+				d, err := r.mem.Slice(p.Start, uint64(len(p.Data)))
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.What, err)
+				}
+				placements[i].Data = bytes.Clone(d)
+			}
+		}
+	}
+	for i, p := range placements {
+		if len(p.Data) == 0 {
+			continue // the RAM file starts zeroed: bss needs no bytes
+		}
+		if p.End() > r.plan.MemSize {
+			return fmt.Errorf("%s at %#x-%#x is outside guest RAM", p.What, p.Start, p.End())
+		}
+		name := fmt.Sprintf("%02d-%s.bin", i, unsafeName.ReplaceAllString(p.What, "_"))
+		path, err := r.writeFile(name, p.Data)
+		if err != nil {
+			return err
+		}
+		r.launch.Loaders = append(r.launch.Loaders, loaderFile{Path: path, Addr: p.Start})
+	}
+	return nil
+}
+
+// prepareKernel sets up the reference run: -kernel, -append, -initrd.
+func (r *run) prepareKernel() error {
+	p := r.plan
+	switch p.Kernel.Format {
+	case "bzimage", "elf32", "multiboot-aout":
+	default:
+		return fmt.Errorf("--vmm=qemu-kernel: QEMU's -kernel loads a bzImage or an uncompressed Multiboot ELF, not a %s kernel (decompress it first)", p.Kernel.Format)
+	}
+	kernel := p.Kernel.Path
+	if r.b.KernelImage != nil {
+		var err error
+		if kernel, err = r.writeFile("testkernel.elf", r.b.KernelImage); err != nil {
+			return err
+		}
+	}
+	r.launch.Kernel = kernel
+	r.launch.Append = p.Cmdline
+	bad := loader.MergeRanges(r.opts.BadRAM)
+	switch p.Kernel.Protocol {
+	case loader.ProtocolMultiboot:
+		if len(p.ModuleArgs) > 0 {
+			initrd, err := multibootInitrd(p.ModuleArgs)
+			if err != nil {
+				return err
+			}
+			r.launch.Initrd = initrd
+		}
+		if len(bad) > 0 {
+			r.badNote = "QEMU's Multiboot loader cannot pass bad RAM to the kernel: its memory map shows it as available"
+			r.log(r.badNote)
+		}
+	default:
+		var initrds []string
+		for _, pl := range p.Placements {
+			if pl.What == "initrd" {
+				initrds = append(initrds, pl.Name)
+			}
+		}
+		if len(initrds) > 1 {
+			return fmt.Errorf("--vmm=qemu-kernel: QEMU takes one Linux initrd, the plan has %d", len(initrds))
+		}
+		if len(initrds) == 1 {
+			r.launch.Initrd = optEscape(initrds[0])
+		}
+		if mm := loader.FormatMemmap(bad); mm != "" {
+			r.launch.Append = strings.TrimSpace(r.launch.Append + " " + mm)
+		}
+	}
+	return nil
+}
+
+// emulatingKVM reports whether /dev/kvm is kvm_pvm (DESIGN.md §7).
+func emulatingKVM() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err == nil
+}
+
+// startQEMU starts QEMU paused, connects QMP and lets the guest run.
+func (r *run) startQEMU(ctx context.Context) error {
+	var err error
+	r.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: r.launch.QMPPath, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("QMP socket: %w", err)
+	}
+	r.cmd = exec.Command(r.bin, r.launch.args()...)
+	r.cmd.Stderr = &r.stderr
+	// QEMU dies with kvmboot. The signal goes when the thread that forked
+	// QEMU ends, so that thread stays locked until QEMU is gone.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	r.cmd.Stdout = pw
+	r.exited = make(chan *os.ProcessState, 1)
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := r.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		r.cmd.Wait()
+		r.exited <- r.cmd.ProcessState
+	}()
+	err = <-started
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		r.cmd = nil
+		return fmt.Errorf("starting %s: %w", r.bin, err)
+	}
+	r.conEOF = make(chan struct{})
+	go func() {
+		defer close(r.conEOF)
+		defer pr.Close()
+		io.CopyBuffer(r.opts.Console, pr, make([]byte, 16<<10))
+	}()
+
+	conn, err := r.accept(ctx)
+	if err != nil {
+		return err
+	}
+	r.qmp = newQMP(conn)
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r.qmp.handshake(hctx); err != nil {
+		return r.startError("QMP handshake", err)
+	}
+	// QEMU has opened every file: nothing else needs the RAM file's name.
+	os.Remove(r.ramPath)
+	if _, err := r.qmp.execute(hctx, "cont", nil); err != nil {
+		return r.startError("starting the guest", err)
+	}
+	r.setupDone = time.Now()
+	return nil
+}
+
+// accept waits for QEMU to connect to the QMP socket, or to fail.
+func (r *run) accept(ctx context.Context) (net.Conn, error) {
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := r.ln.Accept()
+		ch <- accepted{c, err}
+	}()
+	timer := time.NewTimer(60 * time.Second)
+	defer timer.Stop()
+	var fail error
+	select {
+	case a := <-ch:
+		if a.err == nil {
+			return a.c, nil
+		}
+		fail = a.err
+	case st := <-r.exited:
+		r.exited <- st // keep it for cleanup
+		fail = fmt.Errorf("exited (%v)", st)
+	case <-ctx.Done():
+		fail = ctx.Err()
+	case <-timer.C:
+		fail = errors.New("no QMP connection within 60s")
+	}
+	r.ln.Close()
+	if a := <-ch; a.c != nil {
+		a.c.Close()
+	}
+	return nil, r.startError("starting QEMU", fail)
+}
+
+// startError describes a QEMU that did not come up, with its stderr.
+func (r *run) startError(what string, err error) error {
+	r.kill()
+	msg := strings.TrimSpace(r.stderr.String())
+	if msg != "" {
+		return fmt.Errorf("%s: %v: %s", what, err, msg)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// kill ends QEMU at once and waits for it.
+func (r *run) kill() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	select {
+	case st := <-r.exited:
+		r.exited <- st
+		return
+	default:
+	}
+	r.cmd.Process.Kill()
+	st := <-r.exited
+	r.exited <- st
+}
+
+// quit asks QEMU to exit through QMP, and kills it if it does not.
+func (r *run) quit() {
+	if r.qmp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r.qmp.execute(ctx, "quit", nil)
+		cancel()
+		select {
+		case st := <-r.exited:
+			r.exited <- st
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+	r.kill()
+}
+
+// stopReason is how the watch loop decided to end.
+type stopReason int
+
+const (
+	endExited stopReason = iota // QEMU exited by itself (debug-exit)
+	endPaused                   // the guest is paused: registers can be read, then quit
+	endKill                     // end at once
+)
+
+// shutdownInfo is a guest that reset or powered off the machine.
+type shutdownInfo struct {
+	reason string // QMP's reason: guest-reset, guest-shutdown, ...
+	regs   string
+}
+
+// watch runs the guest until an outcome.
+func (r *run) watch(ctx context.Context) *machine.Result {
+	var (
+		res      *machine.Result
+		end      stopReason
+		shutdown *shutdownInfo
+		st       *os.ProcessState
+		deadline <-chan time.Time
+		qmpDone  = r.qmp.Closed()
+		qctx     = context.Background()
+	)
+	if r.opts.Timeout > 0 {
+		t := time.NewTimer(r.opts.Timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	poll := time.NewTimer(r.canary.interval())
+	defer poll.Stop()
+	if len(r.canary.ranges) == 0 {
+		poll.Stop()
+	}
+	cmdCtx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(qctx, 5*time.Second) }
+
+	for res == nil && shutdown == nil {
+		select {
+		case st = <-r.exited:
+			r.exited <- st
+			res, end = r.exitResult(st), endExited
+		case <-r.qmp.Events():
+			for _, ev := range r.qmp.takeEvents() {
+				if res != nil || shutdown != nil {
+					break
+				}
+				switch ev.Event {
+				case "SHUTDOWN":
+					var d shutdownData
+					_ = json.Unmarshal(ev.Data, &d)
+					if !d.Guest {
+						res, end = &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU was shut down from the host (" + d.Reason + ")"}, endKill
+						break
+					}
+					c, cancel := cmdCtx()
+					shutdown = &shutdownInfo{reason: d.Reason, regs: r.registers(c)}
+					cancel()
+					end = endPaused
+				case "STOP":
+					c, cancel := cmdCtx()
+					status, err := r.qmp.status(c)
+					if err == nil && (status == "internal-error" || status == "guest-panicked") {
+						regs := r.registers(c)
+						msg := "QEMU stopped the guest: " + status
+						if e := strings.TrimSpace(r.stderr.String()); e != "" {
+							msg += " (" + firstLine(e) + ")"
+						}
+						if r.accel == AccelKVM && status == "internal-error" {
+							msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
+						}
+						res, end = machine.Crashed("%s: %s", msg, regs), endPaused
+					}
+					cancel()
+				}
+			}
+		case <-qmpDone:
+			qmpDone = nil // QEMU is exiting: its status follows
+		case <-r.opts.Console.Done():
+			res, end = r.opts.Console.Verdict().Result(), endKill
+		case <-deadline:
+			c, cancel := cmdCtx()
+			r.qmp.execute(c, "stop", nil)
+			cancel()
+			res, end = machine.TimedOut(r.opts.Timeout), endPaused
+		case <-ctx.Done():
+			res, end = machine.Interrupted(), endKill
+		case <-poll.C:
+			if acc := r.canary.check(); len(acc) > 0 {
+				r.accesses = append(r.accesses, acc...)
+				if r.opts.BadRAMPolicy != machine.BadRAMRecord {
+					res, end = badRAMCrash(acc[0]), endKill
+				}
+			}
+			poll.Reset(r.canary.interval())
+		}
+	}
+	ended := time.Now()
+	switch end {
+	case endPaused:
+		r.quit()
+	case endKill:
+		r.kill()
+	}
+	r.drainConsole()
+	if shutdown != nil {
+		res = r.shutdownResult(shutdown)
+	}
+	// The last look at the canaries: a write just before the guest's exit.
+	if acc := r.canary.check(); len(acc) > 0 {
+		r.accesses = append(r.accesses, acc...)
+		if r.opts.BadRAMPolicy != machine.BadRAMRecord && res.Outcome != machine.Error && !strings.HasPrefix(res.Reason, badRAMPrefix) {
+			was := res.Reason
+			res = badRAMCrash(acc[0])
+			res.Reason += " (the run then ended: " + was + ")"
+		}
+	}
+	if r.badNote != "" {
+		res.Reason += " (note: " + r.badNote + ")"
+	}
+	res.BadRAMAccesses = r.accesses
+	res.Setup = r.setupDone.Sub(r.start)
+	res.Boot = ended.Sub(r.setupDone)
+	if e := strings.TrimSpace(r.stderr.String()); e != "" {
+		r.log("QEMU said: " + e)
+	}
+	return res
+}
+
+const badRAMPrefix = "guest touched bad RAM"
+
+func badRAMCrash(a machine.BadAccess) *machine.Result {
+	return machine.Crashed("%s: %d-byte write at %#x (found by the canary check: QEMU does not say which instruction)", badRAMPrefix, a.Size, a.Addr)
+}
+
+// exitResult is the outcome of a QEMU that exited by itself.
+func (r *run) exitResult(st *os.ProcessState) *machine.Result {
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return machine.Crashed("QEMU died: %v%s", ws.Signal(), stderrNote(r.stderr.String()))
+	}
+	return exitResult(st.ExitCode(), r.stderr.String(), r.mem, r.plan)
+}
+
+func stderrNote(s string) string {
+	if s = strings.TrimSpace(s); s == "" {
+		return ""
+	}
+	return " (" + firstLine(s) + ")"
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// registers reads the vCPU's registers through QMP and describes them.
+func (r *run) registers(ctx context.Context) string {
+	text, err := r.qmp.hmp(ctx, "info registers")
+	if err != nil {
+		return "registers unavailable: " + err.Error()
+	}
+	regs, ok := parseRegisters(text)
+	if !ok {
+		return "registers unavailable: " + firstLine(text)
+	}
+	return regs.describe(physReader(r.ram, r.rom, true))
+}
+
+// shutdownResult turns a guest reset or power-off into a crash, reading
+// QEMU's log (complete now that QEMU has exited) for the cause.
+func (r *run) shutdownResult(s *shutdownInfo) *machine.Result {
+	switch s.reason {
+	case "guest-reset":
+		log, _ := os.ReadFile(r.launch.LogPath)
+		triple, how := resetCause(string(log))
+		if triple {
+			return machine.Crashed("%s: %s", how, s.regs)
+		}
+		return machine.Crashed("guest reset the machine: %s: %s", how, s.regs)
+	case "guest-panic":
+		return machine.Crashed("guest reported a panic to QEMU: %s", s.regs)
+	default:
+		return machine.Crashed("guest shut the machine down (%s): %s", s.reason, s.regs)
+	}
+}
+
+// drainConsole waits until QEMU's console output is all read.
+func (r *run) drainConsole() {
+	if r.conEOF == nil {
+		return
+	}
+	select {
+	case <-r.conEOF:
+	case <-time.After(5 * time.Second):
+		r.log("QEMU's console did not close 5s after QEMU ended")
+	}
+}
+
+// cleanup kills QEMU if it still runs and removes every file of the run.
+func (r *run) cleanup() {
+	r.kill()
+	if r.qmp != nil {
+		r.qmp.close()
+	}
+	if r.ln != nil {
+		r.ln.Close()
+	}
+	if r.conEOF != nil {
+		r.drainConsole()
+	}
+	if r.ram != nil {
+		unix.Munmap(r.ram)
+		r.ram = nil
+	}
+	if r.ramPath != "" {
+		os.Remove(r.ramPath)
+	}
+	if r.dir != "" {
+		os.RemoveAll(r.dir)
+	}
+}
+
+// tailBuffer keeps the last 64 KiB written to it.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+const tailMax = 64 << 10
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > tailMax {
+		t.b = append(t.b[:0], t.b[len(t.b)-tailMax:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
