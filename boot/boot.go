@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return fail(err)
 	}
 	res.VMM = backend.Name()
+	res.Accel, res.VMMWhy = ChoiceOf(backend)
 	console := machine.NewConsole(cfg.Console, cfg.Expect)
 	timeout := cfg.Timeout
 	mr, err := backend.Run(ctx, plan, machine.Options{

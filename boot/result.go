@@ -12,6 +12,8 @@ type Result struct {
 	Reason   string            `json:"reason"`
 	Kernel   loader.KernelInfo `json:"kernel"`
 	VMM      string            `json:"vmm,omitempty"`
+	Accel    string            `json:"accel,omitempty"` // QEMU's accelerator
+	VMMWhy   string            `json:"why,omitempty"`   // why this backend
 
 	LoadAddress     uint64 `json:"load_address"`
 	LinkAddress     uint64 `json:"link_address"`

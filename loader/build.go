@@ -223,7 +223,9 @@ func (p *Plan) Finish() error {
 			p.checks = append(p.checks, PieceCheck{What: pl.What, Check: realmode.NewCheck(uint32(pl.Start), pl.Data)})
 		}
 	}
-	params := realmode.Params{EIP: p.Entry.EIP, EAX: p.Entry.EAX, EBX: p.Entry.EBX, ESI: p.Entry.ESI, ESP: p.Entry.ESP, Verify: p.Verify}
+	e := p.Entry
+	params := realmode.Params{EIP: e.EIP, EAX: e.EAX, EBX: e.EBX, ESI: e.ESI, ESP: e.ESP, Verify: p.Verify,
+		RMCall: e.RealModeCall, RMEntry: e.RealModeEntry, RMSeg: e.RealModeSeg, RMSP: e.RealModeSP}
 	for _, c := range p.checks {
 		params.Checks = append(params.Checks, c.Check)
 	}

@@ -49,6 +49,15 @@ type EntryState struct {
 	EBX uint32
 	ESI uint32
 	ESP uint32
+	// RealModeCall (seg<<16|off) is far-called in real mode, with the BIOS
+	// up, before the kernel is entered: a Gujin-style real-mode part.
+	RealModeCall uint32
+	// RealModeEntry (seg<<16|off), when set, is jumped to in real mode
+	// instead of EIP in protected mode, with DS=ES=FS=GS=SS=RealModeSeg
+	// and SP=RealModeSP: the Linux 16-bit boot protocol.
+	RealModeEntry uint32
+	RealModeSeg   uint16
+	RealModeSP    uint16
 }
 
 // KernelInfo describes the image the plan was made from.

@@ -5,7 +5,8 @@
 // Guest memory used by the stub (all below 0x8000, reserved in every plan):
 //
 //	0x6000  GDT (copied from ROM: the CPU sets the TSS busy bit in it)
-//	        0x10 flat code, 0x18 flat data, 0x20 32-bit TSS
+//	        0x10 flat code, 0x18 flat data, 0x20 32-bit TSS, 0x28 and
+//	        0x30 16-bit code and data for the way back to real mode
 //	0x6080  TSS, 104 bytes
 //	0x6400  CRC-32C table, 1 KiB (only when the CPU lacks SSE4.2)
 //	0x7000  parameter block, 4 KiB; the stack grows down from here
@@ -27,6 +28,13 @@
 //	0x24 u32 detail: index of the failed check
 //	0x28 u32 the CRC the stub computed for it
 //	0x2c u32 number of checks (at most MaxChecks)
+//	0x30 u32 real-mode call, seg<<16|off: far-called in real mode after
+//	         the checks, with the BIOS up; it returns with lret (0 = none)
+//	0x34 u32 real-mode entry, seg<<16|off: jumped to in real mode instead
+//	         of the 32-bit entry, with DS=ES=FS=GS=SS=0x38 and SP=0x3a
+//	         (the Linux 16-bit boot protocol; 0 = none)
+//	0x38 u16 segment for the real-mode entry
+//	0x3a u16 stack pointer for the real-mode entry
 //	0x40     checks: {u32 addr, u32 len, u32 crc32c} each
 //
 // On entry ECX, EDX, EDI and EBP are 0; interrupts are off; the IDT is empty
@@ -67,6 +75,10 @@ const (
 	OffDetail  = 0x24
 	OffGot     = 0x28
 	OffNChecks = 0x2c
+	OffRMCall  = 0x30
+	OffRMEntry = 0x34
+	OffRMSeg   = 0x38
+	OffRMSP    = 0x3a
 	OffChecks  = 0x40
 
 	Magic   = 0x424d564b
@@ -115,7 +127,12 @@ func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 type Params struct {
 	EIP, EAX, EBX, ESI, ESP uint32
 	Verify                  bool
-	Checks                  []Check
+	// TableCRC makes the stub ignore CPUID's SSE4.2 for its checksums.
+	TableCRC bool
+	Checks   []Check
+	// RMCall and RMEntry are seg<<16|off real-mode addresses, 0 for none.
+	RMCall, RMEntry uint32
+	RMSeg, RMSP     uint16
 }
 
 // Encode returns the parameter block bytes.
@@ -132,9 +149,18 @@ func (p *Params) Encode() ([]byte, error) {
 	le.PutUint32(b[OffEBX:], p.EBX)
 	le.PutUint32(b[OffESI:], p.ESI)
 	le.PutUint32(b[OffESP:], p.ESP)
+	var flags uint32
 	if p.Verify {
-		le.PutUint32(b[OffFlags:], FlagVerify)
+		flags |= FlagVerify
 	}
+	if p.TableCRC {
+		flags |= FlagTableCRC
+	}
+	le.PutUint32(b[OffFlags:], flags)
+	le.PutUint32(b[OffRMCall:], p.RMCall)
+	le.PutUint32(b[OffRMEntry:], p.RMEntry)
+	le.PutUint16(b[OffRMSeg:], p.RMSeg)
+	le.PutUint16(b[OffRMSP:], p.RMSP)
 	le.PutUint32(b[OffNChecks:], uint32(len(p.Checks)))
 	for i, c := range p.Checks {
 		o := OffChecks + i*checkSize

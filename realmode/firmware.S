@@ -10,8 +10,12 @@
  *               RAM, CR0.PE, far jump to 32-bit code;
  *   32-bit:     flat segments, TR, an empty IDT (an early fault is a clean
  *               triple fault, not a jump through the real-mode IVT), optional
- *               CRC-32C check of every placed piece, the registers the boot
- *               protocol asks for, jump to the kernel's entry.
+ *               CRC-32C check of every placed piece;
+ *   real mode again, when the plan asks: far-call a real-mode part (as
+ *               Gujin's kernels carried one) and/or far-jump to a real-mode
+ *               entry (the Linux 16-bit protocol's setup code);
+ *   32-bit:     the registers the boot protocol asks for, jump to the
+ *               kernel's entry.
  *
  * Everything it needs comes from the parameter block at PARAMS (see
  * abi.go, which must agree with the offsets below).  The same bytes run
@@ -43,6 +47,10 @@
 	.set P_DETAIL,    0x24
 	.set P_GOT,       0x28
 	.set P_NCHECKS,   0x2c
+	.set P_RM_CALL,   0x30        /* seg:off far-called in real mode, 0 = none */
+	.set P_RM_ENTRY,  0x34        /* seg:off jumped to in real mode, 0 = none */
+	.set P_RM_SEG,    0x38        /* u16: DS=ES=FS=GS=SS for P_RM_ENTRY */
+	.set P_RM_SP,     0x3a        /* u16: SP for P_RM_ENTRY */
 	.set P_CHECKS,    0x40
 	.set PARAM_MAGIC, 0x424d564b  /* "KVMB" */
 	.set PARAM_VERSION, 1
@@ -63,6 +71,8 @@
 	.set SEL_CODE,    0x10
 	.set SEL_DATA,    0x18
 	.set SEL_TSS,     0x20
+	.set SEL_CODE16,  0x28        /* 16-bit code, base ROM_BASE: the way back to real mode */
+	.set SEL_DATA16,  0x30        /* 16-bit data, base 0, 64 KiB limit */
 
 	.text
 	.code16
@@ -96,6 +106,66 @@ start:
 	orl	$1, %eax
 	movl	%eax, %cr0
 	ljmpl	$SEL_CODE, $(ROM_BASE + start32)
+
+/* Entered from 32-bit code with CS = SEL_CODE16: leave protected mode. */
+to_real16:
+	movw	$SEL_DATA16, %ax
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %fs
+	movw	%ax, %gs
+	movw	%ax, %ss
+	movl	%cr0, %eax
+	andl	$~1, %eax
+	movl	%eax, %cr0
+	ljmp	$0xf000, $real_again
+real_again:
+	xorw	%ax, %ax
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %fs
+	movw	%ax, %gs
+	movw	%ax, %ss
+	movw	$STACK_TOP, %sp
+	lidtl	%cs:ivt_pointer
+
+	cmpl	$0, PARAMS + P_RM_CALL
+	je	1f
+	lcallw	*PARAMS + P_RM_CALL
+	cli
+	cld
+	xorw	%ax, %ax                /* the part may have left any segments */
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %ss
+	movw	$STACK_TOP, %sp
+1:	cmpl	$0, PARAMS + P_RM_ENTRY
+	je	2f
+	movw	PARAMS + P_RM_SEG, %bx
+	movw	PARAMS + P_RM_SP, %cx
+	movl	PARAMS + P_RM_ENTRY, %edx
+	movl	$ST_JUMPED, PARAMS + P_STATUS
+	movw	%bx, %ds
+	movw	%bx, %es
+	movw	%bx, %fs
+	movw	%bx, %gs
+	movw	%bx, %ss
+	movw	%cx, %sp
+	xorl	%eax, %eax
+	xorl	%ebx, %ebx
+	xorl	%ecx, %ecx
+	xorl	%esi, %esi
+	xorl	%edi, %edi
+	xorl	%ebp, %ebp
+	pushl	%edx                    /* seg:off, as lret pops it */
+	xorl	%edx, %edx
+	lretw
+
+	/* No real-mode entry: on to the 32-bit one. GDTR survived. */
+2:	movl	%cr0, %eax
+	orl	$1, %eax
+	movl	%eax, %cr0
+	ljmpl	$SEL_CODE, $(ROM_BASE + reenter32)
 	.globl code16_end
 code16_end:
 
@@ -126,8 +196,23 @@ start32:
 	movl	$ST_STARTED, PARAMS + P_STATUS
 
 	testl	$FLAG_VERIFY, PARAMS + P_FLAGS
-	jz	enter
+	jz	1f
 	call	verify
+1:	movl	PARAMS + P_RM_CALL, %eax
+	orl	PARAMS + P_RM_ENTRY, %eax
+	jz	enter
+	/* Back to real mode through a 16-bit protected-mode segment. */
+	ljmp	$SEL_CODE16, $to_real16
+
+	/* 32-bit again after the real-mode work: TR is loaded already. */
+reenter32:
+	movw	$SEL_DATA, %ax
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %fs
+	movw	%ax, %gs
+	movw	%ax, %ss
+	lidt	ROM_BASE + idt_pointer_empty
 
 enter:
 	movl	PARAMS + P_ESP, %esp
@@ -273,6 +358,8 @@ gdt_template:
 	.byte	0x89
 	.byte	0x00
 	.byte	(TSS_ADDR >> 24) & 0xff
+	.quad	0x00009b0f0000ffff      /* 0x28: 16-bit code, base 0xF0000, 64 KiB */
+	.quad	0x000093000000ffff      /* 0x30: 16-bit data, base 0, 64 KiB */
 gdt_template_end:
 
 gdt_pointer:
@@ -280,6 +367,9 @@ gdt_pointer:
 	.long	GDT_ADDR
 idt_pointer_empty:
 	.word	0
+	.long	0
+ivt_pointer:
+	.word	0x3ff
 	.long	0
 
 msg_noparams:

@@ -96,7 +96,7 @@ func TestFirmwareMatchesSource(t *testing.T) {
 		"GDT_ADDR": GDTAddr, "PARAMS": ParamsAddr, "P_EIP": OffEIP, "P_EAX": OffEAX,
 		"P_EBX": OffEBX, "P_ESI": OffESI, "P_ESP": OffESP, "P_FLAGS": OffFlags,
 		"P_STATUS": OffStatus, "P_DETAIL": OffDetail, "P_GOT": OffGot,
-		"P_NCHECKS": OffNChecks, "P_CHECKS": OffChecks, "PARAM_MAGIC": Magic,
+		"P_NCHECKS": OffNChecks, "P_RM_CALL": OffRMCall, "P_RM_ENTRY": OffRMEntry, "P_RM_SEG": OffRMSeg, "P_RM_SP": OffRMSP, "P_CHECKS": OffChecks, "PARAM_MAGIC": Magic,
 		"MAX_CHECKS": MaxChecks, "FLAG_VERIFY": FlagVerify, "FLAG_TABLE_CRC": FlagTableCRC, "EXIT_STUB_FAILED": ExitStubFailed,
 		"ST_STARTED": StatusStarted, "ST_JUMPED": StatusJumped,
 		"ST_BADCRC": StatusBadCRC, "ST_NOPARAMS": StatusNoParams,

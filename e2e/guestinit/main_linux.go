@@ -65,8 +65,9 @@ func drain() {
 var exitOnce sync.Once
 
 // exit ends the VM with status: one byte to port 0xf4 through /dev/port;
-// if the VM is still there, power off; if that fails too, init returns and
-// the kernel panics, which also ends the run. It never returns.
+// if the VM is still there (no debug-exit device), say why ("gi: poweroff
+// ...") and power off; if that fails too, init exits and the kernel panics,
+// which also ends the run. It never returns.
 func exit(status int) {
 	exitOnce.Do(func() {
 		say("exit %d", status)
@@ -75,7 +76,7 @@ func exit(status int) {
 		if err == nil {
 			err = errors.New("the write returned: no debug-exit device at 0xf4")
 		}
-		say("error exit port: %v; powering off", err)
+		say("poweroff exit port: %v", err)
 		drain()
 		unix.Sync()
 		err = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)

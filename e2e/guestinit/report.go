@@ -25,6 +25,7 @@
 //	gi: memtest error addr=0x... got=0x... want=0x...   (at most 8)
 //	gi: result pass|fail
 //	gi: exit <status>
+//	gi: poweroff <why>                 only when the port write did not end the VM
 //
 // A failure of the init itself prints "gi: error <what>" and exits with
 // status 2. The status is 0 for pass and 1 for fail unless gi.exit= says

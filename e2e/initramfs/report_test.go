@@ -56,8 +56,8 @@ func TestParseGuestReportGolden(t *testing.T) {
 	if !g.Pass || g.Result != "pass" || g.Exit != 0 || len(g.Errors) != 0 {
 		t.Errorf("Pass %v Result %q Exit %d Errors %q, want a pass with exit 0", g.Pass, g.Result, g.Exit, g.Errors)
 	}
-	if n := len(g.Lines); n != 20 {
-		t.Errorf("%d report lines after hello, want 20: %q", n, g.Lines)
+	if n := len(g.Lines); n != 19 {
+		t.Errorf("%d report lines after hello, want 19: %q", n, g.Lines)
 	}
 
 	// What the e2e tests check with memmap=32M$16M or --bad-ram 16M-48M.

@@ -141,6 +141,8 @@ type run struct {
 	qmp       *qmpClient
 	setupDone time.Time
 	accesses  []machine.BadAccess
+	regs      *cpuRegs          // read at a crash
+	cpu       *machine.CPUState // the same, for the result
 }
 
 // prepare makes the private folder, the RAM file and the files QEMU loads.
@@ -589,6 +591,9 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		res.Reason += " (note: " + r.badNote + ")"
 	}
 	res.BadRAMAccesses = r.accesses
+	if res.Outcome == machine.Crash || res.Outcome == machine.Error {
+		res.CPU = r.cpu
+	}
 	res.Setup = r.setupDone.Sub(r.start)
 	res.Boot = ended.Sub(r.setupDone)
 	if e := strings.TrimSpace(r.stderr.String()); e != "" {
@@ -623,7 +628,8 @@ func firstLine(s string) string {
 	return line
 }
 
-// registers reads the vCPU's registers through QMP and describes them.
+// registers reads the vCPU's registers through QMP, keeps them for the
+// result and describes them.
 func (r *run) registers(ctx context.Context) string {
 	text, err := r.qmp.hmp(ctx, "info registers")
 	if err != nil {
@@ -633,8 +639,13 @@ func (r *run) registers(ctx context.Context) string {
 	if !ok {
 		return "registers unavailable: " + firstLine(text)
 	}
-	return regs.describe(physReader(r.ram, r.rom, true))
+	r.regs = regs
+	r.cpu = regs.state(r.read())
+	return r.cpu.String()
 }
+
+// read fetches guest physical memory for disassembly.
+func (r *run) read() func(addr uint64, n int) []byte { return physReader(r.ram, r.rom, true) }
 
 // shutdownResult turns a guest reset or power-off into a crash, reading
 // QEMU's log (complete now that QEMU has exited) for the cause.
@@ -643,6 +654,10 @@ func (r *run) shutdownResult(s *shutdownInfo) *machine.Result {
 	case "guest-reset":
 		log, _ := os.ReadFile(r.launch.LogPath)
 		triple, how := resetCause(string(log))
+		if triple && r.accel == AccelKVM && emulatingKVM() && r.regs != nil && r.regs.enablesPaging(r.read()) {
+			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
+				"boot it with --accel=tcg (" + s.regs + ")"}
+		}
 		if triple {
 			return machine.Crashed("%s: %s", how, s.regs)
 		}

@@ -1,0 +1,166 @@
+package kvm
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+
+	gokvm "github.com/bobuhiro11/gokvm/kvm"
+
+	"kvmboot/loader"
+)
+
+const tMiB = 1 << 20
+
+// backedRanges decides which guest pages get memory slots: every page with
+// a bad byte must be left out (so that touching it exits), and no good page
+// may be (or the guest takes a spurious bad-RAM exit).
+func TestBackedRanges(t *testing.T) {
+	const mem = 64 * tMiB
+	type R = loader.Range
+	for _, tc := range []struct {
+		name string
+		bad  []R
+		want []R
+	}{
+		{"no bad RAM: RAM minus the 640K-1M hole", nil,
+			[]R{{0, 0xA0000}, {0x100000, mem}}},
+		{"bad bytes inside one page: the whole page goes",
+			[]R{{0x1000100, 0x1000200}},
+			[]R{{0, 0xA0000}, {0x100000, 0x1000000}, {0x1001000, mem}}},
+		{"a range crossing a page boundary by one byte: two pages",
+			[]R{{0x1000FFF, 0x1001001}},
+			[]R{{0, 0xA0000}, {0x100000, 0x1000000}, {0x1002000, mem}}},
+		{"page-aligned range: exactly its pages",
+			[]R{{16 * tMiB, 32 * tMiB}},
+			[]R{{0, 0xA0000}, {0x100000, 16 * tMiB}, {32 * tMiB, mem}}},
+		{"bad at the very bottom",
+			[]R{{0, 0x10}},
+			[]R{{0x1000, 0xA0000}, {0x100000, mem}}},
+		{"bad last byte of RAM",
+			[]R{{mem - 1, mem}},
+			[]R{{0, 0xA0000}, {0x100000, mem - 0x1000}}},
+		{"bad beyond RAM changes nothing",
+			[]R{{mem, mem + tMiB}},
+			[]R{{0, 0xA0000}, {0x100000, mem}}},
+		{"bad straddling the end of RAM",
+			[]R{{mem - 0x1001, 2 * mem}},
+			[]R{{0, 0xA0000}, {0x100000, mem - 0x2000}}},
+		{"adjacent bad ranges in one page",
+			[]R{{0x2000000, 0x2000800}, {0x2000800, 0x2001000}},
+			[]R{{0, 0xA0000}, {0x100000, 0x2000000}, {0x2001000, mem}}},
+		{"bad ranges in adjacent pages leave no empty piece between",
+			[]R{{0x2000000, 0x2000010}, {0x2001FF0, 0x2002000}},
+			[]R{{0, 0xA0000}, {0x100000, 0x2000000}, {0x2002000, mem}}},
+		{"overlapping bad ranges, unsorted",
+			[]R{{0x3400000, 0x3C00001}, {0x3000000, 0x3800000}},
+			[]R{{0, 0xA0000}, {0x100000, 0x3000000}, {0x3C01000, mem}}},
+		{"two separate holes",
+			[]R{{0x200000, 0x201000}, {0x400000, 0x400004}},
+			[]R{{0, 0xA0000}, {0x100000, 0x200000}, {0x201000, 0x400000}, {0x401000, mem}}},
+		{"bad RAM across the 640K-1M hole",
+			[]R{{0x9F800, 0x100800}},
+			[]R{{0, 0x9F000}, {0x101000, mem}}},
+		{"bad RAM only inside the hole changes nothing",
+			[]R{{0xA0000, 0x100000}},
+			[]R{{0, 0xA0000}, {0x100000, mem}}},
+		{"bad RAM ending at 640K",
+			[]R{{0x9FFFF, 0xA0000}},
+			[]R{{0, 0x9F000}, {0x100000, mem}}},
+		{"bad RAM starting at 1M",
+			[]R{{0x100000, 0x100001}},
+			[]R{{0, 0xA0000}, {0x101000, mem}}},
+		{"everything bad",
+			[]R{{0, mem}},
+			nil},
+	} {
+		got := backedRanges(mem, tc.bad)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, tc.want)
+		}
+		checkBacked(t, tc.name, mem, tc.bad, got)
+	}
+}
+
+// checkBacked checks backedRanges' contract page by page: sorted,
+// disjoint, non-empty, page-aligned pieces; a page is backed exactly when
+// it is RAM outside the legacy hole and holds no bad byte.
+func checkBacked(t *testing.T, name string, mem uint64, bad, got []loader.Range) {
+	t.Helper()
+	for i, r := range got {
+		if r.Start%pageSize != 0 || r.End%pageSize != 0 || r.Start >= r.End {
+			t.Errorf("%s: piece %v is empty or not page-aligned", name, r)
+		}
+		if i > 0 && got[i-1].End > r.Start {
+			t.Errorf("%s: pieces %v and %v out of order or overlapping", name, got[i-1], r)
+		}
+	}
+	backed := func(page uint64) bool {
+		for _, r := range got {
+			if page >= r.Start && page < r.End {
+				return true
+			}
+		}
+		return false
+	}
+	for page := uint64(0); page < mem; page += pageSize {
+		want := page < 0xA0000 || page >= 0x100000
+		for _, b := range bad {
+			if b.Overlaps(loader.Range{Start: page, End: page + pageSize}) {
+				want = false
+			}
+		}
+		if backed(page) != want {
+			t.Errorf("%s: page %#x backed=%v, want %v", name, page, backed(page), want)
+			return
+		}
+	}
+}
+
+// Random bad-RAM sets against the page-by-page definition.
+func TestBackedRangesRandom(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	const mem = 16 * tMiB
+	for iter := 0; iter < 200; iter++ {
+		var bad []loader.Range
+		for n := rng.Intn(6); n > 0; n-- {
+			start := uint64(rng.Int63n(mem + tMiB))
+			size := uint64(1 + rng.Int63n(int64([]uint64{16, 4096, 3 * tMiB}[rng.Intn(3)])))
+			bad = append(bad, loader.Range{Start: start, End: start + size})
+		}
+		got := backedRanges(mem, bad)
+		checkBacked(t, fmt.Sprintf("iteration %d, bad %v", iter, bad), mem, bad, got)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// maskCPUID hides RDRAND (leaf 1 ECX bit 30) and RDSEED (leaf 7 subleaf 0
+// EBX bit 18), which end the run on this KVM, and nothing else.
+func TestMaskCPUID(t *testing.T) {
+	const all = 0xFFFFFFFF
+	entries := []gokvm.CPUIDEntry2{
+		{Function: 0, Eax: 0xD, Ebx: all, Ecx: all, Edx: all},
+		{Function: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
+		{Function: 7, Index: 0, Eax: all, Ebx: all, Ecx: all, Edx: all},
+		{Function: 7, Index: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
+		{Function: 0x80000001, Eax: all, Ebx: all, Ecx: all, Edx: all},
+		{Function: 1, Ecx: 0x00000001}, // RDRAND already clear: unchanged
+	}
+	maskCPUID(entries)
+	want := []gokvm.CPUIDEntry2{
+		{Function: 0, Eax: 0xD, Ebx: all, Ecx: all, Edx: all},
+		{Function: 1, Eax: all, Ebx: all, Ecx: 0xBFFFFFFF, Edx: all},
+		{Function: 7, Index: 0, Eax: all, Ebx: 0xFFFBFFFF, Ecx: all, Edx: all},
+		{Function: 7, Index: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
+		{Function: 0x80000001, Eax: all, Ebx: all, Ecx: all, Edx: all},
+		{Function: 1, Ecx: 0x00000001},
+	}
+	for i := range want {
+		if entries[i] != want[i] {
+			t.Errorf("entry %d = %+v, want %+v", i, entries[i], want[i])
+		}
+	}
+	maskCPUID(nil) // no entries: nothing to do
+}
