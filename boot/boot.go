@@ -34,6 +34,7 @@ type Config struct {
 	Initrd string
 	BadRAM []loader.Range
 
+	Protocol    loader.Protocol // "" = from the image
 	Policy      loader.Policy
 	LoadAddress *uint64
 	Region      *loader.Range
@@ -110,7 +111,7 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	}
 	return loader.Build(loader.Config{
 		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
-		Modules: mods, Initrd: initrd, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
+		Modules: mods, Initrd: initrd, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
 	})
 }

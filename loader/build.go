@@ -27,6 +27,8 @@ type Config struct {
 	Modules []Module
 	Initrd  *Module // Linux initrd; a first module for Multiboot kernels
 
+	// Protocol forces a boot protocol; "" picks it from the image.
+	Protocol    Protocol
 	Policy      Policy  // where the kernel goes (default preferred)
 	LoadAddress *uint64 // force the kernel here
 	Region      *Range  // confine the kernel to this range (kexec style)
@@ -70,9 +72,16 @@ func Build(cfg Config) (*Plan, error) {
 	plan.add(Placement{What: "stub", Name: "GDT, TSS, stack", Start: realmode.StubLow, Size: realmode.ParamsAddr - realmode.StubLow})
 
 	switch {
-	case k.BzImage != nil:
+	case k.BzImage != nil && cfg.Protocol == ProtocolLinux16:
+		plan.Kernel.Protocol = ProtocolLinux16
+		err = buildLinux16(plan, a, k, cfg)
+	case k.BzImage != nil && (cfg.Protocol == "" || cfg.Protocol == ProtocolLinux32):
 		plan.Kernel.Protocol = ProtocolLinux32
 		err = buildLinux32(plan, a, k, cfg)
+	case k.BzImage != nil:
+		err = &FormatError{Context: "kernel", Msg: fmt.Sprintf("a Linux bzImage boots with --protocol linux32 or linux16, not %s", cfg.Protocol)}
+	case cfg.Protocol != "" && cfg.Protocol != ProtocolMultiboot:
+		err = &FormatError{Context: "kernel", Msg: fmt.Sprintf("--protocol %s needs a Linux bzImage; this is a %s", cfg.Protocol, k.Format)}
 	case k.Multiboot != nil:
 		plan.Kernel.Protocol = ProtocolMultiboot
 		err = buildMultiboot(plan, a, k, cfg)

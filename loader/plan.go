@@ -34,6 +34,17 @@ func (p Placement) Range() Range { return Range{p.Start, p.End()} }
 // Protocol names how the kernel is entered.
 type Protocol string
 
+// ParseProtocol reads a --protocol value; "auto" and "" mean "from the image".
+func ParseProtocol(s string) (Protocol, error) {
+	switch p := Protocol(s); p {
+	case "", "auto":
+		return "", nil
+	case ProtocolMultiboot, ProtocolLinux32, ProtocolLinux16:
+		return p, nil
+	}
+	return "", fmt.Errorf("--protocol %q: want auto, multiboot, linux32 or linux16", s)
+}
+
 const (
 	ProtocolMultiboot Protocol = "multiboot"
 	ProtocolLinux32   Protocol = "linux32"
@@ -130,7 +141,15 @@ func (p *Plan) Write(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "link address %#x, load address %#x: %s\n", p.LinkAddress, p.LoadAddress, p.Why)
 	fmt.Fprintf(&b, "relocations  %d applied, %d skipped (absolute symbols)\n", p.Relocations, p.SkippedAbsolute)
-	fmt.Fprintf(&b, "entry        eip=%#x eax=%#x ebx=%#x esi=%#x\n", p.Entry.EIP, p.Entry.EAX, p.Entry.EBX, p.Entry.ESI)
+	e := p.Entry
+	if e.RealModeCall != 0 {
+		fmt.Fprintf(&b, "real-mode call %04x:%04x\n", e.RealModeCall>>16, e.RealModeCall&0xffff)
+	}
+	if e.RealModeEntry != 0 {
+		fmt.Fprintf(&b, "entry        real mode %04x:%04x, ds=es=ss=%04x sp=%#x\n", e.RealModeEntry>>16, e.RealModeEntry&0xffff, e.RealModeSeg, e.RealModeSP)
+	} else {
+		fmt.Fprintf(&b, "entry        eip=%#x eax=%#x ebx=%#x esi=%#x\n", e.EIP, e.EAX, e.EBX, e.ESI)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

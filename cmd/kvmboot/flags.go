@@ -59,6 +59,7 @@ type planFlags struct {
 	initrd      string
 	badRAM      []string
 	placement   string
+	protocol    string
 	loadAddress sizeFlag
 	region      rangeFlag
 	noVerify    bool
@@ -73,6 +74,7 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.initrd, "initrd", "", "Linux initrd (placed in good RAM below the kernel's initrd_addr_max)")
 	fs.StringArrayVar(&f.badRAM, "bad-ram", nil, "bad RAM: START-END, START+SIZE, memmap=SIZE$START[,...], badram=ADDR,MASK[,...] (repeatable)")
 	fs.StringVar(&f.placement, "placement", "preferred", "kernel placement policy: preferred, lowest or highest")
+	fs.StringVar(&f.protocol, "protocol", "auto", "boot protocol: auto, multiboot, linux32 (kvmboot decompresses and relocates) or linux16 (the kernel's own setup code)")
 	fs.Var(&f.loadAddress, "load-address", "force the kernel's load address (refused when unaligned, bad or too small)")
 	fs.Var(&f.region, "region", "confine the kernel to START-END and load it at its aligned start (kexec/kdump style)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the in-guest checksum of every placed piece before the jump")
@@ -87,6 +89,9 @@ func (f *planFlags) config(kernel string) (boot.Config, error) {
 		return cfg, err
 	}
 	cfg.Policy = policy
+	if cfg.Protocol, err = loader.ParseProtocol(f.protocol); err != nil {
+		return cfg, err
+	}
 	if f.loadAddress.set {
 		a := f.loadAddress.v
 		cfg.LoadAddress = &a
