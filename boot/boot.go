@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"syscall"
 	"time"
 
 	"kvmboot/boot/testkernel"
@@ -179,6 +180,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Reason += fmt.Sprintf(" (console output could not be written: %v)", err)
 	}
 	res.Timings.Total = ms(time.Since(start))
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		res.PeakRSSKB = ru.Maxrss
+	}
 	return res, nil
 }
 

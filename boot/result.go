@@ -33,6 +33,9 @@ type Result struct {
 	ConsoleBytes int64              `json:"console_bytes"`
 	ConsoleTail  []string           `json:"-"`
 	Timings      Timings            `json:"timings_ms"`
+	// PeakRSSKB is this process's peak resident set (getrusage), which for
+	// the QEMU backend excludes QEMU itself and the guest RAM it holds.
+	PeakRSSKB int64 `json:"peak_rss_kb"`
 }
 
 // PlacementJSON is one placed piece; End is exclusive.
