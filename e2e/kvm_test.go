@@ -12,11 +12,13 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/arch/x86/x86asm"
 
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
 	"kvmboot/loader"
 	"kvmboot/machine"
+	"kvmboot/realmode"
 )
 
 const (
@@ -371,4 +373,52 @@ func TestKVMStubCost(t *testing.T) {
 	if res.Stub.Instructions > 300 || res.Stub.Exits > 10 {
 		t.Errorf("stub costs %d instructions and %d exits; budget 300 and 10", res.Stub.Instructions, res.Stub.Exits)
 	}
+}
+
+// TestKVMTraceMatchesStub: --trace=real shows our stub instruction by
+// instruction from the reset vector, exactly as the firmware image
+// disassembles.
+func TestKVMTraceMatchesStub(t *testing.T) {
+	requireKVM(t)
+	var lines []string
+	res, _, _ := bootTestKernel(t, kvmConfig(boot.Config{Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 1000}))
+	if res.Outcome != machine.Pass {
+		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
+	}
+	lay, err := realmode.ReadLayout(realmode.Firmware)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The reset vector, then the straight-line start of the 16-bit code.
+	want := []string{disasm16(t, realmode.Firmware, int(lay.Reset[0]))}
+	for pc, i := int(lay.Code16[0]), 0; i < 12; i++ {
+		text := disasm16(t, realmode.Firmware, pc)
+		want = append(want, text)
+		inst, _ := x86asm.Decode(realmode.Firmware[pc:], 16)
+		pc += inst.Len
+	}
+	if len(lines) < len(want) {
+		t.Fatalf("trace has %d lines", len(lines))
+	}
+	for i, w := range want {
+		if !strings.HasSuffix(lines[i], w) {
+			t.Errorf("trace line %d = %q, want it to end with %q", i, lines[i], w)
+		}
+	}
+	if !strings.HasPrefix(lines[0], "16 f000:fff0") {
+		t.Errorf("trace starts at %q, want the reset vector f000:fff0", lines[0])
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "32 ") {
+			t.Fatalf("--trace=real went on into 32-bit code: %q", l)
+		}
+	}
+}
+
+func disasm16(t *testing.T, img []byte, pc int) string {
+	inst, err := x86asm.Decode(img[pc:], 16)
+	if err != nil {
+		t.Fatalf("decode at %#x: %v", pc, err)
+	}
+	return x86asm.IntelSyntax(inst, uint64(pc), nil)
 }

@@ -84,6 +84,11 @@ type runner struct {
 	traceLines int
 	stub       *machine.StubCount
 	cpu        *machine.CPUState // captured for a crash report
+	// afterExit is where the vCPU stood at an I/O or MMIO exit while
+	// single-stepping, when the exiting instruction had retired; lastPC is
+	// the linear address of the last single-step stop.
+	afterExit *insnAt
+	lastPC    uint64
 }
 
 func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)) *runner {
@@ -147,6 +152,9 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 			return machine.Crashed("KVM_SET_GUEST_DEBUG: %v", err)
 		}
 		r.stepping = true
+		if at := r.next(); at != nil {
+			r.lastPC = at.linear
+		}
 		r.traceNext()
 	}
 	for r.result == nil {
@@ -158,6 +166,13 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 			r.exits++
 			if r.stepping {
 				r.stepExits++
+			}
+		}
+		if r.stepping && (reason == exitIO || reason == exitMMIO) {
+			// An instruction that exits before it completes (in, an
+			// MMIO read) leaves RIP on itself: nothing can be missed.
+			if at := r.next(); at != nil && at.linear != r.lastPC {
+				r.afterExit = at
 			}
 		}
 		switch reason {
@@ -451,6 +466,16 @@ func (r *runner) cpuState() string {
 func (r *runner) handleStep() {
 	r.steps++
 	pc := binary.LittleEndian.Uint64(r.vm.run[debugPC:]) & 0xFFFFFFFF
+	r.lastPC = pc
+	if p := r.afterExit; p != nil {
+		// kvm_pvm runs the instruction after a completed I/O or MMIO
+		// exit without a single-step trap: account for it here.
+		r.afterExit = nil
+		if pc != p.linear {
+			r.steps++
+			r.trace(p)
+		}
+	}
 	if r.stub == nil && pc == uint64(r.plan.Entry.EIP) {
 		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
 	}
@@ -461,37 +486,57 @@ func (r *runner) handleStep() {
 	}
 }
 
+// insnAt is where the vCPU is about to execute.
+type insnAt struct {
+	cs     uint16
+	eip    uint64
+	linear uint64
+	mode   int
+	paged  bool
+}
+
+// next returns where the vCPU will execute next.
+func (r *runner) next() *insnAt {
+	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	return &insnAt{cs: sregs.CS.Selector, eip: regs.RIP, linear: (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF,
+		mode: cpuMode(sregs), paged: sregs.CR0&1 != 0}
+}
+
 // traceNext prints the instruction the vCPU will execute next.
 func (r *runner) traceNext() {
 	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
 		return
 	}
-	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
-	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
-	if err1 != nil || err2 != nil {
+	if at := r.next(); at != nil {
+		r.trace(at)
+	}
+}
+
+// trace prints one instruction: mode, CS:IP (real mode) or linear EIP,
+// bytes and disassembly. Relative targets are shown as the CPU sees them:
+// offsets in the code segment in 16-bit mode, linear in 32-bit mode.
+func (r *runner) trace(at *insnAt) {
+	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
 		return
 	}
-	mode := cpuMode(sregs)
-	if sregs.CR0&1 != 0 && !r.opts.TraceAll {
+	if at.paged && !r.opts.TraceAll {
 		r.traceLines = r.opts.TraceLimit // left real mode: --trace=real ends here
 		return
 	}
-	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
-	code := r.readPhys(ip, 15)
-	var text string
-	var raw []byte
-	if inst, err := x86asm.Decode(code, mode); err == nil {
-		text = x86asm.IntelSyntax(inst, ip, nil)
-		raw = code[:inst.Len]
-	} else {
-		text = "(undecodable)"
-		raw = code[:min(len(code), 4)]
+	code := r.readPhys(at.linear, 15)
+	pc, loc := at.eip, fmt.Sprintf("%04x:%04x", at.cs, at.eip)
+	if at.mode == 32 {
+		pc, loc = at.linear, fmt.Sprintf("%08x", at.linear)
 	}
-	loc := fmt.Sprintf("%04x:%04x", sregs.CS.Selector, regs.RIP)
-	if mode == 32 {
-		loc = fmt.Sprintf("%08x", ip)
+	text, raw := "(undecodable)", code[:min(len(code), 4)]
+	if inst, err := x86asm.Decode(code, at.mode); err == nil {
+		text, raw = x86asm.IntelSyntax(inst, pc, nil), code[:inst.Len]
 	}
-	r.opts.Trace(fmt.Sprintf("%2d %s  %-24s %s", mode, loc, hexBytes(raw), text))
+	r.opts.Trace(fmt.Sprintf("%2d %s  %-24s %s", at.mode, loc, hexBytes(raw), text))
 	r.traceLines++
 }
 
