@@ -39,9 +39,10 @@ const (
 // malicious or corrupt image cannot exhaust the host's memory.
 const DefaultLimit = 256 << 20
 
-// Magic numbers. LZMA has no magic; like Linux's own decompressor selection
-// (and file(1)), we take the properties byte 0x5D (lc=3 lp=0 pb=2, the only
-// one lzma(1) writes) followed by a dictionary size whose low 16 bits are 0.
+// Magic numbers, as in Linux's lib/decompress.c. LZMA has no magic: Linux
+// takes the properties byte 0x5D (lc=3 lp=0 pb=2, the only one lzma(1)
+// writes) and a 0; we also want the next byte 0, since lzma(1) dictionary
+// sizes are at least 64 KiB and so have 16 low zero bits.
 var (
 	magicGzip      = []byte{0x1f, 0x8b}
 	magicXZ        = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
@@ -84,7 +85,7 @@ func Sniff(b []byte) Compression {
 // For CompressionNone, Decompress returns src itself.
 //
 // Format notes: xz may use the x86 BCJ filter (Linux payloads do). LZ4 comes
-// in Linux's legacy framing (see decodeLZ4Legacy) or the standard frame
+// in Linux's legacy framing (see lz4Legacy) or the standard frame
 // format. A bzip2 stream must not be followed by bytes that start a bzip2
 // header ("BZh1".."BZh9"): like bzip2(1), Decompress reads those as a
 // concatenated stream (Linux's size trailer never looks like one below 784
@@ -366,10 +367,15 @@ func (d *decoder) lz4() ([]byte, error) {
 
 // lz4Legacy decodes the legacy framing itself: pierrec/lz4 reads it too, but
 // only recognizes Linux's size trailer when it equals the output size and
-// fails on any other trailing bytes. Blocks decode straight into the output
-// buffer. The stream ends when fewer than 4 bytes remain, when exactly 4 do
-// (the size trailer), or at a block size of 0 (padding) or above the bound; a
-// repeated magic starts a concatenated stream, which Linux and lz4(1) accept.
+// fails on any other trailing bytes. The stream ends when fewer than 4 bytes
+// remain, when exactly 4 do (the size trailer), or at a block size of 0
+// (padding) or above the bound; a repeated magic starts a concatenated
+// stream, which Linux and lz4(1) accept.
+//
+// Blocks decode straight into the output buffer. A block's output size is
+// only known once decoded, so a block first tries the room left, which with
+// Linux's size trailer as the hint is exactly enough for the last block, and
+// only when that fails does the buffer grow to hold a whole block.
 func (d *decoder) lz4Legacy() ([]byte, error) {
 	src := d.src[len(magicLZ4Legacy):]
 	out := make([]byte, 0, d.initialCap())
@@ -386,15 +392,17 @@ func (d *decoder) lz4Legacy() ([]byte, error) {
 		if int(n) > len(src) {
 			return nil, d.truncated(len(out))
 		}
-		if cap(out)-len(out) < lz4LegacyBlock {
+		room := min(cap(out)-len(out), lz4LegacyBlock)
+		m, err := lz4.UncompressBlock(src[:n], out[len(out):len(out)+room])
+		if err != nil && room < lz4LegacyBlock {
 			// At most one block beyond the limit: the check below
 			// catches a bomb one block late.
 			c := min(max(2*int64(cap(out)), int64(len(out))+lz4LegacyBlock), d.limit+lz4LegacyBlock)
 			grown := make([]byte, len(out), c)
 			copy(grown, out)
 			out = grown
+			m, err = lz4.UncompressBlock(src[:n], out[len(out):len(out)+lz4LegacyBlock])
 		}
-		m, err := lz4.UncompressBlock(src[:n], out[len(out):len(out)+lz4LegacyBlock])
 		if err != nil {
 			return nil, d.corrupt(len(out), err)
 		}

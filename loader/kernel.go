@@ -48,8 +48,11 @@ func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) 
 		if k.ELF, err = ParseELF(k.Raw); err != nil {
 			return nil, err
 		}
-		if k.ELF.Relocs, err = LinuxRelocs(blob, elfEnd); err != nil {
-			return nil, err
+		// A kernel built without CONFIG_RELOCATABLE has no table.
+		if bz.Header.RelocatableKernel != 0 {
+			if k.ELF.Relocs, err = LinuxRelocs(blob, elfEnd); err != nil {
+				return nil, err
+			}
 		}
 		return k, nil
 	}
