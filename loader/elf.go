@@ -53,6 +53,9 @@ func ParseELF(raw []byte) (*ELFImage, error) {
 	if f.Class != elf.ELFCLASS32 {
 		return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("%v image: kvmboot boots ELF32 i386 kernels", f.Class)}
 	}
+	if f.Data != elf.ELFDATA2LSB {
+		return nil, &FormatError{Context: "ELF", Msg: "big-endian image: i386 kernels are little-endian"}
+	}
 	if f.Machine != elf.EM_386 {
 		return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("machine %v: kvmboot boots i386 kernels", f.Machine)}
 	}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 )
 
 // FailurePatterns are console lines that end a run as a crash at once: a
@@ -40,7 +41,14 @@ type Console struct {
 	verdict  *Verdict
 	done     chan struct{}
 	werr     error
+	// idle checks an unterminated line against expect once output pauses:
+	// prompts ("login: ") never end with a newline.
+	idle *time.Timer
 }
+
+// promptIdle is how long output must pause before an unterminated line is
+// matched against --expect.
+const promptIdle = 50 * time.Millisecond
 
 // Verdict is what the console saw that ends a run.
 type Verdict struct {
@@ -80,7 +88,23 @@ func (c *Console) Write(p []byte) (int, error) {
 		c.endLine()
 		p = p[i+1:]
 	}
+	if c.expect != nil && c.verdict == nil && len(c.line) > 0 {
+		if c.idle == nil {
+			c.idle = time.AfterFunc(promptIdle, c.matchPartial)
+		} else {
+			c.idle.Reset(promptIdle)
+		}
+	}
 	return n, nil
+}
+
+// matchPartial matches the unterminated last line against expect.
+func (c *Console) matchPartial() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verdict == nil && len(c.line) > 0 && c.expect.Match(c.line) {
+		c.decide(&Verdict{Expected: true, Line: strings.TrimRight(string(c.line), "\r")})
+	}
 }
 
 func (c *Console) appendLine(p []byte) {

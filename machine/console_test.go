@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // done reports whether c's Done channel is closed.
@@ -307,5 +308,20 @@ func TestConsoleConcurrent(t *testing.T) {
 		if !regexp.MustCompile(`^w\d line \d+$`).MatchString(l) {
 			t.Errorf("torn line in Tail: %q", l)
 		}
+	}
+}
+
+// TestConsoleExpectPrompt: a prompt without a newline matches once the
+// output pauses.
+func TestConsoleExpectPrompt(t *testing.T) {
+	c := NewConsole(nil, regexp.MustCompile(`login: $`))
+	c.Write([]byte("Debian GNU/Linux\nhost login: "))
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("prompt never matched")
+	}
+	if v := c.Verdict(); v == nil || !v.Expected || v.Line != "host login: " {
+		t.Fatalf("verdict %+v", v)
 	}
 }

@@ -51,6 +51,9 @@ func (m *GuestMemory) Write(addr uint64, p []byte) error {
 // zeros up to its size (bss, and whatever an earlier boot left there).
 func (m *GuestMemory) Load(plan *loader.Plan) error {
 	for _, p := range plan.Placements {
+		if uint64(len(p.Data)) > p.Size {
+			return fmt.Errorf("%s: %d bytes of data in a %d-byte placement", p.What, len(p.Data), p.Size)
+		}
 		s, err := m.Slice(p.Start, p.Size)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.What, err)

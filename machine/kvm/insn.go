@@ -11,6 +11,7 @@ type cpuRegs struct {
 	gpr    map[x86asm.Reg]uint32 // EAX..EDI
 	dsBase uint64
 	ssBase uint64
+	esBase uint64 // string destinations (stos, movs) and es: overrides
 }
 
 // faultingInstruction finds the instruction that made a memory access at
@@ -138,7 +139,10 @@ func (r cpuRegs) matches(inst x86asm.Inst, addr uint64) bool {
 			ea += r.reg32(m.Index) * uint32(m.Scale)
 		}
 		seg := r.dsBase
-		if m.Segment == x86asm.SS || m.Base == x86asm.ESP || m.Base == x86asm.EBP || m.Base == x86asm.SP || m.Base == x86asm.BP {
+		switch {
+		case m.Segment == x86asm.ES:
+			seg = r.esBase
+		case m.Segment == x86asm.SS, m.Segment == 0 && (m.Base == x86asm.ESP || m.Base == x86asm.EBP || m.Base == x86asm.SP || m.Base == x86asm.BP):
 			seg = r.ssBase
 		}
 		if inst.AddrSize == 16 {

@@ -284,7 +284,9 @@ func TestMatches(t *testing.T) {
 		}
 		return inst
 	}
-	stack := cpuRegs{gpr: regs32(0x100, 2, 0, 0x200, 0x1000, 0x3000, 0, 0x4000), dsBase: 0x10000, ssBase: 0x20000}
+	stack := cpuRegs{gpr: regs32(0x100, 2, 0, 0x200, 0x1000, 0x3000, 0, 0x4000), dsBase: 0x10000, ssBase: 0x20000, esBase: 0x10000}
+	otherES := stack
+	otherES.esBase = 0x30000
 	for _, tc := range []struct {
 		name string
 		b    []byte
@@ -305,6 +307,8 @@ func TestMatches(t *testing.T) {
 		{"byte store covers 1 byte", []byte{0x88, 0x03}, 32, stack, 0x10201, false},
 		{"stosd after the step", []byte{0xAB}, 32, stack, 0x10000 + 0x4000 - 4, true},
 		{"stosd after a backward step", []byte{0xAB}, 32, stack, 0x10000 + 0x4000 + 4, true},
+		{"stosd writes through ES, not DS", []byte{0xAB}, 32, otherES, 0x30000 + 0x4000, true},
+		{"stosd does not write through DS", []byte{0xAB}, 32, otherES, 0x10000 + 0x4000, false},
 		{"stosd two steps away", []byte{0xAB}, 32, stack, 0x10000 + 0x4000 - 8, false},
 		{"no memory operand", []byte{0x01, 0xD0}, 32, stack, 0x10000, false}, // add eax, edx
 		{"address above 4 GiB", []byte{0x89, 0x03}, 32, stack, 1<<32 + 0x10200, false},
