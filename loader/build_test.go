@@ -85,7 +85,7 @@ func planPlacement(t *testing.T, p *Plan, what string) Placement {
 // stubParams is the parameter block decoded with realmode's offsets.
 type stubParams struct {
 	magic, version, eip, eax, ebx, esi, esp, flags, n uint32
-	checks                                           []realmode.Check
+	checks                                            []realmode.Check
 }
 
 func decodeParams(t *testing.T, b []byte) stubParams {
@@ -296,7 +296,7 @@ func TestBuildPolicies(t *testing.T) {
 	}{
 		{PolicyPreferred, nil, 0x1000000},
 		{"", nil, 0x1000000},
-		{PolicyLowest, nil, 0x100000},                        // lowest fit at or above 1 MiB
+		{PolicyLowest, nil, 0x100000},                           // lowest fit at or above 1 MiB
 		{PolicyLowest, []Range{{0x100000, 0x100001}}, 0x101000}, // page-aligned past a bad byte
 		{PolicyHighest, nil, highest},
 		{PolicyHighest, []Range{{mem - 1, mem}}, (mem - 1 - k.size) &^ 0xFFF}, // bad RAM is byte-exact in the plan

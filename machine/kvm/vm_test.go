@@ -17,7 +17,14 @@ const tMiB = 1 << 20
 // may be (or the guest takes a spurious bad-RAM exit).
 func TestBackedRanges(t *testing.T) {
 	const mem = 64 * tMiB
-	type R = loader.Range
+	type R struct{ start, end uint64 } // local: loader.Range literals would need keys
+	ranges := func(rs []R) []loader.Range {
+		var out []loader.Range
+		for _, r := range rs {
+			out = append(out, loader.Range{Start: r.start, End: r.end})
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name string
 		bad  []R
@@ -74,11 +81,12 @@ func TestBackedRanges(t *testing.T) {
 			[]R{{0, mem}},
 			nil},
 	} {
-		got := backedRanges(mem, tc.bad)
-		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, tc.want)
+		bad, want := ranges(tc.bad), ranges(tc.want)
+		got := backedRanges(mem, bad)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, want)
 		}
-		checkBacked(t, tc.name, mem, tc.bad, got)
+		checkBacked(t, tc.name, mem, bad, got)
 	}
 }
 
