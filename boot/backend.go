@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -231,7 +230,7 @@ func bootID() string {
 }
 
 func qemuBinaryID() string {
-	p, err := exec.LookPath(qemu.DefaultBinary)
+	p, err := qemu.BinaryPath()
 	if err != nil {
 		return "none"
 	}

@@ -21,6 +21,7 @@ import (
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
 	"kvmboot/machine"
+	"kvmboot/machine/faults"
 	"kvmboot/machine/kvm"
 )
 
@@ -62,6 +63,12 @@ type Config struct {
 	TraceAll   bool
 	// AfterPlace is a test hook run with guest RAM after the plan is placed.
 	AfterPlace func(ram []byte)
+
+	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (KVM backend only); memtest.go
+	Seed          uint64         // --seed: memtest patterns and the flip fault model
+	Memtest       string         // --memtest: "" (none), "quick" or "thorough": test RAM in the guest first; memtest.go
+	MemtestRanges []loader.Range // --memtest-range: what the memtest covers (nil: all usable RAM)
+	MemtestCount  bool           // --memtest-count: single-step a few pages for instructions per page (KVM)
 }
 
 // ModuleSpec is a Multiboot module: a file and its string.
@@ -137,6 +144,13 @@ func readInput(path string) ([]byte, error) {
 // so too, with outcome "error" and status 126. Everything the guest did is
 // in the Result.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Memtest != "" || len(cfg.Faulty) > 0 {
+		return runFaulty(ctx, cfg) // memtest.go: memtest first, and faulty RAM only where it can be injected
+	}
+	return run(ctx, cfg)
+}
+
+func run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
 	res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}}
 	if cfg.Kernel == "" {
@@ -165,7 +179,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	mr, err := backend.Run(ctx, plan, machine.Options{
 		Timeout: timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: plan.Map.Ranges(loader.KindBad),
 		CountStub: cfg.CountStub, Trace: cfg.Trace, TraceLimit: cfg.TraceLimit, TraceAll: cfg.TraceAll,
-		AfterPlace: cfg.AfterPlace,
+		AfterPlace: cfg.AfterPlace, Faulty: cfg.Faulty, FaultSeed: cfg.Seed,
 	})
 	if err != nil {
 		if errors.Is(err, kvm.ErrNoKVM) {

@@ -3,6 +3,8 @@ package boot
 import (
 	"kvmboot/loader"
 	"kvmboot/machine"
+	"kvmboot/machine/faults"
+	"kvmboot/machine/memtest"
 )
 
 // Result is the outcome of a run, shaped as DESIGN.md §3's result JSON.
@@ -36,6 +38,9 @@ type Result struct {
 	// PeakRSSKB is this process's peak resident set (getrusage), which for
 	// the QEMU backend excludes QEMU itself and the guest RAM it holds.
 	PeakRSSKB int64 `json:"peak_rss_kb"`
+
+	Memtest   *memtest.Report `json:"memtest,omitempty"`    // --memtest: what the in-guest test found (memtest.go)
+	FaultyRAM *faults.Stats   `json:"faulty_ram,omitempty"` // --faulty-ram: what the guest did to it
 }
 
 // PlacementJSON is one placed piece; End is exclusive.
@@ -89,6 +94,7 @@ func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
 		r.BadRAMAccesses = []machine.BadAccess{}
 	}
 	r.Stub, r.Exits, r.CPU = m.Stub, m.Exits, m.CPU
+	r.FaultyRAM = m.Faulty
 	r.VMM = m.Backend
 	r.Timings.Setup = ms(m.Setup)
 	r.Timings.Boot = ms(m.Boot)

@@ -42,9 +42,10 @@ type Config struct {
 // Low-memory window for boot information: above the stub, below the
 // EBDA/VGA hole, where a BIOS-era kernel can reach it.
 const (
-	lowInfoMin = realmode.StubHigh
-	lowInfoMax = 0xA0000
-	oneMiB     = 1 << 20
+	biosDataEnd = 0x500 // the IVT (0x400 bytes) and the BDA (0x100)
+	lowInfoMin  = realmode.StubHigh
+	lowInfoMax  = 0xA0000
+	oneMiB      = 1 << 20
 )
 
 // Build reads the kernel, plans where every piece goes and returns the
@@ -54,7 +55,13 @@ func Build(cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Refuse before laying the image out: a small file can claim gigabytes
+	// of bss.
+	if need := k.memoryNeed(); need > cfg.MemSize {
+		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", FormatSize(need), FormatSize(cfg.MemSize))}
+	}
 	m := NewMemoryMap(cfg.MemSize)
+	MarkBIOSAreas(m)
 	for _, b := range cfg.BadRAM {
 		m.Set(b, KindBad)
 	}
@@ -70,8 +77,27 @@ func Build(cfg Config) (*Plan, error) {
 		return nil, err
 	}
 	plan.add(Placement{What: "stub", Name: "GDT, TSS, stack", Start: realmode.StubLow, Size: realmode.ParamsAddr - realmode.StubLow})
+	// What the in-guest BIOS writes at reset: vectors and BDA, its tables,
+	// the EBDA (reserved in the map, so check it is not bad instead).
+	if err := a.Claim("interrupt vectors and BIOS data area", Range{0, biosDataEnd}); err != nil {
+		return nil, err
+	}
+	if err := a.Claim("BIOS tables", BIOSTablesRange); err != nil {
+		return nil, err
+	}
+	if !m.IsAll(EBDARange, KindReserved) {
+		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
+	}
+	plan.add(Placement{What: "bios", Name: "interrupt vectors, BIOS data area", Start: 0, Size: biosDataEnd})
+	tables, err := BIOSTables(m, cfg.MemSize, nil)
+	if err != nil {
+		return nil, err
+	}
+	plan.add(BIOSTablesPlacement(tables))
 
 	switch {
+	case k.BzImage != nil && k.BzImage.Setup == nil && cfg.Protocol == ProtocolLinux16:
+		err = &FormatError{Context: "kernel", Msg: "this image (kvmboot mkelf) carries Linux's setup header but not its real-mode setup code: it boots with --protocol linux32"}
 	case k.BzImage != nil && cfg.Protocol == ProtocolLinux16:
 		plan.Kernel.Protocol = ProtocolLinux16
 		err = buildLinux16(plan, a, k, cfg)
@@ -170,6 +196,7 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 	} else {
 		ki.noRelocs = "it has no relocation info (link it with --emit-relocs)"
 	}
+	k.constrainImage(ki)
 	return ki, nil
 }
 

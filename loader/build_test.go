@@ -148,7 +148,7 @@ func TestBuildDefault(t *testing.T) {
 		t.Errorf("boot_info placement at %#x size %#x", info.Start, info.Size)
 	}
 	mi := decodeMBInfo(t, info.Data, uint32(info.Start))
-	if mi.cmdline != "kt.exit=0" || mi.loaderName != "kvmboot" || mi.memLower != 640 || mi.memUpper != 63*1024 || len(mi.mods) != 0 {
+	if mi.cmdline != "kt.exit=0" || mi.loaderName != "kvmboot" || mi.memLower != 639 || mi.memUpper != 63*1024 || len(mi.mods) != 0 {
 		t.Errorf("info: %+v", mi)
 	}
 	params := planPlacement(t, p, "params")
@@ -156,7 +156,8 @@ func TestBuildDefault(t *testing.T) {
 		t.Errorf("params placement at %#x size %#x verify %v", params.Start, params.Size, params.Verify)
 	}
 	checkParams(t, p)
-	if p.Map.Regions()[0] != (Region{Range{0, 0xA0000}, KindRAM}) || p.MemSize != 64*btMiB {
+	// Low RAM ends at the EBDA the in-guest BIOS keeps below 640 KiB.
+	if p.Map.Regions()[0] != (Region{Range{0, 0x9FC00}, KindRAM}) || p.MemSize != 64*btMiB {
 		t.Errorf("map %v, memsize %#x", p.Map.Regions(), p.MemSize)
 	}
 	var out strings.Builder

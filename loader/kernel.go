@@ -17,6 +17,9 @@ type Kernel struct {
 	ELF       *ELFImage
 	Multiboot *MultibootHeader
 	BzImage   *BzImage // when the file is a Linux bzImage
+	// Note is kvmboot's note (kvmboot mkelf), verified. A LINUX_SETUP
+	// descriptor also sets BzImage, with the setup header only.
+	Note *Note
 }
 
 // OpenKernel identifies a kernel by its content (never its name),
@@ -87,6 +90,9 @@ func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) 
 	if img.Relocs, err = EmitRelocs(img.File); err != nil {
 		return nil, err
 	}
+	if err := k.applyNote(); err != nil {
+		return nil, err
+	}
 	return k, nil
 }
 
@@ -104,4 +110,20 @@ func decompressCached(c Compression, src []byte, limit int64, cache *kcache.Cach
 		cache.Put(key, out) // best effort: a cache that cannot be written only costs time
 	}
 	return out, err
+}
+
+// memoryNeed is how much memory the kernel occupies from its load address,
+// bss included, as its headers claim.
+func (k *Kernel) memoryNeed() uint64 {
+	var need uint64
+	if k.ELF != nil {
+		need = k.ELF.End - k.ELF.Base
+	}
+	if h := k.Multiboot; h != nil && h.Flags&MBAddressFields != 0 && h.BSSEndAddr > h.LoadAddr {
+		need = max(need, uint64(h.BSSEndAddr-h.LoadAddr))
+	}
+	if k.BzImage != nil {
+		need = max(need, uint64(k.BzImage.Header.InitSize))
+	}
+	return need
 }

@@ -57,6 +57,7 @@ func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	} else {
 		ki.noRelocs = "the bzImage says it is not relocatable"
 	}
+	k.constrainImage(ki)
 	if err := placeKernel(plan, a, ki, cfg); err != nil {
 		return err
 	}

@@ -7,9 +7,11 @@ package machine
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/machine/faults"
 )
 
 // Outcome is how a run ended.
@@ -67,6 +69,9 @@ type Options struct {
 	// AfterPlace is a test hook: it runs after the plan is in guest memory
 	// and before the first instruction, with guest RAM as a byte slice.
 	AfterPlace func(ram []byte)
+	Faulty     []faults.Range // RAM that misbehaves undeclared (--faulty-ram): KVM backend only; FaultSeed drives the flip model
+	FaultSeed  uint64
+	COM2       io.Writer // receives what the guest sends on the second UART (0x2f8, the memtest channel); nil: no COM2
 }
 
 // StubCount is what CountStub measured.
@@ -90,6 +95,7 @@ type Result struct {
 	Boot           time.Duration // first instruction to the end
 	Setup          time.Duration // backend start to first instruction
 	Backend        string        // "kvm", "qemu/tcg", ...
+	Faulty         *faults.Stats // what the guest did to faulty RAM (KVM backend, with Options.Faulty)
 }
 
 // Backend executes a plan.

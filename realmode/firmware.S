@@ -87,6 +87,9 @@ start:
 	movw	%ax, %ss
 	movw	$STACK_TOP, %sp
 
+	/* The BIOS (bios.S): vectors, BDA, EBDA, from the loader's tables. */
+	call	bios_init
+
 	/* A20 through the fast gate; bit 0 would reset the machine. */
 	inb	$0x92, %al
 	orb	$0x02, %al

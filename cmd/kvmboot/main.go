@@ -38,7 +38,7 @@ func run(args []string) (status int) {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCommand(), planCommand(), inspectCommand(), probeCommand())
+	root.AddCommand(runCommand(), planCommand(), inspectCommand(), probeCommand(), smokeCommand(), mkelfCommand(), completionCommand())
 	root.SetArgs(args)
 	err := root.Execute()
 	var ee exitError

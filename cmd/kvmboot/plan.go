@@ -2,23 +2,38 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"kvmboot/boot"
+	"kvmboot/loader"
+	"kvmboot/loader/svg"
 )
 
 func planCommand() *cobra.Command {
 	var (
-		pf     planFlags
-		asJSON bool
+		pf       planFlags
+		asJSON   bool
+		svgPath  string
+		svgFound []string
 	)
 	cmd := &cobra.Command{
-		Use:   "plan [flags] KERNEL",
+		Use:   "plan [flags] [KERNEL]",
 		Short: "Print the memory map and where every piece would go, without KVM",
+		Long: `Plan the boot of KERNEL (default: the built-in test kernel) as run would, and
+print it instead of booting: the guest's memory map (RAM, reserved, bad), every
+piece's address range (kernel, initrd, modules, command line, boot
+information, stub), the kernel's link and load addresses with the reason for
+the choice, the relocations applied, and the entry state. Nothing runs and no
+/dev/kvm is needed.
+
+--svg FILE also draws the plan as a picture of guest memory (see
+docs/plan-example.svg).`,
 		Example: `  kvmboot plan --bad-ram 16M-32M kernel.elf
-  kvmboot plan --bad-ram 'badram=0x01000000,0xff000000' --json kernel.elf.gz`,
+  kvmboot plan --bad-ram 'badram=0x01000000,0xff000000' --json kernel.elf.gz
+  kvmboot plan --bad-ram 16M-20M --bad-ram 'memmap=8M$36M' --initrd initrd.img --svg plan.svg vmlinuz`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kernel := ""
@@ -29,9 +44,26 @@ func planCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var found []loader.Range
+			for _, spec := range svgFound {
+				rs, err := loader.ParseBadRAM(spec, cfg.MemSize)
+				if err != nil {
+					return fmt.Errorf("--svg-found %q: %w", spec, err)
+				}
+				found = append(found, rs...)
+			}
 			plan, err := boot.Plan(cfg)
 			if err != nil {
 				return err
+			}
+			if svgPath != "" {
+				opts := svg.Options{Found: found}
+				if len(found) > 0 {
+					opts.Caption = "memtest faults drawn from --svg-found: given by hand, not found by a memory test in this run"
+				}
+				if err := writeFileAtomic(svgPath, svg.Render(plan, opts)); err != nil {
+					return err
+				}
 			}
 			if asJSON {
 				res := boot.PlanResult(plan)
@@ -44,5 +76,25 @@ func planCommand() *cobra.Command {
 	}
 	pf.bind(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON (the result object's plan fields)")
+	cmd.Flags().StringVar(&svgPath, "svg", "", "also draw the plan as an SVG picture of guest memory into `FILE`")
+	cmd.Flags().StringArrayVar(&svgFound, "svg-found", nil, "draw `RANGE` in the picture as a fault a memory test found (picture only; same syntax as --bad-ram; repeatable)")
+	completeValues(cmd, "placement", "preferred", "lowest", "highest")
+	completeValues(cmd, "protocol", "auto", "multiboot", "linux32", "linux16")
 	return cmd
+}
+
+// runSVG draws the plan of a run into path: cfg planned again with found
+// (what --memtest found, which the run added to the bad RAM it avoided)
+// marked as memtest faults. For `kvmboot run --svg FILE`.
+func runSVG(path string, cfg boot.Config, found []loader.Range) error {
+	cfg.BadRAM = append(append([]loader.Range(nil), cfg.BadRAM...), found...)
+	plan, err := boot.Plan(cfg)
+	if err != nil {
+		return err
+	}
+	opts := svg.Options{Found: found}
+	if len(found) > 0 {
+		opts.Caption = "memtest faults: found by the in-guest memory test of this run, then avoided as bad RAM"
+	}
+	return writeFileAtomic(path, svg.Render(plan, opts))
 }

@@ -62,7 +62,13 @@ func writeProbe(h *boot.HostProbe) {
 	fmt.Fprintf(w, "runs the entry stub\t%s\t%s\t%s\n", yes(k.ProtectedMode), yes(q.TCG), yes(q.KVM))
 	fmt.Fprintf(w, "32-bit paging\t%s\t%s\t%s\n", yes(k.Paging32), yes(q.TCG), yes(q.KVMPaging))
 	fmt.Fprintf(w, "guest instructions/s\t%.3g\t\t\n", k.InstructionsPerSecond)
-	fmt.Fprintf(w, "probe guest run\t%.1f ms setup\t%.0f ms\t%.0f ms\n", k.SetupMillis, q.TCGMillis, q.KVMMillis)
+	millis := func(v float64) string {
+		if v == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f ms", v)
+	}
+	fmt.Fprintf(w, "probe guest run\t%.1f ms setup\t%s\t%s\n", k.SetupMillis, millis(q.TCGMillis), millis(q.KVMMillis))
 	fmt.Fprintf(w, "i386 Linux can boot\t%s\t%s\t%s\n", yes(k.CanBootLinux()), yes(q.Found && q.TCG), yes(q.CanBootLinuxKVM()))
 	w.Flush()
 

@@ -32,6 +32,7 @@ func runCommand() *cobra.Command {
 		countStub   bool
 		showPlan    bool
 		verbose     bool
+		mt          memtestFlags // memtest_flags.go
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] [KERNEL]",
@@ -52,6 +53,9 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			}
 			cfg, err := pf.config(kernel)
 			if err != nil {
+				return err
+			}
+			if err := mt.apply(&cfg); err != nil {
 				return err
 			}
 			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = vmm, accel, timeout, countStub
@@ -111,6 +115,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 				plan.Write(os.Stderr)
 			}
 			res, err := boot.Run(ctx, cfg)
+			mt.report(os.Stderr, res)
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -128,6 +133,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 	}
 	fs := cmd.Flags()
 	pf.bind(fs)
+	mt.bind(fs)
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (status 124)")
 	fs.StringVar(&expect, "expect", "", "regular expression: a console line matching it ends the run with status 0")
 	fs.StringVar(&consolePath, "console", "", "write the guest console to FILE (complete, also on timeout or crash)")

@@ -16,6 +16,7 @@ import (
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/devices"
+	"kvmboot/machine/faults"
 	"kvmboot/realmode"
 )
 
@@ -32,7 +33,11 @@ func (Backend) Name() string { return "kvm" }
 // failures to set up the VM; everything the guest does is in the Result.
 func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Options) (*machine.Result, error) {
 	start := time.Now()
-	vm, err := New(plan.MemSize, opts.BadRAM)
+	faulty, err := faults.NewSet(faults.Subtract(opts.Faulty, opts.BadRAM), opts.FaultSeed) // declared bad RAM stays bad
+	if err != nil {
+		return nil, err
+	}
+	vm, err := newVM(plan.MemSize, opts.BadRAM, faulty)
 	if err != nil {
 		return nil, err
 	}
@@ -55,6 +60,7 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	res.Boot = time.Since(setup)
 	res.Exits = r.exits
 	res.BadRAMAccesses = r.badAccesses
+	res.Faulty = vm.faulty.Stats()
 	res.Backend = "kvm"
 	return res, nil
 }
@@ -110,6 +116,9 @@ func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)
 		gokvm.IRQLineStatus(uintptr(vm.vmFd), 4, lvl)
 	})
 	r.bus.Register(devices.PortCOM1, 8, devices.UARTPorts{UART: uart, Base: devices.PortCOM1})
+	if opts.COM2 != nil { // polled only (the memtest channel): no interrupt line
+		r.bus.Register(devices.PortCOM2, 8, devices.UARTPorts{UART: devices.NewUART(opts.COM2, nil), Base: devices.PortCOM2})
+	}
 	sys := &devices.System{MemSize: plan.MemSize, Exit: r.guestExit, Reset: r.reset}
 	sys.Attach(&r.bus)
 	return r
@@ -292,9 +301,11 @@ func (r *runner) handleMMIO() {
 	if r.touchesBad(addr, uint64(n)) {
 		r.badAccess(addr, n, write)
 	}
+	handled := r.vm.faulty.Access(r.vm.ram, addr, data, write) // faulty RAM: through its model
 	for i := range data {
 		a := addr + uint64(i)
 		switch {
+		case handled&(1<<i) != 0:
 		case a < r.vm.mem.Size() && r.isBad(a):
 			// Bad RAM keeps what it held, writes are lost, reads come
 			// back with every bit flipped.
@@ -365,7 +376,7 @@ func (r *runner) badAccess(addr uint64, n int, write bool) {
 	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
 	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
 	if err1 == nil && err2 == nil {
-		cr := cpuRegs{dsBase: sregs.DS.Base, ssBase: sregs.SS.Base, gpr: map[x86asm.Reg]uint32{
+		cr := cpuRegs{dsBase: sregs.DS.Base, ssBase: sregs.SS.Base, esBase: sregs.ES.Base, gpr: map[x86asm.Reg]uint32{
 			x86asm.EAX: uint32(regs.RAX), x86asm.ECX: uint32(regs.RCX), x86asm.EDX: uint32(regs.RDX), x86asm.EBX: uint32(regs.RBX),
 			x86asm.ESP: uint32(regs.RSP), x86asm.EBP: uint32(regs.RBP), x86asm.ESI: uint32(regs.RSI), x86asm.EDI: uint32(regs.RDI),
 		}}

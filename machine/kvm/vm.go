@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	gokvm "github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 
 	"kvmboot/loader"
 	"kvmboot/machine"
+	"kvmboot/machine/faults"
 	"kvmboot/realmode"
 )
 
@@ -48,6 +50,7 @@ type VM struct {
 	// outside them exits as MMIO.
 	backed []loader.Range
 	bad    []loader.Range
+	faulty *faults.Set // --faulty-ram: left out of the slots like bad RAM, every access served through its fault model
 	slots  int
 }
 
@@ -56,7 +59,9 @@ var ErrNoKVM = errors.New("no usable /dev/kvm")
 
 // New creates a VM with memSize bytes of RAM, leaving the pages that hold
 // any byte of bad out of its memory slots.
-func New(memSize uint64, bad []loader.Range) (vm *VM, err error) {
+func New(memSize uint64, bad []loader.Range) (*VM, error) { return newVM(memSize, bad, nil) }
+
+func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err error) {
 	if memSize%pageSize != 0 || memSize < 2<<20 || memSize > MaxMemory {
 		return nil, fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(memSize), loader.FormatSize(MaxMemory))
 	}
@@ -64,7 +69,7 @@ func New(memSize uint64, bad []loader.Range) (vm *VM, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoKVM, err)
 	}
-	vm = &VM{dev: dev, vmFd: -1, vcpuFd: -1, bad: loader.MergeRanges(bad)}
+	vm = &VM{dev: dev, vmFd: -1, vcpuFd: -1, bad: loader.MergeRanges(bad), faulty: faulty}
 	defer func() {
 		if err != nil {
 			vm.Close()
@@ -113,7 +118,7 @@ func (vm *VM) mapMemory(memSize uint64) error {
 	}
 	copy(vm.rom, realmode.Firmware)
 
-	vm.backed = backedRanges(memSize, vm.bad)
+	vm.backed = backedRanges(memSize, append(slices.Clone(vm.bad), vm.faulty.Ranges()...))
 	limit, _ := gokvm.CheckExtension(vm.dev.Fd(), gokvm.CapNRMemSlots)
 	if need := len(vm.backed) + 2; limit > 0 && need > int(limit) {
 		return fmt.Errorf("bad RAM splits guest memory into %d pieces; this KVM allows %d memory slots", len(vm.backed), limit-2)

@@ -12,7 +12,14 @@
 // (-object memory-backend-file,share=on) that kvmboot maps too: file offset
 // = guest physical address, since a pc machine keeps up to 3.5 GiB below the
 // PCI hole and kvmboot allows at most 3 GiB. QEMU starts paused (-S) and the
-// guest runs after kvmboot has connected to QMP on a private socket.
+// guest runs after kvmboot has connected to QMP on a private socket. The
+// files live in a private folder (mode 0700) and the RAM file in /dev/shm;
+// both are removed as soon as QEMU has opened them, before the guest's
+// first instruction, so a kvmboot killed by SIGKILL leaves nothing behind.
+// The PC is trimmed of what only ACPI would describe (our firmware passes
+// no ACPI tables): -machine pc,acpi=off,hpet=off,smbus=off,vmport=off, no
+// TPR-patching ROM. Debian's qemu-system-i386 is a shell script that runs
+// /usr/libexec/qemu-system-i386; kvmboot runs that binary directly.
 //
 // What the guest does becomes an outcome this way:
 //
@@ -34,8 +41,11 @@
 //     internal-error): a crash, with registers.
 //   - On a timeout kvmboot stops the guest through QMP and quits QEMU; when
 //     the console sees a panic pattern or the --expect match, QEMU is
-//     killed at once. QEMU runs with Pdeathsig SIGKILL, so it dies with
-//     kvmboot.
+//     killed at once. The console arrives through a pipe, so QEMU's exit or
+//     a reset may reach kvmboot before the line the guest printed first: a
+//     console verdict found once the pipe is drained wins over them, as it
+//     does on our KVM machine. QEMU runs with Pdeathsig SIGKILL (from a
+//     thread kept alive until QEMU exits), so it dies with kvmboot.
 //
 // # Bad RAM
 //

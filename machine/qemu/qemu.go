@@ -67,6 +67,10 @@ func (b Backend) accel() string {
 	return b.Accel
 }
 
+// BinaryPath is the QEMU binary a Backend with no Binary runs (what PATH's
+// qemu-system-i386 leads to), or ErrNoQEMU.
+func BinaryPath() (string, error) { return lookBinary("") }
+
 // lookBinary finds the QEMU binary.
 func lookBinary(bin string) (string, error) {
 	if bin == "" {
@@ -76,7 +80,37 @@ func lookBinary(bin string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNoQEMU, err)
 	}
-	return p, nil
+	return unwrap(p), nil
+}
+
+// wrapperExe finds the binary in Debian's qemu-system-i386, a shell script
+// that runs "exe=/usr/libexec/qemu-system-i386" unless it is given -xen-*
+// options (kvmboot never passes them).
+var wrapperExe = regexp.MustCompile(`(?m)^exe=(/\S+)$`)
+
+// unwrap returns the binary a Debian QEMU wrapper script runs, or p: going
+// straight to it saves a shell's start-up on every run.
+func unwrap(p string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return p
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	if !bytes.HasPrefix(head, []byte("#!")) || !bytes.Contains(head, []byte("xen")) {
+		return p
+	}
+	m := wrapperExe.FindSubmatch(head)
+	if m == nil {
+		return p
+	}
+	exe := string(m[1])
+	if st, err := os.Stat(exe); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		return p
+	}
+	return exe
 }
 
 // Run boots plan under QEMU and watches it until an outcome. The error is
@@ -141,6 +175,7 @@ type run struct {
 	qmp       *qmpClient
 	setupDone time.Time
 	accesses  []machine.BadAccess
+	logFile   *os.File          // QEMU's -D log, open past its removal
 	regs      *cpuRegs          // read at a crash
 	cpu       *machine.CPUState // the same, for the result
 }
@@ -161,21 +196,23 @@ func (r *run) prepare() error {
 	if r.opts.CountStub || r.opts.Trace != nil {
 		r.log("--count-stub and --trace need the KVM backend; QEMU runs without them")
 	}
-	var bad []loader.Range
 	if r.b.Kernel {
 		err = r.prepareKernel()
 	} else {
 		err = r.preparePlan()
-		// The loader may have put pieces into bad RAM on purpose (forced
-		// addresses): those bytes are the loader's, not the guest's.
-		bad = canaryRanges(r.opts.BadRAM, r.plan.Placements, r.plan.MemSize)
 	}
 	if err != nil {
 		return err
 	}
-	if r.b.Kernel {
-		bad = canaryRanges(r.opts.BadRAM, nil, r.plan.MemSize)
+	// The plan's pieces are the loader's bytes even where it put them into
+	// bad RAM on purpose (a forced address): they get no canary. QEMU's own
+	// loader in the reference run is guest code and is watched like the
+	// kernel.
+	var placed []loader.Placement
+	if !r.b.Kernel {
+		placed = r.plan.Placements
 	}
+	bad := canaryRanges(r.opts.BadRAM, placed, r.plan.MemSize)
 	for _, rg := range bad {
 		fillCanary(r.ram[rg.Start:rg.End], rg.Start)
 	}
@@ -231,7 +268,7 @@ func (r *run) preparePlan() error {
 				d := bytes.Clone(p.Data)
 				d[realmode.OffFlags] |= realmode.FlagTableCRC
 				placements[i].Data = d
-				r.log("KVM is kvm_pvm: the stub computes checksums with a table, not SSE4.2's crc32")
+				r.log("KVM is kvm_pvm: the stub computes checksums with a table, not SSE4.2's crc32 (this KVM's emulator lacks it); RDRAND cannot be hidden from the guest here, and a guest that runs it stops with a KVM internal error")
 			}
 		}
 	}
@@ -383,12 +420,26 @@ func (r *run) startQEMU(ctx context.Context) error {
 	if err := r.qmp.handshake(hctx); err != nil {
 		return r.startError("QMP handshake", err)
 	}
-	// QEMU has opened every file: nothing else needs the RAM file's name.
+	// QEMU has read or opened every file by now (it answers QMP from its
+	// main loop, after machine init): remove them all, so that a kvmboot
+	// killed from here on leaves nothing behind (QEMU dies with it). Only
+	// QEMU's log is read later, through a descriptor opened now.
+	r.logFile, _ = os.Open(r.launch.LogPath)
 	os.Remove(r.ramPath)
-	if _, err := r.qmp.execute(hctx, "cont", nil); err != nil {
-		return r.startError("starting the guest", err)
+	os.RemoveAll(r.dir)
+	if testHookStarted != nil {
+		testHookStarted(r.cmd.Process.Pid, r.dir, r.ramPath)
 	}
 	r.setupDone = time.Now()
+	if _, err := r.qmp.execute(hctx, "cont", nil); err != nil {
+		// A guest can run and exit before QEMU answers: QEMU then
+		// closes the connection, and its exit status is the outcome.
+		select {
+		case <-r.qmp.Closed():
+		case <-time.After(2 * time.Second):
+			return r.startError("starting the guest", err)
+		}
+	}
 	return nil
 }
 
@@ -469,6 +520,10 @@ func (r *run) quit() {
 	r.kill()
 }
 
+// testHookStarted, when set, learns QEMU's pid and the files of a run once
+// the guest is about to start (and the files are removed).
+var testHookStarted func(pid int, dir, ramPath string)
+
 // stopReason is how the watch loop decided to end.
 type stopReason int
 
@@ -489,6 +544,7 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 	var (
 		res      *machine.Result
 		end      stopReason
+		byGuest  bool // the guest ended the run: exit, reset, power-off, emulation failure
 		shutdown *shutdownInfo
 		st       *os.ProcessState
 		deadline <-chan time.Time
@@ -511,7 +567,7 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		select {
 		case st = <-r.exited:
 			r.exited <- st
-			res, end = r.exitResult(st), endExited
+			res, end, byGuest = r.exitResult(st), endExited, true
 		case <-r.qmp.Events():
 			for _, ev := range r.qmp.takeEvents() {
 				if res != nil || shutdown != nil {
@@ -528,7 +584,7 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 					c, cancel := cmdCtx()
 					shutdown = &shutdownInfo{reason: d.Reason, regs: r.registers(c)}
 					cancel()
-					end = endPaused
+					end, byGuest = endPaused, true
 				case "STOP":
 					c, cancel := cmdCtx()
 					status, err := r.qmp.status(c)
@@ -541,7 +597,7 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 						if r.accel == AccelKVM && status == "internal-error" {
 							msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
 						}
-						res, end = machine.Crashed("%s: %s", msg, regs), endPaused
+						res, end, byGuest = machine.Crashed("%s: %s", msg, regs), endPaused, true
 					}
 					cancel()
 				}
@@ -577,6 +633,13 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 	r.drainConsole()
 	if shutdown != nil {
 		res = r.shutdownResult(shutdown)
+	}
+	// The guest printed before it ended the run, but kvmboot reads the
+	// console through a pipe and may learn of the end first: a line that
+	// ends the run (a panic, the --expect match) wins, as it does on our
+	// KVM machine, where it stops the guest before its next instruction.
+	if v := r.opts.Console.Verdict(); v != nil && byGuest {
+		res, r.cpu = v.Result(), nil
 	}
 	// The last look at the canaries: a write just before the guest's exit.
 	if acc := r.canary.check(); len(acc) > 0 {
@@ -652,7 +715,10 @@ func (r *run) read() func(addr uint64, n int) []byte { return physReader(r.ram, 
 func (r *run) shutdownResult(s *shutdownInfo) *machine.Result {
 	switch s.reason {
 	case "guest-reset":
-		log, _ := os.ReadFile(r.launch.LogPath)
+		var log []byte
+		if r.logFile != nil {
+			log, _ = io.ReadAll(io.NewSectionReader(r.logFile, 0, 1<<40))
+		}
 		triple, how := resetCause(string(log))
 		if triple && r.accel == AccelKVM && emulatingKVM() && r.regs != nil && r.regs.enablesPaging(r.read()) {
 			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
@@ -692,6 +758,9 @@ func (r *run) cleanup() {
 	}
 	if r.conEOF != nil {
 		r.drainConsole()
+	}
+	if r.logFile != nil {
+		r.logFile.Close()
 	}
 	if r.ram != nil {
 		unix.Munmap(r.ram)

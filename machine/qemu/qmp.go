@@ -151,6 +151,11 @@ func (c *qmpClient) execute(ctx context.Context, command string, args any) (json
 		c.mu.Unlock()
 	}()
 
+	select {
+	case <-c.closed:
+		return nil, fmt.Errorf("QMP %s: %w", command, c.err())
+	default:
+	}
 	req := map[string]any{"execute": command, "id": id}
 	if args != nil {
 		req["arguments"] = args
@@ -167,6 +172,11 @@ func (c *qmpClient) execute(ctx context.Context, command string, args any) (json
 	c.conn.SetWriteDeadline(time.Time{})
 	c.wmu.Unlock()
 	if err != nil {
+		select {
+		case <-c.closed:
+			err = c.err()
+		default:
+		}
 		return nil, fmt.Errorf("QMP %s: %w", command, err)
 	}
 	select {

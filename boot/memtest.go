@@ -1,0 +1,216 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"kvmboot/loader"
+	"kvmboot/machine"
+	"kvmboot/machine/faults"
+	"kvmboot/machine/kvm"
+	"kvmboot/machine/memtest"
+	"kvmboot/realmode"
+)
+
+// The --memtest flow and --faulty-ram (Config.Memtest, Config.Faulty):
+//
+//  1. faulty RAM is checked (RAM only, not where the entry stub or the
+//     memtest guest lives, one model per byte) and needs our KVM machine,
+//     the one backend that traps every access to it: --vmm=auto picks it,
+//     any other backend is refused;
+//  2. with --memtest, a first boot of the same VM configuration (backend,
+//     memory size, declared bad RAM, faulty RAM, seed) runs the memtest
+//     guest over the RAM the map calls usable (or --memtest-range), and its
+//     COM2 report is coalesced into failing ranges;
+//  3. the normal boot is planned and run with those ranges added to the
+//     declared bad RAM: the guest sees them as E820 type 5 / Multiboot
+//     type 5, and the kernel is placed around them.
+//
+// Result.Memtest carries what the test found, with the failing ranges as
+// GRUB badram= and Linux memmap= strings that --bad-ram reads back.
+
+// runFaulty is Run for a config with a memtest or faulty RAM.
+func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
+	start := time.Now()
+	errResult := func(err error) (*Result, error) {
+		res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}, Outcome: machine.Error, ExitCode: machine.StatusError, Reason: err.Error()}
+		if cfg.Kernel == "" {
+			res.Kernel.Path = BuiltinKernelName
+		}
+		res.Timings.Total = ms(time.Since(start))
+		return res, err
+	}
+	if cfg.MemSize == 0 {
+		cfg.MemSize = DefaultMemSize
+	}
+	if err := CheckFaulty(cfg); err != nil {
+		return errResult(err)
+	}
+	why := ""
+	if len(cfg.Faulty) > 0 {
+		if (cfg.VMM == "" || cfg.VMM == VMMAuto) && (cfg.Accel == "" || cfg.Accel == AccelAuto) {
+			cfg.VMM = VMMKVM
+			why = "--faulty-ram needs our KVM machine, the backend that traps every access to faulty RAM"
+		}
+		if cfg.VMM != VMMKVM {
+			return errResult(fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backendName(cfg)))
+		}
+	}
+	var rep *memtest.Report
+	if cfg.Memtest != "" {
+		var res *Result
+		var err error
+		rep, res, err = runMemtest(ctx, cfg)
+		if res != nil {
+			res.Timings.Total = ms(time.Since(start))
+			return res, err
+		}
+		cfg.BadRAM = append(append([]loader.Range(nil), cfg.BadRAM...), rep.FailingRanges()...)
+		cfg.Memtest = ""
+	}
+	res, err := run(ctx, cfg)
+	if why != "" && res.VMMWhy == "--vmm=kvm" {
+		res.VMMWhy = why
+	}
+	res.Memtest = rep
+	if rep != nil {
+		res.Timings.Total += rep.TimeMS
+	}
+	return res, err
+}
+
+func backendName(cfg Config) string {
+	if cfg.VMM == "" || cfg.VMM == VMMAuto {
+		return "QEMU"
+	}
+	return cfg.VMM
+}
+
+// CheckFaulty refuses faulty RAM that no boot could run with, and memtest
+// settings that make no sense.
+func CheckFaulty(cfg Config) error {
+	mem := cfg.MemSize
+	if mem == 0 {
+		mem = DefaultMemSize
+	}
+	if err := faults.Check(cfg.Faulty); err != nil {
+		return fmt.Errorf("--faulty-ram: %w", err)
+	}
+	hole := loader.Range{Start: 0xA0000, End: 0x100000}
+	stub := loader.Range{Start: realmode.StubLow, End: realmode.StubHigh}
+	guest := loader.Range{Start: realmode.MemtestAddr, End: realmode.MemtestEnd}
+	for _, f := range cfg.Faulty {
+		switch {
+		case f.End > mem:
+			return fmt.Errorf("--faulty-ram %s: beyond the guest's %s of RAM", f, loader.FormatSize(mem))
+		case f.Overlaps(hole):
+			return fmt.Errorf("--faulty-ram %s: overlaps the legacy hole %v (VGA, ROMs, firmware), which is not RAM", f, hole)
+		case f.Overlaps(stub):
+			return fmt.Errorf("--faulty-ram %s: overlaps the entry stub's GDT, stack and parameter block %v, which every boot needs", f, stub)
+		case cfg.Memtest != "" && f.Overlaps(guest):
+			return fmt.Errorf("--faulty-ram %s: overlaps the memtest guest %v (KVM cannot run code from trapped memory)", f, guest)
+		}
+		if f.Model.Kind != faults.Alias {
+			continue
+		}
+		// An alias's writes also land at addr ^ 1<<line: not where the
+		// stub or the memtest guest lives either.
+		keep := []loader.Range{stub}
+		if cfg.Memtest != "" {
+			keep = append(keep, guest)
+		}
+		for _, k := range keep {
+			for _, img := range xorImage(k, 1<<f.Model.Line) {
+				if img.Overlaps(f.Range) {
+					return fmt.Errorf("--faulty-ram %s: its aliased writes would land in %v, where kvmboot's own code and data live", f, k)
+				}
+			}
+		}
+	}
+	if cfg.Memtest == "" {
+		if cfg.MemtestRanges != nil || cfg.MemtestCount {
+			return errors.New("--memtest-range and --memtest-count need --memtest")
+		}
+		return nil
+	}
+	if _, err := memtest.ParseMode(cfg.Memtest); err != nil {
+		return err
+	}
+	cfg.MemSize = mem
+	_, err := memtest.TestRanges(memtestConfig(cfg))
+	return err
+}
+
+func memtestConfig(cfg Config) memtest.Config {
+	return memtest.Config{Mode: cfg.Memtest, Seed: cfg.Seed, MemSize: cfg.MemSize, BadRAM: cfg.BadRAM, Ranges: cfg.MemtestRanges, Verify: !cfg.NoVerify}
+}
+
+// runMemtest runs the memtest boot. A non-nil Result means the flow ends
+// there: the memtest could not run (with an error) or the guest did not
+// finish (timeout, crash: no error, as for a kernel); otherwise the report
+// is complete.
+func runMemtest(ctx context.Context, cfg Config) (*memtest.Report, *Result, error) {
+	res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}}
+	if cfg.Kernel == "" {
+		res.Kernel.Path = BuiltinKernelName
+	}
+	fail := func(err error) (*memtest.Report, *Result, error) {
+		if errors.Is(err, kvm.ErrNoKVM) {
+			err = fmt.Errorf("%w (kvmboot needs read/write access to %s)", err, kvm.DevicePath)
+		}
+		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
+		return nil, res, err
+	}
+	backend, err := Backend(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	res.VMM = backend.Name()
+	res.Accel, res.VMMWhy = ChoiceOf(backend)
+	mcfg := memtestConfig(cfg)
+	opts := machine.Options{
+		Timeout: cfg.Timeout, Console: machine.NewConsole(nil, nil), BadRAMPolicy: cfg.BadRAMPolicy,
+		Faulty: cfg.Faulty, FaultSeed: cfg.Seed,
+	}
+	rep, _, err := memtest.Run(ctx, backend, mcfg, opts)
+	if err != nil {
+		var me *memtest.Error
+		if errors.As(err, &me) && me.Result != nil && me.Result.Outcome != machine.Pass && !me.Result.GuestRan {
+			// The guest timed out, crashed or was interrupted: that is
+			// the run's outcome and status, as for a kernel (no error:
+			// kvmboot did boot).
+			res.fromMachine(me.Result, cfg.QEMUExitCodes)
+			res.Reason = "memtest: " + me.Result.Reason
+			res.Memtest = rep
+			return rep, res, nil
+		}
+		r, res, err := fail(err)
+		res.Memtest = rep
+		return r, res, err
+	}
+	if cfg.MemtestCount {
+		n, err := memtest.CountInstructions(ctx, backend, mcfg, opts)
+		if err != nil {
+			return fail(fmt.Errorf("--memtest-count: %w", err))
+		}
+		rep.InstructionsPerPage = n
+	}
+	return rep, nil, nil
+}
+
+// xorImage returns the addresses a^bit for a in r (bit a power of two), as
+// ranges: r split where the bit changes, each piece moved by bit.
+func xorImage(r loader.Range, bit uint64) []loader.Range {
+	var out []loader.Range
+	for a := r.Start; a < r.End; {
+		end := min(r.End, (a|(bit-1))+1) // the end of a's run of equal bit
+		if end <= a {                    // wrapped at 2^64
+			end = r.End
+		}
+		out = append(out, loader.Range{Start: a ^ bit, End: (end - 1) ^ bit + 1})
+		a = end
+	}
+	return out
+}

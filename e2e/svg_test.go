@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"encoding/xml"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"kvmboot/boot"
+)
+
+var updateExample = flag.Bool("update-example", false, "regenerate docs/plan-example.svg (needs Debian's kernel)")
+
+// svgNode is any SVG element.
+type svgNode struct {
+	XMLName xml.Name
+	Attrs   []xml.Attr `xml:",any,attr"`
+	Nodes   []svgNode  `xml:",any"`
+	Text    string     `xml:",chardata"`
+}
+
+func (n *svgNode) attr(name string) string {
+	for _, a := range n.Attrs {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// svgShape is a labelled rect of a plan picture; label holds its texts
+// and its tooltip.
+type svgShape struct {
+	class, kind, what string
+	start, end        uint64
+	label             string
+}
+
+// readSVG parses a plan picture into its labelled shapes and all its text.
+func readSVG(t *testing.T, path string) (shapes []svgShape, text string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root svgNode
+	if err := xml.Unmarshal(b, &root); err != nil {
+		t.Fatalf("%s: not well-formed XML: %v", path, err)
+	}
+	var all []string
+	var walk func(n *svgNode)
+	walk = func(n *svgNode) {
+		if n.XMLName.Local == "text" {
+			all = append(all, n.Text)
+		}
+		for i := range n.Nodes {
+			walk(&n.Nodes[i])
+		}
+	}
+	walk(&root)
+	for _, g := range root.Nodes {
+		class := g.attr("class")
+		if g.XMLName.Local != "g" || (class != "region" && class != "placement" && class != "found") {
+			continue
+		}
+		s := svgShape{class: class, kind: g.attr("data-kind"), what: g.attr("data-what")}
+		for _, c := range g.Nodes {
+			switch c.XMLName.Local {
+			case "rect": // the shape; others are label backgrounds
+				if c.attr("data-start") != "" {
+					s.start, _ = strconv.ParseUint(c.attr("data-start"), 0, 64)
+					s.end, _ = strconv.ParseUint(c.attr("data-end"), 0, 64)
+				}
+			case "text", "title":
+				s.label += c.Text + " "
+			}
+		}
+		shapes = append(shapes, s)
+	}
+	return shapes, strings.Join(all, "\n")
+}
+
+// checkSVGAgainstPlan checks that the picture has one labelled rect per
+// placement and memory-map region of the plan, with its addresses.
+func checkSVGAgainstPlan(t *testing.T, shapes []svgShape, p *boot.Result, found int) {
+	t.Helper()
+	has := func(class string, start, end uint64, label string) {
+		for _, s := range shapes {
+			if s.class == class && s.start == start && s.end == end && strings.Contains(s.label, label) {
+				return
+			}
+		}
+		t.Errorf("no %s rect for %#x-%#x labelled %q", class, start, end, label)
+	}
+	for _, pl := range p.Placements {
+		has("placement", pl.Start, pl.End, fmt.Sprintf("%#08x-%#08x", pl.Start, pl.End))
+	}
+	for _, r := range p.MemoryMap {
+		has("region", r.Start, r.End, fmt.Sprintf("%#08x-%#08x", r.Start, r.End))
+	}
+	if want := len(p.Placements) + len(p.MemoryMap) + found; len(shapes) != want {
+		t.Errorf("%d labelled rects, want %d", len(shapes), want)
+	}
+}
+
+// TestPlanSVG: `kvmboot plan --svg` draws the plan that `plan --json`
+// prints, for the test kernel and for Debian's.
+func TestPlanSVG(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"--bad-ram", "16M-20M", "--bad-ram", "memmap=8M$36M"}
+	kernels := []string{""} // the built-in test kernel
+	if _, err := os.Stat(filepath.Join(kernelDir(), "vmlinuz")); err == nil {
+		kernels = append(kernels, filepath.Join(kernelDir(), "vmlinuz"))
+	}
+	for i, k := range kernels {
+		out := filepath.Join(dir, fmt.Sprintf("plan%d.svg", i))
+		cmd := append(append([]string{"plan", "--svg", out, "--svg-found", "80M+64K"}, args...), k)
+		if k == "" {
+			cmd = cmd[:len(cmd)-1]
+		}
+		if _, stderr, status := runCLI(t, cmd...); status != 0 {
+			t.Fatalf("plan --svg: status %d: %s", status, stderr)
+		}
+		jargs := args
+		if k != "" {
+			jargs = append(append([]string{}, args...), k)
+		}
+		p := planJSON(t, jargs...)
+		shapes, text := readSVG(t, out)
+		checkSVGAgainstPlan(t, shapes, p, 1)
+		found := false
+		for _, s := range shapes {
+			found = found || s.class == "found" && s.start == 80*mib && s.end == 80*mib+64<<10
+		}
+		if !found || !strings.Contains(text, "given by hand") {
+			t.Errorf("the --svg-found range is not drawn, or not said to be hand-made")
+		}
+	}
+}
+
+// TestPlanExampleSVG checks docs/plan-example.svg, the picture the README
+// shows; -update-example regenerates it from Debian's kernel with two bad
+// ranges, an initrd and a hand-made memtest finding.
+func TestPlanExampleSVG(t *testing.T) {
+	example := filepath.Join(repoRoot(), "docs", "plan-example.svg")
+	if *updateExample {
+		vmlinuz := requireDebianKernel(t)
+		dir := t.TempDir()
+		if err := os.Symlink(vmlinuz, filepath.Join(dir, "vmlinuz")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "initrd.img"), make([]byte, 5<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(cli(t), "plan", "--bad-ram", "16M-20M", "--bad-ram", "memmap=8M$36M", "--initrd", "initrd.img",
+			"--cmdline", "console=ttyS0 quiet", "--svg-found", "0x5000000+64K", "--svg", example, "vmlinuz")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	shapes, text := readSVG(t, example)
+	var bad, faults, kernel int
+	for _, s := range shapes {
+		switch {
+		case s.class == "region" && s.kind == "bad":
+			bad++
+		case s.class == "found":
+			faults++
+		case s.class == "placement" && s.what == "kernel":
+			kernel++
+		}
+	}
+	if bad != 2 || faults != 1 || kernel != 1 || !strings.Contains(text, "given by hand") {
+		t.Errorf("%s: %d bad regions, %d faults, %d kernels; want 2, 1, 1 and a caption saying the fault is hand-made", example, bad, faults, kernel)
+	}
+}
