@@ -40,7 +40,8 @@ testkernel:
 
 # CI: the committed blobs must be what the sources build.
 check-blobs: stubs testkernel
-	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin boot/testkernel/testkernel.elf
+	scripts/build-biostest.sh
+	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf e2e/biostest/
 
 kernel:
 	scripts/fetch-kernel.sh
