@@ -69,12 +69,12 @@ type planFlags struct {
 func (f *planFlags) bind(fs *pflag.FlagSet) {
 	f.mem = sizeFlag{v: boot.DefaultMemSize}
 	fs.Var(&f.mem, "mem", "guest RAM size (K/M/G suffixes or 0x hex)")
-	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line")
-	fs.StringArrayVar(&f.modules, "module", nil, "Multiboot module: 'FILE[ ARGS]' (repeatable)")
-	fs.StringVar(&f.initrd, "initrd", "", "Linux initrd (placed in good RAM below the kernel's initrd_addr_max)")
-	fs.StringArrayVar(&f.badRAM, "bad-ram", nil, "bad RAM: START-END, START+SIZE, memmap=SIZE$START[,...], badram=ADDR,MASK[,...] (repeatable)")
-	fs.StringVar(&f.placement, "placement", "preferred", "kernel placement policy: preferred, lowest or highest")
-	fs.StringVar(&f.protocol, "protocol", "auto", "boot protocol: auto, multiboot, linux32 (kvmboot decompresses and relocates) or linux16 (the kernel's own setup code)")
+	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `TEXT`")
+	fs.StringArrayVar(&f.modules, "module", nil, "Multiboot module `'FILE[ ARGS]'` (repeatable)")
+	fs.StringVar(&f.initrd, "initrd", "", "Linux initrd `FILE` (placed in good RAM below the kernel's initrd_addr_max)")
+	fs.StringArrayVar(&f.badRAM, "bad-ram", nil, "bad RAM `SPEC`: START-END, START+SIZE, memmap=SIZE$START[,...], badram=ADDR,MASK[,...], cutmem FROM TO (repeatable)")
+	fs.StringVar(&f.placement, "placement", "preferred", "kernel placement `POLICY`: preferred, lowest or highest")
+	fs.StringVar(&f.protocol, "protocol", "auto", "boot `PROTOCOL`: auto, multiboot, linux32 (kvmboot decompresses and relocates) or linux16 (the kernel's own setup code)")
 	fs.Var(&f.loadAddress, "load-address", "force the kernel's load address (refused when unaligned, bad or too small)")
 	fs.Var(&f.region, "region", "confine the kernel to START-END and load it at its aligned start (kexec/kdump style)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the in-guest checksum of every placed piece before the jump")

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"kvmboot/boot"
+	"kvmboot/loader"
 	"kvmboot/machine"
 )
 
@@ -33,6 +34,7 @@ func runCommand() *cobra.Command {
 		showPlan    bool
 		verbose     bool
 		mt          memtestFlags // memtest_flags.go
+		svgPath     string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] [KERNEL]",
@@ -116,6 +118,15 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			}
 			res, err := boot.Run(ctx, cfg)
 			mt.report(os.Stderr, res)
+			if svgPath != "" && res.Outcome != machine.Error {
+				var found []loader.Range
+				if res.Memtest != nil {
+					found = res.Memtest.FailingRanges()
+				}
+				if err := runSVG(svgPath, cfg, found); err != nil {
+					fmt.Fprintf(os.Stderr, "kvmboot: --svg: %v\n", err)
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -134,15 +145,21 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 	fs := cmd.Flags()
 	pf.bind(fs)
 	mt.bind(fs)
+	fs.StringVar(&svgPath, "svg", "", "also draw the plan as an SVG picture of guest memory into `FILE` (with --memtest: its findings marked)")
+	completeValues(cmd, "vmm", "auto", "kvm", "qemu", "qemu-kernel")
+	completeValues(cmd, "accel", "auto", "kvm", "tcg")
+	completeValues(cmd, "exit-code", "native", "qemu")
+	completeValues(cmd, "bad-ram-policy", "stop", "record")
+	completeValues(cmd, "trace", "real", "all")
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (status 124)")
-	fs.StringVar(&expect, "expect", "", "regular expression: a console line matching it ends the run with status 0")
-	fs.StringVar(&consolePath, "console", "", "write the guest console to FILE (complete, also on timeout or crash)")
+	fs.StringVar(&expect, "expect", "", "`REGEXP`: a console line (or a prompt left unterminated) matching it ends the run with status 0")
+	fs.StringVar(&consolePath, "console", "", "write the guest console to `FILE` (complete, also on timeout or crash)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
-	fs.StringVar(&exitCode, "exit-code", "native", "native: the guest's debug-exit value; qemu: (v<<1)|1 as isa-debug-exit")
-	fs.StringVar(&vmm, "vmm", "auto", "backend: auto, kvm (our VM), qemu (our bootloader under QEMU), qemu-kernel (QEMU's own -kernel, a reference)")
-	fs.StringVar(&accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")
-	fs.StringVar(&badPolicy, "bad-ram-policy", "stop", "on a guest access to bad RAM: stop (status 125) or record and go on")
-	fs.StringVar(&trace, "trace", "", "single-step and print instructions: real (until protected mode) or all")
+	fs.StringVar(&exitCode, "exit-code", "native", "`MODE` native: the guest's debug-exit value; qemu: (v<<1)|1 as isa-debug-exit")
+	fs.StringVar(&vmm, "vmm", "auto", "`BACKEND`: auto, kvm (our VM), qemu (our bootloader under QEMU), qemu-kernel (QEMU's own -kernel, a reference)")
+	fs.StringVar(&accel, "accel", "auto", "QEMU accelerator `ACCEL`: auto, kvm or tcg")
+	fs.StringVar(&badPolicy, "bad-ram-policy", "stop", "`POLICY` on a guest access to bad RAM: stop (status 125) or record and go on")
+	fs.StringVar(&trace, "trace", "", "single-step and print instructions, `WHAT`: real (until protected mode) or all")
 	fs.IntVar(&traceLimit, "trace-limit", 10000, "most instructions --trace prints")
 	fs.BoolVar(&countStub, "count-stub", false, "count the instructions and VM exits from reset to the kernel's entry")
 	fs.BoolVar(&showPlan, "show-plan", false, "print the plan on stderr before booting")
