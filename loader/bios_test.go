@@ -388,3 +388,45 @@ func TestDriveParams(t *testing.T) {
 	_, err = ExtParams(b, 0x80, 0x19)
 	wantStatus(t, err, BIOSBadParam)
 }
+
+// FuzzBIOSTables: for any bad RAM the tables build or fail cleanly, and
+// int 15h E820 never reports a byte of bad RAM as usable.
+func FuzzBIOSTables(f *testing.F) {
+	f.Add(uint64(256*mb), uint64(16*mb), uint64(32*mb), uint8(0))
+	f.Add(uint64(64*mb), uint64(0x9f000), uint64(0xa0000), uint8(70))
+	f.Add(uint64(3<<30), uint64(1), uint64(2), uint8(200))
+	f.Fuzz(func(t *testing.T, memSize, start, end uint64, stripes uint8) {
+		memSize = 2*mb + memSize%(3<<30)
+		m := NewMemoryMap(memSize)
+		MarkBIOSAreas(m)
+		bad := []Range{}
+		if start < end {
+			bad = append(bad, Range{start, end})
+		}
+		for i := uint64(0); i < uint64(stripes); i++ {
+			bad = append(bad, Range{2*mb + i*64*1024, 2*mb + i*64*1024 + 4096})
+		}
+		for _, b := range bad {
+			m.Set(b, KindBad)
+		}
+		b, err := BIOSTables(m, memSize, nil)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		all, err := E820All(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range all {
+			if e.Type != uint32(KindRAM) {
+				continue
+			}
+			if !m.IsAll(Range{e.Addr, e.Addr + e.Size}, KindRAM) {
+				t.Fatalf("E820 reports %#x+%#x as RAM; the map says otherwise", e.Addr, e.Size)
+			}
+		}
+	})
+}

@@ -163,3 +163,23 @@ func TestParseRangeErrors(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSizeRange: sizes and ranges from the command line never panic,
+// a parsed size formats back to itself, and a parsed range is not empty.
+func FuzzParseSizeRange(f *testing.F) {
+	for _, s := range []string{"256M", "0x1000000", "16MiB", "1G", "4k", "16M-32M", "0x1000000+0x800000", "18446744073709551615", "0x10M", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := ParseSize(s); err == nil {
+			if back, err := ParseSize(FormatSize(n)); err != nil || back != n {
+				t.Fatalf("%q = %d, formats as %q, reads back %d %v", s, n, FormatSize(n), back, err)
+			}
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Fatalf("multi-line error %q", err)
+		}
+		if r, err := ParseRange(s); err == nil && r.End <= r.Start {
+			t.Fatalf("%q gives empty range %v", s, r)
+		}
+	})
+}
