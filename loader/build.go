@@ -129,6 +129,11 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	if err := placeKernel(plan, a, img, cfg); err != nil {
 		return err
 	}
+	if k.RealMode != nil {
+		if err := placeRealMode(plan, a, k.RealMode, img); err != nil {
+			return err
+		}
+	}
 	modules := cfg.Modules
 	if cfg.Initrd != nil {
 		// As QEMU does: an initrd given to a Multiboot kernel is a module.

@@ -526,7 +526,9 @@ func describeKvmbootEntry(t NoteType, d []byte) string {
 			return fmt.Sprintf("Linux setup header, protocol %s", versionString(le.Uint16(d[0x206-setupHeaderOffset:])))
 		}
 	case NoteTypeRealMode:
-		return "real-mode part (reserved)"
+		if p, err := ParseRealModePart(d); err == nil {
+			return p.String()
+		}
 	case NoteTypeChecksum:
 		if len(d) >= noteChecksumSize {
 			return fmt.Sprintf("CRC-32C %#08x of %d loadable bytes", le.Uint32(d[16:]), le.Uint64(d[8:]))
@@ -696,8 +698,8 @@ func (in *Inspection) Write(w io.Writer) error {
 		if s.LinuxSetupBytes > 0 {
 			fmt.Fprintf(&b, "  linux setup  %d header bytes (boots with the 32-bit protocol)\n", s.LinuxSetupBytes)
 		}
-		if s.RealModeBytes > 0 {
-			fmt.Fprintf(&b, "  real mode    %d bytes (reserved descriptor)\n", s.RealModeBytes)
+		if p, err := ParseRealModePart(s.Raw.RealMode); s.RealModeBytes > 0 && err == nil {
+			fmt.Fprintf(&b, "  real mode    %s\n", p)
 		}
 		if s.BuildInfo != "" {
 			fmt.Fprintf(&b, "  build info   %s\n", strings.ReplaceAll(strings.TrimSpace(s.BuildInfo), "\n", "; "))

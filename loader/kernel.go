@@ -17,6 +17,8 @@ type Kernel struct {
 	ELF       *ELFImage
 	Multiboot *MultibootHeader
 	BzImage   *BzImage // when the file is a Linux bzImage
+	// RealMode is the real-mode part the image's note carries, if any.
+	RealMode *RealModePart
 	// Note is kvmboot's note (kvmboot mkelf), verified. A LINUX_SETUP
 	// descriptor also sets BzImage, with the setup header only.
 	Note *Note

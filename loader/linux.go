@@ -61,6 +61,11 @@ func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	if err := placeKernel(plan, a, ki, cfg); err != nil {
 		return err
 	}
+	if k.RealMode != nil {
+		if err := placeRealMode(plan, a, k.RealMode, ki); err != nil {
+			return err
+		}
+	}
 
 	var initrdAt, initrdSize uint64
 	if cfg.Initrd != nil {

@@ -29,6 +29,8 @@ type MkELFOptions struct {
 	// MaxEnd, when not 0, is the address the image must end at or below;
 	// it may not be above the image's own limit.
 	MaxEnd uint64
+	// RealMode, when not nil, is a real-mode part to carry (REALMODE).
+	RealMode *RealModePart
 	// Limit and Cache are OpenKernel's.
 	Limit int64
 	Cache *kcache.Cache
@@ -144,6 +146,18 @@ func mkelfNote(k *Kernel, opts MkELFOptions) (*Note, error) {
 		l.MaxEnd = m
 	}
 	n.Load = l
+	switch {
+	case opts.RealMode != nil:
+		if err := opts.RealMode.check(); err != nil {
+			return nil, err
+		}
+		if loc := uint64(opts.RealMode.Locate); loc != 0 && (loc < img.Base || loc+4 > img.Base+img.FileEnd()) {
+			return nil, fmt.Errorf("--realmode-locate %#x is not in the image's file bytes %#x-%#x", loc, img.Base, img.Base+img.FileEnd())
+		}
+		n.RealMode = opts.RealMode.Marshal()
+	case k.Note != nil:
+		n.RealMode = k.Note.RealMode // a second mkelf keeps the part
+	}
 	if bz := k.BzImage; bz != nil {
 		n.LinuxSetup = bytes.Clone(bz.HeaderBytes)
 	}

@@ -51,7 +51,7 @@
 //	                                ntypes x {u32 ELF r_type, u32 count}: relocations by type
 //	                                table_bytes: sites, sorted, as ULEB128 deltas from the previous (from 0)
 //	4           LINUX_SETUP  n      Linux setup header bytes [0x1f1, 0x202+byte[0x201]) of the bzImage
-//	5           REALMODE     -      reserved: a real-mode part (issue 6); critical
+//	5           REALMODE     32+    a real-mode part the loader runs before the kernel: see realmode.go
 //	6           CHECKSUM     24     u32 algorithm (1: CRC-32C), u32 flags (0), u64 loadable_bytes,
 //	                                u32 loadable_crc: over every PT_LOAD's p_filesz bytes at p_offset,
 //	                                    in program header order
@@ -94,9 +94,9 @@ const (
 	NoteTypeLoad       NoteType = 2
 	NoteTypeRelocs     NoteType = 3
 	NoteTypeLinuxSetup NoteType = 4
-	// NoteTypeRealMode is reserved for a Gujin-style real-mode part (issue 6):
-	// its bytes, where it runs below 1 MiB, its entry, where its results
-	// go. Critical: a loader that cannot run it must refuse the image.
+	// NoteTypeRealMode is a Gujin-style real-mode part (realmode.go): its
+	// bytes, where it runs below 1 MiB, its entry, where its results go.
+	// Critical: a loader that cannot run it must refuse the image.
 	NoteTypeRealMode NoteType = 5
 	NoteTypeChecksum NoteType = 6
 
@@ -163,7 +163,7 @@ type Note struct {
 	// LinuxSetup is the bzImage's setup header, from offset 0x1f1: what the
 	// 32-bit boot protocol copies into the zero page.
 	LinuxSetup []byte `json:"linux_setup,omitempty"`
-	// RealMode is the reserved REALMODE descriptor, kept raw.
+	// RealMode is the REALMODE descriptor, raw (ParseRealModePart decodes it).
 	RealMode  []byte        `json:"realmode,omitempty"`
 	Checksum  *NoteChecksum `json:"checksum,omitempty"`
 	BuildInfo string        `json:"build_info,omitempty"`
@@ -650,7 +650,14 @@ func (k *Kernel) applyNote() error {
 		return err
 	}
 	if n.RealMode != nil {
-		return noteError("the image has a real-mode part (REALMODE descriptor), which this kvmboot cannot run yet")
+		part, err := ParseRealModePart(n.RealMode)
+		if err != nil {
+			return err
+		}
+		if part.Locate != 0 && (uint64(part.Locate) < img.Base || uint64(part.Locate)+4 > img.Base+img.FileEnd()) {
+			return noteError("REALMODE locate word %#x is not in the image's file bytes", part.Locate)
+		}
+		k.RealMode = part
 	}
 	if l := n.Load; l != nil && l.LinkBase != img.Base {
 		return noteError("LOAD link base %#x is not the image's lowest PT_LOAD address %#x", l.LinkBase, img.Base)

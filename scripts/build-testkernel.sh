@@ -67,7 +67,17 @@ if "$READELF" -r "$elf" | grep -Eq 'R_386_(GOT|PLT|GOTOFF|GOTPC)'; then
 	die "$elf has GOT/PLT relocations (built as PIC?)"
 fi
 
+# The real-mode part: raw 16-bit code, offset 0 is its entry. kvmboot mkelf
+# puts it into the kernel's note (see boot/testkernel and e2e/realmode_test.go).
+# shellcheck disable=SC2086
+"$CC" $CFLAGS -c realmode.S -o build/realmode.o
+"$LD" -m elf_i386 -nostdlib --build-id=none -Ttext=0 -e rm_entry --oformat binary -o build/realmode.bin build/realmode.o
+rm_code=$(wc -c <build/realmode.bin)
+[ "$rm_code" -lt 256 ] || die "realmode.bin is $rm_code bytes: it must end before RM_RESULTS (0x100)"
+"$READELF" -s "$elf" | grep -Eq ' kt_realmode_addr$' || die "kt_realmode_addr missing from $elf"
+
 mkdir -p "$(dirname "$dest")"
 cp "$elf" "$dest"
-chmod 0644 "$dest"
-echo "build-testkernel: $(wc -c <"$dest") bytes -> boot/testkernel/testkernel.elf"
+cp build/realmode.bin "$(dirname "$dest")/realmode.bin"
+chmod 0644 "$dest" "$(dirname "$dest")/realmode.bin"
+echo "build-testkernel: $(wc -c <"$dest") bytes -> boot/testkernel/testkernel.elf, $rm_code bytes -> boot/testkernel/realmode.bin"

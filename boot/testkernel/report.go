@@ -35,6 +35,10 @@ type Report struct {
 	Mmap    []MmapEntry
 	Modules []Module
 
+	// RealMode is what the kernel's real-mode part reported: nil when the
+	// loader did not run it ("kt: realmode none").
+	RealMode *RealModeReport
+
 	RelocsChecked, RelocsOK int
 	AbsChecked, AbsOK       int
 	BSSZero                 bool
@@ -140,6 +144,16 @@ func ParseReport(console string) (*Report, error) {
 			err = parseFields(strings.Join(parts[:3], " "), []string{"index", "start", "end"},
 				decInt(&m.Index), hex32(&m.Start), hex32(&m.End))
 			r.Modules = append(r.Modules, m)
+		case "realmode":
+			err = r.parseRealMode(val)
+		case "e820":
+			if r.RealMode == nil {
+				err = errors.New("e820 line without a realmode line before it")
+				break
+			}
+			var e MmapEntry
+			err = parseFields(val, []string{"base", "len", "type"}, hex64(&e.Base), hex64(&e.Len), dec32(&e.Type))
+			r.RealMode.E820 = append(r.RealMode.E820, e)
 		case "relocs":
 			err = parseFields(val, []string{"checked", "ok"}, decInt(&r.RelocsChecked), decInt(&r.RelocsOK))
 		case "abs":
@@ -195,7 +209,7 @@ func ParseReport(console string) (*Report, error) {
 func isReportKey(key string) bool {
 	switch key {
 	case "magic", "base", "cmdline", "bootloader", "mem", "mmap", "module",
-		"relocs", "abs", "bss", "fail", "result":
+		"realmode", "e820", "relocs", "abs", "bss", "fail", "result":
 		return true
 	}
 	return false
@@ -283,4 +297,33 @@ func yesNo(p *bool) fieldParser {
 		}
 		return fmt.Errorf("%q: want yes or no", s)
 	}
+}
+
+// RealModeReport is what the test kernel's real-mode part found: the memory
+// map int 15h E820 gave it, and whether that matched the Multiboot one.
+type RealModeReport struct {
+	At      uint32 // where the loader placed the part
+	Status  uint32 // 0: E820 answered
+	Entries int
+	E820    []MmapEntry
+	Match   bool // "kt: realmode match=yes"
+}
+
+// parseRealMode reads "none", "at=0x... status=N entries=N" or "match=yes".
+func (r *Report) parseRealMode(val string) error {
+	switch {
+	case val == "none":
+		return nil
+	case strings.HasPrefix(val, "match="):
+		if r.RealMode == nil {
+			return errors.New("realmode match before realmode at=")
+		}
+		return parseFields(val, []string{"match"}, yesNo(&r.RealMode.Match))
+	}
+	rm := &RealModeReport{}
+	if err := parseFields(val, []string{"at", "status", "entries"}, hex32(&rm.At), dec32(&rm.Status), decInt(&rm.Entries)); err != nil {
+		return err
+	}
+	r.RealMode = rm
+	return nil
 }

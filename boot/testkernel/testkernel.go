@@ -37,6 +37,24 @@ import _ "embed" // for ELF
 //go:embed testkernel.elf
 var ELF []byte
 
+// RealMode is the kernel's real-mode part (e2e/testkernel/realmode.S): raw
+// 16-bit code entered by a far call at offset 0, which asks int 15h E820
+// for the memory map and leaves it at RealModeResults for the 32-bit
+// kernel. `kvmboot mkelf --realmode` puts it into the kernel's note, with
+// RealModeLocate as the word that learns where the part was placed.
+//
+//go:embed realmode.bin
+var RealMode []byte
+
+// The real-mode part's layout (e2e/testkernel/realmode.h).
+const (
+	RealModeResults = 0x100
+	RealModeSize    = RealModeResults + 8 + 32*20
+	// RealModeLocateSymbol is the kernel's u32 that a loader sets to the
+	// part's physical address.
+	RealModeLocateSymbol = "kt_realmode_addr"
+)
+
 const (
 	// LinkBase is the address the kernel is linked at (physical = virtual).
 	LinkBase = 0x1000000

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
@@ -20,6 +21,7 @@ func mkelfCommand() *cobra.Command {
 		align      sizeFlag
 		maxEnd     sizeFlag
 		noCache    bool
+		rm         realModeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "mkelf [flags] INPUT -o OUTPUT",
@@ -60,6 +62,9 @@ larger than the xz payload inside a bzImage.`,
 				return err
 			}
 			opts := loader.MkELFOptions{Compression: c, RelocTable: relocTable, Align: align.v, MaxEnd: maxEnd.v}
+			if opts.RealMode, err = rm.part(in); err != nil {
+				return err
+			}
 			if !noCache {
 				opts.Cache = kcache.Default()
 			}
@@ -82,6 +87,11 @@ larger than the xz payload inside a bzImage.`,
 			if n.LinuxSetup != nil {
 				fmt.Printf("  linux setup  %d header bytes: boots with the Linux 32-bit protocol\n", len(n.LinuxSetup))
 			}
+			if n.RealMode != nil {
+				if p, err := loader.ParseRealModePart(n.RealMode); err == nil {
+					fmt.Printf("  real mode    %s\n", p)
+				}
+			}
 			fmt.Printf("  checksum     CRC-32C %#08x over %d loadable bytes\n", n.Checksum.LoadableCRC, n.Checksum.LoadableBytes)
 			return nil
 		},
@@ -93,8 +103,53 @@ larger than the xz payload inside a bzImage.`,
 	fs.Var(&align, "align", "load alignment `SIZE` to record (a power of two, at least the image's own; default: the image's)")
 	fs.Var(&maxEnd, "max", "`ADDRESS` the image must end at or below (default: the image's own limit, 512M for Linux)")
 	fs.BoolVar(&noCache, "no-cache", false, "decompress the input even if an earlier run cached it")
+	rm.bind(fs)
 	completeValues(cmd, "compress", "gzip", "xz", "zstd", "none")
 	return cmd
+}
+
+// realModeFlags describe a real-mode part for mkelf to carry.
+type realModeFlags struct {
+	file    string
+	entry   sizeFlag
+	size    sizeFlag
+	results rangeFlag
+	addr    sizeFlag
+	locate  string
+}
+
+func (f *realModeFlags) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.file, "realmode", "", "carry `FILE` as the kernel's real-mode part: raw 16-bit code kvmboot far-calls, with the BIOS up, before the kernel")
+	fs.Var(&f.entry, "realmode-entry", "`OFFSET` of the real-mode part's entry (default 0)")
+	fs.Var(&f.size, "realmode-size", "memory `SIZE` the real-mode part needs, zero-filled past its code (default: its code size, or the end of --realmode-results)")
+	fs.Var(&f.results, "realmode-results", "where in the part its results are, `START+SIZE` (offsets)")
+	fs.Var(&f.addr, "realmode-addr", "run the part at this fixed `ADDRESS` below 640K (default: anywhere kvmboot finds good RAM)")
+	fs.StringVar(&f.locate, "realmode-locate", "", "`SYMBOL` or address of a u32 in the kernel that kvmboot sets to the part's address")
+}
+
+// part builds the REALMODE descriptor from the flags, or nil without --realmode.
+func (f *realModeFlags) part(kernel []byte) (*loader.RealModePart, error) {
+	if f.file == "" {
+		return nil, nil
+	}
+	code, err := os.ReadFile(f.file)
+	if err != nil {
+		return nil, err
+	}
+	p := &loader.RealModePart{Code: code, Entry: uint32(f.entry.v), MemSize: uint32(max(f.size.v, uint64(len(code))))}
+	if r := f.results.r; r != nil {
+		p.ResultsOff, p.ResultsSize = uint32(r.Start), uint32(r.Size())
+		p.MemSize = max(p.MemSize, uint32(r.End))
+	}
+	if f.addr.set {
+		p.Flags, p.Addr = loader.RealModeFixed, uint32(f.addr.v)
+	}
+	if f.locate != "" {
+		if p.Locate, err = loader.SymbolAddress(kernel, f.locate); err != nil {
+			return nil, fmt.Errorf("--realmode-locate: %w", err)
+		}
+	}
+	return p, nil
 }
 
 // readKernelFile reads a kernel the user named, refusing what cannot be one.

@@ -579,6 +579,68 @@ static const char *report_multiboot(const struct entry_state *st)
 	return cmdline;
 }
 
+/* ---- The real-mode part --------------------------------------------------- */
+
+#include "realmode.h"
+
+/*
+ * A loader that runs our real-mode part (kvmboot, from the REALMODE
+ * descriptor of its ELF note) stores the part's physical address here. It
+ * lives in .data, not .bss, so that the loader's write is part of the file
+ * bytes it places; any other loader leaves it 0.
+ */
+__attribute__((section(".data"))) volatile uint32_t kt_realmode_addr = 0;
+
+struct __attribute__((packed)) rm_entry {
+	uint64_t base, len;
+	uint32_t type;
+};
+
+struct __attribute__((packed)) rm_results {
+	uint32_t magic;
+	uint16_t count, status;
+	struct rm_entry e[RM_MAX];
+};
+
+/* Prints what the real-mode part got from int 15h E820 and checks it
+ * against the Multiboot memory map: both come from the same loader. */
+static void check_realmode(const struct entry_state *st)
+{
+	const struct mb_info *mbi = (const struct mb_info *)st->info;
+	uint32_t at = kt_realmode_addr;
+	const struct rm_results *r;
+	const struct mb_mmap_entry *m;
+	uint32_t i, n = 0;
+
+	if (at == 0) {
+		print("kt: realmode none\n");
+		return;
+	}
+	r = (const struct rm_results *)(at + RM_RESULTS);
+	print("kt: realmode at=%x status=%u entries=%u\n", at, r->magic == RM_MAGIC ? r->status : 0xFFFFu, r->count);
+	if (at + RM_SIZE > 0x100000 || r->magic != RM_MAGIC || r->status != 0 || r->count > RM_MAX) {
+		fail("realmode", "no valid results at %x (magic %x, status %u)", at, r->magic, r->status);
+		return;
+	}
+	for (i = 0; i < r->count; i++)
+		print("kt: e820 base=%X len=%X type=%u\n", r->e[i].base, r->e[i].len, r->e[i].type);
+	if (st->magic != MB_BOOT_MAGIC || !(mbi->flags & MBI_MMAP)) {
+		fail("realmode", "no Multiboot memory map to compare with");
+		return;
+	}
+	for (m = mmap_next(mbi, NULL, &n), i = 0; m && i < r->count; m = mmap_next(mbi, m, &n), i++) {
+		if (m->base != r->e[i].base || m->len != r->e[i].len || m->type != r->e[i].type) {
+			fail("realmode", "E820 entry %u differs from Multiboot's", i);
+			return;
+		}
+	}
+	if (m || i != r->count) {
+		fail("realmode", "E820 has %u entries, Multiboot a different number", r->count);
+		return;
+	}
+	print("kt: realmode match=yes\n");
+}
+
 /* ---- CPU state at entry ------------------------------------------------- */
 
 static void check_cpu(const struct entry_state *st)
@@ -831,6 +893,7 @@ void kmain(const struct entry_state *st)
 	img_size = st->size;
 
 	cmdline = report_multiboot(st);
+	check_realmode(st);
 	check_cpu(st);
 	check_relocations(st);
 	check_absolute_symbols(st);

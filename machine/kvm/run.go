@@ -487,11 +487,14 @@ func (r *runner) handleStep() {
 			r.trace(p)
 		}
 	}
-	if r.stub == nil && pc == uint64(r.plan.Entry.EIP) {
+	atEntry := pc == uint64(r.plan.Entry.EIP) && r.plan.Entry.RealModeEntry == 0
+	if r.stub == nil && atEntry {
 		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
 	}
 	r.traceNext()
-	keepTracing := r.opts.Trace != nil && r.traceLines < r.opts.TraceLimit
+	// --trace=real follows the real-mode code of the stub and of the image
+	// up to the kernel's 32-bit entry; --trace=all goes on to the limit.
+	keepTracing := r.opts.Trace != nil && r.traceLines < r.opts.TraceLimit && (r.opts.TraceAll || !atEntry)
 	if !keepTracing && (r.stub != nil || !r.opts.CountStub) {
 		r.stopStepping()
 	}
@@ -499,11 +502,11 @@ func (r *runner) handleStep() {
 
 // insnAt is where the vCPU is about to execute.
 type insnAt struct {
-	cs     uint16
-	eip    uint64
-	linear uint64
-	mode   int
-	paged  bool
+	cs        uint16
+	eip       uint64
+	linear    uint64
+	mode      int
+	protected bool
 }
 
 // next returns where the vCPU will execute next.
@@ -514,7 +517,7 @@ func (r *runner) next() *insnAt {
 		return nil
 	}
 	return &insnAt{cs: sregs.CS.Selector, eip: regs.RIP, linear: (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF,
-		mode: cpuMode(sregs), paged: sregs.CR0&1 != 0}
+		mode: cpuMode(sregs), protected: sregs.CR0&1 != 0}
 }
 
 // traceNext prints the instruction the vCPU will execute next.
@@ -534,9 +537,8 @@ func (r *runner) trace(at *insnAt) {
 	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
 		return
 	}
-	if at.paged && !r.opts.TraceAll {
-		r.traceLines = r.opts.TraceLimit // left real mode: --trace=real ends here
-		return
+	if at.protected && !r.opts.TraceAll {
+		return // protected mode: --trace=real shows only real mode
 	}
 	code := r.readPhys(at.linear, 15)
 	pc, loc := at.eip, fmt.Sprintf("%04x:%04x", at.cs, at.eip)

@@ -183,7 +183,7 @@ type run struct {
 // prepare makes the private folder, the RAM file and the files QEMU loads.
 func (r *run) prepare() error {
 	var err error
-	if r.dir, err = os.MkdirTemp("", "kvmboot-qemu-"); err != nil { // mode 0700
+	if r.dir, err = os.MkdirTemp(shmDir(), "kvmboot-qemu-"); err != nil { // mode 0700
 		return err
 	}
 	if err := r.makeRAM(); err != nil {
@@ -220,14 +220,10 @@ func (r *run) prepare() error {
 	return nil
 }
 
-// makeRAM creates guest RAM as a file in /dev/shm (or the private folder
-// where there is no /dev/shm) and maps it.
+// makeRAM creates guest RAM as a file in /dev/shm (or the temporary
+// directory where there is no /dev/shm) and maps it.
 func (r *run) makeRAM() error {
-	shm := "/dev/shm"
-	if st, err := os.Stat(shm); err != nil || !st.IsDir() {
-		shm = r.dir
-	}
-	f, err := os.CreateTemp(shm, "kvmboot-") // O_EXCL, mode 0600, unique name
+	f, err := os.CreateTemp(shmDir(), "kvmboot-") // O_EXCL, mode 0600, unique name
 	if err != nil {
 		return fmt.Errorf("guest RAM file: %w", err)
 	}
@@ -242,6 +238,16 @@ func (r *run) makeRAM() error {
 	}
 	r.mem = machine.NewGuestMemory(r.ram)
 	return nil
+}
+
+// shmDir is where a run keeps its files: /dev/shm, a tmpfs (creating and
+// removing files there costs less than on a disk's file system), else the
+// temporary directory.
+func shmDir() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && unix.Access("/dev/shm", unix.W_OK) == nil {
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
 
 // writeFile writes a file QEMU reads into the private folder.

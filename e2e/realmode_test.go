@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kvmboot/boot"
+	"kvmboot/boot/testkernel"
+	"kvmboot/loader"
+	"kvmboot/machine"
+)
+
+// realModeKernel makes the test kernel with its real-mode part in the
+// kvmboot note, as a user would with `kvmboot mkelf --realmode`.
+func realModeKernel(t *testing.T) string {
+	t.Helper()
+	locate, err := loader.SymbolAddress(testkernel.ELF, testkernel.RealModeLocateSymbol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := loader.MkELF(testkernel.ELF, loader.MkELFOptions{Compression: loader.Gzip, RealMode: &loader.RealModePart{
+		Code: testkernel.RealMode, MemSize: testkernel.RealModeSize,
+		ResultsOff: testkernel.RealModeResults, ResultsSize: testkernel.RealModeSize - testkernel.RealModeResults,
+		Locate: locate,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "testkernel-realmode.elf.gz")
+	if err := os.WriteFile(p, res.Output, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRealModePart: the kernel's real-mode part runs in real mode with our
+// BIOS up, asks int 15h E820 for the memory map, and the 32-bit kernel
+// finds it identical to the Multiboot map, bad RAM (type 5) included, on
+// every backend.
+func TestRealModePart(t *testing.T) {
+	kernel := realModeKernel(t)
+	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
+	for _, vmm := range []string{"kvm", "qemu"} {
+		t.Run(vmm, func(t *testing.T) {
+			if vmm == "kvm" {
+				requireKVM(t)
+			} else {
+				requireQEMU(t)
+			}
+			cfg := boot.Config{Kernel: kernel, VMM: vmm, BadRAM: bad}
+			if vmm == "qemu" {
+				cfg.Accel = "tcg"
+			}
+			res, rep, console := bootTestKernel(t, cfg)
+			checkPass(t, res, rep, console)
+			rm := rep.RealMode
+			if rm == nil || !rm.Match || rm.Status != 0 {
+				t.Fatalf("real-mode part report %+v\n%s", rm, console)
+			}
+			if len(rm.E820) != len(rep.Mmap) {
+				t.Fatalf("E820 has %d entries, Multiboot %d", len(rm.E820), len(rep.Mmap))
+			}
+			sawBad := false
+			for i, e := range rm.E820 {
+				if e != rep.Mmap[i] {
+					t.Errorf("entry %d: E820 %+v, Multiboot %+v", i, e, rep.Mmap[i])
+				}
+				sawBad = sawBad || e.Type == uint32(loader.KindBad) && e.Base == 16*mib && e.Len == 16*mib
+			}
+			if !sawBad {
+				t.Errorf("int 15h E820 did not report 16M-32M as bad (type 5): %+v", rm.E820)
+			}
+			var part *boot.PlacementJSON
+			for i, p := range res.Placements {
+				if p.What == "realmode" {
+					part = &res.Placements[i]
+				}
+			}
+			if part == nil || uint64(rm.At) != part.Start || part.End > 0x9FC00 {
+				t.Errorf("part reported at %#x, placed %+v", rm.At, part)
+			}
+		})
+	}
+}
+
+// TestKVMTraceShowsRealModePart: --trace=real shows the stub and then the
+// image's real-mode part, instruction by instruction, at its segment.
+func TestKVMTraceShowsRealModePart(t *testing.T) {
+	requireKVM(t)
+	var lines []string
+	res, _, _ := bootTestKernel(t, kvmConfig(boot.Config{Kernel: realModeKernel(t), Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 5000}))
+	if res.Outcome != machine.Pass {
+		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
+	}
+	var part uint64
+	for _, p := range res.Placements {
+		if p.What == "realmode" {
+			part = p.Start
+		}
+	}
+	seg := fmt.Sprintf("%04x", part>>4)
+	want := []string{"push ds", "push es", "pushad", "mov ax, cs"}
+	found := 0
+	for _, l := range lines {
+		if found < len(want) && strings.HasPrefix(l, "16 "+seg+":") && strings.HasSuffix(l, want[found]) {
+			found++
+		}
+	}
+	if found != len(want) {
+		t.Fatalf("the trace does not show the part's first instructions %q at segment %s (found %d)", want, seg, found)
+	}
+}
