@@ -41,7 +41,7 @@ testkernel:
 # CI: the committed blobs must be what the sources build.
 check-blobs: stubs testkernel
 	scripts/build-biostest.sh
-	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf e2e/biostest/
+	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/
 
 kernel:
 	scripts/fetch-kernel.sh

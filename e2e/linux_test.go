@@ -191,3 +191,30 @@ func TestLinuxExpect(t *testing.T) {
 		t.Error("the run went on after the expected line")
 	}
 }
+
+// TestLinux16 boots Debian's kernel through its own real-mode setup code
+// (the 16-bit boot protocol): the kernel learns the memory map only from
+// our BIOS's int 15h E820, so bad RAM missing from System RAM proves the
+// BIOS right. Its own decompressor then chooses where to run, knowing
+// nothing of kvmboot's placement: the test records whether it wrote into
+// the bad range (QEMU sees writes through canaries in bad RAM).
+func TestLinux16(t *testing.T) {
+	bad := badRanges(t, "16M-48M")
+	res, rep, console := bootLinux(t, boot.Config{Protocol: loader.ProtocolLinux16, BadRAM: bad, BadRAMPolicy: machine.BadRAMRecord})
+	if res.Outcome != machine.Pass || rep == nil || !rep.Pass {
+		t.Fatalf("outcome %s (%d): %s\n%s", res.Outcome, res.ExitCode, res.Reason, tail(console, 40))
+	}
+	r := initramfs.Range{Start: bad[0].Start, End: bad[0].End}
+	if over := rep.RAMOverlapping(r); len(over) != 0 {
+		t.Errorf("System RAM %v overlaps bad RAM %v: the kernel did not get int 15h E820's map", over, r)
+	}
+	if !strings.Contains(console, "BIOS-e820") {
+		t.Logf("(the kernel printed no BIOS-e820 lines with quiet)")
+	}
+	var touched uint64
+	for _, a := range res.BadRAMAccesses {
+		touched += uint64(a.Size)
+	}
+	t.Logf("linux16 with bad RAM %v: kernel code at %v; the kernel's own decompressor wrote %d bytes into the bad range in %d places",
+		r, rep.KernelCode, touched, len(res.BadRAMAccesses))
+}
