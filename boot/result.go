@@ -31,6 +31,7 @@ type Result struct {
 	GuestExit    *uint32            `json:"guest_exit,omitempty"`
 	Stub         *machine.StubCount `json:"stub,omitempty"`
 	CPU          *machine.CPUState  `json:"cpu,omitempty"`
+	BIOSLog      []string           `json:"bios_log,omitempty"`
 	Exits        uint64             `json:"vm_exits"`
 	ConsoleBytes int64              `json:"console_bytes"`
 	ConsoleTail  []string           `json:"-"`
@@ -93,7 +94,7 @@ func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
 	if r.BadRAMAccesses == nil {
 		r.BadRAMAccesses = []machine.BadAccess{}
 	}
-	r.Stub, r.Exits, r.CPU = m.Stub, m.Exits, m.CPU
+	r.Stub, r.Exits, r.CPU, r.BIOSLog = m.Stub, m.Exits, m.CPU, m.BIOSLog
 	r.FaultyRAM = m.Faulty
 	r.VMM = m.Backend
 	r.Timings.Setup = ms(m.Setup)

@@ -73,6 +73,15 @@ func (m *GuestMemory) StubState() realmode.StubState {
 	return realmode.ReadStubState(b)
 }
 
+// BIOSLog decodes the in-guest BIOS's log of services it does not provide.
+func (m *GuestMemory) BIOSLog() []string {
+	b, err := m.Slice(realmode.BIOSTablesAddr, realmode.BIOSTablesSize)
+	if err != nil {
+		return nil
+	}
+	return realmode.DecodeBIOSLog(b)
+}
+
 // StubFailure explains a stub that wrote ExitStubFailed, naming the piece
 // whose checksum did not match.
 func StubFailure(st realmode.StubState, plan *loader.Plan) string {

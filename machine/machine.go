@@ -91,11 +91,14 @@ type Result struct {
 	BadRAMAccesses []BadAccess
 	Stub           *StubCount
 	CPU            *CPUState // the vCPU at a crash, when the backend can read it
-	Exits          uint64
-	Boot           time.Duration // first instruction to the end
-	Setup          time.Duration // backend start to first instruction
-	Backend        string        // "kvm", "qemu/tcg", ...
-	Faulty         *faults.Stats // what the guest did to faulty RAM (KVM backend, with Options.Faulty)
+	// BIOSLog lists the BIOS services the guest asked for that our BIOS
+	// does not provide (realmode.DecodeBIOSLog).
+	BIOSLog []string
+	Exits   uint64
+	Boot    time.Duration // first instruction to the end
+	Setup   time.Duration // backend start to first instruction
+	Backend string        // "kvm", "qemu/tcg", ...
+	Faulty  *faults.Stats // what the guest did to faulty RAM (KVM backend, with Options.Faulty)
 }
 
 // Backend executes a plan.

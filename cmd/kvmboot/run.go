@@ -134,6 +134,9 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			} else if err != nil {
 				return err
 			} else {
+				for _, l := range res.BIOSLog {
+					fmt.Fprintln(os.Stderr, "kvmboot:", l)
+				}
 				fmt.Fprintf(os.Stderr, "kvmboot: %s (status %d): %s\n", res.Outcome, res.ExitCode, res.Reason)
 			}
 			if res.ExitCode != 0 {

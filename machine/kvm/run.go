@@ -60,6 +60,7 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	res.Boot = time.Since(setup)
 	res.Exits = r.exits
 	res.BadRAMAccesses = r.badAccesses
+	res.BIOSLog = vm.mem.BIOSLog()
 	res.Faulty = vm.faulty.Stats()
 	res.Backend = "kvm"
 	return res, nil
