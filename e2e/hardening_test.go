@@ -213,3 +213,57 @@ func TestGuestMisbehaviour(t *testing.T) {
 		})
 	}
 }
+
+// TestUnprivileged runs kvmboot as an ordinary user (nobody) when the tests
+// run as root: the QEMU backend needs no privilege at all, and without
+// access to /dev/kvm the KVM backend refuses in one line with status 126.
+func TestUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root to drop privileges (the tests already run unprivileged)")
+	}
+	dir, err := os.MkdirTemp("", "kvmboot-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "kvmboot")
+	src, _ := os.ReadFile(cli(t))
+	if err := os.WriteFile(bin, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
+	run := func(args ...string) (string, string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_CACHE_HOME=" + filepath.Join(dir, "cache")}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		status := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			status = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), status
+	}
+	if f, err := os.Open("/dev/kvm"); err == nil {
+		f.Close()
+		if fi, _ := os.Stat("/dev/kvm"); fi.Mode().Perm()&0o006 == 0 {
+			_, stderr, status := run("run", "--vmm=kvm")
+			if status != 126 || !strings.Contains(stderr, "/dev/kvm") || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("--vmm=kvm as nobody: status %d, stderr %q; want 126 and one line naming /dev/kvm", status, stderr)
+			}
+		}
+	}
+	if _, err := exec.LookPath("qemu-system-i386"); err == nil {
+		_, stderr, status := run("run", "--vmm=qemu", "--accel=tcg", "--console", filepath.Join(dir, "console"))
+		if status != 0 {
+			t.Errorf("--vmm=qemu as nobody: status %d: %s", status, stderr)
+		}
+	}
+	if _, stderr, status := run("plan", "--bad-ram", "16M-32M"); status != 0 {
+		t.Errorf("plan as nobody: status %d: %s", status, stderr)
+	}
+}
