@@ -88,14 +88,14 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	data, name := testkernel.ELF, BuiltinKernelName
 	if cfg.Kernel != "" {
 		var err error
-		if data, err = readInput(cfg.Kernel); err != nil {
+		if data, err = ReadInput(cfg.Kernel); err != nil {
 			return nil, err
 		}
 		name = cfg.Kernel
 	}
 	mods := make([]loader.Module, 0, len(cfg.Modules))
 	for _, m := range cfg.Modules {
-		b, err := readInput(m.Path)
+		b, err := ReadInput(m.Path)
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +103,7 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	}
 	var initrd *loader.Module
 	if cfg.Initrd != "" {
-		b, err := readInput(cfg.Initrd)
+		b, err := ReadInput(cfg.Initrd)
 		if err != nil {
 			return nil, err
 		}
@@ -124,8 +124,9 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	})
 }
 
-// readInput reads a file the user named, with a one-line error.
-func readInput(path string) ([]byte, error) {
+// ReadInput reads a kernel, module or initrd the user named, refusing in
+// one line what cannot be one (not a regular file, larger than the cap).
+func ReadInput(path string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -134,7 +135,7 @@ func readInput(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
 	if st.Size() > loader.DefaultLimit {
-		return nil, fmt.Errorf("%s: %s is larger than any kernel or module kvmboot loads (%s)", path, loader.FormatSize(uint64(st.Size())), loader.FormatSize(loader.DefaultLimit))
+		return nil, fmt.Errorf("%s: %s is larger than any kernel, module or initrd kvmboot loads (%s)", path, loader.FormatSize(uint64(st.Size())), loader.FormatSize(loader.DefaultLimit))
 	}
 	return os.ReadFile(path)
 }

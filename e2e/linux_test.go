@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -35,23 +34,7 @@ func guestInitrd(t testing.TB) string {
 			initrdErr = err
 			return
 		}
-		bin, err := initramfs.GuestInit(dir)
-		if err != nil {
-			initrdErr = err
-			return
-		}
-		init, err := os.ReadFile(bin)
-		if err != nil {
-			initrdErr = err
-			return
-		}
-		img, err := initramfs.Build(init, nil)
-		if err != nil {
-			initrdErr = err
-			return
-		}
-		initrdPath = filepath.Join(dir, "initramfs.cpio.gz")
-		initrdErr = os.WriteFile(initrdPath, img, 0o644)
+		initrdPath, initrdErr = initramfs.WriteGuestInitramfs(dir)
 	})
 	if initrdErr != nil {
 		t.Fatalf("building the guest initramfs: %v", initrdErr)

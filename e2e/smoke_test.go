@@ -12,54 +12,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"kvmboot/boot"
-	"kvmboot/e2e/initramfs"
 	"kvmboot/smoke"
 )
-
-var (
-	smokeInitrdOnce sync.Once
-	smokeInitrdPath string
-	smokeInitrdErr  error
-)
-
-// smokeInitrd builds an initramfs with the guest init (e2e/guestinit) once
-// per test binary, for the Debian cases of the smoke matrix.
-func smokeInitrd(t testing.TB) string {
-	t.Helper()
-	smokeInitrdOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kvmboot-smoke-initrd-")
-		if err != nil {
-			smokeInitrdErr = err
-			return
-		}
-		bin, err := initramfs.GuestInit(dir)
-		if err != nil {
-			smokeInitrdErr = err
-			return
-		}
-		init, err := os.ReadFile(bin)
-		if err != nil {
-			smokeInitrdErr = err
-			return
-		}
-		img, err := initramfs.Build(init, nil)
-		if err != nil {
-			smokeInitrdErr = err
-			return
-		}
-		smokeInitrdPath = filepath.Join(dir, "initramfs.cpio.gz")
-		smokeInitrdErr = os.WriteFile(smokeInitrdPath, img, 0o644)
-	})
-	if smokeInitrdErr != nil {
-		t.Fatalf("building the guest initramfs: %v", smokeInitrdErr)
-	}
-	return smokeInitrdPath
-}
 
 // smokeMatrix is the e2e matrix file.
 func smokeMatrix() string {
@@ -134,7 +92,7 @@ func TestSmokeMatrix(t *testing.T) {
 	requireKVM(t)
 	requireQEMU(t)
 	kernel := requireDebianKernel(t)
-	env := []string{"KVMBOOT_KERNEL_DIR=" + filepath.Dir(kernel), "SMOKE_INITRD=" + smokeInitrd(t)}
+	env := []string{"KVMBOOT_KERNEL_DIR=" + filepath.Dir(kernel), "SMOKE_INITRD=" + guestInitrd(t)}
 	out := t.TempDir()
 	junit, jsonl := filepath.Join(out, "junit.xml"), filepath.Join(out, "results.jsonl")
 	start := time.Now()

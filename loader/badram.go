@@ -300,6 +300,33 @@ func (p badPattern) expand(rs []Range, limit uint64) []Range {
 // ranges merged and empty ones dropped. rs is not modified.
 func MergeRanges(rs []Range) []Range { return mergeInPlace(slices.Clone(rs)) }
 
+// SubtractRanges returns the parts of rs that lie in none of cut, in the
+// order of rs.
+func SubtractRanges(rs, cut []Range) []Range {
+	var out []Range
+	for _, r := range rs {
+		pieces := []Range{r}
+		for _, c := range cut {
+			var next []Range
+			for _, p := range pieces {
+				if !p.Overlaps(c) {
+					next = append(next, p)
+					continue
+				}
+				if p.Start < c.Start {
+					next = append(next, Range{Start: p.Start, End: c.Start})
+				}
+				if c.End < p.End {
+					next = append(next, Range{Start: c.End, End: p.End})
+				}
+			}
+			pieces = next
+		}
+		out = append(out, pieces...)
+	}
+	return out
+}
+
 // mergeInPlace is MergeRanges reusing rs for the result. Input that is
 // already sorted, as one expanded pattern is, skips the sort.
 func mergeInPlace(rs []Range) []Range {

@@ -319,22 +319,56 @@ func TestMkELFRefusesNonELF(t *testing.T) {
 	}
 }
 
-func TestMkELFRealModeRefused(t *testing.T) {
-	// A REALMODE descriptor is critical: until kvmboot runs real-mode
-	// parts, an image with one is refused, not booted without it.
-	res, err := MkELF(testkernel.ELF, MkELFOptions{Compression: CompressionNone})
+// TestMkELFRealMode: a real-mode part survives mkelf (twice), plans below
+// 640K with the stub told to far-call it, and the kernel's locate word
+// holds where it went; a malformed descriptor is refused, since REALMODE is
+// critical.
+func TestMkELFRealMode(t *testing.T) {
+	locate, err := SymbolAddress(testkernel.ELF, testkernel.RealModeLocateSymbol)
 	if err != nil {
 		t.Fatal(err)
 	}
+	part := &RealModePart{Code: testkernel.RealMode, MemSize: testkernel.RealModeSize, ResultsOff: testkernel.RealModeResults,
+		ResultsSize: testkernel.RealModeSize - testkernel.RealModeResults, Locate: locate}
+	res, err := MkELF(testkernel.ELF, MkELFOptions{Compression: CompressionNone, RealMode: part})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := MkELF(res.Output, MkELFOptions{Compression: CompressionNone})
+	if err != nil || !bytes.Equal(again.ELF, res.ELF) {
+		t.Fatalf("mkelf of its own output: %v, same bytes %v", err, err == nil && bytes.Equal(again.ELF, res.ELF))
+	}
+	plan, err := Build(Config{Kernel: res.Output, MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rm, kern *Placement
+	for i, p := range plan.Placements {
+		switch p.What {
+		case "realmode":
+			rm = &plan.Placements[i]
+		case "kernel":
+			kern = &plan.Placements[i]
+		}
+	}
+	if rm == nil || rm.End() > 0x9FC00 || rm.Start%16 != 0 || !bytes.Equal(rm.Data, testkernel.RealMode) || !rm.Verify {
+		t.Fatalf("real-mode placement %+v", rm)
+	}
+	if plan.Entry.RealModeCall != uint32(rm.Start>>4)<<16 {
+		t.Errorf("real-mode call %#x, want %#x:0", plan.Entry.RealModeCall, rm.Start>>4)
+	}
+	if got := binary.LittleEndian.Uint32(kern.Data[locate-0x1000000:]); got != uint32(rm.Start) {
+		t.Errorf("locate word holds %#x, want the part's address %#x", got, rm.Start)
+	}
+
 	n := *res.Note
 	n.RealMode = []byte{1, 0, 0, 0}
-	seg := n.Marshal()
-	out, _, err := elfWithNote(res.ELF, seg)
+	out, _, err := elfWithNote(res.ELF, n.Marshal())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenKernel(out, 0, nil); err == nil || !strings.Contains(err.Error(), "real-mode part") {
-		t.Errorf("got %v, want a refusal naming the real-mode part", err)
+	if _, err := OpenKernel(out, 0, nil); err == nil || !strings.Contains(err.Error(), "REALMODE") {
+		t.Errorf("got %v, want a refusal naming REALMODE", err)
 	}
 }
 

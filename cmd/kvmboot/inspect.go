@@ -40,7 +40,7 @@ func inspectCommand() *cobra.Command {
   kvmboot inspect --json kernel.elf.xz | jq .relocations`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := readKernelFile(args[0])
+			raw, err := boot.ReadInput(args[0])
 			if err != nil {
 				return err
 			}

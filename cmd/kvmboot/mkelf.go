@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"kvmboot/boot"
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
 )
@@ -57,7 +58,7 @@ larger than the xz payload inside a bzImage.`,
 			default:
 				return fmt.Errorf("--compress=%s: want gzip, xz, zstd or none", compress)
 			}
-			in, err := readKernelFile(args[0])
+			in, err := boot.ReadInput(args[0])
 			if err != nil {
 				return err
 			}
@@ -150,21 +151,6 @@ func (f *realModeFlags) part(kernel []byte) (*loader.RealModePart, error) {
 		}
 	}
 	return p, nil
-}
-
-// readKernelFile reads a kernel the user named, refusing what cannot be one.
-func readKernelFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if st.Size() > loader.DefaultLimit {
-		return nil, fmt.Errorf("%s: %s is larger than any kernel kvmboot loads (%s)", path, human(int(st.Size())), loader.FormatSize(loader.DefaultLimit))
-	}
-	return os.ReadFile(path)
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames

@@ -123,3 +123,22 @@ func GuestInit(dir string) (string, error) {
 	}
 	return out, nil
 }
+
+// WriteGuestInitramfs builds the guest init (GuestInit) and writes an
+// initramfs holding it as /init to dir/initramfs.cpio.gz.
+func WriteGuestInitramfs(dir string) (string, error) {
+	bin, err := GuestInit(dir)
+	if err != nil {
+		return "", err
+	}
+	init, err := os.ReadFile(bin)
+	if err != nil {
+		return "", err
+	}
+	img, err := Build(init, nil)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "initramfs.cpio.gz")
+	return out, os.WriteFile(out, img, 0o644)
+}

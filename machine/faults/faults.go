@@ -238,24 +238,7 @@ func Subtract(rs []Range, cut []loader.Range) []Range {
 	cut = loader.MergeRanges(cut)
 	var out []Range
 	for _, r := range rs {
-		pieces := []loader.Range{r.Range}
-		for _, c := range cut {
-			var next []loader.Range
-			for _, p := range pieces {
-				if !p.Overlaps(c) {
-					next = append(next, p)
-					continue
-				}
-				if p.Start < c.Start {
-					next = append(next, loader.Range{Start: p.Start, End: c.Start})
-				}
-				if c.End < p.End {
-					next = append(next, loader.Range{Start: c.End, End: p.End})
-				}
-			}
-			pieces = next
-		}
-		for _, p := range pieces {
+		for _, p := range loader.SubtractRanges([]loader.Range{r.Range}, cut) {
 			out = append(out, Range{Range: p, Model: r.Model})
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/realmode"
 )
@@ -53,7 +52,7 @@ func Probe(ctx context.Context) *ProbeResult {
 			break
 		}
 	}
-	vm, err := New(probeMem, nil)
+	vm, err := New(machine.ProbeMem, nil)
 	if err != nil {
 		p.Error = err.Error()
 		return p
@@ -91,19 +90,9 @@ func Probe(ctx context.Context) *ProbeResult {
 	return p
 }
 
-const probeMem = 16 << 20
-
 func probeRun(ctx context.Context, test, count uint32) (*machine.Result, error) {
-	plan := &loader.Plan{
-		Kernel:  loader.KernelInfo{Path: "(probe)", Format: "raw", Protocol: loader.ProtocolELF},
-		MemSize: probeMem,
-		Map:     loader.NewMemoryMap(probeMem),
-		Placements: []loader.Placement{{
-			What: "probe", Start: realmode.ProbeAddr, Data: realmode.Probe, Size: uint64(len(realmode.Probe)),
-		}},
-		Entry: loader.EntryState{EIP: realmode.ProbeAddr, EAX: test, EBX: count},
-	}
-	if err := plan.Finish(); err != nil {
+	plan, err := machine.ProbePlan(test, count)
+	if err != nil {
 		return nil, err
 	}
 	return Backend{}.Run(ctx, plan, machine.Options{Timeout: 20 * time.Second})

@@ -156,25 +156,11 @@ func (vm *VM) addSlot(guest uint64, host []byte, readOnly bool) error {
 // backedRanges is guest RAM minus the PC's low-memory hole minus every page
 // that holds a byte of bad RAM.
 func backedRanges(memSize uint64, bad []loader.Range) []loader.Range {
-	ranges := []loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}
-	for _, b := range bad {
-		hole := loader.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
-		var next []loader.Range
-		for _, r := range ranges {
-			if !r.Overlaps(hole) {
-				next = append(next, r)
-				continue
-			}
-			if r.Start < hole.Start {
-				next = append(next, loader.Range{Start: r.Start, End: hole.Start})
-			}
-			if hole.End < r.End {
-				next = append(next, loader.Range{Start: hole.End, End: r.End})
-			}
-		}
-		ranges = next
+	holes := make([]loader.Range, len(bad))
+	for i, b := range bad {
+		holes[i] = loader.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
 	}
-	return ranges
+	return loader.SubtractRanges([]loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, holes)
 }
 
 func (vm *VM) createVCPU() error {

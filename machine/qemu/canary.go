@@ -80,34 +80,17 @@ func checkCanary(mem []byte, base uint64) []loader.Range {
 // the placements (the loader writes those before the guest runs, and a
 // placement's bss must stay zero).
 func canaryRanges(bad []loader.Range, placements []loader.Placement, memSize uint64) []loader.Range {
-	rs := loader.MergeRanges(bad)
-	var out []loader.Range
-	for _, r := range rs {
-		r.End = min(r.End, memSize)
-		if r.Start >= r.End {
-			continue
+	var inRAM []loader.Range
+	for _, r := range loader.MergeRanges(bad) {
+		if r.End = min(r.End, memSize); r.Start < r.End {
+			inRAM = append(inRAM, r)
 		}
-		pieces := []loader.Range{r}
-		for _, p := range placements {
-			pr := p.Range()
-			var next []loader.Range
-			for _, q := range pieces {
-				if !q.Overlaps(pr) {
-					next = append(next, q)
-					continue
-				}
-				if q.Start < pr.Start {
-					next = append(next, loader.Range{Start: q.Start, End: pr.Start})
-				}
-				if pr.End < q.End {
-					next = append(next, loader.Range{Start: pr.End, End: q.End})
-				}
-			}
-			pieces = next
-		}
-		out = append(out, pieces...)
 	}
-	return out
+	placed := make([]loader.Range, len(placements))
+	for i, p := range placements {
+		placed[i] = p.Range()
+	}
+	return loader.SubtractRanges(inRAM, placed)
 }
 
 // canaryWatch checks the canaries of a run and turns changes into bad-RAM

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/realmode"
 )
@@ -79,21 +78,11 @@ func Probe(ctx context.Context) *ProbeResult {
 	return p
 }
 
-const probeMem = 16 << 20
-
 // probeRun boots the probe guest with test in EAX (and a loop count of 1)
 // and returns the result and how long the whole run took.
 func probeRun(ctx context.Context, accel string, test uint32) (*machine.Result, time.Duration, error) {
-	plan := &loader.Plan{
-		Kernel:  loader.KernelInfo{Path: "(probe)", Format: "raw", Protocol: loader.ProtocolELF},
-		MemSize: probeMem,
-		Map:     loader.NewMemoryMap(probeMem),
-		Placements: []loader.Placement{{
-			What: "probe", Start: realmode.ProbeAddr, Data: realmode.Probe, Size: uint64(len(realmode.Probe)),
-		}},
-		Entry: loader.EntryState{EIP: realmode.ProbeAddr, EAX: test, EBX: 1},
-	}
-	if err := plan.Finish(); err != nil {
+	plan, err := machine.ProbePlan(test, 1)
+	if err != nil {
 		return nil, 0, err
 	}
 	start := time.Now()

@@ -28,17 +28,13 @@ func run(out string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin, err := initramfs.GuestInit(dir)
+	img, err := initramfs.WriteGuestInitramfs(dir)
 	if err != nil {
 		return err
 	}
-	init, err := os.ReadFile(bin)
+	b, err := os.ReadFile(img)
 	if err != nil {
 		return err
 	}
-	img, err := initramfs.Build(init, nil)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(out, img, 0o644)
+	return os.WriteFile(out, b, 0o644)
 }
