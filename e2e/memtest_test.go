@@ -418,3 +418,18 @@ func TestMemtestTimeout(t *testing.T) {
 		t.Errorf("status %d, %s: %s, memtest %+v, placements %v", status, res.Outcome, res.Reason, res.Memtest, res.Placements)
 	}
 }
+
+// TestMemtestQEMU: the memtest guest runs under QEMU too, reporting over
+// COM2 (a second -serial), over all of a 256 MiB guest, then the boot.
+func TestMemtestQEMU(t *testing.T) {
+	requireQEMU(t)
+	for _, mode := range []string{memtest.Quick, memtest.Thorough} {
+		res, rep, console := bootTestKernel(t, boot.Config{VMM: "qemu", Accel: "tcg", Memtest: mode})
+		checkPass(t, res, rep, console)
+		m := res.Memtest
+		if m == nil || !m.Complete || m.PagesTested < 65000 || len(m.Failing) != 0 {
+			t.Fatalf("%s memtest report %+v", mode, m)
+		}
+		t.Logf("%s: %d pages in %.0f ms of guest time", mode, m.PagesTested, m.GuestMS)
+	}
+}

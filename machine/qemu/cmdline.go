@@ -37,6 +37,11 @@ type launch struct {
 	Kernel, Append, Initrd string
 	QMPPath                string // unix socket kvmboot listens on
 	LogPath                string // -D: the -d and -trace output
+	// COM2Path, when set, receives the guest's second serial port (the
+	// memtest guest's report channel).
+	COM2Path string
+	// InAsm adds QEMU's -d in_asm (translated code) to the log, for --trace.
+	InAsm bool
 }
 
 // optEscape doubles commas, QEMU's escape inside an option value.
@@ -79,12 +84,19 @@ func (l *launch) args() []string {
 			a = append(a, "-initrd", l.Initrd)
 		}
 	}
+	a = append(a, "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con")
+	if l.COM2Path != "" {
+		a = append(a, "-chardev", "file,id=com2,path="+optEscape(l.COM2Path), "-serial", "chardev:com2")
+	}
+	logItems := "cpu_reset"
+	if l.InAsm {
+		logItems += ",in_asm"
+	}
 	a = append(a,
-		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=4",
 		"-chardev", "socket,id=qmp,path="+optEscape(l.QMPPath), "-mon", "chardev=qmp,mode=control",
 		"-no-reboot", "-no-shutdown",
-		"-d", "cpu_reset", "-D", l.LogPath,
+		"-d", logItems, "-D", l.LogPath,
 		"-trace", "pckbd_kbd_write_command", "-trace", "port92_write",
 	)
 	if l.Accel == AccelKVM {

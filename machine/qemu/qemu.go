@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -145,7 +146,39 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	}
 	res := r.watch(ctx)
 	res.Backend = b.Name()
+	if !b.Kernel {
+		res.BIOSLog = r.mem.BIOSLog()
+	}
+	if r.com2File != nil {
+		if _, err := io.Copy(r.opts.COM2, r.com2File); err != nil {
+			r.log("COM2: " + err.Error())
+		}
+	}
+	if r.opts.Trace != nil {
+		r.passTrace()
+	}
 	return res, nil
+}
+
+// passTrace hands QEMU's -d in_asm log to opts.Trace, each line labelled
+// "qemu:", up to TraceLimit lines. QEMU logs each block of guest code when
+// it translates it, not each time it runs.
+func (r *run) passTrace() {
+	if r.logFile == nil {
+		return
+	}
+	if _, err := r.logFile.Seek(0, io.SeekStart); err != nil {
+		return
+	}
+	sc := bufio.NewScanner(r.logFile)
+	for n := 0; sc.Scan() && (r.opts.TraceLimit <= 0 || n < r.opts.TraceLimit); {
+		// Only the translated code: "IN:" headers and "0x...: insn"
+		// lines, not the CPU dumps that -d cpu_reset adds.
+		if line := sc.Text(); strings.HasPrefix(line, "IN:") || strings.HasPrefix(line, "0x") {
+			r.opts.Trace("qemu: " + line)
+			n++
+		}
+	}
 }
 
 // run is one QEMU run.
@@ -176,6 +209,7 @@ type run struct {
 	setupDone time.Time
 	accesses  []machine.BadAccess
 	logFile   *os.File          // QEMU's -D log, open past its removal
+	com2File  *os.File          // the guest's COM2 output, likewise
 	regs      *cpuRegs          // read at a crash
 	cpu       *machine.CPUState // the same, for the result
 }
@@ -193,8 +227,12 @@ func (r *run) prepare() error {
 	l.Accel, l.MemSize, l.RAMPath = r.accel, r.plan.MemSize, r.ramPath
 	l.QMPPath = filepath.Join(r.dir, "qmp.sock")
 	l.LogPath = filepath.Join(r.dir, "qemu.log")
-	if r.opts.CountStub || r.opts.Trace != nil {
-		r.log("--count-stub and --trace need the KVM backend; QEMU runs without them")
+	if r.opts.CountStub {
+		r.log("--count-stub needs the KVM backend (single-stepping); QEMU runs without it")
+	}
+	l.InAsm = r.opts.Trace != nil
+	if r.opts.COM2 != nil {
+		l.COM2Path = filepath.Join(r.dir, "com2")
 	}
 	if r.b.Kernel {
 		err = r.prepareKernel()
@@ -431,6 +469,9 @@ func (r *run) startQEMU(ctx context.Context) error {
 	// killed from here on leaves nothing behind (QEMU dies with it). Only
 	// QEMU's log is read later, through a descriptor opened now.
 	r.logFile, _ = os.Open(r.launch.LogPath)
+	if r.launch.COM2Path != "" {
+		r.com2File, _ = os.Open(r.launch.COM2Path)
+	}
 	os.Remove(r.ramPath)
 	os.RemoveAll(r.dir)
 	if testHookStarted != nil {
@@ -765,8 +806,10 @@ func (r *run) cleanup() {
 	if r.conEOF != nil {
 		r.drainConsole()
 	}
-	if r.logFile != nil {
-		r.logFile.Close()
+	for _, f := range []*os.File{r.logFile, r.com2File} {
+		if f != nil {
+			f.Close()
+		}
 	}
 	if r.ram != nil {
 		unix.Munmap(r.ram)
