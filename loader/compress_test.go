@@ -407,7 +407,7 @@ func TestDecompressBomb(t *testing.T) {
 	if alloc > 3*DefaultLimit {
 		t.Errorf("allocated %d MiB, want at most %d", alloc>>20, 3*DefaultLimit>>20)
 	}
-	if elapsed > 10*time.Second {
+	if elapsed > 2*time.Minute { // a hang guard; speed is BenchmarkDecompress's
 		t.Errorf("took %v", elapsed)
 	}
 }
