@@ -149,17 +149,11 @@ func TestPlanSVG(t *testing.T) {
 func TestPlanExampleSVG(t *testing.T) {
 	example := filepath.Join(repoRoot(), "docs", "plan-example.svg")
 	if *updateExample {
-		vmlinuz := requireDebianKernel(t)
-		dir := t.TempDir()
-		if err := os.Symlink(vmlinuz, filepath.Join(dir, "vmlinuz")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "initrd.img"), make([]byte, 5<<20), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(cli(t), "plan", "--bad-ram", "16M-20M", "--bad-ram", "memmap=8M$36M", "--initrd", "initrd.img",
-			"--cmdline", "console=ttyS0 quiet", "--svg-found", "0x5000000+64K", "--svg", example, "vmlinuz")
-		cmd.Dir = dir
+		// A real run: the in-guest memory test finds injected faulty RAM,
+		// which the plan then avoids with the two declared bad ranges.
+		requireKVM(t)
+		cmd := exec.Command(cli(t), "run", "--vmm=kvm", "--bad-ram", "16M-20M", "--bad-ram", "memmap=8M$36M",
+			"--faulty-ram", "80M+64K:stuck0", "--memtest", "--memtest-range", "76M-84M", "--console", os.DevNull, "--svg", example)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
@@ -176,7 +170,9 @@ func TestPlanExampleSVG(t *testing.T) {
 			kernel++
 		}
 	}
-	if bad != 2 || faults != 1 || kernel != 1 || !strings.Contains(text, "given by hand") {
-		t.Errorf("%s: %d bad regions, %d faults, %d kernels; want 2, 1, 1 and a caption saying the fault is hand-made", example, bad, faults, kernel)
+	// Bad regions: the two declared and the one the memtest found (the run
+	// avoids it as bad RAM, and marks it as a memtest fault).
+	if bad != 3 || faults != 1 || kernel != 1 || !strings.Contains(text, "found by the in-guest memory test") {
+		t.Errorf("%s: %d bad regions, %d faults, %d kernels; want 3, 1, 1 and a caption saying the memory test found the fault", example, bad, faults, kernel)
 	}
 }
