@@ -16,7 +16,11 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/loader"
 	"kvmboot/machine"
+	"kvmboot/machine/kvm"
+	"kvmboot/machine/memtest"
+	"kvmboot/machine/qemu"
 )
 
 // TestSignalEndsRunCleanly: SIGINT or SIGTERM to kvmboot ends the run with
@@ -265,5 +269,45 @@ func TestUnprivileged(t *testing.T) {
 	}
 	if _, stderr, status := run("plan", "--bad-ram", "16M-32M"); status != 0 {
 		t.Errorf("plan as nobody: status %d: %s", status, stderr)
+	}
+}
+
+// TestGuestChannelGarbage: a guest that sends malformed, cut-off and
+// endless frames on the memtest channel (COM2) cannot hurt the host's
+// decoder: the run ends normally, every bad frame is counted, none is
+// taken for a good one.
+func TestGuestChannelGarbage(t *testing.T) {
+	const n = 20_000
+	for _, vmm := range []string{"kvm", "qemu"} {
+		t.Run(vmm, func(t *testing.T) {
+			var backend machine.Backend
+			if vmm == "kvm" {
+				requireKVM(t)
+				backend = kvm.Backend{}
+			} else {
+				requireQEMU(t)
+				backend = qemu.Backend{Accel: qemu.AccelTCG}
+			}
+			plan, err := boot.Plan(boot.Config{Cmdline: "kt.com2=" + strconv.Itoa(n)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var console bytes.Buffer
+			dec := &memtest.Decoder{OnFrame: func(f memtest.Frame) { t.Errorf("garbage decoded as a frame: %+v", f) }}
+			res, err := backend.Run(context.Background(), plan, machine.Options{
+				Timeout: 2 * time.Minute, Console: machine.NewConsole(&console, nil), COM2: dec, BadRAM: plan.Map.Ranges(loader.KindBad)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != machine.Pass || !strings.Contains(console.String(), "kt: com2 done") {
+				t.Fatalf("outcome %s: %s\n%s", res.Outcome, res.Reason, console.String())
+			}
+			dec.Close()
+			st := dec.Stats()
+			if st.Frames != 0 || st.BadLength == 0 || st.BadChecksum == 0 || st.Skipped == 0 {
+				t.Errorf("decoder stats %+v: want bad lengths, bad checks and skipped bytes, no frames", st)
+			}
+			t.Logf("%s: %d bytes of garbage: %+v", vmm, n, st)
+		})
 	}
 }

@@ -20,6 +20,7 @@
 //	kt.flood=N    N characters (decimal, up to 4 GiB) of a 62-character cycle in
 //	              lines of 64 (newlines not counted), then "kt: flood done"
 //	kt.ports      outb/inb to unassigned ports 0x100-0x11f and 0x2e0-0x2e3, then "kt: ports done"
+//	kt.com2=N     N bytes of malformed frames and garbage on COM2 (0x2f8), then "kt: com2 done"
 //	kt.panic      print PanicMessage and hang
 //	kt.hang       cli; hlt forever
 //	kt.spin       cli; jmp . forever

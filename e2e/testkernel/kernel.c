@@ -657,7 +657,7 @@ static void check_cpu(const struct entry_state *st)
 /* ---- Actions from the command line ------------------------------------ */
 
 enum action_kind {
-	ACT_EXIT, ACT_POKE, ACT_PEEK, ACT_FLOOD, ACT_PORTS,
+	ACT_EXIT, ACT_POKE, ACT_PEEK, ACT_FLOOD, ACT_PORTS, ACT_COM2,
 	ACT_PANIC, ACT_HANG, ACT_SPIN, ACT_TRIPLE, ACT_RESET,
 };
 
@@ -736,6 +736,7 @@ static void parse_word(const char *w, uint32_t len)
 		{ "kt.peek=",  ACT_PEEK,   1, 0xFFFFFFFCu },
 		{ "kt.flood=", ACT_FLOOD,  0, 0x100000000ull },
 		{ "kt.ports",  ACT_PORTS,  0, 0 },
+		{ "kt.com2=",  ACT_COM2,   0, 0x100000000ull },
 		{ "kt.panic",  ACT_PANIC,  0, 0 },
 		{ "kt.hang",   ACT_HANG,   0, 0 },
 		{ "kt.spin",   ACT_SPIN,   0, 0 },
@@ -804,6 +805,33 @@ static void flood(uint64_t n)
 	print("kt: flood done\n");
 }
 
+/*
+ * N bytes of hostile traffic on COM2, the channel kvmboot's memtest guest
+ * reports on: start bytes (0xA5) followed by lengths past any frame,
+ * frames with bad checks, frames cut off by another start byte, and plain
+ * garbage. A host decoder must survive it with bounded memory. Where no
+ * UART answers (LSR reads all-ones) the bytes just vanish.
+ */
+static void com2_garbage(uint64_t n)
+{
+	static const uint8_t pattern[] = {
+		0xA5, 0xFF, 0x00, 0xFF,				/* length 255: past MaxPayload */
+		0xA5, 'F', 0x01, 0x04, 1, 2, 3, 4, 0x00,	/* bad check */
+		0xA5, 'D', 0x02, 0x0C, 0xA5, 0xA5,		/* cut off by start bytes */
+		0x00, 0x13, 0x37, 0xA5,				/* garbage and a dangling start */
+	};
+	uint32_t k = 0;
+
+	for (; n; n--) {
+		for (uint32_t spin = 0; spin < 100000 && !(inb(0x2FD) & 0x20); spin++)
+			;
+		outb(0x2F8, pattern[k]);
+		if (++k == sizeof pattern)
+			k = 0;
+	}
+	print("kt: com2 done\n");
+}
+
 /* Ports nothing on a PC answers: reads give 0xff, writes vanish. */
 static void touch_unassigned_ports(void)
 {
@@ -859,6 +887,9 @@ static uint32_t run_actions(uint32_t status)
 			break;
 		case ACT_PORTS:
 			touch_unassigned_ports();
+			break;
+		case ACT_COM2:
+			com2_garbage(actions[i].arg);
 			break;
 		case ACT_PANIC:
 			print("Kernel panic - not syncing: kvmboot test kernel asked to panic\n");
