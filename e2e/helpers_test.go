@@ -76,6 +76,18 @@ var (
 	cliErr  error
 )
 
+// TestMain removes what the tests built once for all of them.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cliPath != "" {
+		os.RemoveAll(filepath.Dir(cliPath))
+	}
+	if initrdPath != "" {
+		os.RemoveAll(filepath.Dir(initrdPath))
+	}
+	os.Exit(code)
+}
+
 // cli builds the kvmboot command once per test binary.
 func cli(t testing.TB) string {
 	t.Helper()
@@ -86,7 +98,9 @@ func cli(t testing.TB) string {
 			return
 		}
 		cliPath = filepath.Join(dir, "kvmboot")
-		out, err := exec.Command("go", "build", "-o", cliPath, "kvmboot/cmd/kvmboot").CombinedOutput()
+		build := exec.Command("go", "build", "-o", cliPath, "kvmboot/cmd/kvmboot")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build`: no dynamic loader at start-up
+		out, err := build.CombinedOutput()
 		if err != nil {
 			cliErr = errors.New(string(out))
 		}

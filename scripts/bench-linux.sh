@@ -17,7 +17,7 @@ for tool in qemu-system-i386 jq; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/kvmboot" ./cmd/kvmboot
+CGO_ENABLED=0 go build -o "$tmp/kvmboot" ./cmd/kvmboot
 go run ./e2e/cmd/mkinitramfs "$tmp/initramfs.cpio.gz"
 cmdline="console=ttyS0 quiet cryptomgr.notests noisapnp panic=-1"
 

@@ -21,7 +21,7 @@ trap 'rm -rf "$tmp"' EXIT
 bin=${KVMBOOT:-}
 if [ -z "$bin" ]; then
 	bin=$tmp/kvmboot
-	go build -o "$bin" ./cmd/kvmboot
+	CGO_ENABLED=0 go build -o "$bin" ./cmd/kvmboot
 fi
 
 ours=("$bin" run --vmm=qemu --accel=tcg --console "$tmp/ours.log")

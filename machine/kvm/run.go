@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -152,10 +153,21 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
+	// The watcher touches kvm_run: it must be gone before the VM (and its
+	// mapping) is closed, so the loop waits for it on the way out.
 	var why atomic.Int32
+	var watcher sync.WaitGroup
 	done := make(chan struct{})
-	defer close(done)
-	go r.watch(ctx, unix.Gettid(), &why, done)
+	defer func() {
+		close(done)
+		watcher.Wait()
+	}()
+	tid := unix.Gettid() // this thread's, the one in KVM_RUN
+	watcher.Add(1)
+	go func() {
+		defer watcher.Done()
+		r.watch(ctx, tid, &why, done)
+	}()
 
 	if r.opts.CountStub || r.opts.Trace != nil {
 		if err := setGuestDebug(uintptr(r.vm.vcpuFd), true); err != nil {
