@@ -48,8 +48,12 @@ check-blobs: stubs testkernel
 kernel:
 	scripts/fetch-kernel.sh
 
+# Go benchmarks, then the side-by-side boots against QEMU's own -kernel path
+# (the README's figures): the test kernel and Debian's kernel (make kernel).
 bench:
-	$(GO) test -run XXX -bench . -benchtime 7x ./machine/... ./e2e/... ./loader/...
+	$(GO) test -run XXX -bench . -benchtime 7x ./machine/... ./e2e/... ./loader/... ./smoke/...
+	scripts/bench-qemu.sh 7
+	scripts/bench-linux.sh 5
 
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
