@@ -34,6 +34,8 @@ type Config struct {
 	Modules []ModuleSpec
 	// Initrd is a Linux initrd (for a Multiboot kernel: its first module).
 	Initrd string
+	// Disk is an image the in-guest BIOS serves as drive 80h (int 13h).
+	Disk   string
 	BadRAM []loader.Range
 
 	Protocol    loader.Protocol // "" = from the image
@@ -101,6 +103,14 @@ func Plan(cfg Config) (*loader.Plan, error) {
 		}
 		mods = append(mods, loader.Module{Path: m.Path, Args: m.Args, Data: b})
 	}
+	var disk *loader.Module
+	if cfg.Disk != "" {
+		b, err := ReadInput(cfg.Disk)
+		if err != nil {
+			return nil, err
+		}
+		disk = &loader.Module{Path: cfg.Disk, Data: b}
+	}
 	var initrd *loader.Module
 	if cfg.Initrd != "" {
 		b, err := ReadInput(cfg.Initrd)
@@ -119,7 +129,7 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	}
 	return loader.Build(loader.Config{
 		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
-		Modules: mods, Initrd: initrd, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
+		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
 	})
 }

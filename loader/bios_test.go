@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"kvmboot/boot/testkernel"
 	"kvmboot/realmode"
 )
 
@@ -429,4 +430,34 @@ func FuzzBIOSTables(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestBuildWithDisk: --disk puts the image in the highest good RAM, whole
+// sectors, and the BIOS tables point int 13h at it.
+func TestBuildWithDisk(t *testing.T) {
+	img := bytes.Repeat([]byte{0x5A}, 3000)
+	plan, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * mb, Disk: &Module{Path: "disk.img", Data: img},
+		BadRAM: []Range{{60 * mb, 64 * mb}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disk, tables *Placement
+	for i, p := range plan.Placements {
+		switch p.What {
+		case "disk":
+			disk = &plan.Placements[i]
+		case "bios_tables":
+			tables = &plan.Placements[i]
+		}
+	}
+	if disk == nil || disk.Size != 3072 || disk.End() > 60*mb || !bytes.Equal(disk.Data, img) {
+		t.Fatalf("disk placement %+v", disk)
+	}
+	d, err := ReadBIOSDisk(tables.Data, 0x80)
+	if err != nil || uint64(d.Addr) != disk.Start || d.Sectors != 6 {
+		t.Fatalf("BIOS disk %+v, %v; placed at %#x", d, err, disk.Start)
+	}
+	if _, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * mb, Disk: &Module{Path: "empty.img"}}); err == nil {
+		t.Error("an empty disk image was accepted")
+	}
 }

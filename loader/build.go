@@ -26,6 +26,8 @@ type Config struct {
 	Cmdline string
 	Modules []Module
 	Initrd  *Module // Linux initrd; a first module for Multiboot kernels
+	// Disk is a disk image the BIOS serves as drive 80h (int 13h).
+	Disk *Module
 
 	// Protocol forces a boot protocol; "" picks it from the image.
 	Protocol    Protocol
@@ -89,7 +91,13 @@ func Build(cfg Config) (*Plan, error) {
 		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
 	}
 	plan.add(Placement{What: "bios", Name: "interrupt vectors, BIOS data area", Start: 0, Size: biosDataEnd})
-	tables, err := BIOSTables(m, cfg.MemSize, nil)
+	var disk *Disk
+	if cfg.Disk != nil {
+		if disk, err = placeDisk(plan, a, cfg.Disk); err != nil {
+			return nil, err
+		}
+	}
+	tables, err := BIOSTables(m, cfg.MemSize, disk)
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +262,24 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 }
 
 func (p *Plan) add(pl Placement) { p.Placements = append(p.Placements, pl) }
+
+// placeDisk puts a disk image in the highest good RAM below 4 GiB, whole
+// sectors, for the in-guest BIOS to copy from. It is not checksummed:
+// the BIOS reads it on demand, and a CRC of a large image costs seconds
+// on an emulating KVM.
+func placeDisk(plan *Plan, a *Allocator, d *Module) (*Disk, error) {
+	if len(d.Data) == 0 {
+		return nil, &PlaceError{What: "disk", Msg: fmt.Sprintf("disk image %s is empty", d.Path)}
+	}
+	disk := &Disk{Size: uint64(len(d.Data))}
+	at, _, err := a.Find(Request{What: "disk image", Size: disk.Sectors() * 512, Align: 4096, Min: oneMiB, Policy: PolicyHighest})
+	if err != nil {
+		return nil, err
+	}
+	disk.Addr = at
+	plan.add(Placement{What: "disk", Name: d.Path, Start: at, Data: d.Data, Size: disk.Span().Size()})
+	return disk, nil
+}
 
 // Finish computes the checksums the stub verifies and adds the parameter
 // block that carries them and the entry state.

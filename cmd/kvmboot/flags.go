@@ -57,6 +57,7 @@ type planFlags struct {
 	cmdline     string
 	modules     []string
 	initrd      string
+	disk        string
 	badRAM      []string
 	placement   string
 	protocol    string
@@ -71,6 +72,7 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 	fs.Var(&f.mem, "mem", "guest RAM size (K/M/G suffixes or 0x hex)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `TEXT`")
 	fs.StringArrayVar(&f.modules, "module", nil, "Multiboot module `'FILE[ ARGS]'` (repeatable)")
+	fs.StringVar(&f.disk, "disk", "", "disk image `FILE` the in-guest BIOS serves as drive 80h (int 13h reads)")
 	fs.StringVar(&f.initrd, "initrd", "", "Linux initrd `FILE` (placed in good RAM below the kernel's initrd_addr_max)")
 	fs.StringArrayVar(&f.badRAM, "bad-ram", nil, "bad RAM `SPEC`: START-END, START+SIZE, memmap=SIZE$START[,...], badram=ADDR,MASK[,...], cutmem FROM TO (repeatable)")
 	fs.StringVar(&f.placement, "placement", "preferred", "kernel placement `POLICY`: preferred, lowest or highest")
@@ -83,7 +85,7 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 
 // config turns the flags into a boot configuration.
 func (f *planFlags) config(kernel string) (boot.Config, error) {
-	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Region: f.region.r, NoVerify: f.noVerify, NoCache: f.noCache}
+	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Disk: f.disk, Region: f.region.r, NoVerify: f.noVerify, NoCache: f.noCache}
 	policy, err := loader.ParsePolicy(f.placement)
 	if err != nil {
 		return cfg, err
