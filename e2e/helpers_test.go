@@ -114,9 +114,16 @@ func cli(t testing.TB) string {
 // runCLI runs the kvmboot command and returns its output and exit status.
 func runCLI(t testing.TB, args ...string) (stdout, stderr string, status int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	return runCLIEnv(t, nil, args...)
+}
+
+// runCLIEnv is runCLI with extra environment variables.
+func runCLIEnv(t testing.TB, env []string, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cli(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -27,21 +25,7 @@ func smokeMatrix() string {
 // runSmoke runs `kvmboot smoke` with extra environment variables.
 func runSmoke(t testing.TB, env []string, args ...string) (stdout, stderr string, status int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cli(t), append([]string{"smoke"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		status = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("kvmboot smoke %s: %v", strings.Join(args, " "), err)
-	}
-	return o.String(), e.String(), status
+	return runCLIEnv(t, env, append([]string{"smoke"}, args...)...)
 }
 
 // readRecords decodes a JSON lines file strictly.

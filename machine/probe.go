@@ -1,6 +1,8 @@
 package machine
 
 import (
+	"fmt"
+
 	"kvmboot/loader"
 	"kvmboot/realmode"
 )
@@ -22,4 +24,12 @@ func ProbePlan(test, count uint32) (*loader.Plan, error) {
 		Entry: loader.EntryState{EIP: realmode.ProbeAddr, EAX: test, EBX: count},
 	}
 	return plan, plan.Finish()
+}
+
+// Describe says in one line how a probe run ended, or why it could not run.
+func Describe(res *Result, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%s: %s", res.Outcome, res.Reason)
 }

@@ -62,7 +62,7 @@ func Probe(ctx context.Context) *ProbeResult {
 
 	base, err := probeRun(ctx, realmode.ProbeSpin, 1)
 	if err != nil || base.Outcome != machine.Pass {
-		p.Error = fmt.Sprintf("the entry stub did not reach a 32-bit guest: %s", describe(base, err))
+		p.Error = fmt.Sprintf("the entry stub did not reach a 32-bit guest: %s", machine.Describe(base, err))
 		return p
 	}
 	p.RealMode, p.ProtectedMode = true, true
@@ -73,7 +73,7 @@ func Probe(ctx context.Context) *ProbeResult {
 	for n := uint32(300_000); ; n *= 10 {
 		res, err := probeRun(ctx, realmode.ProbeSpin, n)
 		if err != nil || res.Outcome != machine.Pass {
-			p.Error = "timing loop: " + describe(res, err)
+			p.Error = "timing loop: " + machine.Describe(res, err)
 			break
 		}
 		if d := res.Boot - base.Boot; d > 50*time.Millisecond || n >= 300_000_000 {
@@ -85,7 +85,7 @@ func Probe(ctx context.Context) *ProbeResult {
 	res, err := probeRun(ctx, realmode.ProbePaging, 0)
 	p.Paging32 = err == nil && res.Outcome == machine.Pass
 	if !p.Paging32 {
-		p.PagingDetail = describe(res, err)
+		p.PagingDetail = machine.Describe(res, err)
 	}
 	return p
 }
@@ -96,11 +96,4 @@ func probeRun(ctx context.Context, test, count uint32) (*machine.Result, error) 
 		return nil, err
 	}
 	return Backend{}.Run(ctx, plan, machine.Options{Timeout: 20 * time.Second})
-}
-
-func describe(res *machine.Result, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	return fmt.Sprintf("%s: %s", res.Outcome, res.Reason)
 }

@@ -55,7 +55,7 @@ func Probe(ctx context.Context) *ProbeResult {
 	res, d, err := probeRun(ctx, AccelTCG, realmode.ProbePaging)
 	p.TCG, p.TCGMillis = ok(res, err), ms(d)
 	if !p.TCG {
-		p.TCGDetail = describe(res, err)
+		p.TCGDetail = machine.Describe(res, err)
 	}
 
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
@@ -67,13 +67,13 @@ func Probe(ctx context.Context) *ProbeResult {
 	res, d, err = probeRun(ctx, AccelKVM, realmode.ProbeSpin)
 	p.KVM, p.KVMMillis = ok(res, err), ms(d)
 	if !p.KVM {
-		p.KVMDetail = describe(res, err)
+		p.KVMDetail = machine.Describe(res, err)
 		return p
 	}
 	res, _, err = probeRun(ctx, AccelKVM, realmode.ProbePaging)
 	p.KVMPaging = ok(res, err)
 	if !p.KVMPaging {
-		p.KVMPagingDetail = describe(res, err)
+		p.KVMPagingDetail = machine.Describe(res, err)
 	}
 	return p
 }
@@ -91,12 +91,5 @@ func probeRun(ctx context.Context, accel string, test uint32) (*machine.Result, 
 }
 
 func ok(res *machine.Result, err error) bool { return err == nil && res.Outcome == machine.Pass }
-
-func describe(res *machine.Result, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	return fmt.Sprintf("%s: %s", res.Outcome, res.Reason)
-}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
