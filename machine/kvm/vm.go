@@ -69,11 +69,13 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoKVM, err)
 	}
-	vm = &VM{dev: dev, vmFd: -1, vcpuFd: -1, bad: loader.MergeRanges(bad), faulty: faulty}
+	// Every error return below sets the result to nil before this runs:
+	// close the partly built VM through its own variable.
+	built := &VM{dev: dev, vmFd: -1, vcpuFd: -1, bad: loader.MergeRanges(bad), faulty: faulty}
+	vm = built
 	defer func() {
 		if err != nil {
-			vm.Close()
-			vm = nil
+			built.Close()
 		}
 	}()
 	fd, err := gokvm.CreateVM(dev.Fd())
