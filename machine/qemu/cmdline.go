@@ -31,7 +31,10 @@ type launch struct {
 	MemSize uint64
 	RAMPath string // memory-backend-file path (shared with kvmboot)
 	// BIOS is our firmware image; empty means QEMU's own (SeaBIOS).
-	BIOS    string
+	BIOS string
+	// ISA picks QEMU's ISA PC for our firmware (see the package doc);
+	// Linux plans get the PC.
+	ISA     bool
 	Loaders []loaderFile
 	// Kernel, Append and Initrd are for the reference run (-kernel).
 	Kernel, Append, Initrd string
@@ -54,11 +57,17 @@ func (l *launch) args() []string {
 		cpu = cpuKVM
 	}
 	machine := "pc,memory-backend=ram"
-	if l.BIOS != "" {
+	switch {
+	case l.BIOS == "":
+		// The reference run: QEMU's default PC, as `qemu -kernel` users
+		// know it.
+	case l.ISA:
+		machine = "isapc,memory-backend=ram"
+	default:
 		// Our firmware hands the guest no ACPI tables, so the devices only
 		// ACPI describes (PM timer, SMBus, HPET) and the VMware port are
 		// left out, and so is the TPR-patching ROM: QEMU starts about 5 ms
-		// sooner. The reference run keeps QEMU's default PC.
+		// sooner.
 		machine += ",acpi=off,hpet=off,smbus=off,vmport=off"
 	}
 	a := []string{
@@ -67,6 +76,9 @@ func (l *launch) args() []string {
 		"-machine", machine,
 		"-accel", l.Accel,
 		"-cpu", cpu,
+		// -m as well: left out, it means 128M, more than a smaller
+		// backend, which the ISA PC (no memory hotplug) refuses.
+		"-m", fmt.Sprintf("%dk", l.MemSize>>10),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", l.MemSize, optEscape(l.RAMPath)),
 	}
 	if l.BIOS != "" {

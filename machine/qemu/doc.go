@@ -10,15 +10,21 @@
 // placement of the plan becomes a file loaded with -device
 // loader,file=...,addr=...,force-raw=on, and guest RAM is a file in /dev/shm
 // (-object memory-backend-file,share=on) that kvmboot maps too: file offset
-// = guest physical address, since a pc machine keeps up to 3.5 GiB below the
-// PCI hole and kvmboot allows at most 3 GiB. QEMU starts paused (-S) and the
-// guest runs after kvmboot has connected to QMP on a private socket. The
-// files live in a private folder (mode 0700) and the RAM file in /dev/shm;
-// both are removed as soon as QEMU has opened them, before the guest's
-// first instruction, so a kvmboot killed by SIGKILL leaves nothing behind.
-// The PC is trimmed of what only ACPI would describe (our firmware passes
-// no ACPI tables): -machine pc,acpi=off,hpet=off,smbus=off,vmport=off, no
-// TPR-patching ROM. Debian's qemu-system-i386 is a shell script that runs
+// = guest physical address, since QEMU's PCs keep up to 3.5 GiB below 4 GiB
+// and kvmboot allows at most 3 GiB. QEMU starts paused (-S); kvmboot sends
+// qmp_capabilities and cont as soon as QEMU greets (before its machine
+// init), so the guest starts the moment QEMU's main loop runs. The files
+// live in a private folder (mode 0700) and the RAM file in /dev/shm; both
+// are removed as soon as QEMU first answers (it has opened them all by
+// then), so a kvmboot killed by SIGKILL leaves nothing behind.
+//
+// The machine is QEMU's ISA PC (isapc): the devices our KVM machine has
+// (PIC, PIT, RTC, serial ports, keyboard controller, port 0x92) and no PCI,
+// built about 2.5 ms sooner than a PC. Linux plans get the PC, trimmed of
+// what only ACPI would describe (our firmware passes no ACPI tables):
+// -machine pc,acpi=off,hpet=off,smbus=off,vmport=off and no TPR-patching
+// ROM; without a PCI host bridge Linux prints "PCI: Fatal".
+// Debian's qemu-system-i386 is a shell script that runs
 // /usr/libexec/qemu-system-i386; kvmboot runs that binary directly.
 //
 // What the guest does becomes an outcome this way:

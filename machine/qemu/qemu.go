@@ -303,6 +303,11 @@ func (r *run) preparePlan() error {
 	if r.launch.BIOS, err = r.writeFile("firmware.bin", realmode.Firmware); err != nil {
 		return err
 	}
+	switch r.plan.Kernel.Protocol {
+	case loader.ProtocolLinux32, loader.ProtocolLinux16:
+	default:
+		r.launch.ISA = true
+	}
 	placements := append([]loader.Placement(nil), r.plan.Placements...)
 	if r.accel == AccelKVM && emulatingKVM() {
 		// As machine/kvm does: this KVM's emulator lacks crc32, which
@@ -461,9 +466,17 @@ func (r *run) startQEMU(ctx context.Context) error {
 	r.qmp = newQMP(conn)
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := r.qmp.handshake(hctx); err != nil {
+	if err := r.qmp.awaitGreeting(hctx); err != nil {
+		return r.startError("QMP greeting", err)
+	}
+	// QEMU greets before machine init and runs commands after it: both go
+	// now, so that the guest starts as soon as QEMU can run it.
+	caps := r.qmp.send(hctx, "qmp_capabilities", nil)
+	cont := r.qmp.send(hctx, "cont", nil)
+	if _, err := caps.wait(hctx); err != nil {
 		return r.startError("QMP handshake", err)
 	}
+	r.setupDone = time.Now()
 	// QEMU has read or opened every file by now (it answers QMP from its
 	// main loop, after machine init): remove them all, so that a kvmboot
 	// killed from here on leaves nothing behind (QEMU dies with it). Only
@@ -477,8 +490,7 @@ func (r *run) startQEMU(ctx context.Context) error {
 	if testHookStarted != nil {
 		testHookStarted(r.cmd.Process.Pid, r.dir, r.ramPath)
 	}
-	r.setupDone = time.Now()
-	if _, err := r.qmp.execute(hctx, "cont", nil); err != nil {
+	if _, err := cont.wait(hctx); err != nil {
 		// A guest can run and exit before QEMU answers: QEMU then
 		// closes the connection, and its exit status is the outcome.
 		select {

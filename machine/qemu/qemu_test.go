@@ -32,14 +32,15 @@ func hasSeq(args []string, want ...string) bool {
 func TestArgsOurFirmware(t *testing.T) {
 	l := launch{
 		Accel: AccelTCG, MemSize: 256 << 20, RAMPath: "/dev/shm/kvmboot-1",
-		BIOS:    "/tmp/d/firmware.bin",
+		BIOS: "/tmp/d/firmware.bin", ISA: true,
 		Loaders: []loaderFile{{Path: "/tmp/d,x/00-kernel.bin", Addr: 0x1000000}, {Path: "/tmp/d/01-params.bin", Addr: 0x7000}},
 		QMPPath: "/tmp/d/qmp.sock", LogPath: "/tmp/d/qemu.log",
 	}
 	a := l.args()
 	for _, want := range [][]string{
 		{"-nodefaults", "-no-user-config", "-display", "none", "-S"},
-		{"-machine", "pc,memory-backend=ram,acpi=off,hpet=off,smbus=off,vmport=off"},
+		{"-machine", "isapc,memory-backend=ram"},
+		{"-m", "262144k"},
 		{"-accel", "tcg"},
 		{"-cpu", "max"},
 		{"-object", "memory-backend-file,id=ram,size=268435456,mem-path=/dev/shm/kvmboot-1,share=on"},
@@ -65,6 +66,11 @@ func TestArgsOurFirmware(t *testing.T) {
 	a = l.args()
 	if !hasSeq(a, "-cpu", "host,arch-capabilities=off") || !hasSeq(a, "-accel", "kvm") || !hasSeq(a, "-trace", "kvm_run_exit") {
 		t.Errorf("KVM args: %q", a)
+	}
+
+	l.ISA = false // a Linux plan
+	if a = l.args(); !hasSeq(a, "-machine", "pc,memory-backend=ram,acpi=off,hpet=off,smbus=off,vmport=off") {
+		t.Errorf("Linux plan args: %q", a)
 	}
 }
 
@@ -368,11 +374,15 @@ func TestQMPClient(t *testing.T) {
 	defer c.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c.handshake(ctx); err != nil {
+	if err := c.awaitGreeting(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.execute(ctx, "cont", nil); err != nil {
-		t.Fatal(err)
+	// Both in flight at once, as a run starts the guest.
+	caps, cont := c.send(ctx, "qmp_capabilities", nil), c.send(ctx, "cont", nil)
+	for _, call := range []*qmpCall{caps, cont} {
+		if _, err := call.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st, err := c.status(ctx)
 	if err != nil || st != "internal-error" {
@@ -414,7 +424,7 @@ func TestQMPClient(t *testing.T) {
 }
 
 func TestQMPUnixSocketTimeout(t *testing.T) {
-	// A QEMU that never greets: the handshake gives up with the context.
+	// A QEMU that never greets: the wait gives up with the context.
 	dir := t.TempDir()
 	ln, err := net.Listen("unix", filepath.Join(dir, "q.sock"))
 	if err != nil {
@@ -436,8 +446,8 @@ func TestQMPUnixSocketTimeout(t *testing.T) {
 	defer c.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := c.handshake(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("handshake: %v", err)
+	if err := c.awaitGreeting(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("greeting: %v", err)
 	}
 }
 

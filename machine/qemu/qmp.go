@@ -44,12 +44,11 @@ type qmpMessage struct {
 // errQMPClosed reports a connection QEMU closed (it exited).
 var errQMPClosed = errors.New("QMP connection closed")
 
-// qmpClient speaks QMP over one connection: commands one at a time,
-// events queued for the caller.
+// qmpClient speaks QMP over one connection: commands matched to replies
+// by id, events queued for the caller.
 type qmpClient struct {
 	conn net.Conn
-	cmd  sync.Mutex // one command at a time
-	wmu  sync.Mutex
+	wmu  sync.Mutex // one command written at a time
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -62,7 +61,8 @@ type qmpClient struct {
 	greeting chan json.RawMessage
 }
 
-// newQMP starts reading conn. Call handshake before commands.
+// newQMP starts reading conn. Commands follow the greeting and
+// qmp_capabilities.
 func newQMP(conn net.Conn) *qmpClient {
 	c := &qmpClient{
 		conn:     conn,
@@ -116,17 +116,18 @@ func (c *qmpClient) read() {
 	close(c.closed)
 }
 
-// handshake waits for QEMU's greeting and leaves capabilities negotiation.
-func (c *qmpClient) handshake(ctx context.Context) error {
+// awaitGreeting waits for QEMU's greeting. QEMU sends it as soon as the
+// monitor's socket connects, before machine init; commands wait in the
+// socket until its main loop runs, after machine init.
+func (c *qmpClient) awaitGreeting(ctx context.Context) error {
 	select {
 	case <-c.greeting:
+		return nil
 	case <-c.closed:
 		return c.err()
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the QMP greeting: %w", ctx.Err())
 	}
-	_, err := c.execute(ctx, "qmp_capabilities", nil)
-	return err
 }
 
 func (c *qmpClient) err() error {
@@ -135,34 +136,38 @@ func (c *qmpClient) err() error {
 	return c.readErr
 }
 
-// execute runs one command and returns its "return" value.
-func (c *qmpClient) execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
-	c.cmd.Lock()
-	defer c.cmd.Unlock()
+// qmpCall is a command sent whose reply may still be on its way.
+type qmpCall struct {
+	c       *qmpClient
+	command string
+	id      uint64
+	reply   chan qmpMessage
+	err     error // the send failed
+}
+
+// send writes one command without waiting for its reply, so that several
+// can be in flight: QEMU runs them in order.
+func (c *qmpClient) send(ctx context.Context, command string, args any) *qmpCall {
 	c.mu.Lock()
 	c.nextID++
-	id := c.nextID
-	ch := make(chan qmpMessage, 1)
-	c.pending[id] = ch
+	call := &qmpCall{c: c, command: command, id: c.nextID, reply: make(chan qmpMessage, 1)}
+	c.pending[call.id] = call.reply
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-	}()
 
 	select {
 	case <-c.closed:
-		return nil, fmt.Errorf("QMP %s: %w", command, c.err())
+		call.err = c.err()
+		return call
 	default:
 	}
-	req := map[string]any{"execute": command, "id": id}
+	req := map[string]any{"execute": command, "id": call.id}
 	if args != nil {
 		req["arguments"] = args
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
-		return nil, err
+		call.err = err
+		return call
 	}
 	c.wmu.Lock()
 	if dl, ok := ctx.Deadline(); ok {
@@ -177,19 +182,38 @@ func (c *qmpClient) execute(ctx context.Context, command string, args any) (json
 			err = c.err()
 		default:
 		}
-		return nil, fmt.Errorf("QMP %s: %w", command, err)
+		call.err = err
+	}
+	return call
+}
+
+// wait returns the command's "return" value.
+func (call *qmpCall) wait(ctx context.Context) (json.RawMessage, error) {
+	c := call.c
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, call.id)
+		c.mu.Unlock()
+	}()
+	if call.err != nil {
+		return nil, fmt.Errorf("QMP %s: %w", call.command, call.err)
 	}
 	select {
-	case m := <-ch:
+	case m := <-call.reply:
 		if m.Error != nil {
-			return nil, fmt.Errorf("%s: %w", command, m.Error)
+			return nil, fmt.Errorf("%s: %w", call.command, m.Error)
 		}
 		return m.Return, nil
 	case <-c.closed:
-		return nil, fmt.Errorf("QMP %s: %w", command, c.err())
+		return nil, fmt.Errorf("QMP %s: %w", call.command, c.err())
 	case <-ctx.Done():
-		return nil, fmt.Errorf("QMP %s: %w", command, ctx.Err())
+		return nil, fmt.Errorf("QMP %s: %w", call.command, ctx.Err())
 	}
+}
+
+// execute runs one command and returns its "return" value.
+func (c *qmpClient) execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
+	return c.send(ctx, command, args).wait(ctx)
 }
 
 // hmp runs a human monitor command and returns its text.
