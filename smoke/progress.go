@@ -8,7 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 )
 
 // Lines reports progress as plain lines, one per decided case and one per
@@ -59,47 +60,35 @@ func caseLine(cr *CaseResult, a *Attempt) string {
 // not pass is printed above it as it is decided.
 type Bar struct {
 	W       io.Writer
-	bar     *progressbar.ProgressBar
+	p       *mpb.Progress
+	bar     *mpb.Bar
 	mu      sync.Mutex
 	running map[string]int
 	failed  int
-	stop    chan struct{}
-	stopped sync.WaitGroup
+	desc    string
 }
 
 func (b *Bar) Start(r *Report) {
 	b.running = map[string]int{}
-	b.bar = progressbar.NewOptions(len(r.Cases),
-		progressbar.OptionSetWriter(b.W),
-		progressbar.OptionSetWidth(24),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetElapsedTime(true),
-		progressbar.OptionSetPredictTime(false),
-		progressbar.OptionSetRenderBlankState(true),
-		progressbar.OptionSetDescription("smoke"),
+	b.desc = "smoke"
+	// Auto refresh: the bar redraws (and its elapsed time moves) on any
+	// writer, not only a terminal mpb recognises.
+	b.p = mpb.New(mpb.WithOutput(b.W), mpb.WithRefreshRate(250*time.Millisecond), mpb.WithAutoRefresh())
+	b.bar = b.p.AddBar(int64(len(r.Cases)), mpb.BarWidth(24),
+		mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.desc
+		})),
+		mpb.AppendDecorators(decor.CountersNoUnit("%d/%d"), decor.Elapsed(decor.ET_STYLE_GO, decor.WC{C: decor.DextraSpace})),
 	)
-	b.stop = make(chan struct{})
-	b.stopped.Add(1)
-	go func() { // keep the elapsed time moving while long cases run
-		defer b.stopped.Done()
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-b.stop:
-				return
-			case <-t.C:
-				b.bar.Add(0)
-			}
-		}
-	}()
 }
 
 func (b *Bar) Started(c *Case, attempt int) {
 	b.mu.Lock()
 	b.running[c.Name] = attempt
-	b.mu.Unlock()
 	b.describe()
+	b.mu.Unlock()
 }
 
 func (b *Bar) Finished(cr *CaseResult, a *Attempt, final bool) {
@@ -108,44 +97,39 @@ func (b *Bar) Finished(cr *CaseResult, a *Attempt, final bool) {
 	if final && cr.Kind != Pass {
 		b.failed++
 	}
+	b.describe()
 	b.mu.Unlock()
 	switch {
 	case !final:
-		progressbar.Bprintln(b.bar, fmt.Sprintf("rerun   %s: attempt %d %s: %s", cr.Case.Name, a.N, a.Kind, oneLine(a.Reason)))
+		fmt.Fprintf(b.p, "rerun   %s: attempt %d %s: %s\n", cr.Case.Name, a.N, a.Kind, oneLine(a.Reason))
 	case cr.Kind != Pass:
-		progressbar.Bprintln(b.bar, caseLine(cr, a))
+		fmt.Fprintln(b.p, caseLine(cr, a))
 	}
-	b.describe()
 	if final {
-		b.bar.Add(1)
-	} else {
-		b.bar.Add(0)
+		b.bar.Increment()
 	}
 }
 
+// describe sets the bar's description; b.mu is held.
 func (b *Bar) describe() {
-	b.mu.Lock()
 	names := make([]string, 0, len(b.running))
 	for n := range b.running {
 		names = append(names, n)
 	}
-	failed := b.failed
-	b.mu.Unlock()
 	sort.Strings(names)
 	d := "smoke"
-	if failed > 0 {
-		d += fmt.Sprintf(" (%d failing)", failed)
+	if b.failed > 0 {
+		d += fmt.Sprintf(" (%d failing)", b.failed)
 	}
 	if len(names) > 0 {
-		s := strings.Join(names, ", ")
-		d += " " + clip(s, 48)
+		d += " " + clip(strings.Join(names, ", "), 48)
 	}
-	b.bar.Describe(d)
+	b.desc = d
 }
 
+// Done draws the bar a last time and ends it, complete or not (a run
+// stopped early leaves cases undecided).
 func (b *Bar) Done(*Report) {
-	close(b.stop)
-	b.stopped.Wait()
-	b.bar.Finish()
-	fmt.Fprintln(b.W)
+	b.bar.Abort(false)
+	b.p.Wait()
 }

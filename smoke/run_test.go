@@ -443,4 +443,36 @@ func TestSummary(t *testing.T) {
 	if !strings.Contains(l.String(), "[4/4] ") || !strings.Contains(l.String(), "TIMEOUT k/hang/") {
 		t.Errorf("lines:\n%s", l.String())
 	}
+
+	// The bar on a plain writer: failures printed above it, the final
+	// count and the failing tally in its last drawing.
+	var bb syncBuffer
+	bar := &Bar{W: &bb}
+	bar.Start(r)
+	for _, cr := range r.Cases {
+		bar.Started(cr.Case, 1)
+		bar.Finished(cr, cr.Last(), true)
+	}
+	bar.Done(r)
+	if s := bb.String(); !strings.Contains(s, "4/4") || !strings.Contains(s, "TIMEOUT k/hang/") || !strings.Contains(s, "(2 failing)") {
+		t.Errorf("bar:\n%s", s)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the bar's goroutine and the test may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
