@@ -2,8 +2,6 @@ package realmode
 
 import (
 	"encoding/binary"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -27,15 +25,7 @@ func TestBIOSDecodes(t *testing.T) {
 			t.Fatalf("BIOS code %#x-%#x overlaps the stub's %#x-%#x", start, end, span[0], span[1])
 		}
 	}
-	n := 0
-	for pc := start; pc < end; {
-		inst, err := x86asm.Decode(Firmware[pc:end], 16)
-		if err != nil {
-			t.Fatalf("cannot decode at %#x (% x): %v", pc, Firmware[pc:min(pc+8, end)], err)
-		}
-		pc += inst.Len
-		n++
-	}
+	n := decodeAll(t, "BIOS", Firmware, start, end, 16)
 	t.Logf("BIOS: %d instructions in %#x-%#x, bios_init at %#x", n, start, end, lay.Init)
 }
 
@@ -86,21 +76,7 @@ func TestBIOSLayoutVersion(t *testing.T) {
 
 // TestBIOSMatchesSource makes sure bios.go and bios.S agree on the tables.
 func TestBIOSMatchesSource(t *testing.T) {
-	raw, err := os.ReadFile("bios.S")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets := map[string]int{}
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(strings.ReplaceAll(line, ",", " "))
-		if len(f) >= 3 && f[0] == ".set" {
-			var v int
-			if _, err := fmt.Sscan(f[2], &v); err == nil {
-				sets[f[1]] = v
-			}
-		}
-	}
-	for name, want := range map[string]int{
+	checkSourceConstants(t, "bios.S", map[string]int{
 		"TABLES": BIOSTablesAddr, "TABLES_SIZE": BIOSTablesSize, "TABLES_MAGIC": BIOSTablesMagic,
 		"TABLES_VERSION": BIOSTablesVersion, "T_MAGIC": BIOSOffMagic, "T_VERSION": BIOSOffVersion,
 		"T_BASE_KB": BIOSOffBaseKiB, "T_EXT_KB": BIOSOffExtKiB, "T_E801_AX": BIOSOffE801AX,
@@ -112,18 +88,7 @@ func TestBIOSMatchesSource(t *testing.T) {
 		"LOG_SIZE": BIOSLogEntrySize, "EBDA_SEG": EBDAAddr >> 4, "EBDA_KB": EBDASize >> 10,
 		"EQUIPMENT": BIOSEquipment, "EXIT_BOOTSTRAP": BIOSExitBootstrap, "DISK_MAX_COUNT": BIOSDiskMaxCount,
 		"BDA_COM1": BDAAddr, "ROM_BASE": ROMBase,
-	} {
-		got, ok := sets[name]
-		if !ok || got != want {
-			t.Errorf("bios.S %s = %#x (found %v), bios.go says %#x", name, got, ok, want)
-		}
-	}
-	if BIOSOffE820+BIOSMaxE820*BIOSE820Size > BIOSOffLog || BIOSOffLog+BIOSLogEntries*BIOSLogEntrySize > BIOSTablesSize {
-		t.Error("E820 entries, log and tables size overlap")
-	}
-	if BIOSTablesAddr+BIOSTablesSize > StubLow {
-		t.Error("the BIOS tables overlap the stub's memory")
-	}
+	})
 }
 
 func testTables() []byte {

@@ -3,8 +3,6 @@ package realmode
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -31,15 +29,7 @@ func TestFirmwareDecodes(t *testing.T) {
 		if part.span[0] >= part.span[1] {
 			t.Fatalf("%s: empty span %v", part.name, part.span)
 		}
-		n := 0
-		for pc := int(part.span[0]); pc < int(part.span[1]); {
-			inst, err := x86asm.Decode(Firmware[pc:part.span[1]], part.mode)
-			if err != nil {
-				t.Fatalf("%s: cannot decode at %#x (% x): %v", part.name, pc, Firmware[pc:min(pc+8, int(part.span[1]))], err)
-			}
-			pc += inst.Len
-			n++
-		}
+		n := decodeAll(t, part.name, Firmware, int(part.span[0]), int(part.span[1]), part.mode)
 		t.Logf("%s: %d instructions in %#x-%#x", part.name, n, part.span[0], part.span[1])
 	}
 }
@@ -87,12 +77,7 @@ func TestParamsEncode(t *testing.T) {
 // TestFirmwareMatchesSource makes sure the embedded constants and the
 // assembler source agree on the ABI.
 func TestFirmwareMatchesSource(t *testing.T) {
-	raw, err := os.ReadFile("firmware.S")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := string(raw)
-	for name, want := range map[string]int{
+	checkSourceConstants(t, "firmware.S", map[string]int{
 		"GDT_ADDR": GDTAddr, "PARAMS": ParamsAddr, "P_EIP": OffEIP, "P_EAX": OffEAX,
 		"P_EBX": OffEBX, "P_ESI": OffESI, "P_ESP": OffESP, "P_FLAGS": OffFlags,
 		"P_STATUS": OffStatus, "P_DETAIL": OffDetail, "P_GOT": OffGot,
@@ -100,22 +85,7 @@ func TestFirmwareMatchesSource(t *testing.T) {
 		"MAX_CHECKS": MaxChecks, "FLAG_VERIFY": FlagVerify, "FLAG_TABLE_CRC": FlagTableCRC, "EXIT_STUB_FAILED": ExitStubFailed,
 		"ST_STARTED": StatusStarted, "ST_JUMPED": StatusJumped,
 		"ST_BADCRC": StatusBadCRC, "ST_NOPARAMS": StatusNoParams,
-	} {
-		var got int
-		found := false
-		for _, line := range strings.Split(src, "\n") {
-			f := strings.Fields(strings.ReplaceAll(line, ",", " "))
-			if len(f) >= 3 && f[0] == ".set" && f[1] == name {
-				if _, err := fmt.Sscan(f[2], &got); err != nil {
-					t.Fatalf("%s: %v", name, err)
-				}
-				found = true
-			}
-		}
-		if !found || got != want {
-			t.Errorf("firmware.S %s = %#x (found %v), abi.go says %#x", name, got, found, want)
-		}
-	}
+	})
 }
 
 func TestFirmwareSize(t *testing.T) {
@@ -128,11 +98,5 @@ func TestFirmwareSize(t *testing.T) {
 }
 
 func TestProbeDecodes(t *testing.T) {
-	for pc := 0; pc < len(Probe); {
-		inst, err := x86asm.Decode(Probe[pc:], 32)
-		if err != nil {
-			t.Fatalf("probe: cannot decode at %#x: %v", pc, err)
-		}
-		pc += inst.Len
-	}
+	decodeAll(t, "probe", Probe, 0, len(Probe), 32)
 }

@@ -2,8 +2,6 @@ package realmode
 
 import (
 	"encoding/binary"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -27,25 +25,13 @@ func TestMemtestDecodes(t *testing.T) {
 	if target := inst.Len + int(inst.Args[0].(x86asm.Rel)); target != start {
 		t.Fatalf("the first jump goes to %#x, the header says code starts at %#x", target, start)
 	}
-	n := 0
-	for pc := start; pc < end; {
-		inst, err := x86asm.Decode(Memtest[pc:end], 32)
-		if err != nil {
-			t.Fatalf("cannot decode at %#x (% x): %v", pc, Memtest[pc:min(pc+8, end)], err)
-		}
-		pc += inst.Len
-		n++
-	}
+	n := decodeAll(t, "memtest", Memtest, start, end, 32)
 	t.Logf("memtest: %d instructions in %#x-%#x, %d bytes in all", n, start, end, len(Memtest))
 }
 
 // TestMemtestMatchesSource: the Go constants and memtest.S agree.
 func TestMemtestMatchesSource(t *testing.T) {
-	raw, err := os.ReadFile("memtest.S")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]int{
+	src := checkSourceConstants(t, "memtest.S", map[string]int{
 		"MEMTEST_ADDR": MemtestAddr, "TABLE_MAGIC": MemtestMagic, "TABLE_VERSION": MemtestVersion,
 		"T_MAGIC": memtestTMagic, "T_VERSION": memtestTVersion, "T_MODE": memtestTMode, "T_SEED": memtestTSeed,
 		"T_NRANGES": memtestTNRanges, "T_RANGES": memtestTRanges, "MAX_RANGES": MemtestMaxRanges,
@@ -55,23 +41,8 @@ func TestMemtestMatchesSource(t *testing.T) {
 		"TEST_QUICK_ADDR": MemtestTestQuickAddr, "TEST_QUICK_INV": MemtestTestQuickInv, "TEST_ADDR": MemtestTestAddr,
 		"TEST_INV": MemtestTestInv, "TEST_WALK1": MemtestTestWalk1, "TEST_WALK0": MemtestTestWalk0,
 		"TEST_WIDE_UP": MemtestTestWideUp, "TEST_WIDE_DOWN": MemtestTestWideDown,
-	} {
-		var got int
-		found := false
-		for _, line := range strings.Split(string(raw), "\n") {
-			f := strings.Fields(strings.ReplaceAll(line, ",", " "))
-			if len(f) >= 3 && f[0] == ".set" && f[1] == name {
-				if _, err := fmt.Sscan(f[2], &got); err != nil {
-					t.Fatalf("%s: %v", name, err)
-				}
-				found = true
-			}
-		}
-		if !found || got != want {
-			t.Errorf("memtest.S %s = %#x (found %v), memtest.go says %#x", name, got, found, want)
-		}
-	}
-	if want := ".irp off, 0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4092"; !strings.Contains(string(raw), want) {
+	})
+	if want := ".irp off, 0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4092"; !strings.Contains(src, want) {
 		t.Errorf("memtest.S samples other words than MemtestSampleOffsets %v", MemtestSampleOffsets)
 	}
 }
