@@ -12,6 +12,7 @@ import (
 
 	"kvmboot/loader"
 	"kvmboot/machine/faults"
+	"kvmboot/realmode"
 )
 
 // Outcome is how a run ended.
@@ -34,6 +35,21 @@ const (
 	// debug-exit port and have passed through as the exit status.
 	MaxGuestStatus = 123
 )
+
+// MaxMemory is the largest guest RAM of every backend: it must end below
+// the PCI hole and the firmware image at the top of the 32-bit space.
+const MaxMemory = 3 << 30
+
+// CheckMemSize rejects a guest RAM size no backend can give.
+func CheckMemSize(size uint64) error {
+	if size%4096 != 0 || size < 2<<20 || size > MaxMemory {
+		return fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(size), loader.FormatSize(MaxMemory))
+	}
+	return nil
+}
+
+// Millis is d in milliseconds, to the microsecond, for reports.
+func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // BadRAMPolicy says what a bad-RAM access does to the run.
 type BadRAMPolicy string
@@ -123,6 +139,18 @@ func GuestExit(v uint32) *Result {
 		r.Reason = fmt.Sprintf("guest wrote %#x to the debug-exit port (guests report 0..%d)", v, MaxGuestStatus)
 	}
 	return r
+}
+
+// DebugExit is GuestExit for a run whose guest memory and plan are at hand:
+// the entry stub's failure value becomes a crash naming the piece whose
+// checksum failed. mem or plan may be nil.
+func DebugExit(v uint32, mem *GuestMemory, plan *loader.Plan) *Result {
+	if v == realmode.ExitStubFailed && mem != nil && plan != nil {
+		if why := StubFailure(mem.StubState(), plan); why != "" {
+			return Crashed("%s", why)
+		}
+	}
+	return GuestExit(v)
 }
 
 // Crashed builds a crash result.

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 )
 
@@ -178,20 +179,20 @@ func TestUARTTHREInterrupt(t *testing.T) {
 		t.Fatalf("IRQ calls %v without OUT2, want none", rec.calls)
 	}
 	u.WriteReg(tMCR, 0x08) // OUT2
-	if want := []bool{true}; !equalBools(rec.calls, want) {
+	if want := []bool{true}; !slices.Equal(rec.calls, want) {
 		t.Fatalf("IRQ calls after OUT2 = %v, want %v", rec.calls, want)
 	}
 	if got := u.ReadReg(tIIR); got != 0x02 {
 		t.Errorf("IIR = %#02x, want 0x02 (THRE)", got)
 	}
-	if want := []bool{true, false}; !equalBools(rec.calls, want) {
+	if want := []bool{true, false}; !slices.Equal(rec.calls, want) {
 		t.Fatalf("IRQ calls after reading IIR = %v, want %v", rec.calls, want)
 	}
 	if got := u.ReadReg(tIIR); got != 0x01 {
 		t.Errorf("IIR after it was read = %#02x, want 0x01 (cleared)", got)
 	}
 	u.WriteReg(tRBR, 'x')
-	if want := []bool{true, false, true}; !equalBools(rec.calls, want) {
+	if want := []bool{true, false, true}; !slices.Equal(rec.calls, want) {
 		t.Fatalf("IRQ calls after a THR write = %v, want %v", rec.calls, want)
 	}
 	if got := u.ReadReg(tIIR); got != 0x02 {
@@ -202,7 +203,7 @@ func TestUARTTHREInterrupt(t *testing.T) {
 	// lowers the line, and the interrupt stays pending behind the gate.
 	u.WriteReg(tRBR, 'y')
 	u.WriteReg(tMCR, 0x00)
-	if !equalBools(rec.calls, []bool{true, false, true, false, true, false}) {
+	if !slices.Equal(rec.calls, []bool{true, false, true, false, true, false}) {
 		t.Errorf("IRQ calls after dropping OUT2 = %v", rec.calls)
 	}
 	if got := u.ReadReg(tIIR); got != 0x02 {
@@ -294,7 +295,7 @@ func TestUARTInterruptPriority(t *testing.T) {
 	}
 	// The line went up once and stayed up from the first interrupt until
 	// IIR cleared the last one: RDI handing over to THRE is no edge.
-	if want := []bool{true, false}; !equalBools(rec.calls, want) {
+	if want := []bool{true, false}; !slices.Equal(rec.calls, want) {
 		t.Errorf("IRQ calls = %v, want %v", rec.calls, want)
 	}
 
@@ -328,13 +329,13 @@ func TestUARTIRQOnlyOnChange(t *testing.T) {
 	u.ReadReg(tLSR)
 	u.ReadReg(tRBR)
 	u.ReadReg(tRBR)
-	if want := []bool{true}; !equalBools(rec.calls, want) {
+	if want := []bool{true}; !slices.Equal(rec.calls, want) {
 		t.Fatalf("IRQ calls = %v, want %v", rec.calls, want)
 	}
 	u.ReadReg(tRBR)
 	u.ReadReg(tRBR)
 	u.ReadReg(tIIR)
-	if want := []bool{true, false}; !equalBools(rec.calls, want) {
+	if want := []bool{true, false}; !slices.Equal(rec.calls, want) {
 		t.Fatalf("IRQ calls = %v, want %v", rec.calls, want)
 	}
 	// A nil callback is allowed.
@@ -406,16 +407,4 @@ func TestUARTUnknownOffset(t *testing.T) {
 	if got := u.ReadReg(tLSR); got != 0x60 {
 		t.Errorf("LSR after a write to it = %#02x, want 0x60 (read-only)", got)
 	}
-}
-
-func equalBools(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -34,6 +34,7 @@
 package faults
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/bits"
@@ -202,25 +203,23 @@ func parseBits(s string) (uint32, error) {
 
 // Check verifies that rs can form a Set: ranges of one model each, none
 // overlapping another.
-func Check(rs []Range) error {
+func Check(rs []Range) error { return checkSorted(sortedByStart(rs)) }
+
+// sortedByStart returns a copy of rs sorted by start address.
+func sortedByStart(rs []Range) []Range {
 	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b Range) int { return cmpU64(a.Start, b.Start) })
+	slices.SortFunc(s, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
+	return s
+}
+
+// checkSorted is Check for ranges already sorted by start.
+func checkSorted(s []Range) error {
 	for i := 1; i < len(s); i++ {
 		if s[i].Start < s[i-1].End {
 			return fmt.Errorf("faulty ranges %s and %s overlap: give each byte one model", s[i-1], s[i])
 		}
 	}
 	return nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Ranges returns the address ranges of rs, merged.
@@ -292,12 +291,11 @@ func NewSet(rs []Range, seed uint64) (*Set, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
-	if err := Check(rs); err != nil {
+	sorted := sortedByStart(rs)
+	if err := checkSorted(sorted); err != nil {
 		return nil, err
 	}
-	s := &Set{ranges: slices.Clone(rs), seed: seed}
-	slices.SortFunc(s.ranges, func(a, b Range) int { return cmpU64(a.Start, b.Start) })
-	return s, nil
+	return &Set{ranges: sorted, seed: seed}, nil
 }
 
 // Ranges is the faulty memory, merged: what a backend leaves unbacked.

@@ -66,7 +66,7 @@ func Probe(ctx context.Context) *ProbeResult {
 		return p
 	}
 	p.RealMode, p.ProtectedMode = true, true
-	p.SetupMillis = float64(base.Setup.Microseconds()) / 1000
+	p.SetupMillis = machine.Millis(base.Setup)
 
 	// Grow the loop until it takes long enough to time against the fixed
 	// cost of a boot.

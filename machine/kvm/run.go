@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +45,7 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err := vm.mem.Load(plan); err != nil {
 		return nil, fmt.Errorf("placing the plan: %w", err)
 	}
-	if emulatingKVM() {
+	if machine.EmulatingKVM() {
 		if err := vm.useTableCRC(); err != nil {
 			return nil, err
 		}
@@ -126,15 +125,7 @@ func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)
 	return r
 }
 
-func (r *runner) guestExit(v uint32) {
-	if v == realmode.ExitStubFailed {
-		if why := machine.StubFailure(r.vm.mem.StubState(), r.plan); why != "" {
-			r.finish(machine.Crashed("%s", why))
-			return
-		}
-	}
-	r.finish(machine.GuestExit(v))
-}
+func (r *runner) guestExit(v uint32) { r.finish(machine.DebugExit(v, r.vm.mem, r.plan)) }
 
 func (r *runner) reset(how string) {
 	r.finish(machine.Crashed("guest reset the machine: %s", how))
@@ -389,12 +380,8 @@ func (r *runner) badAccess(addr uint64, n int, write bool) {
 	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
 	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
 	if err1 == nil && err2 == nil {
-		cr := cpuRegs{dsBase: sregs.DS.Base, ssBase: sregs.SS.Base, esBase: sregs.ES.Base, gpr: map[x86asm.Reg]uint32{
-			x86asm.EAX: uint32(regs.RAX), x86asm.ECX: uint32(regs.RCX), x86asm.EDX: uint32(regs.RDX), x86asm.EBX: uint32(regs.RBX),
-			x86asm.ESP: uint32(regs.RSP), x86asm.EBP: uint32(regs.RBP), x86asm.ESI: uint32(regs.RSI), x86asm.EDI: uint32(regs.RDI),
-		}}
-		ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
-		acc.IP, acc.Insn = faultingInstruction(func(a uint64, n int) []byte { return r.readPhys(a, n) }, ip, cpuMode(sregs), cr, addr, write)
+		cr := cpuRegs{dsBase: sregs.DS.Base, ssBase: sregs.SS.Base, esBase: sregs.ES.Base, gpr: gprs(regs)}
+		acc.IP, acc.Insn = faultingInstruction(r.readPhys, linearIP(regs, sregs), cpuMode(sregs), cr, addr, write)
 	}
 	r.badAccesses = append(r.badAccesses, acc)
 	if r.opts.BadRAMPolicy != machine.BadRAMRecord {
@@ -404,6 +391,19 @@ func (r *runner) badAccess(addr uint64, n int, write bool) {
 		}
 		r.finish(machine.Crashed("guest touched bad RAM: %d-byte %s at %#x by %q at eip %#x", n, verb, addr, acc.Insn, acc.IP))
 	}
+}
+
+// gprs maps the 32-bit general registers to their values.
+func gprs(regs *gokvm.Regs) map[x86asm.Reg]uint32 {
+	return map[x86asm.Reg]uint32{
+		x86asm.EAX: uint32(regs.RAX), x86asm.ECX: uint32(regs.RCX), x86asm.EDX: uint32(regs.RDX), x86asm.EBX: uint32(regs.RBX),
+		x86asm.ESP: uint32(regs.RSP), x86asm.EBP: uint32(regs.RBP), x86asm.ESI: uint32(regs.RSI), x86asm.EDI: uint32(regs.RDI),
+	}
+}
+
+// linearIP is the linear address of the next instruction.
+func linearIP(regs *gokvm.Regs, sregs *gokvm.Sregs) uint64 {
+	return (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
 }
 
 func cpuMode(s *gokvm.Sregs) int {
@@ -440,7 +440,7 @@ func (r *runner) disassemble(ip uint64, mode int) string {
 // paging, on an emulating KVM: that is the host's limit (DESIGN.md §7),
 // not a guest bug.
 func (r *runner) pagingRefused() bool {
-	if !emulatingKVM() {
+	if !machine.EmulatingKVM() {
 		return false
 	}
 	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
@@ -448,18 +448,8 @@ func (r *runner) pagingRefused() bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
-	inst, err := x86asm.Decode(r.readPhys(ip, 15), cpuMode(sregs))
-	if err != nil || inst.Op != x86asm.MOV || inst.Args[0] != x86asm.CR0 {
-		return false
-	}
-	src, ok := inst.Args[1].(x86asm.Reg)
-	if !ok {
-		return false
-	}
-	values := map[x86asm.Reg]uint64{x86asm.EAX: regs.RAX, x86asm.EBX: regs.RBX, x86asm.ECX: regs.RCX, x86asm.EDX: regs.RDX,
-		x86asm.ESI: regs.RSI, x86asm.EDI: regs.RDI, x86asm.EBP: regs.RBP, x86asm.ESP: regs.RSP}
-	return values[src]&(1<<31) != 0
+	gpr := gprs(regs)
+	return machine.MovSetsPaging(r.readPhys(linearIP(regs, sregs), 15), cpuMode(sregs), func(src x86asm.Reg) uint64 { return uint64(gpr[src]) })
 }
 
 // cpuState describes the vCPU for a crash report: mode, registers and the
@@ -474,7 +464,7 @@ func (r *runner) cpuState() string {
 		return "registers unavailable: " + err.Error()
 	}
 	mode := cpuMode(sregs)
-	ip := (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF
+	ip := linearIP(regs, sregs)
 	r.cpu = &machine.CPUState{
 		Mode: machine.ModeName(sregs.CR0, mode), CS: sregs.CS.Selector, EIP: uint32(regs.RIP), Linear: uint32(ip),
 		EAX: uint32(regs.RAX), EBX: uint32(regs.RBX), ECX: uint32(regs.RCX), EDX: uint32(regs.RDX),
@@ -529,7 +519,7 @@ func (r *runner) next() *insnAt {
 	if err1 != nil || err2 != nil {
 		return nil
 	}
-	return &insnAt{cs: sregs.CS.Selector, eip: regs.RIP, linear: (sregs.CS.Base + regs.RIP) & 0xFFFFFFFF,
+	return &insnAt{cs: sregs.CS.Selector, eip: regs.RIP, linear: linearIP(regs, sregs),
 		mode: cpuMode(sregs), protected: sregs.CR0&1 != 0}
 }
 
@@ -562,7 +552,7 @@ func (r *runner) trace(at *insnAt) {
 	if inst, err := x86asm.Decode(code, at.mode); err == nil {
 		text, raw = x86asm.IntelSyntax(inst, pc, nil), code[:inst.Len]
 	}
-	r.opts.Trace(fmt.Sprintf("%2d %s  %-24s %s", at.mode, loc, hexBytes(raw), text))
+	r.opts.Trace(fmt.Sprintf("%2d %s  %-24s %s", at.mode, loc, fmt.Sprintf("% x", raw), text))
 	r.traceLines++
 }
 
@@ -571,17 +561,6 @@ func (r *runner) stopStepping() {
 		setGuestDebug(uintptr(r.vm.vcpuFd), false)
 		r.stepping = false
 	}
-}
-
-func hexBytes(b []byte) string {
-	var s strings.Builder
-	for i, c := range b {
-		if i > 0 {
-			s.WriteByte(' ')
-		}
-		fmt.Fprintf(&s, "%02x", c)
-	}
-	return s.String()
 }
 
 func leUint(b []byte) uint32 {

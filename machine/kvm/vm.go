@@ -33,10 +33,6 @@ const (
 	highRAMBeg = 0x100000
 )
 
-// MaxMemory is the largest guest RAM: it must end below the PCI hole and
-// the firmware image at the top of the 32-bit space.
-const MaxMemory = 3 << 30
-
 // VM is one KVM virtual machine with one vCPU.
 type VM struct {
 	dev    *os.File // kept open: gokvm only holds its Fd, and a finalized File would close it
@@ -62,8 +58,8 @@ var ErrNoKVM = errors.New("no usable /dev/kvm")
 func New(memSize uint64, bad []loader.Range) (*VM, error) { return newVM(memSize, bad, nil) }
 
 func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err error) {
-	if memSize%pageSize != 0 || memSize < 2<<20 || memSize > MaxMemory {
-		return nil, fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(memSize), loader.FormatSize(MaxMemory))
+	if err := machine.CheckMemSize(memSize); err != nil {
+		return nil, err
 	}
 	dev, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -207,14 +203,6 @@ func maskCPUID(entries []gokvm.CPUIDEntry2) {
 			e.Ebx &^= cpuidLeaf7EBXRDSEED
 		}
 	}
-}
-
-// emulatingKVM reports whether /dev/kvm is kvm_pvm, which runs guests by
-// emulating every instruction (DESIGN.md §7) and whose emulator lacks
-// instructions its CPUID offers (crc32 among them).
-func emulatingKVM() bool {
-	_, err := os.Stat("/sys/module/kvm_pvm")
-	return err == nil
 }
 
 // useTableCRC tells the stub not to trust CPUID's SSE4.2 for its checksums.

@@ -64,10 +64,7 @@ var Reserved = []loader.Range{
 // Reserved, shrunk to whole pages (a page partly bad or reserved is not
 // tested).
 func TestRanges(cfg Config) ([]loader.Range, error) {
-	m := loader.NewMemoryMap(cfg.MemSize)
-	for _, b := range cfg.BadRAM {
-		m.Set(b, loader.KindBad)
-	}
+	m := badMap(cfg)
 	for _, r := range Reserved {
 		m.Set(r, loader.KindReserved)
 	}
@@ -76,7 +73,7 @@ func TestRanges(cfg Config) ([]loader.Range, error) {
 		var in []loader.Range
 		for _, want := range loader.MergeRanges(cfg.Ranges) {
 			for _, u := range usable {
-				if r := (loader.Range{Start: max(want.Start, u.Start), End: min(want.End, u.End)}); r.Start < r.End {
+				if r := clip(want, u); r.Start < r.End {
 					in = append(in, r)
 				}
 			}
@@ -99,6 +96,21 @@ func TestRanges(cfg Config) ([]loader.Range, error) {
 		return nil, fmt.Errorf("memtest: %d separate ranges to test, the guest takes at most %d (declared bad RAM splits memory too finely)", len(out), realmode.MemtestMaxRanges)
 	}
 	return out, nil
+}
+
+// badMap is the memory map of cfg's guest with its declared bad RAM.
+func badMap(cfg Config) *loader.MemoryMap {
+	m := loader.NewMemoryMap(cfg.MemSize)
+	for _, b := range cfg.BadRAM {
+		m.Set(b, loader.KindBad)
+	}
+	return m
+}
+
+// clip is the part of r inside within; empty (Start >= End) when they do
+// not overlap.
+func clip(r, within loader.Range) loader.Range {
+	return loader.Range{Start: max(r.Start, within.Start), End: min(r.End, within.End)}
 }
 
 // Pages counts the pages in rs.
@@ -133,14 +145,10 @@ func Plan(cfg Config) (*loader.Plan, []loader.Range, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	m := loader.NewMemoryMap(cfg.MemSize)
-	for _, b := range cfg.BadRAM {
-		m.Set(b, loader.KindBad)
-	}
 	plan := &loader.Plan{
 		Kernel:  loader.KernelInfo{Path: "(memtest " + mode + ")", Format: "raw", Protocol: loader.ProtocolELF},
 		MemSize: cfg.MemSize,
-		Map:     m,
+		Map:     badMap(cfg),
 		Verify:  cfg.Verify,
 		Placements: []loader.Placement{
 			{What: "memtest", Name: "memtest guest", Start: realmode.MemtestAddr, Data: realmode.Memtest, Size: uint64(len(realmode.Memtest)), Verify: true},
@@ -256,7 +264,7 @@ func (s *Session) Frame(f Frame) {
 		run := loader.Range{Start: page, End: page + uint64(min(fl.Pages, maxRun))*PageSize}
 		hit := false
 		for _, t := range s.tested {
-			if r := (loader.Range{Start: max(run.Start, t.Start), End: min(run.End, t.End)}); r.Start < r.End {
+			if r := clip(run, t); r.Start < r.End {
 				s.failing = append(s.failing, r)
 				hit = true
 			}
@@ -340,7 +348,7 @@ func Run(ctx context.Context, b machine.Backend, cfg Config, opts machine.Option
 	dec.Close()
 	rep := &Report{
 		Mode: cfg.Mode, Seed: cfg.Seed, Backend: mr.Backend, Ranges: toJSON(ranges),
-		TimeMS: ms(time.Since(start)), GuestMS: ms(mr.Boot), Frames: dec.Stats(), Ignored: sess.ignored,
+		TimeMS: machine.Millis(time.Since(start)), GuestMS: machine.Millis(mr.Boot), Frames: dec.Stats(), Ignored: sess.ignored,
 		Exits: mr.Exits, Faulty: mr.Faulty, Failures: sess.details,
 	}
 	if rep.Backend == "" {
@@ -393,8 +401,6 @@ func check(mr *machine.Result, sess *Session, ranges []loader.Range, backend str
 	}
 	return nil
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // CountInstructions measures the memtest guest's instructions per clean
 // page by single-stepping it (KVM backend: machine.Options.Trace) over one

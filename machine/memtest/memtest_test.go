@@ -1,6 +1,7 @@
 package memtest
 
 import (
+	"slices"
 	"testing"
 
 	"kvmboot/loader"
@@ -8,18 +9,6 @@ import (
 )
 
 const mib = 1 << 20
-
-func eq(a, b []loader.Range) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 func TestCoalescePages(t *testing.T) {
 	for _, tc := range []struct {
@@ -32,7 +21,7 @@ func TestCoalescePages(t *testing.T) {
 		{[]uint64{0x1402010, 0x1400000, 0x1401ffc, 0x1400004, 0x1405000},
 			[]loader.Range{{Start: 0x1400000, End: 0x1403000}, {Start: 0x1405000, End: 0x1406000}}},
 	} {
-		if got := CoalescePages(tc.pages); !eq(got, tc.want) {
+		if got := CoalescePages(tc.pages); !slices.Equal(got, tc.want) {
 			t.Errorf("CoalescePages(%#x) = %v, want %v", tc.pages, got, tc.want)
 		}
 	}
@@ -45,14 +34,14 @@ func TestTestRanges(t *testing.T) {
 	}
 	want := []loader.Range{{Start: 0, End: realmode.StubLow}, {Start: realmode.StubHigh, End: realmode.MemtestAddr},
 		{Start: realmode.MemtestEnd, End: 0xA0000}, {Start: mib, End: 64 * mib}}
-	if !eq(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("default ranges %v, want %v", got, want)
 	}
 	// Declared bad RAM is left out, and so are partial pages.
 	got, _ = TestRanges(Config{MemSize: 64 * mib, BadRAM: []loader.Range{{Start: 20*mib + 0x400, End: 21*mib + 0x800}},
 		Ranges: []loader.Range{{Start: 16 * mib, End: 24 * mib}, {Start: 100 * mib, End: 200 * mib}}})
 	want = []loader.Range{{Start: 16 * mib, End: 20 * mib}, {Start: 21*mib + 0x1000, End: 24 * mib}}
-	if !eq(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("limited ranges %v, want %v", got, want)
 	}
 	if _, err := TestRanges(Config{MemSize: 64 * mib, Ranges: []loader.Range{{Start: 0xA0000, End: 0x100000}}}); err == nil {
@@ -94,7 +83,7 @@ func TestSession(t *testing.T) {
 	s.Frame(Frame{Type: TypeDone, Payload: donePayload(2048, 256, 0)})
 	s.Frame(Frame{Type: TypeFail, Payload: failPayload(17*mib, 1, 0, 7, 1)}) // after done
 	want := []loader.Range{{Start: 20 * mib, End: 21 * mib}, {Start: 23 * mib, End: 24 * mib}}
-	if got := s.Failing(); !eq(got, want) {
+	if got := s.Failing(); !slices.Equal(got, want) {
 		t.Errorf("failing %v, want %v", got, want)
 	}
 	if !s.Complete() || s.ignored != 5 || len(s.details) != 3 {

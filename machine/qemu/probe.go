@@ -53,7 +53,7 @@ func Probe(ctx context.Context) *ProbeResult {
 	p.Version = strings.TrimPrefix(firstLine(strings.TrimSpace(string(out))), "QEMU emulator version ")
 
 	res, d, err := probeRun(ctx, AccelTCG, realmode.ProbePaging)
-	p.TCG, p.TCGMillis = ok(res, err), ms(d)
+	p.TCG, p.TCGMillis = ok(res, err), machine.Millis(d)
 	if !p.TCG {
 		p.TCGDetail = machine.Describe(res, err)
 	}
@@ -65,7 +65,7 @@ func Probe(ctx context.Context) *ProbeResult {
 		f.Close()
 	}
 	res, d, err = probeRun(ctx, AccelKVM, realmode.ProbeSpin)
-	p.KVM, p.KVMMillis = ok(res, err), ms(d)
+	p.KVM, p.KVMMillis = ok(res, err), machine.Millis(d)
 	if !p.KVM {
 		p.KVMDetail = machine.Describe(res, err)
 		return p
@@ -91,5 +91,3 @@ func probeRun(ctx context.Context, accel string, test uint32) (*machine.Result, 
 }
 
 func ok(res *machine.Result, err error) bool { return err == nil && res.Outcome == machine.Pass }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -29,10 +29,6 @@ import (
 // DefaultBinary is the QEMU kvmboot runs, looked up in PATH.
 const DefaultBinary = "qemu-system-i386"
 
-// MaxMemory is the largest guest RAM, as for the KVM backend: it must stay
-// below the PCI hole so that the RAM file's offsets are physical addresses.
-const MaxMemory = 3 << 30
-
 // ErrNoQEMU reports that qemu-system-i386 cannot be found or run.
 var ErrNoQEMU = errors.New("qemu-system-i386 not found (install it: apt-get install qemu-system-x86)")
 
@@ -127,8 +123,8 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err != nil {
 		return nil, err
 	}
-	if plan.MemSize%4096 != 0 || plan.MemSize < 2<<20 || plan.MemSize > MaxMemory {
-		return nil, fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(plan.MemSize), loader.FormatSize(MaxMemory))
+	if err := machine.CheckMemSize(plan.MemSize); err != nil {
+		return nil, err
 	}
 	r := &run{b: b, accel: accel, bin: bin, plan: plan, opts: opts, log: b.Log, start: start}
 	if r.log == nil {
@@ -309,7 +305,7 @@ func (r *run) preparePlan() error {
 		r.launch.ISA = true
 	}
 	placements := append([]loader.Placement(nil), r.plan.Placements...)
-	if r.accel == AccelKVM && emulatingKVM() {
+	if r.accel == AccelKVM && machine.EmulatingKVM() {
 		// As machine/kvm does: this KVM's emulator lacks crc32, which
 		// its CPUID (and QEMU's -cpu host) still offers.
 		for i, p := range placements {
@@ -407,12 +403,6 @@ func (r *run) prepareKernel() error {
 		}
 	}
 	return nil
-}
-
-// emulatingKVM reports whether /dev/kvm is kvm_pvm (DESIGN.md §7).
-func emulatingKVM() bool {
-	_, err := os.Stat("/sys/module/kvm_pvm")
-	return err == nil
 }
 
 // startQEMU starts QEMU paused, connects QMP and lets the guest run.
@@ -649,10 +639,7 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 					status, err := r.qmp.status(c)
 					if err == nil && (status == "internal-error" || status == "guest-panicked") {
 						regs := r.registers(c)
-						msg := "QEMU stopped the guest: " + status
-						if e := strings.TrimSpace(r.stderr.String()); e != "" {
-							msg += " (" + firstLine(e) + ")"
-						}
+						msg := "QEMU stopped the guest: " + status + stderrNote(r.stderr.String())
 						if r.accel == AccelKVM && status == "internal-error" {
 							msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
 						}
@@ -767,7 +754,7 @@ func (r *run) registers(ctx context.Context) string {
 }
 
 // read fetches guest physical memory for disassembly.
-func (r *run) read() func(addr uint64, n int) []byte { return physReader(r.ram, r.rom, true) }
+func (r *run) read() func(addr uint64, n int) []byte { return physReader(r.ram, r.rom) }
 
 // shutdownResult turns a guest reset or power-off into a crash, reading
 // QEMU's log (complete now that QEMU has exited) for the cause.
@@ -779,7 +766,7 @@ func (r *run) shutdownResult(s *shutdownInfo) *machine.Result {
 			log, _ = io.ReadAll(io.NewSectionReader(r.logFile, 0, 1<<40))
 		}
 		triple, how := resetCause(string(log))
-		if triple && r.accel == AccelKVM && emulatingKVM() && r.regs != nil && r.regs.enablesPaging(r.read()) {
+		if triple && r.accel == AccelKVM && machine.EmulatingKVM() && r.regs != nil && r.regs.enablesPaging(r.read()) {
 			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
 				"boot it with --accel=tcg (" + s.regs + ")"}
 		}
@@ -815,9 +802,7 @@ func (r *run) cleanup() {
 	if r.ln != nil {
 		r.ln.Close()
 	}
-	if r.conEOF != nil {
-		r.drainConsole()
-	}
+	r.drainConsole()
 	for _, f := range []*os.File{r.logFile, r.com2File} {
 		if f != nil {
 			f.Close()

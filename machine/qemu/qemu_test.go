@@ -209,23 +209,23 @@ func TestParseRegisters(t *testing.T) {
 	}
 	ram := make([]byte, 2<<20)
 	copy(ram[0x100043:], []byte{0x0f, 0x22, 0xc0}) // mov cr0, eax
-	st := r.state(physReader(ram, nil, true))
+	st := r.state(physReader(ram, nil))
 	want := machine.CPUState{Mode: "32-bit protected mode", CS: 0x10, EIP: 0x100043, Linear: 0x100043,
 		EAX: 0xe0000011, EBX: 0x800, ECX: 0x2118, ESI: 0x1000000, EDI: 0x7040, EBP: 1, ESP: 0x6ff8,
 		EFLAGS: 6, CR0: 0x60000011, CR3: 0x200000, Insn: "mov cr0, eax"}
 	if *st != want {
 		t.Errorf("got  %+v\nwant %+v", *st, want)
 	}
-	if !r.enablesPaging(physReader(ram, nil, true)) {
+	if !r.enablesPaging(physReader(ram, nil)) {
 		t.Error("mov cr0, eax with PG set in EAX not seen as turning on paging")
 	}
 	r.gpr["EAX"] = 0x11
-	if r.enablesPaging(physReader(ram, nil, true)) {
+	if r.enablesPaging(physReader(ram, nil)) {
 		t.Error("mov cr0 without PG seen as turning on paging")
 	}
 	// Real mode at the reset vector, read from our firmware image.
 	rm, _ := parseRegisters("EIP=0000fff0 EFL=00000002\nCS =f000 ffff0000 0000ffff 00009b00\nCR0=60000010\n")
-	st = rm.state(physReader(ram, realmode.Firmware, true))
+	st = rm.state(physReader(ram, realmode.Firmware))
 	if st.Mode != "real mode" || st.Linear != 0xfffffff0 || !strings.HasPrefix(st.Insn, "jmp") {
 		t.Errorf("reset vector: %+v", st)
 	}

@@ -86,17 +86,11 @@ func (r *cpuRegs) state(read func(addr uint64, n int) []byte) *machine.CPUState 
 // sets PG: a guest an emulating KVM refuses (DESIGN.md §7).
 func (r *cpuRegs) enablesPaging(read func(addr uint64, n int) []byte) bool {
 	ip := (r.csBase + r.gpr["EIP"]) & 0xFFFFFFFF
-	inst, err := x86asm.Decode(read(ip, 15), r.mode())
-	if err != nil || inst.Op != x86asm.MOV || inst.Args[0] != x86asm.CR0 {
-		return false
-	}
-	src, ok := inst.Args[1].(x86asm.Reg)
-	if !ok {
-		return false
-	}
-	name := map[x86asm.Reg]string{x86asm.EAX: "EAX", x86asm.EBX: "EBX", x86asm.ECX: "ECX", x86asm.EDX: "EDX",
-		x86asm.ESI: "ESI", x86asm.EDI: "EDI", x86asm.EBP: "EBP", x86asm.ESP: "ESP"}[src]
-	return name != "" && r.gpr[name]&(1<<31) != 0
+	return machine.MovSetsPaging(read(ip, 15), r.mode(), func(src x86asm.Reg) uint64 {
+		name := map[x86asm.Reg]string{x86asm.EAX: "EAX", x86asm.EBX: "EBX", x86asm.ECX: "ECX", x86asm.EDX: "EDX",
+			x86asm.ESI: "ESI", x86asm.EDI: "EDI", x86asm.EBP: "EBP", x86asm.ESP: "ESP"}[src]
+		return r.gpr[name] // 0 for "": not a 32-bit general register
+	})
 }
 
 func disassemble(code []byte, ip uint64, mode int) string {
@@ -112,15 +106,15 @@ func disassemble(code []byte, ip uint64, mode int) string {
 
 // physReader reads guest physical memory from the shared RAM file and our
 // firmware image (for the reference run, QEMU's BIOS is not ours: rom is
-// then nil).
-func physReader(ram, rom []byte, lowHole bool) func(addr uint64, n int) []byte {
+// then nil). The 640K-1M hole reads as nothing.
+func physReader(ram, rom []byte) func(addr uint64, n int) []byte {
 	return func(addr uint64, n int) []byte {
 		if rom != nil && (addr >= realmode.ROMBase && addr < realmode.ROMBase+realmode.ROMSize ||
 			addr >= realmode.ROMHigh && addr < realmode.ROMHigh+realmode.ROMSize) {
 			off := (addr - realmode.ROMBase) % realmode.ROMSize
 			return rom[off:min(off+uint64(n), realmode.ROMSize)]
 		}
-		if lowHole && addr >= 0xA0000 && addr < 0x100000 {
+		if addr >= 0xA0000 && addr < 0x100000 {
 			return nil
 		}
 		if addr < uint64(len(ram)) {

@@ -6,7 +6,6 @@ import (
 
 	"kvmboot/loader"
 	"kvmboot/machine"
-	"kvmboot/realmode"
 )
 
 // debugExitValue maps QEMU's exit status back to what the guest wrote to
@@ -52,12 +51,7 @@ func exitResult(status int, stderr string, mem *machine.GuestMemory, plan *loade
 			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU failed: " + e}
 		}
 	}
-	if v == realmode.ExitStubFailed && mem != nil && plan != nil {
-		if why := machine.StubFailure(mem.StubState(), plan); why != "" {
-			return machine.Crashed("%s", why)
-		}
-	}
-	return machine.GuestExit(v)
+	return machine.DebugExit(v, mem, plan)
 }
 
 // resetCause reads QEMU's log (-d cpu_reset and the reset trace events)
