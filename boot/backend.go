@@ -128,6 +128,9 @@ func Choose(ctx context.Context, cfg Config) (Choice, error) {
 		if accel != AccelAuto {
 			return Choice{VMM: VMMQEMU, Accel: accel, Why: fmt.Sprintf("--accel=%s names a QEMU accelerator", accel)}, nil
 		}
+		if len(cfg.Faulty) > 0 {
+			return Choice{VMM: VMMKVM, Why: "--faulty-ram needs our KVM machine, the backend that traps every access to faulty RAM"}, nil
+		}
 		if cfg.CountStub || cfg.Trace != nil {
 			return Choice{VMM: VMMKVM, Why: "--count-stub and --trace single-step the vCPU, which only our KVM machine does"}, nil
 		}

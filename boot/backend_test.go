@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"kvmboot/loader"
+	"kvmboot/machine/faults"
 	"kvmboot/machine/kvm"
 	"kvmboot/machine/qemu"
 )
@@ -116,6 +118,11 @@ func TestChooseExplicit(t *testing.T) {
 	c, err := Choose(context.Background(), Config{CountStub: true})
 	if err != nil || c.VMM != "kvm" {
 		t.Errorf("--count-stub: %+v %v", c, err)
+	}
+	// So does faulty RAM, and the reason says so.
+	c, err = Choose(context.Background(), Config{Faulty: []faults.Range{{Range: loader.Range{Start: 20 << 20, End: 21 << 20}}}})
+	if err != nil || c.VMM != "kvm" || !strings.Contains(c.Why, "--faulty-ram") {
+		t.Errorf("--faulty-ram: %+v %v", c, err)
 	}
 }
 

@@ -163,10 +163,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 func run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
-	res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}}
-	if cfg.Kernel == "" {
-		res.Kernel.Path = BuiltinKernelName
-	}
+	res := newResult(cfg)
 	fail := func(err error) (*Result, error) {
 		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
 		res.Timings.Total = ms(time.Since(start))
@@ -186,17 +183,13 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	res.VMM = backend.Name()
 	res.Accel, res.VMMWhy = ChoiceOf(backend)
 	console := machine.NewConsole(cfg.Console, cfg.Expect)
-	timeout := cfg.Timeout
 	mr, err := backend.Run(ctx, plan, machine.Options{
-		Timeout: timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: plan.Map.Ranges(loader.KindBad),
+		Timeout: cfg.Timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: plan.Map.Ranges(loader.KindBad),
 		CountStub: cfg.CountStub, Trace: cfg.Trace, TraceLimit: cfg.TraceLimit, TraceAll: cfg.TraceAll,
 		AfterPlace: cfg.AfterPlace, Faulty: cfg.Faulty, FaultSeed: cfg.Seed,
 	})
 	if err != nil {
-		if errors.Is(err, kvm.ErrNoKVM) {
-			err = fmt.Errorf("%w (kvmboot needs read/write access to %s)", err, kvm.DevicePath)
-		}
-		return fail(err)
+		return fail(explainNoKVM(err))
 	}
 	res.fromMachine(mr, cfg.QEMUExitCodes)
 	res.ConsoleBytes = console.Bytes()
@@ -210,6 +203,23 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 		res.PeakRSSKB = ru.Maxrss
 	}
 	return res, nil
+}
+
+// newResult is the Result of a run of cfg before anything is known.
+func newResult(cfg Config) *Result {
+	res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}}
+	if cfg.Kernel == "" {
+		res.Kernel.Path = BuiltinKernelName
+	}
+	return res
+}
+
+// explainNoKVM says what a missing /dev/kvm needs.
+func explainNoKVM(err error) error {
+	if errors.Is(err, kvm.ErrNoKVM) {
+		return fmt.Errorf("%w (kvmboot needs read/write access to %s)", err, kvm.DevicePath)
+	}
+	return err
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -9,7 +9,6 @@ import (
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
-	"kvmboot/machine/kvm"
 	"kvmboot/machine/memtest"
 	"kvmboot/realmode"
 )
@@ -35,10 +34,8 @@ import (
 func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
 	errResult := func(err error) (*Result, error) {
-		res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}, Outcome: machine.Error, ExitCode: machine.StatusError, Reason: err.Error()}
-		if cfg.Kernel == "" {
-			res.Kernel.Path = BuiltinKernelName
-		}
+		res := newResult(cfg)
+		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
 		res.Timings.Total = ms(time.Since(start))
 		return res, err
 	}
@@ -48,15 +45,11 @@ func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 	if err := CheckFaulty(cfg); err != nil {
 		return errResult(err)
 	}
-	why := ""
-	if len(cfg.Faulty) > 0 {
-		if (cfg.VMM == "" || cfg.VMM == VMMAuto) && (cfg.Accel == "" || cfg.Accel == AccelAuto) {
-			cfg.VMM = VMMKVM
-			why = "--faulty-ram needs our KVM machine, the backend that traps every access to faulty RAM"
-		}
-		if cfg.VMM != VMMKVM {
-			return errResult(fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backendName(cfg)))
-		}
+	// --vmm=auto --accel=auto picks our KVM machine for faulty RAM (Choose);
+	// any other backend is refused.
+	auto := (cfg.VMM == "" || cfg.VMM == VMMAuto) && (cfg.Accel == "" || cfg.Accel == AccelAuto)
+	if len(cfg.Faulty) > 0 && cfg.VMM != VMMKVM && !auto {
+		return errResult(fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backendName(cfg)))
 	}
 	var rep *memtest.Report
 	if cfg.Memtest != "" {
@@ -71,9 +64,6 @@ func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Memtest = ""
 	}
 	res, err := run(ctx, cfg)
-	if why != "" && res.VMMWhy == "--vmm=kvm" {
-		res.VMMWhy = why
-	}
 	res.Memtest = rep
 	if rep != nil {
 		res.Timings.Total += rep.TimeMS
@@ -152,14 +142,9 @@ func memtestConfig(cfg Config) memtest.Config {
 // finish (timeout, crash: no error, as for a kernel); otherwise the report
 // is complete.
 func runMemtest(ctx context.Context, cfg Config) (*memtest.Report, *Result, error) {
-	res := &Result{Kernel: loader.KernelInfo{Path: cfg.Kernel}}
-	if cfg.Kernel == "" {
-		res.Kernel.Path = BuiltinKernelName
-	}
+	res := newResult(cfg)
 	fail := func(err error) (*memtest.Report, *Result, error) {
-		if errors.Is(err, kvm.ErrNoKVM) {
-			err = fmt.Errorf("%w (kvmboot needs read/write access to %s)", err, kvm.DevicePath)
-		}
+		err = explainNoKVM(err)
 		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
 		return nil, res, err
 	}

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,14 +19,8 @@ func TestXorImage(t *testing.T) {
 		{loader.Range{Start: 0x6000, End: 0x8000}, 1 << 12, []loader.Range{{Start: 0x7000, End: 0x8000}, {Start: 0x6000, End: 0x7000}}},
 		{loader.Range{Start: 0x6000, End: 0x6004}, 1, []loader.Range{{Start: 0x6001, End: 0x6002}, {Start: 0x6000, End: 0x6001}, {Start: 0x6003, End: 0x6004}, {Start: 0x6002, End: 0x6003}}},
 	} {
-		got := xorImage(tc.r, tc.bit)
-		if len(got) != len(tc.want) {
-			t.Fatalf("xorImage(%v, %#x) = %v, want %v", tc.r, tc.bit, got, tc.want)
-		}
-		for i := range got {
-			if got[i] != tc.want[i] {
-				t.Errorf("xorImage(%v, %#x) = %v, want %v", tc.r, tc.bit, got, tc.want)
-			}
+		if got := xorImage(tc.r, tc.bit); !slices.Equal(got, tc.want) {
+			t.Errorf("xorImage(%v, %#x) = %v, want %v", tc.r, tc.bit, got, tc.want)
 		}
 	}
 }

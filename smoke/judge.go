@@ -31,15 +31,12 @@ var Kinds = []Kind{Pass, Flaky, Fail, Timeout, Crash, BadRAM, Error, NotRun}
 // bad-RAM touch, a timeout, a crash, else a plain mismatch.
 func Judge(want Expectation, res *boot.Result, err error) (Kind, string) {
 	outcome, status, reason := machine.Error, machine.StatusError, ""
+	var touched []machine.BadAccess
 	if res != nil {
-		outcome, status, reason = res.Outcome, res.ExitCode, res.Reason
+		outcome, status, reason, touched = res.Outcome, res.ExitCode, res.Reason, res.BadRAMAccesses
 	}
 	if err != nil && reason == "" {
 		reason = err.Error()
-	}
-	var touched []machine.BadAccess
-	if res != nil {
-		touched = res.BadRAMAccesses
 	}
 	statusOK := want.Status == nil || *want.Status == status
 	outcomeOK := want.Outcome == "" || want.Outcome == outcome

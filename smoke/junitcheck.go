@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -83,7 +84,7 @@ func CheckJUnit(r io.Reader) ([]JUnitSuite, error) {
 				return nil, fmt.Errorf("element %s: namespaced", name)
 			}
 			spec, ok := junitSchema[top.name]
-			if !ok || !contains(spec.children, name) {
+			if !ok || !slices.Contains(spec.children, name) {
 				return nil, fmt.Errorf("element <%s> not allowed in <%s>", name, top.name)
 			}
 			if top.name == "" {
@@ -95,7 +96,7 @@ func CheckJUnit(r io.Reader) ([]JUnitSuite, error) {
 			es := junitSchema[name]
 			attrs := map[string]string{}
 			for _, a := range t.Attr {
-				if !contains(es.required, a.Name.Local) && !contains(es.optional, a.Name.Local) {
+				if !slices.Contains(es.required, a.Name.Local) && !slices.Contains(es.optional, a.Name.Local) {
 					return nil, fmt.Errorf("<%s>: attribute %s not in the schema", name, a.Name.Local)
 				}
 				attrs[a.Name.Local] = a.Value
@@ -263,13 +264,4 @@ func countsAddUp(s *JUnitSuite) error {
 			s.Name, s.Tests, s.Failures, s.Errors, s.Skipped, len(s.Cases), f, e, sk)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

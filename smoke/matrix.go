@@ -2,6 +2,7 @@ package smoke
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +11,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -114,7 +117,10 @@ type overrideYAML struct {
 
 // vmmYAML is a vmms axis entry: "kvm" or {name: x, vmm: qemu, accel: tcg}.
 type vmmYAML struct {
-	Name, VMM, Accel string
+	// The tags name the fields for knownFields; UnmarshalYAML decodes.
+	Name  string `yaml:"name"`
+	VMM   string `yaml:"vmm"`
+	Accel string `yaml:"accel"`
 }
 
 func (v *vmmYAML) UnmarshalYAML(n *yaml.Node) error {
@@ -192,7 +198,9 @@ type Case struct {
 
 // namePattern is what kernel, scenario and vmm names may contain: they
 // become parts of case names, JUnit attributes and console file paths.
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
+// The regexps here are compiled on first use, not at start-up: every
+// kvmboot command links this package, only smoke parses matrices.
+var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`) })
 
 // Load reads and checks a matrix file.
 func Load(file string) (*Matrix, error) {
@@ -231,6 +239,8 @@ type parser struct {
 	dir  string
 	root *yaml.Node // the document's top mapping
 	y    matrixYAML
+	// expects holds the compiled expect patterns: many cases share one.
+	expects map[string]*regexp.Regexp
 }
 
 func (p *parser) errf(line int, format string, args ...any) error {
@@ -274,9 +284,9 @@ func (p *parser) line(steps ...any) int {
 }
 
 var (
-	yamlLineRE  = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	notFoundRE  = regexp.MustCompile(`^field (\S+) not found in type smoke\.(\w+)$`)
-	unmarshalRE = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.*)$")
+	yamlLineRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`) })
+	notFoundRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^field (\S+) not found in type smoke\.(\w+)$`) })
+	unmarshalRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.*)$") })
 )
 
 // yamlTypes maps the YAML shapes to what the user calls them.
@@ -288,7 +298,7 @@ var yamlTypes = map[string]any{
 	"expectation":  expectation{},
 	"filterYAML":   filterYAML{},
 	"overrideYAML": overrideYAML{},
-	"vmmYAML":      struct{ Name, VMM, Accel string }{},
+	"vmmYAML":      vmmYAML{},
 }
 
 var yamlTypeNames = map[string]string{
@@ -301,9 +311,6 @@ func knownFields(typ string) string {
 	v, ok := yamlTypes[typ]
 	if !ok {
 		return ""
-	}
-	if typ == "vmmYAML" {
-		return "name, vmm, accel"
 	}
 	var names []string
 	t := reflect.TypeOf(v)
@@ -323,20 +330,20 @@ func (p *parser) yamlError(err error) error {
 		msg = te.Errors[0]
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
-	m := yamlLineRE.FindStringSubmatch(msg)
+	m := yamlLineRE().FindStringSubmatch(msg)
 	if m == nil {
 		return p.errf(1, "%s", strings.ReplaceAll(msg, "\n", " "))
 	}
 	line := 0
 	fmt.Sscan(m[1], &line)
 	text := m[2]
-	if f := notFoundRE.FindStringSubmatch(text); f != nil {
+	if f := notFoundRE().FindStringSubmatch(text); f != nil {
 		where := yamlTypeNames[f[2]]
 		if where == "" {
 			where = f[2]
 		}
 		text = fmt.Sprintf("unknown field %q in %s (known: %s)", f[1], where, knownFields(f[2]))
-	} else if u := unmarshalRE.FindStringSubmatch(text); u != nil {
+	} else if u := unmarshalRE().FindStringSubmatch(text); u != nil {
 		want := u[3]
 		switch {
 		case want == "int" || want == "*int":
@@ -413,7 +420,6 @@ type level struct {
 	timeout time.Duration
 	policy  loader.Policy
 	expect  *expectation
-	line    int
 }
 
 type vmmChoice struct {
@@ -449,11 +455,7 @@ func (p *parser) checkVMM(vmm, accel string, vline, aline int) (*vmmChoice, erro
 	if vmm == "" {
 		return nil, p.errf(aline, "accel %q without vmm: name the backend too (vmm: qemu)", accel)
 	}
-	known := false
-	for _, v := range vmmNames {
-		known = known || v == vmm
-	}
-	if !known {
+	if !slices.Contains(vmmNames, vmm) {
 		return nil, p.errf(vline, "vmm %q: want %s", vmm, strings.Join(vmmNames, ", "))
 	}
 	switch accel {
@@ -512,9 +514,14 @@ func (p *parser) expectation(e *expectation, steps ...any) error {
 		}
 	}
 	if e.Expect != nil && *e.Expect != "" {
-		if _, err := regexp.Compile(*e.Expect); err != nil {
+		re, err := regexp.Compile(*e.Expect)
+		if err != nil {
 			return p.errf(at("expect"), "expect %q: %v", *e.Expect, err)
 		}
+		if p.expects == nil {
+			p.expects = map[string]*regexp.Regexp{}
+		}
+		p.expects[*e.Expect] = re
 	}
 	return nil
 }
@@ -558,7 +565,6 @@ func (p *parser) build() (*Matrix, error) {
 	// Defaults.
 	var def level
 	var err error
-	def.line = p.line("defaults")
 	if def.timeout, err = p.duration(y.Defaults.Timeout, p.line("defaults", "timeout")); err != nil {
 		return nil, err
 	}
@@ -585,7 +591,6 @@ func (p *parser) build() (*Matrix, error) {
 	for i, ky := range y.Kernels {
 		k := &kernel{kernelYAML: ky, index: i}
 		at := func(f string) int { return p.line("kernels", i, f) }
-		k.line = p.line("kernels", i)
 		if err := p.name(ky.Name, "kernel", at("name"), seen); err != nil {
 			return nil, err
 		}
@@ -596,7 +601,7 @@ func (p *parser) build() (*Matrix, error) {
 			return nil, err
 		}
 		for j, mod := range ky.Modules {
-			file, args, _ := strings.Cut(strings.TrimSpace(mod), " ")
+			file, _, _ := strings.Cut(strings.TrimSpace(mod), " ")
 			line := p.line("kernels", i, "modules", j)
 			if file == "" {
 				return nil, p.errf(line, "module %q: no file name", mod)
@@ -606,8 +611,7 @@ func (p *parser) build() (*Matrix, error) {
 				return nil, err
 			}
 			// GRUB's convention: the module string is the whole line.
-			str := strings.TrimSpace(file + " " + args)
-			k.modules = append(k.modules, boot.ModuleSpec{Path: full, Args: str})
+			k.modules = append(k.modules, boot.ModuleSpec{Path: full, Args: strings.TrimSpace(mod)})
 		}
 		if k.protocol, err = loader.ParseProtocol(ky.Protocol); err != nil {
 			return nil, p.errf(at("protocol"), "protocol %q: want auto, multiboot, linux32 or linux16", ky.Protocol)
@@ -637,7 +641,6 @@ func (p *parser) build() (*Matrix, error) {
 	for i, sy := range y.Scenarios {
 		s := &scenario{scenarioYAML: sy, index: i}
 		at := func(f string) int { return p.line("scenarios", i, f) }
-		s.line = p.line("scenarios", i)
 		if err := p.name(sy.Name, "scenario", at("name"), seen); err != nil {
 			return nil, err
 		}
@@ -802,7 +805,6 @@ func (p *parser) build() (*Matrix, error) {
 			return nil, err
 		}
 		overrides[i].expect = o.Expectation
-		overrides[i].line = p.line("overrides", i)
 	}
 
 	// The cross product.
@@ -895,10 +897,7 @@ func (p *parser) build() (*Matrix, error) {
 			return nil, p.errf(p.line("scenarios", s.index, "vmm"), "kernel %s (line %d) runs on %s and scenario %s on %s: exclude the pair or drop one vmm", k.Name, p.line("kernels", k.index, "vmm"), k.vmm.label, s.Name, s.vmm.label)
 		}
 		c := &Case{Name: r.name, Kernel: k.Name, Scenario: s.Name, VMM: v.label}
-		mem := firstSize(s.mem, k.mem, def.mem)
-		if mem == 0 {
-			mem = boot.DefaultMemSize
-		}
+		mem := cmp.Or(s.mem, k.mem, def.mem, boot.DefaultMemSize)
 		cfg := boot.Config{
 			Kernel: k.path, MemSize: mem, Initrd: k.initrd, Modules: k.modules,
 			Protocol: k.protocol, NoVerify: k.NoVerify,
@@ -917,7 +916,7 @@ func (p *parser) build() (*Matrix, error) {
 			}
 			cfg.BadRAM = append(cfg.BadRAM, rs...)
 		}
-		c.Timeout = firstDuration(s.timeout, k.timeout, def.timeout)
+		c.Timeout = cmp.Or(s.timeout, k.timeout, def.timeout)
 		exps := []*expectation{def.expect, k.expect, s.expect}
 		for i, f := range y.Overrides {
 			if match(filterYAML{f.Kernel, f.Scenario, f.VMM}, r) {
@@ -933,9 +932,7 @@ func (p *parser) build() (*Matrix, error) {
 		}
 		cfg.Timeout = c.Timeout
 		c.Want = resolve(exps)
-		if c.Want.Expect != "" {
-			cfg.Expect = regexp.MustCompile(c.Want.Expect) // checked above
-		}
+		cfg.Expect = p.expects[c.Want.Expect] // compiled by p.expectation; nil for ""
 		c.Config = cfg
 		m.Cases = append(m.Cases, c)
 	}
@@ -969,7 +966,7 @@ func (p *parser) name(n, what string, line int, seen map[string]int) error {
 	if n == "" {
 		return p.errf(line, "%s without a name", what)
 	}
-	if !namePattern.MatchString(n) {
+	if !namePattern().MatchString(n) {
 		return p.errf(line, "%s name %q: use letters, digits and . _ + - (it becomes part of case names and file names)", what, n)
 	}
 	if prev, ok := seen[n]; ok {
@@ -1004,24 +1001,6 @@ func uniq(ss []string) []string {
 		}
 	}
 	return out
-}
-
-func firstSize(v ...uint64) uint64 {
-	for _, x := range v {
-		if x != 0 {
-			return x
-		}
-	}
-	return 0
-}
-
-func firstDuration(v ...time.Duration) time.Duration {
-	for _, x := range v {
-		if x != 0 {
-			return x
-		}
-	}
-	return 0
 }
 
 // resolve merges expectation levels, later ones winning; status and

@@ -3,7 +3,8 @@ package smoke
 import (
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -112,11 +113,7 @@ func (b *Bar) Finished(cr *CaseResult, a *Attempt, final bool) {
 
 // describe sets the bar's description; b.mu is held.
 func (b *Bar) describe() {
-	names := make([]string, 0, len(b.running))
-	for n := range b.running {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(b.running))
 	d := "smoke"
 	if b.failed > 0 {
 		d += fmt.Sprintf(" (%d failing)", b.failed)

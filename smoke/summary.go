@@ -32,8 +32,8 @@ func WriteSummary(w io.Writer, r *Report) {
 	}
 	tw.Flush()
 
-	if len(r.backends()) > 1 {
-		writeGrid(w, r)
+	if backends := r.backends(); len(backends) > 1 {
+		writeGrid(w, r, backends)
 	}
 
 	var failing []*CaseResult
@@ -92,7 +92,7 @@ func WriteSummary(w io.Writer, r *Report) {
 }
 
 // writeGrid shows the same kernel and scenario on each backend side by side.
-func writeGrid(w io.Writer, r *Report) {
+func writeGrid(w io.Writer, r *Report, backends []string) {
 	type row struct {
 		key   string
 		cells map[string]string
@@ -115,7 +115,6 @@ func writeGrid(w io.Writer, r *Report) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	backends := r.backends()
 	fmt.Fprintf(tw, "KERNEL/SCENARIO\t%s\n", strings.Join(backends, "\t"))
 	for _, rw := range rows {
 		cells := make([]string, len(backends))

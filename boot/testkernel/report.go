@@ -126,7 +126,7 @@ func ParseReport(console string) (*Report, error) {
 			r.HasMem = err == nil
 		case "mmap":
 			var e MmapEntry
-			err = parseFields(val, []string{"base", "len", "type"}, hex64(&e.Base), hex64(&e.Len), dec32(&e.Type))
+			e, err = parseMmapEntry(val)
 			r.Mmap = append(r.Mmap, e)
 		case "module":
 			var m Module
@@ -152,7 +152,7 @@ func ParseReport(console string) (*Report, error) {
 				break
 			}
 			var e MmapEntry
-			err = parseFields(val, []string{"base", "len", "type"}, hex64(&e.Base), hex64(&e.Len), dec32(&e.Type))
+			e, err = parseMmapEntry(val)
 			r.RealMode.E820 = append(r.RealMode.E820, e)
 		case "relocs":
 			err = parseFields(val, []string{"checked", "ok"}, decInt(&r.RelocsChecked), decInt(&r.RelocsOK))
@@ -213,6 +213,14 @@ func isReportKey(key string) bool {
 		return true
 	}
 	return false
+}
+
+// parseMmapEntry reads "base=0x... len=0x... type=N", the shape of both
+// the Multiboot ("mmap") and the E820 ("e820") entries.
+func parseMmapEntry(val string) (MmapEntry, error) {
+	var e MmapEntry
+	err := parseFields(val, []string{"base", "len", "type"}, hex64(&e.Base), hex64(&e.Len), dec32(&e.Type))
+	return e, err
 }
 
 // A fieldParser parses the value of one key=value field.

@@ -83,6 +83,20 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noCache, "no-cache", false, "decompress the kernel even if an earlier run cached it")
 }
 
+// parseBadRAMFlag reads the specs of a repeatable bad-RAM-syntax flag for
+// a guest of mem bytes.
+func parseBadRAMFlag(flag string, specs []string, mem uint64) ([]loader.Range, error) {
+	var out []loader.Range
+	for _, spec := range specs {
+		rs, err := loader.ParseBadRAM(spec, mem)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", flag, spec, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
 // config turns the flags into a boot configuration.
 func (f *planFlags) config(kernel string) (boot.Config, error) {
 	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Disk: f.disk, Region: f.region.r, NoVerify: f.noVerify, NoCache: f.noCache}
@@ -98,12 +112,8 @@ func (f *planFlags) config(kernel string) (boot.Config, error) {
 		a := f.loadAddress.v
 		cfg.LoadAddress = &a
 	}
-	for _, spec := range f.badRAM {
-		rs, err := loader.ParseBadRAM(spec, cfg.MemSize)
-		if err != nil {
-			return cfg, fmt.Errorf("--bad-ram %q: %w", spec, err)
-		}
-		cfg.BadRAM = append(cfg.BadRAM, rs...)
+	if cfg.BadRAM, err = parseBadRAMFlag("--bad-ram", f.badRAM, cfg.MemSize); err != nil {
+		return cfg, err
 	}
 	for _, m := range f.modules {
 		// GRUB's convention: the module string is the whole line, path included.

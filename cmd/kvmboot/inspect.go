@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -48,12 +47,8 @@ func inspectCommand() *cobra.Command {
 			if !noCache {
 				opts.Cache = kcache.Default()
 			}
-			for _, spec := range badRAM {
-				rs, err := loader.ParseBadRAM(spec, mem.v)
-				if err != nil {
-					return fmt.Errorf("--bad-ram %q: %w", spec, err)
-				}
-				opts.BadRAM = append(opts.BadRAM, rs...)
+			if opts.BadRAM, err = parseBadRAMFlag("--bad-ram", badRAM, mem.v); err != nil {
+				return err
 			}
 			in, err := loader.Inspect(raw, opts)
 			if err != nil {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -44,13 +42,9 @@ docs/plan-example.svg).`,
 			if err != nil {
 				return err
 			}
-			var found []loader.Range
-			for _, spec := range svgFound {
-				rs, err := loader.ParseBadRAM(spec, cfg.MemSize)
-				if err != nil {
-					return fmt.Errorf("--svg-found %q: %w", spec, err)
-				}
-				found = append(found, rs...)
+			found, err := parseBadRAMFlag("--svg-found", svgFound, cfg.MemSize)
+			if err != nil {
+				return err
 			}
 			plan, err := boot.Plan(cfg)
 			if err != nil {
@@ -66,10 +60,7 @@ docs/plan-example.svg).`,
 				}
 			}
 			if asJSON {
-				res := boot.PlanResult(plan)
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return printJSON(boot.PlanResult(plan))
 			}
 			return plan.Write(os.Stdout)
 		},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -28,9 +27,7 @@ is cached for this boot of the host (in the user cache directory) and is what
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(h)
+				return printJSON(h)
 			}
 			writeProbe(h)
 			return nil

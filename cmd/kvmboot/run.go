@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -128,9 +127,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				enc.Encode(res)
+				printJSON(res)
 			} else if err != nil {
 				return err
 			} else {

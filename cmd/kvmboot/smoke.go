@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/signal"
@@ -135,11 +136,11 @@ cases too, unless --allow-flaky); 126 for a bad matrix file or flag.`,
 			if err != nil {
 				return err
 			}
-			smoke.WriteSummary(stdout, rep)
-			if f, err := os.Create(filepath.Join(opts.OutDir, "summary.txt")); err == nil {
-				smoke.WriteSummary(f, rep)
-				f.Close()
-			}
+			// Rendered once, for stdout and summary.txt.
+			var summary bytes.Buffer
+			smoke.WriteSummary(&summary, rep)
+			stdout.Write(summary.Bytes())
+			os.WriteFile(filepath.Join(opts.OutDir, "summary.txt"), summary.Bytes(), 0o666)
 			status := 0
 			if !rep.OK() {
 				status = 1
