@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -330,15 +331,7 @@ func SubtractRanges(rs, cut []Range) []Range {
 // mergeInPlace is MergeRanges reusing rs for the result. Input that is
 // already sorted, as one expanded pattern is, skips the sort.
 func mergeInPlace(rs []Range) []Range {
-	byStart := func(a, b Range) int {
-		switch {
-		case a.Start < b.Start:
-			return -1
-		case a.Start > b.Start:
-			return 1
-		}
-		return 0
-	}
+	byStart := func(a, b Range) int { return cmp.Compare(a.Start, b.Start) }
 	if !slices.IsSortedFunc(rs, byStart) {
 		slices.SortFunc(rs, byStart)
 	}

@@ -71,18 +71,9 @@ func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
 	le.PutUint32(b[realmode.BIOSOffMagic:], realmode.BIOSTablesMagic)
 	le.PutUint16(b[realmode.BIOSOffVersion:], realmode.BIOSTablesVersion)
 
-	var base uint64
-	if len(regions) > 0 && regions[0].Start == 0 && regions[0].Kind == KindRAM {
-		base = regions[0].End
-	}
-	le.PutUint16(b[realmode.BIOSOffBaseKiB:], uint16(min(base, lowRAMEnd)>>10))
+	le.PutUint16(b[realmode.BIOSOffBaseKiB:], uint16(min(ramEnd(regions, 0), lowRAMEnd)>>10))
 
-	var extEnd uint64 = highRAMBeg // RAM contiguous from 1 MiB ends here
-	for _, r := range regions {
-		if r.Kind == KindRAM && r.Start <= highRAMBeg && highRAMBeg < r.End {
-			extEnd = r.End
-		}
-	}
+	extEnd := ramEnd(regions, highRAMBeg)
 	extKiB := (extEnd - highRAMBeg) >> 10
 	le.PutUint16(b[realmode.BIOSOffExtKiB:], uint16(min(extKiB, biosExt88Max)))
 	le.PutUint16(b[realmode.BIOSOffE801AX:], uint16(min(extKiB, biosE801AXMax)))
@@ -92,10 +83,7 @@ func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
 
 	le.PutUint16(b[realmode.BIOSOffE820Count:], uint16(len(regions)))
 	for i, r := range regions {
-		e := b[realmode.BIOSOffE820+i*realmode.BIOSE820Size:]
-		le.PutUint64(e[0:], r.Start)
-		le.PutUint64(e[8:], r.Size())
-		le.PutUint32(e[16:], uint32(r.Kind))
+		e820Entry(r).put(b[realmode.BIOSOffE820+i*realmode.BIOSE820Size:])
 	}
 
 	if disk != nil {
@@ -121,6 +109,18 @@ func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
 		b[realmode.BIOSOffDiskCount] = 1
 	}
 	return b, nil
+}
+
+// ramEnd is where the RAM that holds from ends (from itself when from is
+// not in RAM): the contiguous memory a BIOS-era size field reports. Regions
+// are coalesced, so at most one RAM region holds from.
+func ramEnd(regions []Region, from uint64) uint64 {
+	for _, r := range regions {
+		if r.Kind == KindRAM && r.Start <= from && from < r.End {
+			return r.End
+		}
+	}
+	return from
 }
 
 // biosE820 fits the memory map into the table int 15h E820 serves. A map
@@ -195,12 +195,21 @@ type E820Entry struct {
 	Type       uint32
 }
 
-// Bytes is the entry as the BIOS stores it in the caller's buffer.
-func (e E820Entry) Bytes() []byte {
-	b := make([]byte, realmode.BIOSE820Size)
+// e820Entry is a memory-map region as an E820 entry.
+func e820Entry(r Region) E820Entry { return E820Entry{r.Start, r.Size(), uint32(r.Kind)} }
+
+// put writes e in the 20-byte layout that the BIOS tables, the zero page
+// and the Multiboot memory map (after its size word) all use.
+func (e E820Entry) put(b []byte) {
 	binary.LittleEndian.PutUint64(b, e.Addr)
 	binary.LittleEndian.PutUint64(b[8:], e.Size)
 	binary.LittleEndian.PutUint32(b[16:], e.Type)
+}
+
+// Bytes is the entry as the BIOS stores it in the caller's buffer.
+func (e E820Entry) Bytes() []byte {
+	b := make([]byte, realmode.BIOSE820Size)
+	e.put(b)
 	return b
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -81,7 +82,7 @@ func TestBIOSTablesSizes(t *testing.T) {
 					t.Errorf("entry %d = %+v, region %v", i, all[i], r)
 				}
 			}
-			if tc.entries != nil && !equalEntries(all, tc.entries) {
+			if tc.entries != nil && !slices.Equal(all, tc.entries) {
 				t.Errorf("E820 %+v, want %+v", all, tc.entries)
 			}
 			if _, err := ReadBIOSDisk(b, realmode.BIOSDrive); err == nil {
@@ -89,18 +90,6 @@ func TestBIOSTablesSizes(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalEntries(a, b []E820Entry) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestBIOSTablesLayout(t *testing.T) {
@@ -441,16 +430,8 @@ func TestBuildWithDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var disk, tables *Placement
-	for i, p := range plan.Placements {
-		switch p.What {
-		case "disk":
-			disk = &plan.Placements[i]
-		case "bios_tables":
-			tables = &plan.Placements[i]
-		}
-	}
-	if disk == nil || disk.Size != 3072 || disk.End() > 60*mb || !bytes.Equal(disk.Data, img) {
+	disk, tables := planPlacement(t, plan, "disk"), planPlacement(t, plan, "bios_tables")
+	if disk.Size != 3072 || disk.End() > 60*mb || !bytes.Equal(disk.Data, img) {
 		t.Fatalf("disk placement %+v", disk)
 	}
 	d, err := ReadBIOSDisk(tables.Data, 0x80)

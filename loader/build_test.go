@@ -82,6 +82,25 @@ func planPlacement(t *testing.T, p *Plan, what string) Placement {
 	return found[0]
 }
 
+// builtAsWanted checks Build's error for a table case: a *PlaceError
+// mentioning wantErr when that is set, else none. It reports whether there
+// is a plan to check further.
+func builtAsWanted(t *testing.T, name string, err error, wantErr string) bool {
+	t.Helper()
+	if wantErr != "" {
+		var pe *PlaceError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%s: error %v, want a *PlaceError mentioning %q", name, err, wantErr)
+		}
+		return false
+	}
+	if err != nil {
+		t.Errorf("%s: %v", name, err)
+		return false
+	}
+	return true
+}
+
 // stubParams is the parameter block decoded with realmode's offsets.
 type stubParams struct {
 	magic, version, eip, eax, ebx, esi, esp, flags, n uint32
@@ -339,15 +358,7 @@ func TestBuildLoadAddress(t *testing.T) {
 		{"past the end of RAM", 64*btMiB - 0x1000, nil, "--load-address refused"},
 	} {
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: tc.bad, LoadAddress: addr(tc.load), Verify: true})
-		if tc.err != "" {
-			var pe *PlaceError
-			if !errors.As(err, &pe) || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%s: error %v, want a *PlaceError mentioning %q", tc.name, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%s: %v", tc.name, err)
+		if !builtAsWanted(t, tc.name, err, tc.err) {
 			continue
 		}
 		if p.LoadAddress != tc.load || p.Why != "forced by --load-address" {
@@ -378,15 +389,7 @@ func TestBuildRegion(t *testing.T) {
 	} {
 		r := tc.region
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: tc.bad, Region: &r, Policy: tc.policy})
-		if tc.err != "" {
-			var pe *PlaceError
-			if !errors.As(err, &pe) || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%s: error %v, want a *PlaceError mentioning %q", tc.name, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%s: %v", tc.name, err)
+		if !builtAsWanted(t, tc.name, err, tc.err) {
 			continue
 		}
 		if p.LoadAddress != tc.want {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -492,10 +493,8 @@ type bzip2Stream struct{ r io.Reader }
 
 func (s bzip2Stream) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	for _, e := range bzip2TrailingErrors {
-		if err == e {
-			return n, io.EOF
-		}
+	if slices.Contains(bzip2TrailingErrors, err) {
+		return n, io.EOF
 	}
 	return n, err
 }

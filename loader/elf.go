@@ -2,11 +2,12 @@ package loader
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 )
 
 // Segment is one PT_LOAD of an ELF image.
@@ -70,7 +71,7 @@ func ParseELF(raw []byte) (*ELFImage, error) {
 		if p.Filesz > p.Memsz {
 			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: file size %#x exceeds memory size %#x", i, p.Filesz, p.Memsz)}
 		}
-		if p.Off > uint64(len(raw)) || p.Filesz > uint64(len(raw))-p.Off {
+		if !inFile(raw, p.Off, p.Filesz) {
 			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: bytes %#x+%#x are past the end of the file (%#x bytes): truncated?", i, p.Off, p.Filesz, len(raw))}
 		}
 		if p.Paddr+p.Memsz > 1<<32 || p.Paddr+p.Memsz < p.Paddr {
@@ -87,7 +88,7 @@ func ParseELF(raw []byte) (*ELFImage, error) {
 	if len(img.Segments) == 0 {
 		return nil, &FormatError{Context: "ELF", Msg: "no loadable segment (PT_LOAD)"}
 	}
-	sort.Slice(img.Segments, func(i, j int) bool { return img.Segments[i].Paddr < img.Segments[j].Paddr })
+	slices.SortFunc(img.Segments, func(a, b Segment) int { return cmp.Compare(a.Paddr, b.Paddr) })
 	for i := 1; i < len(img.Segments); i++ {
 		a, b := img.Segments[i-1], img.Segments[i]
 		if a.Paddr+a.MemSz > b.Paddr {
@@ -100,6 +101,12 @@ func ParseELF(raw []byte) (*ELFImage, error) {
 	}
 	img.Entry = entry
 	return img, nil
+}
+
+// inFile reports whether raw holds the size bytes at off, with no overflow
+// however large a header's values.
+func inFile(raw []byte, off, size uint64) bool {
+	return off <= uint64(len(raw)) && size <= uint64(len(raw))-off
 }
 
 // physical translates an address that is either physical already or

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
-	"errors"
-	"strings"
 	"testing"
 
 	"kvmboot/boot/testkernel"
@@ -203,20 +201,6 @@ func TestParseELFEdges(t *testing.T) {
 	}
 }
 
-// wantELFError checks for a *FormatError whose one-line message contains
-// want.
-func wantELFError(t *testing.T, name string, err error, want string) {
-	t.Helper()
-	var fe *FormatError
-	if !errors.As(err, &fe) {
-		t.Errorf("%s: error %v (%T), want a *FormatError", name, err, err)
-		return
-	}
-	if msg := err.Error(); !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
-		t.Errorf("%s: error %q, want one line containing %q", name, msg, want)
-	}
-}
-
 // What a bootloader cannot load is refused with a message saying why.
 func TestParseELFRefused(t *testing.T) {
 	load := func(off, paddr, memsz uint32, data []byte) e32Seg {
@@ -267,7 +251,7 @@ func TestParseELFRefused(t *testing.T) {
 		if img != nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
-		wantELFError(t, tc.name, err, tc.want)
+		checkFormatError(t, tc.name, err, tc.want)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -393,7 +395,7 @@ func listNotes(f *elf.File, raw []byte) ([]NoteInfo, error) {
 	out := []NoteInfo{}
 	at := map[uint64]int{} // file offset -> index in out
 	for _, a := range areas {
-		if a.off > uint64(len(raw)) || a.size > uint64(len(raw))-a.off {
+		if !inFile(raw, a.off, a.size) {
 			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("notes in %s: bytes %#x+%#x are past the end of the file", a.label, a.off, a.size)}
 		}
 		notes, err := ParseNotes(raw[a.off:a.off+a.size], f.ByteOrder)
@@ -541,11 +543,15 @@ func describeKvmbootEntry(t NoteType, d []byte) string {
 
 // String is one line about a LOAD descriptor.
 func (l NoteLoad) String() string {
-	end := "4G"
-	if l.MaxEnd != 0 {
-		end = addrString(l.MaxEnd)
+	return fmt.Sprintf("linked at %#x, prefers %#x, %s-aligned, %s from at least %s, ending at or below %s", l.LinkBase, l.Preferred, FormatSize(l.Align), sizeText(l.MemSize), addrString(l.Min), maxEndString(l.MaxEnd))
+}
+
+// maxEndString is an end limit for people, 0 meaning 4 GiB.
+func maxEndString(end uint64) string {
+	if end == 0 {
+		return "4G"
 	}
-	return fmt.Sprintf("linked at %#x, prefers %#x, %s-aligned, %s from at least %s, ending at or below %s", l.LinkBase, l.Preferred, FormatSize(l.Align), sizeText(l.MemSize), addrString(l.Min), end)
+	return addrString(end)
 }
 
 // placementInfo plans the kernel for the given memory, and finds with
@@ -623,9 +629,9 @@ func placementInfo(k *Kernel, file []byte, opts InspectOptions) *PlacementInfo {
 }
 
 // imageNeeds is the kernel image Build would place, without its bytes
-// relocated: base, size, alignment, end limit, whether it can move. It
-// follows buildLinux32 for Linux kernels (the default protocol) and
-// multibootImage for the rest.
+// relocated: base, size, alignment, end limit, whether it can move. It is
+// buildLinux32's for Linux kernels (the default protocol) and
+// multibootImage's for the rest.
 func imageNeeds(k *Kernel) (*kernelImage, error) {
 	if k.BzImage == nil {
 		if k.Multiboot == nil {
@@ -633,13 +639,7 @@ func imageNeeds(k *Kernel) (*kernelImage, error) {
 		}
 		return multibootImage(k)
 	}
-	h, img := k.BzImage.Header, k.ELF
-	ki := &kernelImage{base: img.Base, size: max(uint64(h.InitSize), img.End-img.Base), align: max(uint64(h.KernelAlignment), 4096), max: kernelImageSize}
-	if h.RelocatableKernel != 0 && img.Relocs != nil {
-		ki.relocs = img.Relocs
-	}
-	k.constrainImage(ki)
-	return ki, nil
+	return linux32Image(k), nil
 }
 
 // Write prints the inspection for people.
@@ -711,7 +711,7 @@ func (in *Inspection) Write(w io.Writer) error {
 	b.WriteString("\n")
 	if r := in.Relocations; r != nil {
 		fmt.Fprintf(&b, "relocations  %s (%s): %d sites to adjust, %d skipped (absolute symbols)\n", r.Source, r.From, r.Sites, r.Absolute)
-		for _, t := range sortedTypes(r.ByType) {
+		for _, t := range slices.Sorted(maps.Keys(r.ByType)) {
 			fmt.Fprintf(&b, "             %-14s %d\n", t, r.ByType[t])
 		}
 	} else {
@@ -773,12 +773,8 @@ func (p *PlacementInfo) write(b *strings.Builder) {
 	if p.Size == 0 {
 		return
 	}
-	end := "4G"
-	if p.MaxEnd != 0 {
-		end = addrString(p.MaxEnd)
-	}
 	if p.Relocatable {
-		fmt.Fprintf(b, "  needs        %s from a %s-aligned address at or above 1M, ending at or below %s (relocatable; linked at %#x)\n", sizeText(p.Size), FormatSize(p.Align), end, p.Link)
+		fmt.Fprintf(b, "  needs        %s from a %s-aligned address at or above 1M, ending at or below %s (relocatable; linked at %#x)\n", sizeText(p.Size), FormatSize(p.Align), maxEndString(p.MaxEnd), p.Link)
 	} else {
 		fmt.Fprintf(b, "  needs        %s at its link address %#x (not relocatable)\n", sizeText(p.Size), p.Link)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
 
@@ -93,7 +94,7 @@ func TestInspectMkELF(t *testing.T) {
 	if in.Format != "xz+elf32" || s == nil || !s.ChecksumOK || s.Relocs == nil || s.Relocs.Sites != src.Relocations.Sites || s.Relocs.Absolute != src.Relocations.Absolute {
 		t.Fatalf("format %s, note %+v", in.Format, s)
 	}
-	if r, sr := in.Relocations, src.Relocations; r.Source != sr.Source || r.Sites != sr.Sites || r.Absolute != sr.Absolute || !mapsEqual(r.ByType, sr.ByType) {
+	if r, sr := in.Relocations, src.Relocations; r.Source != sr.Source || r.Sites != sr.Sites || r.Absolute != sr.Absolute || !maps.Equal(r.ByType, sr.ByType) {
 		t.Errorf("relocations %+v, source %+v", in.Relocations, src.Relocations)
 	}
 	var kv []string

@@ -45,19 +45,10 @@ const (
 func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	h := k.BzImage.Header
 	if h.Version < protoPrefAddress {
-		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf("boot protocol %d.%02d: kvmboot needs 2.10 or later (pref_address, init_size)", h.Version>>8, h.Version&0xff)}
+		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf("boot protocol %s: kvmboot needs 2.10 or later (pref_address, init_size)", versionString(h.Version))}
 	}
-	img := k.ELF
-	ki := &kernelImage{
-		mem: img.Memory(), fileEnd: img.FileEnd(), base: img.Base, entry: img.Entry,
-		size: max(uint64(h.InitSize), img.End-img.Base), align: max(uint64(h.KernelAlignment), 4096), max: kernelImageSize,
-	}
-	if h.RelocatableKernel != 0 && img.Relocs != nil {
-		ki.relocs = img.Relocs
-	} else {
-		ki.noRelocs = "the bzImage says it is not relocatable"
-	}
-	k.constrainImage(ki)
+	ki := linux32Image(k)
+	ki.mem, ki.fileEnd = k.ELF.Memory(), k.ELF.FileEnd()
 	if err := placeKernel(plan, a, ki, cfg); err != nil {
 		return err
 	}
@@ -67,16 +58,9 @@ func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 		}
 	}
 
-	var initrdAt, initrdSize uint64
-	if cfg.Initrd != nil {
-		initrdSize = uint64(len(cfg.Initrd.Data))
-		// initrd_addr_max is the address of the initrd's last byte.
-		at, _, err := a.Find(Request{What: "initrd", Size: max(initrdSize, 1), Align: 4096, Min: oneMiB, Max: uint64(h.InitrdAddrMax) + 1, Policy: PolicyHighest})
-		if err != nil {
-			return err
-		}
-		initrdAt = at
-		plan.add(Placement{What: "initrd", Name: cfg.Initrd.Path, Start: at, Data: cfg.Initrd.Data, Size: initrdSize, Verify: true})
+	initrdAt, initrdSize, err := placeInitrd(plan, a, cfg.Initrd, h)
+	if err != nil {
+		return err
 	}
 
 	cmdline := []byte(cfg.Cmdline + "\x00")
@@ -102,6 +86,53 @@ func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	return nil
 }
 
+// linux32Image is the kernel image of a bzImage as the 32-bit protocol
+// places it, without its bytes (Memory, FileEnd): buildLinux32 adds them,
+// and inspect needs only the layout.
+func linux32Image(k *Kernel) *kernelImage {
+	h, img := k.BzImage.Header, k.ELF
+	ki := &kernelImage{
+		base: img.Base, entry: img.Entry,
+		size: max(uint64(h.InitSize), img.End-img.Base), align: max(uint64(h.KernelAlignment), 4096), max: kernelImageSize,
+	}
+	if h.RelocatableKernel != 0 && img.Relocs != nil {
+		ki.relocs = img.Relocs
+	} else {
+		ki.noRelocs = "the bzImage says it is not relocatable"
+	}
+	k.constrainImage(ki)
+	return ki
+}
+
+// placeInitrd puts a Linux initrd (nil: none) as high as the kernel's
+// initrd_addr_max allows, as both boot protocols do.
+func placeInitrd(plan *Plan, a *Allocator, initrd *Module, h SetupHeader) (at, size uint64, err error) {
+	if initrd == nil {
+		return 0, 0, nil
+	}
+	size = uint64(len(initrd.Data))
+	// initrd_addr_max is the address of the initrd's last byte.
+	at, _, err = a.Find(Request{What: "initrd", Size: max(size, 1), Align: 4096, Min: oneMiB, Max: uint64(h.InitrdAddrMax) + 1, Policy: PolicyHighest})
+	if err != nil {
+		return 0, 0, err
+	}
+	plan.add(Placement{What: "initrd", Name: initrd.Path, Start: at, Data: initrd.Data, Size: size, Verify: true})
+	return at, size, nil
+}
+
+// setLoaderFields writes the setup header fields every loader fills in.
+// b is a zero page or, for the 16-bit protocol, the loaded setup sectors:
+// both hold the header at the same offsets.
+func setLoaderFields(b []byte, cmdline, initrd, initrdSize uint32) {
+	le := binary.LittleEndian
+	b[zpTypeOfLoader] = loaderTypeUndefined
+	b[zpLoadFlags] |= loadedHigh
+	le.PutUint16(b[zpVidMode:], vidModeNormal)
+	le.PutUint32(b[zpCmdLinePtr:], cmdline)
+	le.PutUint32(b[zpRamdiskImage:], initrd)
+	le.PutUint32(b[zpRamdiskSize:], initrdSize)
+}
+
 // ZeroPage builds struct boot_params for the 32-bit boot protocol: the
 // setup header copied from the image as the protocol says, the loader's
 // fields, and the E820 table from the memory map (bad RAM as type 5).
@@ -109,12 +140,7 @@ func ZeroPage(bz *BzImage, m *MemoryMap, cmdline, initrd, initrdSize uint32) ([]
 	zp := make([]byte, ZeroPageSize)
 	copy(zp[setupHeaderOffset:], bz.HeaderBytes) // sentinel (0x1ef) stays 0
 	le := binary.LittleEndian
-	zp[zpTypeOfLoader] = loaderTypeUndefined
-	zp[zpLoadFlags] |= loadedHigh
-	le.PutUint16(zp[zpVidMode:], vidModeNormal)
-	le.PutUint32(zp[zpCmdLinePtr:], cmdline)
-	le.PutUint32(zp[zpRamdiskImage:], initrd)
-	le.PutUint32(zp[zpRamdiskSize:], initrdSize)
+	setLoaderFields(zp, cmdline, initrd, initrdSize)
 	le.PutUint32(zp[zpHardwareSubarch:], 0)
 
 	regions := m.Regions()
@@ -123,18 +149,10 @@ func ZeroPage(bz *BzImage, m *MemoryMap, cmdline, initrd, initrdSize uint32) ([]
 	}
 	zp[zpE820Entries] = byte(len(regions))
 	for i, r := range regions {
-		e := zp[zpE820Table+i*e820EntrySize:]
-		le.PutUint64(e[0:], r.Start)
-		le.PutUint64(e[8:], r.Size())
-		le.PutUint32(e[16:], uint32(r.Kind))
+		e820Entry(r).put(zp[zpE820Table+i*e820EntrySize:])
 	}
 	// alt_mem_k: contiguous RAM above 1 MiB, for kernels that look there.
-	var above uint64
-	for _, r := range regions {
-		if r.Kind == KindRAM && r.Start <= oneMiB && r.End > oneMiB {
-			above = r.End - oneMiB
-		}
-	}
+	above := ramEnd(regions, oneMiB) - oneMiB
 	le.PutUint32(zp[zpAltMemK:], uint32(min(above>>10, 0xFFFFFFFF)))
 	return zp, nil
 }

@@ -31,7 +31,7 @@ func buildLinux16(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	bz := k.BzImage
 	h := bz.Header
 	if h.Version < protoCmdPtr {
-		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf("boot protocol %d.%02d: the 16-bit path needs 2.02 or later", h.Version>>8, h.Version&0xff)}
+		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf("boot protocol %s: the 16-bit path needs 2.02 or later", versionString(h.Version))}
 	}
 	if h.LoadFlags&loadedHigh == 0 {
 		return &FormatError{Context: "bzImage", Msg: "a zImage (protected-mode part at 0x10000) is not supported: only bzImages"}
@@ -72,28 +72,19 @@ func buildLinux16(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 		}
 	}
 
-	var initrdAt, initrdSize uint64
-	if cfg.Initrd != nil {
-		initrdSize = uint64(len(cfg.Initrd.Data))
-		if initrdAt, _, err = a.Find(Request{What: "initrd", Size: max(initrdSize, 1), Align: 4096, Min: oneMiB, Max: uint64(h.InitrdAddrMax) + 1, Policy: PolicyHighest}); err != nil {
-			return err
-		}
-		plan.add(Placement{What: "initrd", Name: cfg.Initrd.Path, Start: initrdAt, Data: cfg.Initrd.Data, Size: initrdSize, Verify: true})
+	initrdAt, initrdSize, err := placeInitrd(plan, a, cfg.Initrd, h)
+	if err != nil {
+		return err
 	}
 
 	// The loader's fields, in the setup header of the loaded copy.
 	le := binary.LittleEndian
-	setup[zpTypeOfLoader] = loaderTypeUndefined
-	setup[zpLoadFlags] |= loadedHigh
+	setLoaderFields(setup, uint32(x+linux16CmdOff), uint32(initrdAt), uint32(initrdSize))
 	if h.Version >= protoHeap {
 		setup[zpLoadFlags] |= canUseHeap
 		le.PutUint16(setup[zpHeapEndPtr:], linux16Heap-0x200)
 	}
-	le.PutUint16(setup[zpVidMode:], vidModeNormal)
 	le.PutUint32(setup[zpCode32Start:], uint32(pm))
-	le.PutUint32(setup[zpCmdLinePtr:], uint32(x+linux16CmdOff))
-	le.PutUint32(setup[zpRamdiskImage:], uint32(initrdAt))
-	le.PutUint32(setup[zpRamdiskSize:], uint32(initrdSize))
 
 	plan.add(Placement{What: "setup", Name: "Linux real-mode setup, heap, cmdline", Start: x, Data: setup, Size: linux16Window, Verify: true})
 	plan.add(Placement{What: "kernel", Name: "protected-mode part (compressed)", Start: pm, Data: bz.ProtectedMode, Size: pmSize, Verify: true})

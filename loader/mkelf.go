@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -162,9 +163,8 @@ func mkelfNote(k *Kernel, opts MkELFOptions) (*Note, error) {
 		n.LinuxSetup = bytes.Clone(bz.HeaderBytes)
 	}
 
-	r := img.Relocs
-	relocatable := r != nil && r.Source != "none" && (k.BzImage == nil || k.BzImage.Header.RelocatableKernel != 0)
-	if !relocatable {
+	r := movableRelocs(k)
+	if r == nil {
 		return n, nil
 	}
 	nr := &NoteRelocs{Count: uint32(len(r.Sites)), Absolute: uint32(r.Absolute), ByType: map[elf.R_386]uint32{}}
@@ -189,6 +189,16 @@ func mkelfNote(k *Kernel, opts MkELFOptions) (*Note, error) {
 	}
 	n.Relocs = nr
 	return n, nil
+}
+
+// movableRelocs is the relocation info the note records for k, nil when k
+// cannot move: none found, or a bzImage that says it is not relocatable.
+func movableRelocs(k *Kernel) *Relocs {
+	r := k.ELF.Relocs
+	if r == nil || r.Source == "none" || k.BzImage != nil && k.BzImage.Header.RelocatableKernel == 0 {
+		return nil
+	}
+	return r
 }
 
 // r386ByName maps "R_386_32" back to its number.
@@ -224,9 +234,8 @@ func checkMkELF(src *Kernel, out []byte) error {
 			return fail("segment %d differs", i)
 		}
 	}
-	ra, rb := a.Relocs, b.Relocs
-	relocatable := ra != nil && ra.Source != "none" && (src.BzImage == nil || src.BzImage.Header.RelocatableKernel != 0)
-	if relocatable && (rb == nil || !slices.Equal(sortedSites(ra.Sites), sortedSites(rb.Sites)) || ra.Absolute != rb.Absolute) {
+	ra, rb := movableRelocs(src), b.Relocs
+	if ra != nil && (rb == nil || !slices.Equal(sortedSites(ra.Sites), sortedSites(rb.Sites)) || ra.Absolute != rb.Absolute) {
 		return fail("relocation sites differ")
 	}
 	if (src.BzImage == nil) != (k.BzImage == nil) || src.BzImage != nil && !bytes.Equal(src.BzImage.HeaderBytes, k.BzImage.HeaderBytes) {
@@ -289,13 +298,12 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 	case shnum > 0 && shstrndx >= shnum:
 		return bad("section name table index %d is not below the section count %d", shstrndx, shnum)
 	}
-	inFile := func(off, size uint64) bool { return off <= uint64(len(raw)) && size <= uint64(len(raw))-off }
 	var content [][2]uint64 // file ranges that stay where they are
 	var phdrs [][]byte
 	for i := range phnum {
 		ph := raw[phoff+uint64(i)*elfPhdrSize:][:elfPhdrSize]
 		typ, off, filesz := elf.ProgType(le.Uint32(ph)), uint64(le.Uint32(ph[4:])), uint64(le.Uint32(ph[16:]))
-		if !inFile(off, filesz) {
+		if !inFile(raw, off, filesz) {
 			return bad("program header %d: bytes %#x+%#x are past the end of the file", i, off, filesz)
 		}
 		if typ == elf.PT_PHDR {
@@ -319,7 +327,7 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 		if i == 0 || typ == elf.SHT_NOBITS || size == 0 {
 			continue
 		}
-		if !inFile(off, size) {
+		if !inFile(raw, off, size) {
 			return bad("section %d: bytes %#x+%#x are past the end of the file", i, off, size)
 		}
 		switch {
@@ -361,7 +369,7 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 	} else {
 		s := shdrs[shstrndx]
 		off, size := uint64(le.Uint32(s[16:])), uint64(le.Uint32(s[20:]))
-		if !inFile(off, size) {
+		if !inFile(raw, off, size) {
 			return bad("section name table runs past the end of the file")
 		}
 		strtab = bytes.Clone(raw[off : off+size])
@@ -433,34 +441,20 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 // loaders' xz decoders support) and an 8 MiB dictionary (no BCJ filter:
 // this encoder has none), zstd at its best level with a content checksum.
 func Compress(c Compression, b []byte) ([]byte, error) {
-	var buf bytes.Buffer
+	var (
+		buf bytes.Buffer
+		w   io.WriteCloser
+		err error
+	)
 	switch c {
 	case CompressionNone:
 		return b, nil
 	case Gzip:
 		buf.Grow(len(b) / 3)
-		w, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(b); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
+		w, err = gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	case XZ:
 		buf.Grow(len(b) / 4)
-		w, err := xz.WriterConfig{CheckSum: xz.CRC32, DictCap: 8 << 20}.NewWriter(&buf)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(b); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
+		w, err = xz.WriterConfig{CheckSum: xz.CRC32, DictCap: 8 << 20}.NewWriter(&buf)
 	case Zstd:
 		w, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderCRC(true))
 		if err != nil {
@@ -470,6 +464,15 @@ func Compress(c Compression, b []byte) ([]byte, error) {
 		return w.EncodeAll(b, make([]byte, 0, len(b)/3)), nil
 	default:
 		return nil, fmt.Errorf("cannot write %s", string(c))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
 	}
 	return buf.Bytes(), nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestMkELFTestKernel(t *testing.T) {
 			}
 			r := src.ELF.Relocs
 			if n.Relocs.Origin != RelocOriginEmitRelocs || n.Relocs.Encoding != RelocEncodingSections ||
-				int(n.Relocs.Count) != len(r.Sites) || int(n.Relocs.Absolute) != r.Absolute || !mapsEqual(n.Relocs.TypeCounts(), r.ByType) {
+				int(n.Relocs.Count) != len(r.Sites) || int(n.Relocs.Absolute) != r.Absolute || !maps.Equal(n.Relocs.TypeCounts(), r.ByType) {
 				t.Errorf("note relocs %+v, source %d sites, %d absolute, %v", n.Relocs, len(r.Sites), r.Absolute, r.ByType)
 			}
 			if l := n.Load; l.LinkBase != testkernel.LinkBase || l.Preferred != testkernel.LinkBase || l.Align != 4096 || l.MaxEnd != 0 || l.MemSize != src.ELF.End-src.ELF.Base {
@@ -99,18 +100,6 @@ func TestMkELFTestKernel(t *testing.T) {
 			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Verify: true})
 		})
 	}
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestMkELFRelocTable(t *testing.T) {
@@ -342,16 +331,8 @@ func TestMkELFRealMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rm, kern *Placement
-	for i, p := range plan.Placements {
-		switch p.What {
-		case "realmode":
-			rm = &plan.Placements[i]
-		case "kernel":
-			kern = &plan.Placements[i]
-		}
-	}
-	if rm == nil || rm.End() > 0x9FC00 || rm.Start%16 != 0 || !bytes.Equal(rm.Data, testkernel.RealMode) || !rm.Verify {
+	rm, kern := planPlacement(t, plan, "realmode"), planPlacement(t, plan, "kernel")
+	if rm.End() > 0x9FC00 || rm.Start%16 != 0 || !bytes.Equal(rm.Data, testkernel.RealMode) || !rm.Verify {
 		t.Fatalf("real-mode placement %+v", rm)
 	}
 	if plan.Entry.RealModeCall != uint32(rm.Start>>4)<<16 {

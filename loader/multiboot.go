@@ -171,9 +171,7 @@ func (mi *MultibootInfo) Encode(base uint32) []byte {
 	for i, r := range regions {
 		e := b[mmapAt+i*mbMmapEntry:]
 		le.PutUint32(e[0:], mbMmapEntry-4)
-		le.PutUint64(e[4:], r.Start)
-		le.PutUint64(e[12:], r.Size())
-		le.PutUint32(e[20:], uint32(r.Kind))
+		e820Entry(r).put(e[4:])
 	}
 	le.PutUint32(b[44:], uint32(mbMmapEntry*len(regions)))
 	le.PutUint32(b[48:], base+uint32(mmapAt))
@@ -197,16 +195,8 @@ func (mi *MultibootInfo) Encode(base uint32) []byte {
 // RAM from 1 MiB up to the first hole), as a BIOS-based loader reports
 // them: bad RAM ends either range.
 func (mi *MultibootInfo) memLowerUpper() (lower, upper uint32) {
-	contiguous := func(from, limit uint64) uint64 {
-		end := from
-		for _, r := range mi.Map.Regions() {
-			if r.Kind == KindRAM && r.Start <= end && r.End > end {
-				end = r.End
-			}
-		}
-		return min(end, limit) - from
-	}
-	lower = uint32(contiguous(0, 640<<10) >> 10)
-	upper = uint32(contiguous(1<<20, 1<<32) >> 10)
+	regions := mi.Map.Regions()
+	lower = uint32(min(ramEnd(regions, 0), lowRAMEnd) >> 10)
+	upper = uint32((min(ramEnd(regions, highRAMBeg), 1<<32) - highRAMBeg) >> 10)
 	return lower, upper
 }

@@ -35,9 +35,9 @@ func mbFile(size, off int, hdr []byte) []byte {
 	return b
 }
 
-// wantMBError checks that err is a *FormatError with a one-line message
-// containing every one of want.
-func wantMBError(t *testing.T, what string, err error, want ...string) {
+// checkFormatError checks that err is a *FormatError with a one-line
+// message containing every one of want.
+func checkFormatError(t *testing.T, what string, err error, want ...string) {
 	t.Helper()
 	var fe *FormatError
 	if !errors.As(err, &fe) {
@@ -105,7 +105,7 @@ func TestFindMultibootChecks(t *testing.T) {
 	// A bad checksum is an error naming where the header is: the user
 	// meant a Multiboot kernel and must learn why it is refused.
 	_, err := FindMultiboot(mbFile(256, 0x40, mbHeader(3, 1)))
-	wantMBError(t, "bad checksum", err, "0x40", "checksum")
+	checkFormatError(t, "bad checksum", err, "0x40", "checksum")
 
 	// The magic can occur by chance (in code, in data) before the real
 	// header: a later valid header wins over an earlier bad one.
@@ -125,7 +125,7 @@ func TestFindMultibootChecks(t *testing.T) {
 	b = mbFile(512, 0x20, mbHeader(0, 7))
 	copy(b[0x80:], mbHeader(0, 9))
 	_, err = FindMultiboot(b)
-	wantMBError(t, "two bad checksums", err, "0x20")
+	checkFormatError(t, "two bad checksums", err, "0x20")
 
 	// Bits 0-15 are requirements: kvmboot meets 0 (page-aligned
 	// modules), 1 (memory info) and 2 (video mode: a text console is
@@ -155,7 +155,7 @@ func TestFindMultibootChecks(t *testing.T) {
 		if h != nil {
 			t.Errorf("flags %#x: accepted, want refused", tc.flags)
 		}
-		wantMBError(t, fmt.Sprintf("flags %#x", tc.flags), err, "Multiboot", fmt.Sprintf("%#x", tc.flags&0xFFF8))
+		checkFormatError(t, fmt.Sprintf("flags %#x", tc.flags), err, "Multiboot", fmt.Sprintf("%#x", tc.flags&0xFFF8))
 	}
 }
 
@@ -187,7 +187,7 @@ func TestFindMultibootAddressFields(t *testing.T) {
 		if h != nil {
 			t.Errorf("cut at %d bytes of header: found %+v", cut, h)
 		}
-		wantMBError(t, fmt.Sprintf("cut at %d", cut), err, "address fields", "end of the file")
+		checkFormatError(t, fmt.Sprintf("cut at %d", cut), err, "address fields", "end of the file")
 	}
 	// Exactly long enough.
 	if h, err := FindMultiboot(mbFile(0x40+32, 0x40, full)); err != nil || h.EntryAddr != 5 {
@@ -272,7 +272,7 @@ func TestKludgeImage(t *testing.T) {
 			if data != nil {
 				t.Errorf("%s: returned data with an error", tc.name)
 			}
-			wantMBError(t, tc.name, err, tc.err, "Multiboot address fields")
+			checkFormatError(t, tc.name, err, tc.err, "Multiboot address fields")
 			continue
 		}
 		if err != nil {

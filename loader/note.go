@@ -71,8 +71,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -463,8 +463,7 @@ func decodeSites(b []byte, count uint32) ([]uint32, error) {
 
 // encodeSites writes sorted sites as ULEB128 deltas.
 func encodeSites(sites []uint32) []byte {
-	s := slices.Clone(sites)
-	slices.Sort(s)
+	s := sortedSites(sites)
 	out := make([]byte, 0, 2*len(s))
 	var prev uint32
 	for _, v := range s {
@@ -557,11 +556,7 @@ func (r *NoteRelocs) marshal() []byte {
 	if r.Encoding == RelocEncodingDelta {
 		table = encodeSites(r.Sites)
 	}
-	types := make([]elf.R_386, 0, len(r.ByType))
-	for t := range r.ByType {
-		types = append(types, t)
-	}
-	slices.Sort(types)
+	types := slices.Sorted(maps.Keys(r.ByType))
 	d := le.AppendUint32(nil, r.Origin)
 	d = le.AppendUint32(d, r.Encoding)
 	d = le.AppendUint32(d, r.Count)
@@ -583,7 +578,7 @@ func LoadableChecksum(f *elf.File, raw []byte) (crc uint32, n uint64, err error)
 		if p.Type != elf.PT_LOAD || p.Filesz == 0 {
 			continue
 		}
-		if p.Off > uint64(len(raw)) || p.Filesz > uint64(len(raw))-p.Off {
+		if !inFile(raw, p.Off, p.Filesz) {
 			return 0, 0, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: bytes %#x+%#x are past the end of the file", i, p.Off, p.Filesz)}
 		}
 		crc = crc32.Update(crc, castagnoli, raw[p.Off:p.Off+p.Filesz])
@@ -602,7 +597,7 @@ func FindNote(f *elf.File, raw []byte) (*Note, int, error) {
 		if p.Type != elf.PT_NOTE {
 			continue
 		}
-		if p.Off > uint64(len(raw)) || p.Filesz > uint64(len(raw))-p.Off {
+		if !inFile(raw, p.Off, p.Filesz) {
 			return nil, -1, &FormatError{Context: "ELF", Msg: fmt.Sprintf("note program header %d: bytes %#x+%#x are past the end of the file", i, p.Off, p.Filesz)}
 		}
 		seg := raw[p.Off : p.Off+p.Filesz]
@@ -698,15 +693,4 @@ func (k *Kernel) constrainImage(ki *kernelImage) {
 	if l.MaxEnd != 0 && (ki.max == 0 || l.MaxEnd < ki.max) {
 		ki.max = l.MaxEnd
 	}
-}
-
-// sortedTypes returns the keys of a by-type count map in order, for
-// stable output.
-func sortedTypes(m map[string]int) []string {
-	ts := make([]string, 0, len(m))
-	for t := range m {
-		ts = append(ts, t)
-	}
-	sort.Strings(ts)
-	return ts
 }

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -274,15 +275,7 @@ func (a *Allocator) noRoom(req Request, window Range, free []Range, where string
 		}
 	}
 	// Largest first; equal sizes by address, so the message is stable.
-	slices.SortStableFunc(in, func(x, y Range) int {
-		switch {
-		case x.Size() > y.Size():
-			return -1
-		case x.Size() < y.Size():
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(in, func(x, y Range) int { return cmp.Compare(y.Size(), x.Size()) })
 	var b strings.Builder
 	fmt.Fprintf(&b, "no room for %s: need %s", name(req.What), FormatSize(req.Size))
 	if req.Align > 1 {

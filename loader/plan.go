@@ -1,9 +1,10 @@
 package loader
 
 import (
+	"cmp"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 
 	"kvmboot/realmode"
@@ -117,8 +118,8 @@ func (p *Plan) Checks() []PieceCheck { return p.checks }
 
 // Sorted returns the placements ordered by address.
 func (p *Plan) Sorted() []Placement {
-	s := append([]Placement(nil), p.Placements...)
-	sort.Slice(s, func(i, j int) bool { return s[i].Start < s[j].Start })
+	s := slices.Clone(p.Placements)
+	slices.SortFunc(s, func(a, b Placement) int { return cmp.Compare(a.Start, b.Start) })
 	return s
 }
 

@@ -15,7 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"time"
 )
 
@@ -123,7 +123,7 @@ func (c *Cache) evict() {
 			es = append(es, entry{m, info})
 		}
 	}
-	sort.Slice(es, func(i, j int) bool { return es[i].info.ModTime().Before(es[j].info.ModTime()) })
+	slices.SortFunc(es, func(a, b entry) int { return a.info.ModTime().Compare(b.info.ModTime()) })
 	for _, e := range es[:max(0, len(es)-limit)] {
 		if err := os.Remove(e.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return

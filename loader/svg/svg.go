@@ -25,6 +25,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -67,6 +68,15 @@ type segment struct {
 	h          float64
 	broken     bool
 	yTop       float64 // y of end (higher address)
+}
+
+// mid is where a label goes: the middle, or for a broken stretch above
+// the break mark.
+func (sg *segment) mid() float64 {
+	if sg.broken {
+		return sg.yTop + sg.h*0.35
+	}
+	return sg.yTop + sg.h/2
 }
 
 // layout maps addresses to y coordinates.
@@ -185,10 +195,8 @@ func plan(regions []loader.Region, placements []loader.Placement, found []loader
 				return false
 			}
 		}
-		for _, f := range found {
-			if f.Start < b && a < f.End {
-				return false
-			}
+		if covered(found, a, b) {
+			return false
 		}
 		for _, r := range regions {
 			if r.Start <= a && b <= r.End {
@@ -342,13 +350,9 @@ func covered(found []loader.Range, a, b uint64) bool {
 }
 
 // label writes one or two centred lines in a stretch, on a white patch so
-// that they read over a pattern; a broken stretch keeps its lower part for
-// the break mark.
+// that they read over a pattern.
 func (s *svgWriter) label(x int, sg *segment, line1, line2 string) {
-	mid := sg.yTop + sg.h/2
-	if sg.broken {
-		mid = sg.yTop + sg.h*0.35
-	}
+	mid := sg.mid()
 	patch := func(y float64, text string, size float64) {
 		w := size/fontSize*charW*float64(len([]rune(text))) + 6
 		s.printf(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="2" fill="#ffffff" fill-opacity="0.85"/>`, float64(x)-w/2, y-size+1, w, size+3)
@@ -418,10 +422,7 @@ func (s *svgWriter) placement(l *layout, pl loader.Placement) {
 	s.printf(`<title>%s %s (%s)</title>`, esc(name), rng, human(pl.Size))
 	s.printf(`<rect data-start="%#x" data-end="%#x" x="%d" y="%.1f" width="%d" height="%.1f" fill="%s" stroke="#1f3f75"/>`, pl.Start, pl.End(), placeX, y0, placeW, y1-y0, fill)
 	// The label's leader line runs from the piece to its text.
-	mid := sg.yTop + sg.h/2
-	if sg.broken {
-		mid = sg.yTop + sg.h*0.35
-	}
+	mid := sg.mid()
 	s.printf(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#1f3f75" stroke-width="0.8"/>`, placeX+placeW, mid, labelX-3, mid)
 	s.printf(`<text x="%d" y="%.1f">%s</text>`, labelX, mid+4, esc(placementLabel(pl)))
 	s.printf("</g>\n")
@@ -430,12 +431,7 @@ func (s *svgWriter) placement(l *layout, pl loader.Placement) {
 // axis labels every boundary with its address.
 func (s *svgWriter) axis(l *layout) {
 	s.printf(`<g class="axis">`)
-	addrs := make([]uint64, 0, len(l.y))
-	for a := range l.y {
-		addrs = append(addrs, a)
-	}
-	slices.Sort(addrs)
-	for _, a := range addrs {
+	for _, a := range slices.Sorted(maps.Keys(l.y)) {
 		y := l.y[a]
 		s.printf(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444"/>`, axisX, y, mapX, y)
 		s.printf(`<text x="%d" y="%.1f" text-anchor="end" font-size="10">%#08x</text>`, axisX-3, y+3.5, a)
