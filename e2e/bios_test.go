@@ -119,13 +119,7 @@ func btRun(t *testing.T, be btBackend, plan *loader.Plan) ([]string, *machine.Re
 	if err != nil {
 		t.Fatalf("%s: %v", be.name, err)
 	}
-	var lines []string
-	for _, l := range strings.Split(out.String(), "\n") {
-		l = strings.TrimRight(l, "\r")
-		if strings.HasPrefix(l, "bt: ") {
-			lines = append(lines, l)
-		}
-	}
+	lines := prefixedLines(out.String(), "bt: ")
 	t.Logf("%s: %s in %v (backend %s, %d exits)", be.name, res.Outcome, res.Boot.Round(time.Millisecond), res.Backend, res.Exits)
 	if len(lines) == 1 && lines[0] == "bt: no bios" {
 		if !firmwareCallsBIOSInit(t) {
@@ -324,16 +318,13 @@ func servicesWant(t *testing.T, tables, pattern []byte) []string {
 		memLine("e820-df-entry", entries[1].Bytes()))
 
 	in.eax, in.es = 0, 0x3000 // ES still holds the E820 buffer's segment
-	sizes := func(label string, ax uint32) btRegs {
-		r := in
-		r.eax = ax
-		return r
-	}
-	r = sizes("e801", 0xE801).ok()
+	// call is a service call with AX=ax and the rest of in as it is then.
+	call := func(ax uint32) btRegs { r := in; r.eax = ax; return r }
+	r = call(0xE801).ok()
 	r.eax, r.ebx, r.ecx, r.edx = uint32(mem.E801AX), setX(r.ebx, mem.E801BX), setX(r.ecx, mem.E801AX), setX(r.edx, mem.E801BX)
 	e801 := r
 	w = append(w, r.line("e801"))
-	r = sizes("ext88", 0x8800).ok()
+	r = call(0x8800).ok()
 	r.eax = uint32(mem.ExtKiB)
 	w = append(w, r.line("ext88"))
 	config := []byte{8, 0, 0xFC, 0, 0, 0x64, 0, 0, 0, 0}
@@ -341,64 +332,62 @@ func servicesWant(t *testing.T, tables, pattern []byte) []string {
 	if off < 0 {
 		t.Fatal("no int 15h C0h table in the firmware image")
 	}
-	r = sizes("config", 0).ok()
+	r = call(0).ok()
 	r.ebx, r.es = setX(r.ebx, uint16(off)), 0xF000
 	w = append(w, r.line("config"), memLine("config-table", config))
 	in.es = btSeg
-	r = sizes("ec00", 0).ok()
+	r = call(0).ok()
 	r.ebx = 2
 	w = append(w, r.line("ec00"))
-	r = sizes("wait", 0).ok()
+	r = call(0).ok()
 	r.ecx, r.edx = 0, 1000
 	w = append(w, r.line("wait"))
 	for _, a := range []struct {
 		label string
 		ax    uint32
 	}{{"a20-support", 0x0003}, {"a20-status-on", 0x0001}, {"a20-off", 0x0000}, {"a20-status-off", 0x0000}, {"a20-on", 0x0001}, {"a20-status-again", 0x0001}} {
-		r := sizes(a.label, a.ax).ok()
+		r := call(a.ax).ok()
 		if a.label == "a20-support" {
 			r.ebx = setX(r.ebx, 2)
 		}
 		w = append(w, r.line(a.label))
 	}
-	w = append(w, sizes("", 0x2404).fail(loader.BIOSUnsupported).line("a20-unknown"))
-	r = sizes("move", 0).ok()
+	w = append(w, call(0x2404).fail(loader.BIOSUnsupported).line("a20-unknown"))
+	r = call(0).ok()
 	r.ecx = 16
 	w = append(w, r.line("move"), memLine("move-data", pattern[0x10:0x30]))
-	w = append(w, sizes("", 0x5300).fail(loader.BIOSUnsupported).line("apm"),
-		sizes("", 0x5300).fail(loader.BIOSUnsupported).line("apm-again"))
+	w = append(w, call(0x5300).fail(loader.BIOSUnsupported).line("apm"),
+		call(0x5300).fail(loader.BIOSUnsupported).line("apm-again"))
 	// Under SS=4000h, DS=5555h, ES:DI=3000:0300.
 	w = append(w, okE820("e820-ss", 0, 20))
 	e801.es = 0x3000
 	w = append(w, e801.line("e801-ss"))
-	r = sizes("", 0xE980).fail(loader.BIOSUnsupported)
+	r = call(0xE980).fail(loader.BIOSUnsupported)
 	r.es = 0x3000
 	w = append(w, r.line("ist-ss"))
 
 	// int 10h: the text goes out through AH=0Eh, the last LF in "tty".
-	in.cf = true
-	v := func(ax uint32) btRegs { r := in; r.eax = ax; return r }
-	w = append(w, "bt: tty via int 10h", v(0x0E0A).line("tty"))
-	r = v(0x5003)
+	w = append(w, "bt: tty via int 10h", call(0x0E0A).line("tty"))
+	r = call(0x5003)
 	r.ebx = 0x22220022
 	w = append(w, r.line("video-mode"))
-	r = v(0x0300)
+	r = call(0x0300)
 	r.ebx, r.ecx, r.edx = 0x22220000, 0x33330607, 0x44440000
 	w = append(w, r.line("cursor"))
-	r = v(0x1200)
+	r = call(0x1200)
 	r.ebx = 0x22220010
-	w = append(w, r.line("ega-info"), v(0x014F).line("vbe"), v(0x0003).line("set-mode"), v(0x1A00).line("vga-dcc"))
+	w = append(w, r.line("ega-info"), call(0x014F).line("vbe"), call(0x0003).line("set-mode"), call(0x1A00).line("vga-dcc"))
 
 	// int 16h
-	r = v(0x0100)
+	r = call(0x0100)
 	r.zf = true
-	r2 := v(0x1100)
+	r2 := call(0x1100)
 	r2.zf = true
-	w = append(w, v(0).line("key-read"), v(0).line("key-read-ext"), r.line("key-check"), r2.line("key-check-ext"),
-		v(0x0200).line("shift"), v(0).line("shift-ext"), v(0x0305).line("typematic"), v(0x0500).line("key-store"))
+	w = append(w, call(0).line("key-read"), call(0).line("key-read-ext"), r.line("key-check"), r2.line("key-check-ext"),
+		call(0x0200).line("shift"), call(0).line("shift-ext"), call(0x0305).line("typematic"), call(0x0500).line("key-store"))
 
 	// int 1Ah: checked against the host's clock.
-	w = append(w, "CHECK time", "CHECK ticks", "CHECK date", v(0x0300).line("set-time"))
+	w = append(w, "CHECK time", "CHECK ticks", "CHECK date", call(0x0300).line("set-time"))
 
 	in = btRegs{cf: true, eax: 0x11111111, ebx: 0x22222222, ecx: 0x33333333, edx: 0x44444444, es: btSeg}
 	w = append(w, in.line("irq0"), in.line("irq15"), in.line("vector60"))

@@ -27,16 +27,10 @@ import (
 // outcome "error", reason "interrupted", status 126, the JSON written and
 // the console log complete on disk.
 func TestSignalEndsRunCleanly(t *testing.T) {
-	backends := []string{"kvm"}
-	if _, err := exec.LookPath("qemu-system-i386"); err == nil {
-		backends = append(backends, "qemu")
-	}
-	for _, vmm := range backends {
+	for _, vmm := range []string{"kvm", "qemu"} {
 		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 			t.Run(vmm+"/"+sig.String(), func(t *testing.T) {
-				if vmm == "kvm" {
-					requireKVM(t)
-				}
+				requireBackend(t, vmm)
 				consoleFile := filepath.Join(t.TempDir(), "console")
 				cmd := exec.Command(cli(t), "run", "--vmm="+vmm, "--json", "--console", consoleFile, "--cmdline", "kt.hang", "--timeout", "100s")
 				var stdout bytes.Buffer
@@ -187,11 +181,7 @@ func TestGuestMisbehaviour(t *testing.T) {
 		{"qemu", "ports", "kt.ports", machine.Pass, "kt: ports done"},
 	}...) {
 		t.Run(tc.vmm+"/"+tc.name, func(t *testing.T) {
-			if tc.vmm == "kvm" {
-				requireKVM(t)
-			} else {
-				requireQEMU(t)
-			}
+			requireBackend(t, tc.vmm)
 			consoleFile := filepath.Join(t.TempDir(), "console")
 			timeout := "300s"
 			if tc.outcome == machine.Timeout {

@@ -27,15 +27,21 @@ func missing(t testing.TB, env, what string) {
 	t.Skipf("skipped: %s (set %s=1 to make this a failure)", what, env)
 }
 
+// kvmUsable says why /dev/kvm cannot be opened for a VM, or nil.
+func kvmUsable() error {
+	f, err := os.OpenFile(kvm.DevicePath, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
 // requireKVM skips or fails when /dev/kvm cannot be used.
 func requireKVM(t testing.TB) {
 	t.Helper()
-	f, err := os.OpenFile(kvm.DevicePath, os.O_RDWR, 0)
-	if err != nil {
+	if err := kvmUsable(); err != nil {
 		missing(t, "KVMBOOT_REQUIRE_KVM", "no usable /dev/kvm: "+err.Error())
-		return
 	}
-	f.Close()
 }
 
 // requireQEMU skips or fails when qemu-system-i386 is missing.
@@ -43,6 +49,17 @@ func requireQEMU(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-i386"); err != nil {
 		missing(t, "KVMBOOT_REQUIRE_QEMU", "qemu-system-i386 not found (apt-get install qemu-system-x86)")
+	}
+}
+
+// requireBackend skips or fails when the backend vmm ("kvm", or one of
+// QEMU's) cannot run here.
+func requireBackend(t testing.TB, vmm string) {
+	t.Helper()
+	if vmm == "kvm" {
+		requireKVM(t)
+	} else {
+		requireQEMU(t)
 	}
 }
 
@@ -152,4 +169,37 @@ func bootTestKernel(t testing.TB, cfg boot.Config) (*boot.Result, *testkernel.Re
 	}
 	rep, _ := testkernel.ParseReport(console.String())
 	return res, rep, console.String()
+}
+
+// parseSpecs parses bad-RAM or faulty-RAM specs for a guest of the default
+// size, all into one list.
+func parseSpecs[R any](t testing.TB, parse func(string, uint64) ([]R, error), specs []string) []R {
+	t.Helper()
+	var out []R
+	for _, s := range specs {
+		rs, err := parse(s, boot.DefaultMemSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rs...)
+	}
+	return out
+}
+
+// prefixedLines are the lines of a console that start with prefix ("kt: ",
+// "bt: "), without their carriage returns.
+func prefixedLines(console, prefix string) []string {
+	var out []string
+	for _, l := range strings.Split(console, "\n") {
+		if l = strings.TrimRight(l, "\r"); strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

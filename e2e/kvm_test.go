@@ -93,14 +93,7 @@ func TestKVMBadRAMMovesKernel(t *testing.T) {
 		{"grub-pattern", []string{"badram=0x01008000,0xffc08000"}, 0x1000000, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var bad []loader.Range
-			for _, s := range tc.specs {
-				rs, err := loader.ParseBadRAM(s, boot.DefaultMemSize)
-				if err != nil {
-					t.Fatal(err)
-				}
-				bad = append(bad, rs...)
-			}
+			bad := badRanges(t, tc.specs...)
 			res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{BadRAM: bad}))
 			checkPass(t, res, rep, console)
 			if rep.Base != tc.wantBase || res.LoadAddress != uint64(tc.wantBase) {
@@ -114,23 +107,11 @@ func TestKVMBadRAMMovesKernel(t *testing.T) {
 			if want == nil {
 				want = loader.MergeRanges(bad)
 			}
-			if !equalRanges(got, want) {
+			if !slices.Equal(got, want) {
 				t.Errorf("kernel saw bad RAM %v, want %v", got, want)
 			}
 		})
 	}
-}
-
-func equalRanges(a, b []loader.Range) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // compressed returns the test kernel packed by each compressor kvmboot

@@ -36,12 +36,11 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	if res.Relocations < 100_000 {
 		t.Errorf("%d relocations applied; Debian's table has about 276,000", res.Relocations)
 	}
-	var kernelEnd uint64
-	for _, p := range res.Placements {
-		if p.What == "kernel" {
-			kernelEnd = p.End
-		}
+	kernel := placement(res, "kernel")
+	if kernel == nil {
+		t.Fatalf("no kernel in the placements %+v", res.Placements)
 	}
+	kernelEnd := kernel.End
 	cpu := res.CPU
 	if cpu == nil {
 		t.Fatal("no CPU state in the result")

@@ -42,12 +42,15 @@ func guestInitrd(t testing.TB) string {
 	return initrdPath
 }
 
-// bootLinux boots Debian's kernel with our guest init on the QEMU backend
-// (TCG: no i386 Linux runs on this host's KVM) and parses the init's report.
+// bootLinux boots Debian's kernel (or cfg.Kernel) with our guest init on
+// the QEMU backend (TCG: no i386 Linux runs on this host's KVM) and parses
+// the init's report.
 func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestReport, string) {
 	t.Helper()
 	requireQEMU(t)
-	cfg.Kernel = requireDebianKernel(t)
+	if cfg.Kernel == "" {
+		cfg.Kernel = requireDebianKernel(t)
+	}
 	if cfg.Initrd == "" {
 		cfg.Initrd = guestInitrd(t)
 	}
@@ -95,21 +98,9 @@ func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, cons
 	}
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func badRanges(t *testing.T, specs ...string) []loader.Range {
-	var rs []loader.Range
-	for _, s := range specs {
-		r, err := loader.ParseBadRAM(s, boot.DefaultMemSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs = append(rs, r...)
-	}
-	return rs
+func badRanges(t testing.TB, specs ...string) []loader.Range {
+	t.Helper()
+	return parseSpecs(t, loader.ParseBadRAM, specs)
 }
 
 // TestLinuxBoot boots Debian's stock i386 kernel to our guest init through

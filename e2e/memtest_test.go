@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,15 +28,7 @@ import (
 
 func faultyRanges(t testing.TB, specs ...string) []faults.Range {
 	t.Helper()
-	var out []faults.Range
-	for _, s := range specs {
-		rs, err := faults.Parse(s, boot.DefaultMemSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, rs...)
-	}
-	return out
+	return parseSpecs(t, faults.Parse, specs)
 }
 
 func memtestFailing(res *boot.Result) []loader.Range {
@@ -61,13 +54,13 @@ func TestMemtestFindsFaultyPages(t *testing.T) {
 			}))
 			checkPass(t, res, rep, console)
 			want := []loader.Range{{Start: 20 * mib, End: 21 * mib}}
-			if got := memtestFailing(res); !equalRanges(got, want) {
+			if got := memtestFailing(res); !slices.Equal(got, want) {
 				t.Fatalf("memtest found %v, want %v (report %+v)", got, want, res.Memtest)
 			}
 			if res.Memtest.PagesTested != span.Size()/4096 || res.Memtest.FailingPages != 256 {
 				t.Errorf("%d pages tested, %d failing", res.Memtest.PagesTested, res.Memtest.FailingPages)
 			}
-			if got := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !equalRanges(got, want) {
+			if got := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(got, want) {
 				t.Errorf("the kernel was told %v is bad, want %v", got, want)
 			}
 			if kernel := (loader.Range{Start: uint64(rep.Base), End: uint64(rep.Base) + 64<<10}); kernel.Overlaps(want[0]) {
@@ -94,7 +87,7 @@ func TestMemtestMovesKernel(t *testing.T) {
 	}))
 	checkPass(t, res, rep, console)
 	want := []loader.Range{{Start: 16 * mib, End: 17 * mib}}
-	if got := memtestFailing(res); !equalRanges(got, want) {
+	if got := memtestFailing(res); !slices.Equal(got, want) {
 		t.Fatalf("memtest found %v, want %v", got, want)
 	}
 	if rep.Base != 17*mib || res.LoadAddress != 17*mib || rep.Delta != 1*mib {
@@ -171,7 +164,7 @@ func TestMemtestModels(t *testing.T) {
 			got := memtestFailing(res)
 			t.Logf("%s: found %v (%d pages) in %.0f ms; first failure %+v", tc.spec, got, res.Memtest.FailingPages, res.Memtest.TimeMS, res.Memtest.Failures[:min(1, len(res.Memtest.Failures))])
 			if tc.want != nil {
-				if !equalRanges(got, tc.want) {
+				if !slices.Equal(got, tc.want) {
 					t.Fatalf("found %v, want %v", got, tc.want)
 				}
 			} else {
@@ -184,7 +177,7 @@ func TestMemtestModels(t *testing.T) {
 					}
 				}
 			}
-			if bad := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !equalRanges(bad, got) {
+			if bad := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(bad, got) {
 				t.Errorf("the kernel was told %v is bad, the memtest found %v", bad, got)
 			}
 		})
@@ -209,7 +202,7 @@ func TestMemtestQuickMissesThorough(t *testing.T) {
 	thorough, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Faulty: faultyRanges(t, spec), Memtest: memtest.Thorough, MemtestRanges: span}))
 	checkPass(t, thorough, rep, console)
 	want := []loader.Range{{Start: 20 * mib, End: 20*mib + 4096}}
-	if got := memtestFailing(thorough); !equalRanges(got, want) {
+	if got := memtestFailing(thorough); !slices.Equal(got, want) {
 		t.Fatalf("thorough found %v, want %v", got, want)
 	}
 	f := thorough.Memtest.Failures[0]
@@ -245,7 +238,7 @@ func TestMemtestCLIRoundTrip(t *testing.T) {
 		t.Fatalf("want a badram= and a memmap= line on stderr:\n%s", stderr)
 	}
 	want := []loader.Range{{Start: 20 * mib, End: 21 * mib}, {Start: 40 * mib, End: 40*mib + 64<<10}}
-	if got := memtestRangesOf(res.Memtest.Failing); !equalRanges(got, want) {
+	if got := memtestRangesOf(res.Memtest.Failing); !slices.Equal(got, want) {
 		t.Fatalf("memtest found %v, want %v", got, want)
 	}
 	if lines[0] != res.Memtest.BadRAM || lines[1] != res.Memtest.Memmap {
@@ -268,7 +261,7 @@ func TestMemtestCLIRoundTrip(t *testing.T) {
 	// And through the API, the declared ranges give the same plan too.
 	for _, l := range lines {
 		rs, err := loader.ParseBadRAM(l, boot.DefaultMemSize)
-		if err != nil || !equalRanges(rs, want) {
+		if err != nil || !slices.Equal(rs, want) {
 			t.Errorf("%q parses as %v, %v", l, rs, err)
 		}
 	}
@@ -327,7 +320,7 @@ func TestMemtestDebianAvoidsFound(t *testing.T) {
 	}))
 	checkPass(t, mt, rep, console)
 	found := memtestFailing(mt)
-	if !equalRanges(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
+	if !slices.Equal(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
 		t.Fatalf("memtest found %v", found)
 	}
 	// Through the printed form, as a user would carry it over.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"kvmboot/boot"
-	"kvmboot/e2e/initramfs"
 	"kvmboot/loader"
 )
 
@@ -142,20 +140,12 @@ func TestMkELFDebianBoots(t *testing.T) {
 		t.Fatalf("mkelf: status %d: %s", status, stderr)
 	}
 	bad := badRanges(t, "16M-48M")
-	var console bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	// Without an initrd Linux stops at "VFS: Unable to mount root fs"
 	// before it frees its init memory, and `quiet` hides that line
 	// anyway: our guest init's report is what says the boot got there.
-	res, err := boot.Run(ctx, boot.Config{Kernel: out, Initrd: guestInitrd(t), VMM: "qemu", Accel: "tcg", BadRAM: bad,
-		Cmdline: linuxCmdline, Timeout: 120 * time.Second, Console: &console})
-	if err != nil {
-		t.Fatalf("boot: %v", err)
-	}
+	res, rep, console := bootLinux(t, boot.Config{Kernel: out, BadRAM: bad})
 	if res.Kernel.Format != "gzip+elf32" || res.Kernel.Protocol != loader.ProtocolLinux32 || res.LoadAddress != 48*mib {
 		t.Errorf("kernel %+v loaded at %#x", res.Kernel, res.LoadAddress)
 	}
-	rep, _ := initramfs.ParseGuestReport(console.String())
-	checkLinux(t, res, rep, console.String(), bad)
+	checkLinux(t, res, rep, console, bad)
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -30,28 +31,14 @@ func qemuConfig(cfg boot.Config) boot.Config {
 // just the KVM half of a comparison.
 func qemuKVMUsable(t *testing.T) bool {
 	t.Helper()
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	err := kvmUsable()
 	if err != nil {
 		if os.Getenv("KVMBOOT_REQUIRE_KVM") == "1" {
 			t.Fatalf("no usable /dev/kvm: %v (required: KVMBOOT_REQUIRE_KVM=1)", err)
 		}
 		t.Logf("no usable /dev/kvm (%v): QEMU only", err)
-		return false
 	}
-	f.Close()
-	return true
-}
-
-// qemuKTLines is the "kt: " lines of a console, the part both backends
-// must print alike.
-func qemuKTLines(console string) []string {
-	var out []string
-	for _, l := range strings.Split(console, "\n") {
-		if l = strings.TrimRight(l, "\r"); strings.HasPrefix(l, "kt: ") {
-			out = append(out, l)
-		}
-	}
-	return out
+	return err == nil
 }
 
 func TestQEMUBootBuiltin(t *testing.T) {
@@ -76,16 +63,13 @@ func TestQEMUBootBuiltin(t *testing.T) {
 func TestQEMUBadRAMSameReport(t *testing.T) {
 	requireQEMU(t)
 	t.Parallel()
-	bad, err := loader.ParseBadRAM("16M-32M", boot.DefaultMemSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bad := badRanges(t, "16M-32M")
 	res, rep, console := bootTestKernel(t, qemuConfig(boot.Config{BadRAM: bad}))
 	checkPass(t, res, rep, console)
 	if rep.Base != 0x2000000 || res.LoadAddress != 0x2000000 || rep.Delta != 0x2000000-linkBase {
 		t.Errorf("kernel at %#x (plan %#x, delta %#x), want 0x2000000", rep.Base, res.LoadAddress, rep.Delta)
 	}
-	if got := mmapOf(rep, uint32(loader.KindBad)); !equalRanges(got, bad) {
+	if got := mmapOf(rep, uint32(loader.KindBad)); !slices.Equal(got, bad) {
 		t.Errorf("kernel saw bad RAM %v, want %v", got, bad)
 	}
 	if !qemuKVMUsable(t) {
@@ -192,7 +176,8 @@ func TestQEMUGuestFailuresMatchKVM(t *testing.T) {
 			if kres.Outcome != res.Outcome || kres.ExitCode != res.ExitCode {
 				t.Errorf("kvm: %s %d (%s), qemu: %s %d (%s)", kres.Outcome, kres.ExitCode, kres.Reason, res.Outcome, res.ExitCode, res.Reason)
 			}
-			if k, q := qemuKTLines(kconsole), qemuKTLines(console); !reflect.DeepEqual(k, q) {
+			// The kt: lines are what both backends must print alike.
+			if k, q := prefixedLines(kconsole, "kt: "), prefixedLines(console, "kt: "); !reflect.DeepEqual(k, q) {
 				t.Errorf("kt: lines differ\nkvm:\n%s\nqemu:\n%s", strings.Join(k, "\n"), strings.Join(q, "\n"))
 			}
 		})
@@ -306,20 +291,7 @@ func BenchmarkQEMUBoot(b *testing.B) {
 	requireQEMU(b)
 	for _, vmm := range []string{"qemu", "qemu-kernel"} {
 		b.Run(vmm, func(b *testing.B) {
-			var setup, run float64
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				res, err := boot.Run(context.Background(), boot.Config{VMM: vmm, Accel: "tcg", Timeout: time.Minute})
-				if err != nil || res.Outcome != machine.Pass {
-					b.Fatalf("%v %+v", err, res)
-				}
-				setup += res.Timings.Setup
-				run += res.Timings.Boot
-			}
-			n := float64(b.N)
-			b.ReportMetric(setup/n, "setup-ms/op")
-			b.ReportMetric(run/n, "boot-ms/op")
-			b.ReportMetric(float64(time.Since(start).Microseconds())/1000/n, "total-ms/op")
+			benchBoot(b, boot.Config{VMM: vmm, Accel: "tcg"})
 		})
 	}
 }

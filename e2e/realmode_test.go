@@ -36,6 +36,16 @@ func realModeKernel(t *testing.T) string {
 	return p
 }
 
+// placement is the piece the plan placed as what, or nil.
+func placement(res *boot.Result, what string) *boot.PlacementJSON {
+	for i := range res.Placements {
+		if res.Placements[i].What == what {
+			return &res.Placements[i]
+		}
+	}
+	return nil
+}
+
 // TestRealModePart: the kernel's real-mode part runs in real mode with our
 // BIOS up, asks int 15h E820 for the memory map, and the 32-bit kernel
 // finds it identical to the Multiboot map, bad RAM (type 5) included, on
@@ -45,11 +55,7 @@ func TestRealModePart(t *testing.T) {
 	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
 	for _, vmm := range []string{"kvm", "qemu"} {
 		t.Run(vmm, func(t *testing.T) {
-			if vmm == "kvm" {
-				requireKVM(t)
-			} else {
-				requireQEMU(t)
-			}
+			requireBackend(t, vmm)
 			cfg := boot.Config{Kernel: kernel, VMM: vmm, BadRAM: bad}
 			if vmm == "qemu" {
 				cfg.Accel = "tcg"
@@ -73,13 +79,7 @@ func TestRealModePart(t *testing.T) {
 			if !sawBad {
 				t.Errorf("int 15h E820 did not report 16M-32M as bad (type 5): %+v", rm.E820)
 			}
-			var part *boot.PlacementJSON
-			for i, p := range res.Placements {
-				if p.What == "realmode" {
-					part = &res.Placements[i]
-				}
-			}
-			if part == nil || uint64(rm.At) != part.Start || part.End > 0x9FC00 {
+			if part := placement(res, "realmode"); part == nil || uint64(rm.At) != part.Start || part.End > 0x9FC00 {
 				t.Errorf("part reported at %#x, placed %+v", rm.At, part)
 			}
 		})
@@ -95,13 +95,11 @@ func TestKVMTraceShowsRealModePart(t *testing.T) {
 	if res.Outcome != machine.Pass {
 		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
 	}
-	var part uint64
-	for _, p := range res.Placements {
-		if p.What == "realmode" {
-			part = p.Start
-		}
+	part := placement(res, "realmode")
+	if part == nil {
+		t.Fatalf("no real-mode part in the placements %+v", res.Placements)
 	}
-	seg := fmt.Sprintf("%04x", part>>4)
+	seg := fmt.Sprintf("%04x", part.Start>>4)
 	want := []string{"push ds", "push es", "pushad", "mov ax, cs"}
 	found := 0
 	for _, l := range lines {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,18 +120,14 @@ func TestPlanSVG(t *testing.T) {
 	}
 	for i, k := range kernels {
 		out := filepath.Join(dir, fmt.Sprintf("plan%d.svg", i))
-		cmd := append(append([]string{"plan", "--svg", out, "--svg-found", "80M+64K"}, args...), k)
-		if k == "" {
-			cmd = cmd[:len(cmd)-1]
+		kargs := args
+		if k != "" {
+			kargs = append(slices.Clone(args), k)
 		}
-		if _, stderr, status := runCLI(t, cmd...); status != 0 {
+		if _, stderr, status := runCLI(t, append([]string{"plan", "--svg", out, "--svg-found", "80M+64K"}, kargs...)...); status != 0 {
 			t.Fatalf("plan --svg: status %d: %s", status, stderr)
 		}
-		jargs := args
-		if k != "" {
-			jargs = append(append([]string{}, args...), k)
-		}
-		p := planJSON(t, jargs...)
+		p := planJSON(t, kargs...)
 		shapes, text := readSVG(t, out)
 		checkSVGAgainstPlan(t, shapes, p, 1)
 		found := false

@@ -78,15 +78,37 @@ lists_stamp() {
 	stat -c '%n %s %Y' "$lists"*_binary-i386_Packages* 2>/dev/null || true
 }
 
+# up_to_date: the cache holds what apt resolves; note the lists it came from.
+up_to_date() {
+	lists_stamp >"$dir/.lists"
+	echo "$prog: up to date: $cached ($dir)"
+	exit 0
+}
+
+# first_error FILE: apt's first "E:" line in FILE, or its first line.
+first_error() { grep -m1 '^E:' "$1" || head -n1 "$1"; }
+
 apt_update() {
 	need_root "apt-get update"
 	log "apt-get update"
+	updated=1
 	# A mirror mid-sync fails some index files (exit 100) while the ones we
 	# need are fine: let the resolution below decide.
 	if ! apt-get update -qq >/dev/null 2>"$tmp/update.err"; then
-		update_err=" ($(grep -m1 '^E:' "$tmp/update.err" || head -n1 "$tmp/update.err"))"
+		update_err=" ($(first_error "$tmp/update.err"))"
 		log "apt-get update reported errors, continuing$update_err"
 	fi
+}
+
+# target: what to download, from want (resolved again after an apt-get
+# update); ends the script when the cache holds it already.
+target() {
+	[ "$updated" = 0 ] || want=$(resolve)
+	[ -n "$want" ] || die "apt knows no candidate for $meta (or no linux-image-*-686 dependency) after apt-get update$update_err"
+	[ "$want" != "$cached" ] || up_to_date
+	pkg=${want% *}
+	ver=${want#* }
+	log "downloading $pkg:i386 $ver"
 }
 
 want=""
@@ -105,9 +127,7 @@ if [ -n "$cached" ]; then
 		exit 0
 	fi
 	if [ "$want" = "$cached" ] && [ "$force_update" = 0 ]; then
-		lists_stamp >"$dir/.lists"
-		echo "$prog: up to date: $cached ($dir)"
-		exit 0
+		up_to_date
 	fi
 fi
 
@@ -129,39 +149,18 @@ if ! have_i386; then
 	log "dpkg --add-architecture i386"
 	dpkg --add-architecture i386 || die "dpkg --add-architecture i386 failed"
 	apt_update
-	updated=1
 elif [ "$force_update" = 1 ] || [ -z "$want" ]; then
 	apt_update
-	updated=1
 fi
-want=$(resolve)
-[ -n "$want" ] || die "apt knows no candidate for $meta (or no linux-image-*-686 dependency) after apt-get update$update_err"
+target
 
-if [ "$want" = "$cached" ]; then
-	lists_stamp >"$dir/.lists"
-	echo "$prog: up to date: $cached ($dir)"
-	exit 0
-fi
-
-pkg=${want% *}
-ver=${want#* }
-log "downloading $pkg:i386 $ver"
 download() { (cd "$tmp" && apt-get download -qq "$pkg:i386=$ver" >/dev/null 2>"$tmp/download.err"); }
 if ! download; then
-	[ "$updated" = 0 ] || die "apt-get download $pkg:i386=$ver failed: $(grep -m1 '^E:' "$tmp/download.err" || head -n1 "$tmp/download.err")"
+	[ "$updated" = 0 ] || die "apt-get download $pkg:i386=$ver failed: $(first_error "$tmp/download.err")"
 	# Stale lists can name a version the mirror no longer has.
 	apt_update
-	want=$(resolve)
-	[ -n "$want" ] || die "apt knows no candidate for $meta after apt-get update$update_err"
-	if [ "$want" = "$cached" ]; then
-		lists_stamp >"$dir/.lists"
-		echo "$prog: up to date: $cached ($dir)"
-		exit 0
-	fi
-	pkg=${want% *}
-	ver=${want#* }
-	log "downloading $pkg:i386 $ver"
-	download || die "apt-get download $pkg:i386=$ver failed: $(grep -m1 '^E:' "$tmp/download.err" || head -n1 "$tmp/download.err")"
+	target
+	download || die "apt-get download $pkg:i386=$ver failed: $(first_error "$tmp/download.err")"
 fi
 
 deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n1)

@@ -116,17 +116,12 @@ main:
 	pushw	%cs
 	popw	%ds
 	/* the packet under another SS and an unrelated ES */
-	movw	%ss, %cs:old_ss
-	movw	%sp, %cs:old_sp
-	movw	$0x4000, %ax
-	movw	%ax, %ss
-	movw	$0x1000, %sp
+	OTHER_STACK
 	pushw	$0x5555
 	popw	%es
 	movl	$9, %eax
 	READ	read-ss, 1, BUF_SEG, 0x1200
-	movw	%cs:old_ss, %ss
-	movw	%cs:old_sp, %sp
+	OWN_STACK
 	pushw	%cs
 	popw	%es
 	/* 16 bytes of each sector read */
