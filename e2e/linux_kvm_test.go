@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"strings"
 	"testing"
 
@@ -19,7 +18,7 @@ import (
 func TestKVMDebianReachesStartup32(t *testing.T) {
 	requireKVM(t)
 	vmlinuz := requireDebianKernel(t)
-	if !emulatingKVM() {
+	if !machine.EmulatingKVM() {
 		t.Skip("this host's KVM runs paged guests: the Debian boot tests on the QEMU backend cover it")
 	}
 	bad := []loader.Range{{Start: 16 * mib, End: 48 * mib}}
@@ -52,9 +51,4 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	if !inKernel(cpu.CR3) {
 		t.Errorf("cr3 %#x outside the relocated kernel %#x-%#x: the page tables were built from unrelocated addresses", cpu.CR3, res.LoadAddress, kernelEnd)
 	}
-}
-
-func emulatingKVM() bool {
-	_, err := os.Stat("/sys/module/kvm_pvm")
-	return err == nil
 }

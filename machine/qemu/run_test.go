@@ -17,7 +17,7 @@ import (
 )
 
 // requireQEMU skips, or fails under KVMBOOT_REQUIRE_QEMU=1, without QEMU.
-func requireQEMU(t *testing.T) {
+func requireQEMU(t testing.TB) {
 	t.Helper()
 	if _, err := lookBinary(""); err != nil {
 		if os.Getenv("KVMBOOT_REQUIRE_QEMU") == "1" {
@@ -28,7 +28,7 @@ func requireQEMU(t *testing.T) {
 }
 
 // codePlan is a plan that runs flat 32-bit code at 1 MiB.
-func codePlan(t *testing.T, code []byte) *loader.Plan {
+func codePlan(t testing.TB, code []byte) *loader.Plan {
 	t.Helper()
 	const mem = 16 << 20
 	plan := &loader.Plan{
