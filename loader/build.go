@@ -204,7 +204,7 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 	}
 	img := k.ELF
 	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign)}
-	if img.Relocs != nil && img.Relocs.Source != "none" {
+	if img.Relocs.found() {
 		ki.relocs = img.Relocs
 	} else {
 		ki.noRelocs = "it has no relocation info (link it with --emit-relocs)"

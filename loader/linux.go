@@ -95,10 +95,13 @@ func linux32Image(k *Kernel) *kernelImage {
 		base: img.Base, entry: img.Entry,
 		size: max(uint64(h.InitSize), img.End-img.Base), align: max(uint64(h.KernelAlignment), 4096), max: kernelImageSize,
 	}
-	if h.RelocatableKernel != 0 && img.Relocs != nil {
-		ki.relocs = img.Relocs
-	} else {
+	switch {
+	case h.RelocatableKernel == 0:
 		ki.noRelocs = "the bzImage says it is not relocatable"
+	case !img.Relocs.found():
+		ki.noRelocs = "it has no relocation info"
+	default:
+		ki.relocs = img.Relocs
 	}
 	k.constrainImage(ki)
 	return ki

@@ -195,7 +195,7 @@ func mkelfNote(k *Kernel, opts MkELFOptions) (*Note, error) {
 // cannot move: none found, or a bzImage that says it is not relocatable.
 func movableRelocs(k *Kernel) *Relocs {
 	r := k.ELF.Relocs
-	if r == nil || r.Source == "none" || k.BzImage != nil && k.BzImage.Header.RelocatableKernel == 0 {
+	if !r.found() || k.BzImage != nil && k.BzImage.Header.RelocatableKernel == 0 {
 		return nil
 	}
 	return r

@@ -34,6 +34,10 @@ type Relocs struct {
 	Absolute int
 }
 
+// found reports whether r lists the words to adjust when the image moves:
+// not for nil, nor for an image where none were found ("none").
+func (r *Relocs) found() bool { return r != nil && r.Source != "none" }
+
 func relocError(format string, args ...any) error {
 	return &FormatError{Context: "relocations", Msg: fmt.Sprintf(format, args...)}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -530,4 +531,30 @@ func FuzzEmitRelocs(f *testing.F) {
 		}
 		checkApplyContained(t, r, make([]byte, 0x200), testPhys, 0x2000000)
 	})
+}
+
+// TestLinux32ImageNeedsRelocs: a bzImage that says it is relocatable but
+// whose image has no relocation info stays at its link address, as an ELF
+// without relocations does; with the info it may move.
+func TestLinux32ImageNeedsRelocs(t *testing.T) {
+	for _, tc := range []struct {
+		relocatable uint8
+		relocs      *Relocs
+		movable     bool
+		why         string
+	}{
+		{1, &Relocs{Source: "linux", Sites: []uint32{0x1000010}}, true, ""},
+		{1, &Relocs{Source: "none"}, false, "no relocation info"},
+		{1, nil, false, "no relocation info"},
+		{0, &Relocs{Source: "linux"}, false, "not relocatable"},
+	} {
+		k := &Kernel{
+			BzImage: &BzImage{Header: SetupHeader{RelocatableKernel: tc.relocatable}},
+			ELF:     &ELFImage{Base: 0x1000000, End: 0x1100000, Entry: 0x1000000, Relocs: tc.relocs},
+		}
+		ki := linux32Image(k)
+		if (ki.relocs != nil) != tc.movable || !strings.Contains(ki.noRelocs, tc.why) {
+			t.Errorf("relocatable_kernel %d, relocs %+v: relocs %v, why %q; want movable %v, why %q", tc.relocatable, tc.relocs, ki.relocs, ki.noRelocs, tc.movable, tc.why)
+		}
+	}
 }
