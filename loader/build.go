@@ -62,11 +62,8 @@ func Build(cfg Config) (*Plan, error) {
 	if need := k.memoryNeed(); need > cfg.MemSize {
 		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", FormatSize(need), FormatSize(cfg.MemSize))}
 	}
-	m := NewMemoryMap(cfg.MemSize)
+	m := NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
 	MarkBIOSAreas(m)
-	for _, b := range cfg.BadRAM {
-		m.Set(b, KindBad)
-	}
 	plan := &Plan{
 		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format},
 		Cmdline: cfg.Cmdline,

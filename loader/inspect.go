@@ -576,16 +576,13 @@ func placementInfo(k *Kernel, file []byte, opts InspectOptions) *PlacementInfo {
 	}
 	pi.Link, pi.Size, pi.Align, pi.MaxEnd, pi.Relocatable = ki.base, ki.size, ki.align, ki.max, ki.relocs != nil
 
-	// The plan's own map when there is one (it has the firmware's areas
-	// too); else the same map built here.
+	// The plan's own map when there is one; else the map Build starts from.
 	var m *MemoryMap
 	if plan != nil {
 		m = plan.Map
 	} else {
-		m = NewMemoryMap(opts.MemSize)
-		for _, b := range opts.BadRAM {
-			m.Set(b, KindBad)
-		}
+		m = NewBadRAMMap(opts.MemSize, opts.BadRAM)
+		MarkBIOSAreas(m)
 	}
 	// As Build: the entry stub's low memory is taken first, the kernel next.
 	fresh := func() *Allocator {

@@ -152,6 +152,16 @@ func NewMemoryMap(memSize uint64) *MemoryMap {
 	return m
 }
 
+// NewBadRAMMap is the memory map of memSize bytes of RAM with the declared
+// bad ranges marked bad.
+func NewBadRAMMap(memSize uint64, bad []Range) *MemoryMap {
+	m := NewMemoryMap(memSize)
+	for _, b := range bad {
+		m.Set(b, KindBad)
+	}
+	return m
+}
+
 // Set marks r as kind k, except where a byte's current kind ranks higher
 // (bad > reserved > RAM): Set never downgrades, so the order in which the
 // map is built (bad-RAM specs, firmware areas, a RAM test's findings) does

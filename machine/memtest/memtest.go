@@ -64,7 +64,7 @@ var Reserved = []loader.Range{
 // Reserved, shrunk to whole pages (a page partly bad or reserved is not
 // tested).
 func TestRanges(cfg Config) ([]loader.Range, error) {
-	m := badMap(cfg)
+	m := loader.NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
 	for _, r := range Reserved {
 		m.Set(r, loader.KindReserved)
 	}
@@ -96,15 +96,6 @@ func TestRanges(cfg Config) ([]loader.Range, error) {
 		return nil, fmt.Errorf("memtest: %d separate ranges to test, the guest takes at most %d (declared bad RAM splits memory too finely)", len(out), realmode.MemtestMaxRanges)
 	}
 	return out, nil
-}
-
-// badMap is the memory map of cfg's guest with its declared bad RAM.
-func badMap(cfg Config) *loader.MemoryMap {
-	m := loader.NewMemoryMap(cfg.MemSize)
-	for _, b := range cfg.BadRAM {
-		m.Set(b, loader.KindBad)
-	}
-	return m
 }
 
 // clip is the part of r inside within; empty (Start >= End) when they do
@@ -148,7 +139,7 @@ func Plan(cfg Config) (*loader.Plan, []loader.Range, error) {
 	plan := &loader.Plan{
 		Kernel:  loader.KernelInfo{Path: "(memtest " + mode + ")", Format: "raw", Protocol: loader.ProtocolELF},
 		MemSize: cfg.MemSize,
-		Map:     badMap(cfg),
+		Map:     loader.NewBadRAMMap(cfg.MemSize, cfg.BadRAM),
 		Verify:  cfg.Verify,
 		Placements: []loader.Placement{
 			{What: "memtest", Name: "memtest guest", Start: realmode.MemtestAddr, Data: realmode.Memtest, Size: uint64(len(realmode.Memtest)), Verify: true},
