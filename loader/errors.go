@@ -1,5 +1,11 @@
 package loader
 
+import (
+	"fmt"
+	"strings"
+	"unicode"
+)
+
 // A FormatError reports a malformed or unsupported kernel image: a bad
 // header, a corrupt or truncated compressed stream, a relocation that cannot
 // be applied. Callers tell such input errors apart from I/O and planning
@@ -16,7 +22,9 @@ type FormatError struct {
 }
 
 // Error returns "<Context>: <Msg>", followed by ": <Err>" when an underlying
-// error is known.
+// error is known. Messages quote the image's own bytes (section names,
+// strings), so control characters are escaped here: the message stays one
+// line whatever the image holds.
 func (e *FormatError) Error() string {
 	s := e.Msg
 	if e.Context != "" {
@@ -25,7 +33,18 @@ func (e *FormatError) Error() string {
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}
-	return s
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // Unwrap returns the underlying error, so that errors.Is can match it.
