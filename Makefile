@@ -13,18 +13,24 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/kvmboot
 
+# Installs QEMU first (apt, as root) when no backend can run here.
 demo:
-	$(GO) run ./cmd/kvmboot run --show-plan --bad-ram 16M-32M
+	GO=$(GO) scripts/demo.sh
 
 # Everything: unit tests, e2e boots on every backend this host has, fuzz
 # seeds. The e2e tests need /dev/kvm, qemu-system-i386 and the Debian
-# kernel (make kernel); without them they skip with a reason, and CI
-# (KVMBOOT_REQUIRE_*=1) turns those skips into failures.
-test: vet
-	$(GO) test -count=1 -timeout 25m ./...
+# kernel (make kernel); without them they skip with a reason, and
+# KVMBOOT_REQUIRE_{KVM,QEMU,KERNEL}=1 turns those skips into failures.
+# testsummary prints what go test prints, then how many tests ran and
+# skipped per backend.
+SUMMARY = $(GO) run ./e2e/cmd/testsummary --
 
+test: vet
+	$(SUMMARY) $(GO) test -json -count=1 -timeout 25m ./...
+
+# Everything but the e2e boots: needs neither KVM nor QEMU.
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+	$(SUMMARY) $(GO) test -json -count=1 $$($(GO) list ./... | grep -v 'kvmboot/e2e$$')
 
 e2e:
 	$(GO) test -count=1 -timeout 25m -v ./e2e/...

@@ -5,13 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"testing"
 	"time"
 
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
+	"kvmboot/machine/qemu"
 )
 
 // Boot the built-in test kernel on our KVM machine with 16M-32M declared
@@ -53,7 +58,7 @@ func Example() {
 		return
 	}
 	fmt.Printf("the kernel ran at %#x with command line %q; its checks passed: %v\n", rep.Base, rep.Cmdline, rep.Pass)
-	// Output:
+	// It prints (TestExamplesBoot checks it where a backend can run):
 	// pass, status 0
 	// kernel at 0x2000000, linked at 0x1000000, 0 bad-RAM accesses
 	// the kernel ran at 0x2000000 with command line "hello from Go"; its checks passed: true
@@ -87,6 +92,54 @@ func ExampleRun_failure() {
 		return
 	}
 	fmt.Println(res.Outcome == machine.Fail, res.ExitCode, res.Reason)
-	// Output:
+	// It prints (TestExamplesBoot checks it where a backend can run):
 	// true 3 guest wrote 3 to the debug-exit port
+}
+
+// TestExamplesBoot runs the examples that boot a guest and checks what
+// they print. They carry no Output comment because Go would run them on
+// every host, and they need our KVM machine or QEMU.
+func TestExamplesBoot(t *testing.T) {
+	if kvm.Available() == nil {
+		hosttest.Require(t, hosttest.KVM, nil)
+	} else {
+		_, err := qemu.BinaryPath()
+		hosttest.Require(t, hosttest.QEMU, err)
+	}
+	for _, ex := range []struct {
+		name string
+		run  func()
+		want string
+	}{
+		{"Example", Example, `pass, status 0
+kernel at 0x2000000, linked at 0x1000000, 0 bad-RAM accesses
+the kernel ran at 0x2000000 with command line "hello from Go"; its checks passed: true
+`},
+		{"ExampleRun_failure", ExampleRun_failure, "true 3 guest wrote 3 to the debug-exit port\n"},
+	} {
+		if got := stdoutOf(t, ex.run); got != ex.want {
+			t.Errorf("%s printed:\n%s\nwant:\n%s", ex.name, got, ex.want)
+		}
+	}
+}
+
+// stdoutOf runs f with os.Stdout going to a pipe, as Go's example runner
+// does, and returns what f printed.
+func stdoutOf(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = w
+	printed := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		printed <- string(b)
+	}()
+	defer func() { os.Stdout = saved }()
+	f()
+	w.Close()
+	return <-printed
 }

@@ -15,41 +15,44 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
+	"kvmboot/e2e/hosttest"
+	"kvmboot/machine"
 	"kvmboot/machine/kvm"
+	"kvmboot/machine/qemu"
 )
-
-// missing skips the test, or fails it when env says the thing is required.
-func missing(t testing.TB, env, what string) {
-	t.Helper()
-	if os.Getenv(env) == "1" {
-		t.Fatalf("%s (required: %s=1)", what, env)
-	}
-	t.Skipf("skipped: %s (set %s=1 to make this a failure)", what, env)
-}
-
-// kvmUsable says why /dev/kvm cannot be opened for a VM, or nil.
-func kvmUsable() error {
-	f, err := os.OpenFile(kvm.DevicePath, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	return f.Close()
-}
 
 // requireKVM skips or fails when /dev/kvm cannot be used.
 func requireKVM(t testing.TB) {
 	t.Helper()
-	if err := kvmUsable(); err != nil {
-		missing(t, "KVMBOOT_REQUIRE_KVM", "no usable /dev/kvm: "+err.Error())
+	hosttest.Require(t, hosttest.KVM, kvm.Available())
+}
+
+// requireKVMPaging skips or fails unless our KVM machine can run a paged
+// 32-bit guest here. An emulating KVM (kvm_pvm) cannot, whatever CI
+// requires: there `make test-kvm` runs these tests in the nested lab.
+func requireKVMPaging(t testing.TB) {
+	t.Helper()
+	if err := kvm.Available(); err != nil {
+		hosttest.Require(t, hosttest.KVMPaging, err)
 	}
+	if machine.EmulatingKVM() {
+		hosttest.Skip(t, hosttest.KVMPaging, "this host's KVM (kvm_pvm) emulates guests and cannot run 32-bit paging; `make test-kvm` runs this test in the nested KVM lab")
+	}
+	hosttest.Require(t, hosttest.KVMPaging, nil)
+}
+
+// kvmPart says whether the KVM part of a test that compares backends can
+// run here; without a usable /dev/kvm the rest of the test goes on.
+func kvmPart(t testing.TB) bool {
+	t.Helper()
+	return hosttest.Part(t, hosttest.KVM, kvm.Available())
 }
 
 // requireQEMU skips or fails when qemu-system-i386 is missing.
 func requireQEMU(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-i386"); err != nil {
-		missing(t, "KVMBOOT_REQUIRE_QEMU", "qemu-system-i386 not found (apt-get install qemu-system-x86)")
-	}
+	_, err := qemu.BinaryPath()
+	hosttest.Require(t, hosttest.QEMU, err)
 }
 
 // requireBackend skips or fails when the backend vmm ("kvm", or one of
@@ -67,24 +70,6 @@ func requireBackend(t testing.TB, vmm string) {
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Dir(filepath.Dir(file))
-}
-
-// kernelDir is where scripts/fetch-kernel.sh keeps Debian's kernel.
-func kernelDir() string {
-	if d := os.Getenv("KVMBOOT_KERNEL_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join(repoRoot(), ".cache", "kernels")
-}
-
-// requireDebianKernel returns the path of Debian's i386 vmlinuz.
-func requireDebianKernel(t testing.TB) string {
-	t.Helper()
-	p := filepath.Join(kernelDir(), "vmlinuz")
-	if _, err := os.Stat(p); err != nil {
-		missing(t, "KVMBOOT_REQUIRE_KERNEL", "Debian's i386 kernel not fetched (make kernel): "+err.Error())
-	}
-	return p
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 )
@@ -17,7 +18,7 @@ import (
 // page tables it built from relocated addresses.
 func TestKVMDebianReachesStartup32(t *testing.T) {
 	requireKVM(t)
-	vmlinuz := requireDebianKernel(t)
+	vmlinuz := hosttest.DebianKernel(t)
 	if !machine.EmulatingKVM() {
 		t.Skip("this host's KVM runs paged guests: the Debian boot tests on the QEMU backend cover it")
 	}

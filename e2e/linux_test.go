@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/e2e/initramfs"
 	"kvmboot/loader"
 	"kvmboot/machine"
@@ -49,7 +50,7 @@ func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestRep
 	t.Helper()
 	requireQEMU(t)
 	if cfg.Kernel == "" {
-		cfg.Kernel = requireDebianKernel(t)
+		cfg.Kernel = hosttest.DebianKernel(t)
 	}
 	if cfg.Initrd == "" {
 		cfg.Initrd = guestInitrd(t)

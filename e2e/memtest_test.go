@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/e2e/initramfs"
 	"kvmboot/loader"
 	"kvmboot/machine"
@@ -314,7 +315,7 @@ func TestMemtestRefusals(t *testing.T) {
 func TestMemtestDebianAvoidsFound(t *testing.T) {
 	requireKVM(t)
 	requireQEMU(t)
-	requireDebianKernel(t)
+	hosttest.DebianKernel(t)
 	mt, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
 		Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
 	}))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 )
 
@@ -46,7 +47,7 @@ func planJSON(t *testing.T, args ...string) *boot.Result {
 // source, that plan exactly as the source does around bad RAM (the same
 // placements, relocated kernel bytes and zero page), and that boot.
 func TestMkELFDebian(t *testing.T) {
-	vmlinuz := requireDebianKernel(t)
+	vmlinuz := hosttest.DebianKernel(t)
 	dir := t.TempDir()
 	src := inspectJSON(t, vmlinuz)
 	srcRelocs := src["relocations"].(map[string]any)
@@ -133,7 +134,7 @@ func TestMkELFDebian(t *testing.T) {
 // TestMkELFDebianBoots boots the mkelf'd Debian kernel to our guest init
 // under QEMU with bad RAM declared, as TestLinuxBoot boots the bzImage.
 func TestMkELFDebianBoots(t *testing.T) {
-	vmlinuz := requireDebianKernel(t)
+	vmlinuz := hosttest.DebianKernel(t)
 	requireQEMU(t)
 	out := filepath.Join(t.TempDir(), "vmlinux.gz")
 	if _, stderr, status := runCLI(t, "mkelf", vmlinuz, "-o", out); status != 0 {

@@ -26,21 +26,6 @@ func qemuConfig(cfg boot.Config) boot.Config {
 	return cfg
 }
 
-// qemuKVMUsable says whether /dev/kvm can be opened; it fails the test when
-// KVMBOOT_REQUIRE_KVM=1 and it cannot, and otherwise lets the caller skip
-// just the KVM half of a comparison.
-func qemuKVMUsable(t *testing.T) bool {
-	t.Helper()
-	err := kvmUsable()
-	if err != nil {
-		if os.Getenv("KVMBOOT_REQUIRE_KVM") == "1" {
-			t.Fatalf("no usable /dev/kvm: %v (required: KVMBOOT_REQUIRE_KVM=1)", err)
-		}
-		t.Logf("no usable /dev/kvm (%v): QEMU only", err)
-	}
-	return err == nil
-}
-
 func TestQEMUBootBuiltin(t *testing.T) {
 	requireQEMU(t)
 	t.Parallel()
@@ -72,7 +57,7 @@ func TestQEMUBadRAMSameReport(t *testing.T) {
 	if got := mmapOf(rep, uint32(loader.KindBad)); !slices.Equal(got, bad) {
 		t.Errorf("kernel saw bad RAM %v, want %v", got, bad)
 	}
-	if !qemuKVMUsable(t) {
+	if !kvmPart(t) {
 		return
 	}
 	// The report minus what names the boot: every field must agree.
@@ -135,7 +120,7 @@ func TestQEMUBadRAMWriteCaught(t *testing.T) {
 // the end is complete in each.
 func TestQEMUGuestFailuresMatchKVM(t *testing.T) {
 	requireQEMU(t)
-	withKVM := qemuKVMUsable(t)
+	withKVM := kvmPart(t)
 	for _, tc := range []struct {
 		cmdline string
 		timeout time.Duration

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/smoke"
 )
 
@@ -76,7 +77,7 @@ func designedVerdict(name string) smoke.Kind {
 func TestSmokeMatrix(t *testing.T) {
 	requireKVM(t)
 	requireQEMU(t)
-	kernel := requireDebianKernel(t)
+	kernel := hosttest.DebianKernel(t)
 	env := []string{"KVMBOOT_KERNEL_DIR=" + filepath.Dir(kernel), "SMOKE_INITRD=" + guestInitrd(t)}
 	out := t.TempDir()
 	junit, jsonl := filepath.Join(out, "junit.xml"), filepath.Join(out, "results.jsonl")

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 )
 
 var updateExample = flag.Bool("update-example", false, "regenerate docs/plan-example.svg (needs Debian's kernel)")
@@ -115,8 +116,8 @@ func TestPlanSVG(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"--bad-ram", "16M-20M", "--bad-ram", "memmap=8M$36M"}
 	kernels := []string{""} // the built-in test kernel
-	if _, err := os.Stat(filepath.Join(kernelDir(), "vmlinuz")); err == nil {
-		kernels = append(kernels, filepath.Join(kernelDir(), "vmlinuz"))
+	if _, err := os.Stat(filepath.Join(hosttest.KernelDir(), "vmlinuz")); err == nil {
+		kernels = append(kernels, filepath.Join(hosttest.KernelDir(), "vmlinuz"))
 	}
 	for i, k := range kernels {
 		out := filepath.Join(dir, fmt.Sprintf("plan%d.svg", i))

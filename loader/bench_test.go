@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+
+	"kvmboot/e2e/hosttest"
 )
 
 // benchPlain is the synthetic input: 16 MiB, about the size of Debian's 686
@@ -30,7 +32,7 @@ func cachedSource(key string, build func() []byte) []byte {
 // realVmlinux returns a real kernel ELF: $KVMBOOT_KERNEL_DIR/vmlinux if
 // present, else the payload of vmlinuz; it skips when there is neither.
 func realVmlinux(b *testing.B) []byte {
-	if elf, err := os.ReadFile(filepath.Join(kernelDir(), "vmlinux")); err == nil {
+	if elf, err := os.ReadFile(filepath.Join(hosttest.KernelDir(), "vmlinux")); err == nil {
 		return elf
 	}
 	return cachedSource("kernel", func() []byte { return loadRealKernel(b).blob })

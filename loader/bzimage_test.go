@@ -5,28 +5,19 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+
+	"kvmboot/e2e/hosttest"
 )
 
-// kernelDir is where tests look for a real kernel: $KVMBOOT_KERNEL_DIR, else
-// <repo>/.cache/kernels, where scripts fetch Debian's.
-func kernelDir() string {
-	if d := os.Getenv("KVMBOOT_KERNEL_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join("..", ".cache", "kernels")
-}
-
-// realVmlinuz returns the bytes of a real bzImage or skips the test.
+// realVmlinuz returns the bytes of Debian's bzImage or skips the test.
 func realVmlinuz(t testing.TB) []byte {
 	t.Helper()
-	p := filepath.Join(kernelDir(), "vmlinuz")
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(hosttest.DebianKernel(t))
 	if err != nil {
-		t.Skipf("no real kernel: %v (fetch one, or set KVMBOOT_KERNEL_DIR)", err)
+		t.Fatal(err)
 	}
 	return b
 }

@@ -4,13 +4,13 @@ import (
 	"encoding/xml"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 )
 
@@ -243,9 +243,9 @@ func TestSVGSyntheticPlan(t *testing.T) {
 // TestSVGDebian draws Debian's kernel around two bad ranges, with an
 // initrd, when the kernel is here.
 func TestSVGDebian(t *testing.T) {
-	vmlinuz, err := os.ReadFile(filepath.Join(kernelDir(), "vmlinuz"))
+	vmlinuz, err := os.ReadFile(hosttest.DebianKernel(t))
 	if err != nil {
-		t.Skipf("no Debian kernel: %v", err)
+		t.Fatal(err)
 	}
 	p, err := loader.Build(loader.Config{Path: "vmlinuz", Kernel: vmlinuz, MemSize: 256 << 20, BadRAM: []loader.Range{{Start: 16 << 20, End: 20 << 20}, {Start: 36 << 20, End: 44 << 20}},
 		Cmdline: "console=ttyS0", Initrd: &loader.Module{Path: "initrd.img", Data: make([]byte, 5<<20)}, Verify: true})
@@ -254,19 +254,4 @@ func TestSVGDebian(t *testing.T) {
 	}
 	found := []loader.Range{{Start: 0x5000000, End: 0x5010000}}
 	checkPicture(t, p, found, Render(p, Options{Found: found}))
-}
-
-func kernelDir() string {
-	if d := os.Getenv("KVMBOOT_KERNEL_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", ".cache", "kernels")
-}
-
-func TestHuman(t *testing.T) {
-	for n, want := range map[uint64]string{20: "20 B", 4096: "4K", 0x100c000: "16.0M", 16 << 20: "16M", 3 << 30: "3G", 1536: "1.5K"} {
-		if got := human(n); got != want {
-			t.Errorf("human(%d) = %q, want %q", n, got, want)
-		}
-	}
 }

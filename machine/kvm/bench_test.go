@@ -2,23 +2,17 @@ package kvm
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
+	"kvmboot/e2e/hosttest"
 	"kvmboot/machine"
 	"kvmboot/realmode"
 )
 
 func needKVM(b *testing.B) {
-	f, err := os.OpenFile(DevicePath, os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("KVMBOOT_REQUIRE_KVM") == "1" {
-			b.Fatalf("no usable /dev/kvm: %v", err)
-		}
-		b.Skipf("skipped: no usable /dev/kvm: %v", err)
-	}
-	f.Close()
+	b.Helper()
+	hosttest.Require(b, hosttest.KVM, Available())
 }
 
 // BenchmarkVMSetup measures what a boot pays before the guest's first

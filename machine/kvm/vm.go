@@ -53,6 +53,24 @@ type VM struct {
 // ErrNoKVM reports that /dev/kvm cannot be used.
 var ErrNoKVM = errors.New("no usable /dev/kvm")
 
+// Available reports whether /dev/kvm can be opened for VMs (nil), or why
+// not, as ErrNoKVM. Tests and the probe ask it before booting anything.
+func Available() error {
+	dev, err := openDevice()
+	if err != nil {
+		return err
+	}
+	return dev.Close()
+}
+
+func openDevice() (*os.File, error) {
+	dev, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoKVM, err)
+	}
+	return dev, nil
+}
+
 // New creates a VM with memSize bytes of RAM, leaving the pages that hold
 // any byte of bad out of its memory slots.
 func New(memSize uint64, bad []loader.Range) (*VM, error) { return newVM(memSize, bad, nil) }
@@ -61,9 +79,9 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err 
 	if err := machine.CheckMemSize(memSize); err != nil {
 		return nil, err
 	}
-	dev, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	dev, err := openDevice()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoKVM, err)
+		return nil, err
 	}
 	// Every error return below sets the result to nil before this runs:
 	// close the partly built VM through its own variable.

@@ -2,10 +2,10 @@ package memtest_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
@@ -17,14 +17,7 @@ const mib = 1 << 20
 
 func requireKVM(t testing.TB) {
 	t.Helper()
-	f, err := os.OpenFile(kvm.DevicePath, os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("KVMBOOT_REQUIRE_KVM") == "1" {
-			t.Fatalf("no usable /dev/kvm: %v", err)
-		}
-		t.Skipf("no usable /dev/kvm: %v", err)
-	}
-	f.Close()
+	hosttest.Require(t, hosttest.KVM, kvm.Available())
 }
 
 func faulty(t testing.TB, specs ...string) []faults.Range {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 )
@@ -19,12 +20,8 @@ import (
 // requireQEMU skips, or fails under KVMBOOT_REQUIRE_QEMU=1, without QEMU.
 func requireQEMU(t testing.TB) {
 	t.Helper()
-	if _, err := lookBinary(""); err != nil {
-		if os.Getenv("KVMBOOT_REQUIRE_QEMU") == "1" {
-			t.Fatalf("%v (required: KVMBOOT_REQUIRE_QEMU=1)", err)
-		}
-		t.Skipf("skipped: %v (set KVMBOOT_REQUIRE_QEMU=1 to make this a failure)", err)
-	}
+	_, err := lookBinary("")
+	hosttest.Require(t, hosttest.QEMU, err)
 }
 
 // codePlan is a plan that runs flat 32-bit code at 1 MiB.
