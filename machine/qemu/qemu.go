@@ -138,6 +138,13 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 		return nil, err
 	}
 	if err := r.startQEMU(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Interrupted while QEMU came up (at any step of it): the
+			// outcome a signal has later in the run, not a start failure.
+			res := machine.Interrupted()
+			res.Backend = b.Name()
+			return res, nil
+		}
 		return nil, err
 	}
 	res := r.watch(ctx)

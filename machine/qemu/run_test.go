@@ -119,6 +119,29 @@ func TestTimeoutStopsGuest(t *testing.T) {
 	}
 }
 
+// TestInterruptedWhileStarting: a context cancelled at any point of QEMU's
+// start (before it runs, while it connects, between the QMP handshake and
+// cont) ends the run as interrupted, never as a start failure.
+func TestInterruptedWhileStarting(t *testing.T) {
+	requireQEMU(t)
+	for _, after := range []time.Duration{0, time.Millisecond, 5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond} {
+		ctx, cancel := context.WithCancel(context.Background())
+		if after == 0 {
+			cancel()
+		} else {
+			time.AfterFunc(after, cancel)
+		}
+		res, err := Backend{}.Run(ctx, codePlan(t, hangCode), machine.Options{Timeout: 10 * time.Second})
+		cancel()
+		if err != nil {
+			t.Fatalf("cancelled after %v: error %v, want an interrupted result", after, err)
+		}
+		if res.Outcome != machine.Error || res.Reason != "interrupted" {
+			t.Errorf("cancelled after %v: %s: %s", after, res.Outcome, res.Reason)
+		}
+	}
+}
+
 // alive says whether pid runs (a zombie does not count).
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
