@@ -74,6 +74,8 @@ func TestCLIBadInput(t *testing.T) {
 		{"load-address-beyond", []string{"--load-address", "0x20000000"}, "refused"},
 		{"bad-ram-syntax", []string{"--bad-ram", "16M-8M"}, "--bad-ram"},
 		{"bad-size", []string{"--mem", "lots"}, "--mem"},
+		{"mem-beyond-every-backend", []string{"--mem", "100G"}, "guest memory 100G"},
+		{"module-without-file", []string{"--module", "  "}, "no file name"},
 		{"missing-file", []string{filepath.Join(dir, "nope")}, "no such file"},
 		{"directory", []string{dir}, "not a regular file"},
 		{"module-missing", []string{"--module", filepath.Join(dir, "nope") + " args"}, "no such file"},
@@ -102,6 +104,27 @@ func TestCLIRunBadInput(t *testing.T) {
 	stdout, _, status := runCLI(t, "run", "--json", "/bin/true")
 	if status != 126 || !strings.Contains(stdout, `"outcome": "error"`) || !strings.Contains(stdout, `"exit_code": 126`) {
 		t.Fatalf("status %d stdout %s", status, stdout)
+	}
+	// The whole configuration is checked before anything boots, by the
+	// same code for run, plan, inspect and the Go API.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--mem", "100G"}, "guest memory 100G"},
+		{[]string{"inspect", "--mem", "100G", "/bin/true"}, "guest memory 100G"},
+		{[]string{"run", "--vmm", "bochs"}, `vmm "bochs": unknown backend`},
+		{[]string{"run", "--vmm", "kvm", "--accel", "tcg"}, "QEMU's accelerator"},
+		{[]string{"run", "--accel", "hvf"}, `accel "hvf"`},
+		{[]string{"run", "--bad-ram-policy", "ignore"}, `bad-RAM policy "ignore"`},
+		{[]string{"run", "--timeout", "-1s"}, "timeout -1s"},
+		{[]string{"run", "--trace", "real", "--trace-limit", "-5"}, "trace limit -5"},
+		{[]string{"run", "--vmm", "qemu", "--faulty-ram", "20M-21M"}, "--vmm=kvm"},
+	} {
+		_, stderr, status := runCLI(t, tc.args...)
+		if status != 126 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: status %d stderr %q, want one line containing %q", strings.Join(tc.args, " "), status, stderr, tc.want)
+		}
 	}
 }
 

@@ -95,7 +95,7 @@ func TestSmokeMatrix(t *testing.T) {
 		t.Fatalf("%d cases, want at least 12", len(recs))
 	}
 	got := map[string]smoke.Kind{}
-	backends := map[string]bool{}
+	backends := map[boot.VMM]bool{}
 	debian := 0
 	for _, r := range recs {
 		if !r.Final || r.Attempt != 1 || r.Result == nil {
@@ -122,7 +122,7 @@ func TestSmokeMatrix(t *testing.T) {
 	if debian < 3 {
 		t.Errorf("%d Debian cases, want several", debian)
 	}
-	for _, b := range []string{boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel} {
+	for _, b := range []boot.VMM{boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel} {
 		if !backends[b] {
 			t.Errorf("no case ran on %s", b)
 		}

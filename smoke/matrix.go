@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -423,7 +422,9 @@ type level struct {
 }
 
 type vmmChoice struct {
-	label, vmm, accel string
+	label string
+	vmm   boot.VMM
+	accel string
 }
 
 type kernel struct {
@@ -445,8 +446,6 @@ type scenario struct {
 	badPolicy   machine.BadRAMPolicy
 }
 
-var vmmNames = []string{boot.VMMAuto, boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel}
-
 // checkVMM checks a vmm and accel pair read at line.
 func (p *parser) checkVMM(vmm, accel string, vline, aline int) (*vmmChoice, error) {
 	if vmm == "" && accel == "" {
@@ -455,18 +454,13 @@ func (p *parser) checkVMM(vmm, accel string, vline, aline int) (*vmmChoice, erro
 	if vmm == "" {
 		return nil, p.errf(aline, "accel %q without vmm: name the backend too (vmm: qemu)", accel)
 	}
-	if !slices.Contains(vmmNames, vmm) {
-		return nil, p.errf(vline, "vmm %q: want %s", vmm, strings.Join(vmmNames, ", "))
+	if err := boot.CheckBackend(boot.VMM(vmm), ""); err != nil {
+		return nil, p.errf(vline, "%v", err)
 	}
-	switch accel {
-	case "", boot.AccelAuto, "tcg", "kvm":
-	default:
-		return nil, p.errf(aline, "accel %q: want auto, kvm or tcg", accel)
+	if err := boot.CheckBackend(boot.VMM(vmm), accel); err != nil {
+		return nil, p.errf(aline, "%v", err)
 	}
-	if vmm == boot.VMMKVM && accel != "" && accel != boot.AccelAuto {
-		return nil, p.errf(aline, "accel %q is QEMU's accelerator: it goes with vmm qemu or qemu-kernel", accel)
-	}
-	c := &vmmChoice{vmm: vmm, accel: accel, label: vmm}
+	c := &vmmChoice{vmm: boot.VMM(vmm), accel: accel, label: vmm}
 	if accel != "" && accel != boot.AccelAuto {
 		c.label += "-" + accel
 	}
@@ -481,8 +475,8 @@ func (p *parser) size(s string, line int, what string) (uint64, error) {
 	if err != nil {
 		return 0, p.errf(line, "%s %q: %v", what, s, err)
 	}
-	if n == 0 {
-		return 0, p.errf(line, "%s: must not be 0", what)
+	if err := machine.CheckMemSize(n); err != nil {
+		return 0, p.errf(line, "%s: %v", what, err)
 	}
 	return n, nil
 }
@@ -601,17 +595,15 @@ func (p *parser) build() (*Matrix, error) {
 			return nil, err
 		}
 		for j, mod := range ky.Modules {
-			file, _, _ := strings.Cut(strings.TrimSpace(mod), " ")
 			line := p.line("kernels", i, "modules", j)
-			if file == "" {
-				return nil, p.errf(line, "module %q: no file name", mod)
-			}
-			full, err := p.expandPath(file, line, "module")
+			spec, err := boot.ParseModule(mod)
 			if err != nil {
+				return nil, p.errf(line, "%v", err)
+			}
+			if spec.Path, err = p.expandPath(spec.Path, line, "module"); err != nil {
 				return nil, err
 			}
-			// GRUB's convention: the module string is the whole line.
-			k.modules = append(k.modules, boot.ModuleSpec{Path: full, Args: strings.TrimSpace(mod)})
+			k.modules = append(k.modules, spec)
 		}
 		if k.protocol, err = loader.ParseProtocol(ky.Protocol); err != nil {
 			return nil, p.errf(at("protocol"), "protocol %q: want auto, multiboot, linux32 or linux16", ky.Protocol)
@@ -673,13 +665,8 @@ func (p *parser) build() (*Matrix, error) {
 			}
 			s.region = &r
 		}
-		switch machine.BadRAMPolicy(sy.BadRAMPolicy) {
-		case "":
-			s.badPolicy = machine.BadRAMStop
-		case machine.BadRAMStop, machine.BadRAMRecord:
-			s.badPolicy = machine.BadRAMPolicy(sy.BadRAMPolicy)
-		default:
-			return nil, p.errf(at("bad_ram_policy"), "bad_ram_policy %q: want stop or record", sy.BadRAMPolicy)
+		if s.badPolicy, err = machine.ParseBadRAMPolicy(sy.BadRAMPolicy); err != nil {
+			return nil, p.errf(at("bad_ram_policy"), "bad_ram_policy: %v", err)
 		}
 		if s.vmm, err = p.checkVMM(sy.VMM, sy.Accel, at("vmm"), at("accel")); err != nil {
 			return nil, err
@@ -748,7 +735,9 @@ func (p *parser) build() (*Matrix, error) {
 			if def.vmm != nil {
 				out = append(out, def.vmm.label)
 			}
-			out = append(out, vmmNames...)
+			for _, v := range boot.VMMs {
+				out = append(out, v.String())
+			}
 		}
 		return out
 	}
@@ -837,7 +826,7 @@ func (p *parser) build() (*Matrix, error) {
 			case def.vmm != nil:
 				vs = []*vmmChoice{def.vmm}
 			default:
-				vs = []*vmmChoice{{label: boot.VMMAuto, vmm: boot.VMMAuto}}
+				vs = []*vmmChoice{{label: boot.VMMAuto.String(), vmm: boot.VMMAuto}}
 			}
 			for _, v := range vs {
 				name := k.Name + "/" + s.Name

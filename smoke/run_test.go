@@ -47,7 +47,7 @@ func (f *fake) run(ctx context.Context, cfg boot.Config) (*boot.Result, error) {
 		}
 	}
 	f.mu.Lock()
-	key := cfg.Cmdline + "|" + cfg.VMM
+	key := cfg.Cmdline + "|" + cfg.VMM.String()
 	f.attempts[key]++
 	attempt := f.attempts[key]
 	f.mu.Unlock()

@@ -59,7 +59,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			if err := mt.apply(&cfg); err != nil {
 				return err
 			}
-			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = vmm, accel, timeout, countStub
+			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = boot.VMM(vmm), accel, timeout, countStub
 			switch exitCode {
 			case "native":
 			case "qemu":
@@ -67,11 +67,8 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			default:
 				return fmt.Errorf("--exit-code=%s: want native or qemu", exitCode)
 			}
-			switch machine.BadRAMPolicy(badPolicy) {
-			case machine.BadRAMStop, machine.BadRAMRecord:
-				cfg.BadRAMPolicy = machine.BadRAMPolicy(badPolicy)
-			default:
-				return fmt.Errorf("--bad-ram-policy=%s: want stop or record", badPolicy)
+			if cfg.BadRAMPolicy, err = machine.ParseBadRAMPolicy(badPolicy); err != nil {
+				return fmt.Errorf("--bad-ram-policy: %w", err)
 			}
 			if expect != "" {
 				if cfg.Expect, err = regexp.Compile(expect); err != nil {
