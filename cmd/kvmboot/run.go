@@ -103,23 +103,25 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 				cfg.Log = func(s string) { fmt.Fprintln(os.Stderr, "kvmboot:", s) }
 			}
 
+			// The run plans once: --show-plan and --svg see that plan (after
+			// a memtest, the one that avoids what it found).
+			var ran *loader.Plan
+			cfg.OnPlan = func(p *loader.Plan) {
+				ran = p
+				if showPlan && !asJSON {
+					p.Write(os.Stderr)
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if showPlan && !asJSON {
-				plan, err := boot.Plan(cfg)
-				if err != nil {
-					return err
-				}
-				plan.Write(os.Stderr)
-			}
 			res, err := boot.Run(ctx, cfg)
 			mt.report(os.Stderr, res)
-			if svgPath != "" && res.Outcome != machine.Error {
+			if svgPath != "" && ran != nil && res.Outcome != machine.Error {
 				var found []loader.Range
 				if res.Memtest != nil {
 					found = res.Memtest.FailingRanges()
 				}
-				if err := runSVG(svgPath, cfg, found); err != nil {
+				if err := runSVG(svgPath, ran, found); err != nil {
 					fmt.Fprintf(os.Stderr, "kvmboot: --svg: %v\n", err)
 				}
 			}
