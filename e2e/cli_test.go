@@ -77,6 +77,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"mem-beyond-every-backend", []string{"--mem", "100G"}, "guest memory 100G"},
 		{"module-without-file", []string{"--module", "  "}, "no file name"},
 		{"missing-file", []string{filepath.Join(dir, "nope")}, "no such file"},
+		{"control-characters-in-name", []string{filepath.Join(dir, "new\nline\x1b[2J")}, `new\x0aline\x1b[2J: no such file`},
 		{"directory", []string{dir}, "not a regular file"},
 		{"module-missing", []string{"--module", filepath.Join(dir, "nope") + " args"}, "no such file"},
 	}
@@ -120,10 +121,16 @@ func TestCLIRunBadInput(t *testing.T) {
 		{[]string{"run", "--timeout", "-1s"}, "timeout -1s"},
 		{[]string{"run", "--trace", "real", "--trace-limit", "-5"}, "trace limit -5"},
 		{[]string{"run", "--vmm", "qemu", "--faulty-ram", "20M-21M"}, "--vmm=kvm"},
+		// Control characters in what an error quotes are escaped, in
+		// every command.
+		{[]string{"run", "new\nline"}, `new\x0aline`},
+		{[]string{"inspect", "new\nline"}, `new\x0aline`},
+		{[]string{"smoke", "new\nline.yaml"}, `new\x0aline.yaml`},
+		{[]string{"mkelf", "new\nline", "-o", os.DevNull}, `new\x0aline`},
 	} {
 		_, stderr, status := runCLI(t, tc.args...)
 		if status != 126 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
-			t.Errorf("%s: status %d stderr %q, want one line containing %q", strings.Join(tc.args, " "), status, stderr, tc.want)
+			t.Errorf("%q: status %d stderr %q, want one line containing %q", tc.args, status, stderr, tc.want)
 		}
 	}
 }

@@ -122,7 +122,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 					found = res.Memtest.FailingRanges()
 				}
 				if err := runSVG(svgPath, ran, found); err != nil {
-					fmt.Fprintf(os.Stderr, "kvmboot: --svg: %v\n", err)
+					printError("--svg: ", err)
 				}
 			}
 			if asJSON {
