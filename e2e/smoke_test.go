@@ -16,6 +16,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/e2e/hosttest"
+	"kvmboot/e2e/junitcheck"
 	"kvmboot/smoke"
 )
 
@@ -144,7 +145,7 @@ func TestSmokeMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	suites, err := smoke.CheckJUnit(f)
+	suites, err := junitcheck.Check(f)
 	if err != nil {
 		t.Fatalf("JUnit: %v", err)
 	}

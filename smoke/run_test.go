@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/junitcheck"
 	"kvmboot/machine"
 )
 
@@ -373,7 +374,7 @@ func TestInterrupt(t *testing.T) {
 	if err := WriteJUnit(&x, r); err != nil {
 		t.Fatal(err)
 	}
-	suites, err := CheckJUnit(&x)
+	suites, err := junitcheck.Check(&x)
 	if err != nil {
 		t.Fatal(err)
 	}
