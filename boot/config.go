@@ -78,10 +78,12 @@ func ParseModule(s string) (ModuleSpec, error) {
 	line := strings.TrimSpace(s)
 	path, _, _ := strings.Cut(line, " ")
 	if path == "" {
-		return ModuleSpec{}, fmt.Errorf("module %q: no file name", s)
+		return ModuleSpec{}, errNoModuleFile(s)
 	}
 	return ModuleSpec{Path: path, Args: line}, nil
 }
+
+func errNoModuleFile(module string) error { return fmt.Errorf("module %q: no file name", module) }
 
 // DefaultMemSize is the guest RAM when Config.MemSize is 0.
 const DefaultMemSize = 256 << 20
@@ -98,7 +100,7 @@ func (c *Config) memSize() uint64 {
 // without reading a file or starting a guest: backend and accelerator,
 // memory size, protocol, placement and bad-RAM policies, modules,
 // timeout, trace limit, faulty RAM and memtest settings. Every error is
-// one line. Plan, Run and RunPlan call it once; the command line and the
+// one line. Plan and Run call it, once per call; the command line and the
 // smoke matrix build their configurations from the same checks.
 func (c *Config) Validate() error {
 	if err := CheckBackend(c.VMM, c.Accel); err != nil {
@@ -118,7 +120,7 @@ func (c *Config) Validate() error {
 	}
 	for _, m := range c.Modules {
 		if m.Path == "" {
-			return fmt.Errorf("module %q: no file name", m.Args)
+			return errNoModuleFile(m.Args)
 		}
 	}
 	if c.Timeout < 0 {
