@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,34 +19,46 @@ import (
 	"kvmboot/machine/qemu"
 )
 
-// Backend names (Config.VMM) and QEMU accelerators (Config.Accel).
+// VMM names a backend (Config.VMM, --vmm).
+type VMM string
+
+// The backends.
 const (
-	VMMAuto       = "auto"
-	VMMKVM        = "kvm"
-	VMMQEMU       = "qemu"
-	VMMQEMUKernel = "qemu-kernel"
-	AccelAuto     = "auto"
+	VMMAuto       VMM = "auto"        // chosen from the host probe
+	VMMKVM        VMM = "kvm"         // our KVM machine
+	VMMQEMU       VMM = "qemu"        // our firmware and plan under qemu-system-i386
+	VMMQEMUKernel VMM = "qemu-kernel" // QEMU's own -kernel path, a reference
 )
+
+// VMMs lists every backend name, auto first.
+var VMMs = []VMM{VMMAuto, VMMKVM, VMMQEMU, VMMQEMUKernel}
+
+func (v VMM) String() string { return string(v) }
+
+// AccelAuto lets kvmboot choose QEMU's accelerator (Config.Accel); the
+// others are qemu.AccelKVM and qemu.AccelTCG.
+const AccelAuto = "auto"
 
 // Choice is the backend a boot runs on, and why.
 type Choice struct {
-	VMM   string `json:"vmm"`             // kvm, qemu or qemu-kernel
+	VMM   VMM    `json:"vmm"`             // kvm, qemu or qemu-kernel
 	Accel string `json:"accel,omitempty"` // QEMU's accelerator: tcg or kvm
 	Why   string `json:"why"`
 }
 
 func (c Choice) String() string {
-	s := "--vmm=" + c.VMM
+	s := "--vmm=" + c.VMM.String()
 	if c.Accel != "" {
 		s += " --accel=" + c.Accel
 	}
 	return s
 }
 
-// Backend returns the backend cfg selects (probing the host for auto).
-// Its Name is the VMM; ChoiceOf tells the accelerator and the reason.
-func Backend(ctx context.Context, cfg Config) (machine.Backend, error) {
-	c, err := Choose(ctx, cfg)
+// newBackend returns the backend a validated cfg selects (probing the
+// host for auto). Its Name is the VMM; choiceOf tells the accelerator and
+// the reason.
+func newBackend(ctx context.Context, cfg Config) (machine.Backend, error) {
+	c, err := choose(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -73,45 +86,31 @@ type chosen struct {
 	choice Choice
 }
 
-func (c *chosen) Name() string { return c.choice.VMM }
+func (c *chosen) Name() string { return c.choice.VMM.String() }
 
 func (c *chosen) Run(ctx context.Context, plan *loader.Plan, opts machine.Options) (*machine.Result, error) {
 	res, err := c.Backend.Run(ctx, plan, opts)
 	if res != nil {
-		res.Backend = c.choice.VMM
+		res.Backend = c.choice.VMM.String()
 	}
 	return res, err
 }
 
-// ChoiceOf returns the accelerator and the reason for a backend that
-// Backend returned ("" for others).
-func ChoiceOf(b machine.Backend) (accel, why string) {
+// choiceOf returns the accelerator and the reason for a backend that
+// newBackend returned ("" for others).
+func choiceOf(b machine.Backend) (accel, why string) {
 	if c, ok := b.(*chosen); ok {
 		return c.choice.Accel, c.choice.Why
 	}
 	return "", ""
 }
 
-// Choose picks the backend for cfg.VMM and cfg.Accel: explicit names as
-// given, "auto" from the host probe (cached per host boot).
-func Choose(ctx context.Context, cfg Config) (Choice, error) {
-	vmm, accel := cfg.VMM, cfg.Accel
-	if vmm == "" {
-		vmm = VMMAuto
-	}
-	if accel == "" {
-		accel = AccelAuto
-	}
-	switch accel {
-	case AccelAuto, qemu.AccelTCG, qemu.AccelKVM:
-	default:
-		return Choice{}, fmt.Errorf("--accel=%s: want auto, kvm or tcg", accel)
-	}
-	switch vmm {
+// choose picks the backend for a validated cfg's VMM and Accel: explicit
+// names as given, auto from the host probe (cached per host boot).
+func choose(ctx context.Context, cfg Config) (Choice, error) {
+	accel := cmp.Or(cfg.Accel, AccelAuto)
+	switch vmm := cmp.Or(cfg.VMM, VMMAuto); vmm {
 	case VMMKVM:
-		if accel != AccelAuto {
-			return Choice{}, fmt.Errorf("--accel=%s is QEMU's accelerator: use it with --vmm=qemu or --vmm=qemu-kernel", accel)
-		}
 		return Choice{VMM: VMMKVM, Why: "--vmm=kvm"}, nil
 	case VMMQEMU, VMMQEMUKernel:
 		if accel != AccelAuto {
@@ -124,23 +123,22 @@ func Choose(ctx context.Context, cfg Config) (Choice, error) {
 		c, err := h.QEMUChoice()
 		c.VMM = vmm
 		return c, err
-	case VMMAuto:
-		if accel != AccelAuto {
-			return Choice{VMM: VMMQEMU, Accel: accel, Why: fmt.Sprintf("--accel=%s names a QEMU accelerator", accel)}, nil
-		}
-		if len(cfg.Faulty) > 0 {
-			return Choice{VMM: VMMKVM, Why: "--faulty-ram needs our KVM machine, the backend that traps every access to faulty RAM"}, nil
-		}
-		if cfg.CountStub || cfg.Trace != nil {
-			return Choice{VMM: VMMKVM, Why: "--count-stub and --trace single-step the vCPU, which only our KVM machine does"}, nil
-		}
-		h, err := ProbeHost(ctx, false)
-		if err != nil {
-			return Choice{}, err
-		}
-		return h.AutoChoice()
 	}
-	return Choice{}, fmt.Errorf("--vmm=%s: unknown backend (kvmboot has: auto, kvm, qemu, qemu-kernel)", vmm)
+	// auto
+	if accel != AccelAuto {
+		return Choice{VMM: VMMQEMU, Accel: accel, Why: fmt.Sprintf("--accel=%s names a QEMU accelerator", accel)}, nil
+	}
+	if len(cfg.Faulty) > 0 {
+		return Choice{VMM: VMMKVM, Why: "--faulty-ram needs our KVM machine, the backend that traps every access to faulty RAM"}, nil
+	}
+	if cfg.CountStub || cfg.Trace != nil {
+		return Choice{VMM: VMMKVM, Why: "--count-stub and --trace single-step the vCPU, which only our KVM machine does"}, nil
+	}
+	h, err := ProbeHost(ctx, false)
+	if err != nil {
+		return Choice{}, err
+	}
+	return h.AutoChoice()
 }
 
 // ProbeFormat is the version of the probe cache's format: a cache written

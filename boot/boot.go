@@ -11,9 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"regexp"
 	"syscall"
 	"time"
 
@@ -21,72 +19,23 @@ import (
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
 	"kvmboot/machine"
-	"kvmboot/machine/faults"
 	"kvmboot/machine/kvm"
 )
-
-// Config describes one boot.
-type Config struct {
-	// Kernel is the kernel file; empty boots the built-in test kernel.
-	Kernel  string
-	MemSize uint64 // default 256 MiB
-	Cmdline string
-	Modules []ModuleSpec
-	// Initrd is a Linux initrd (for a Multiboot kernel: its first module).
-	Initrd string
-	// Disk is an image the in-guest BIOS serves as drive 80h (int 13h).
-	Disk   string
-	BadRAM []loader.Range
-
-	Protocol    loader.Protocol // "" = from the image
-	Policy      loader.Policy
-	LoadAddress *uint64
-	Region      *loader.Range
-	NoVerify    bool
-	// NoCache decompresses the kernel even when an earlier run cached it.
-	NoCache bool
-
-	VMM          string // "auto", "kvm", "qemu", "qemu-kernel"
-	Accel        string // QEMU accelerator: "auto", "kvm", "tcg"
-	Timeout      time.Duration
-	Expect       *regexp.Regexp
-	BadRAMPolicy machine.BadRAMPolicy
-	// QEMUExitCodes maps a guest's debug-exit value v to (v<<1)|1.
-	QEMUExitCodes bool
-
-	// Console receives the guest's console output as it comes (may be nil).
-	Console io.Writer
-	// Log receives notes about the run (unhandled ports and the like).
-	Log func(string)
-
-	CountStub  bool
-	Trace      func(string)
-	TraceLimit int
-	TraceAll   bool
-	// AfterPlace is a test hook run with guest RAM after the plan is placed.
-	AfterPlace func(ram []byte)
-
-	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (KVM backend only); memtest.go
-	Seed          uint64         // --seed: memtest patterns and the flip fault model
-	Memtest       string         // --memtest: "" (none), "quick" or "thorough": test RAM in the guest first; memtest.go
-	MemtestRanges []loader.Range // --memtest-range: what the memtest covers (nil: all usable RAM)
-	MemtestCount  bool           // --memtest-count: single-step a few pages for instructions per page (KVM)
-}
-
-// ModuleSpec is a Multiboot module: a file and its string.
-type ModuleSpec struct {
-	Path string
-	Args string
-}
-
-// DefaultMemSize is the guest RAM when Config.MemSize is 0.
-const DefaultMemSize = 256 << 20
 
 // BuiltinKernelName is how reports name the embedded test kernel.
 const BuiltinKernelName = "(built-in test kernel)"
 
-// Plan reads the kernel and modules and plans the boot, without running it.
+// Plan validates cfg, reads the kernel and modules and plans the boot,
+// without running it.
 func Plan(cfg Config) (*loader.Plan, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return plan(cfg)
+}
+
+// plan is Plan for a validated cfg.
+func plan(cfg Config) (*loader.Plan, error) {
 	data, name := testkernel.ELF, BuiltinKernelName
 	if cfg.Kernel != "" {
 		var err error
@@ -123,12 +72,8 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	if !cfg.NoCache {
 		cache = kcache.Default()
 	}
-	mem := cfg.MemSize
-	if mem == 0 {
-		mem = DefaultMemSize
-	}
 	return loader.Build(loader.Config{
-		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
+		Path: name, Kernel: data, MemSize: cfg.memSize(), BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
 	})
@@ -150,41 +95,49 @@ func ReadInput(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// Run plans the boot and runs it. A non-nil error means kvmboot could not
-// boot (bad input, no KVM, no room for the kernel); the Result then says
-// so too, with outcome "error" and status 126. Everything the guest did is
-// in the Result.
+// Run validates cfg, plans the boot and runs it. A non-nil error means
+// kvmboot could not boot (bad input, no KVM, no room for the kernel); the
+// Result then says so too, with outcome "error" and status 126.
+// Everything the guest did is in the Result. cfg.OnPlan sees the plan
+// that runs.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return errorResult(cfg, time.Now(), err)
+	}
 	if cfg.Memtest != "" || len(cfg.Faulty) > 0 {
 		return runFaulty(ctx, cfg) // memtest.go: memtest first, and faulty RAM only where it can be injected
 	}
 	return run(ctx, cfg)
 }
 
+// run plans a validated cfg and runs it.
 func run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
+	p, err := plan(cfg)
+	if err != nil {
+		return errorResult(cfg, start, err)
+	}
 	res := newResult(cfg)
+	res.fromPlan(p)
+	res.Timings.Load = machine.Millis(time.Since(start))
+	if cfg.OnPlan != nil {
+		cfg.OnPlan(p)
+	}
 	fail := func(err error) (*Result, error) {
 		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
-		res.Timings.Total = ms(time.Since(start))
+		res.Timings.Total = machine.Millis(time.Since(start))
 		return res, err
 	}
-	plan, err := Plan(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	res.fromPlan(plan)
-	res.Timings.Load = ms(time.Since(start))
 
-	backend, err := Backend(ctx, cfg)
+	backend, err := newBackend(ctx, cfg)
 	if err != nil {
 		return fail(err)
 	}
-	res.VMM = backend.Name()
-	res.Accel, res.VMMWhy = ChoiceOf(backend)
+	res.VMM = VMM(backend.Name())
+	res.Accel, res.VMMWhy = choiceOf(backend)
 	console := machine.NewConsole(cfg.Console, cfg.Expect)
-	mr, err := backend.Run(ctx, plan, machine.Options{
-		Timeout: cfg.Timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: plan.Map.Ranges(loader.KindBad),
+	mr, err := backend.Run(ctx, p, machine.Options{
+		Timeout: cfg.Timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: p.Map.Ranges(loader.KindBad),
 		CountStub: cfg.CountStub, Trace: cfg.Trace, TraceLimit: cfg.TraceLimit, TraceAll: cfg.TraceAll,
 		AfterPlace: cfg.AfterPlace, Faulty: cfg.Faulty, FaultSeed: cfg.Seed,
 	})
@@ -197,12 +150,20 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := console.Err(); err != nil {
 		res.Reason += fmt.Sprintf(" (console output could not be written: %v)", err)
 	}
-	res.Timings.Total = ms(time.Since(start))
+	res.Timings.Total = machine.Millis(time.Since(start))
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		res.PeakRSSKB = ru.Maxrss
 	}
 	return res, nil
+}
+
+// errorResult is the Result of a run that could not boot for err.
+func errorResult(cfg Config, start time.Time, err error) (*Result, error) {
+	res := newResult(cfg)
+	res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
+	res.Timings.Total = machine.Millis(time.Since(start))
+	return res, err
 }
 
 // newResult is the Result of a run of cfg before anything is known.
@@ -221,5 +182,3 @@ func explainNoKVM(err error) error {
 	}
 	return err
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,34 +31,16 @@ import (
 // Result.Memtest carries what the test found, with the failing ranges as
 // GRUB badram= and Linux memmap= strings that --bad-ram reads back.
 
-// runFaulty is Run for a config with a memtest or faulty RAM.
+// runFaulty is Run for a validated config with a memtest or faulty RAM.
 func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
-	errResult := func(err error) (*Result, error) {
-		res := newResult(cfg)
-		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
-		res.Timings.Total = ms(time.Since(start))
-		return res, err
-	}
-	if cfg.MemSize == 0 {
-		cfg.MemSize = DefaultMemSize
-	}
-	if err := CheckFaulty(cfg); err != nil {
-		return errResult(err)
-	}
-	// --vmm=auto --accel=auto picks our KVM machine for faulty RAM (Choose);
-	// any other backend is refused.
-	auto := (cfg.VMM == "" || cfg.VMM == VMMAuto) && (cfg.Accel == "" || cfg.Accel == AccelAuto)
-	if len(cfg.Faulty) > 0 && cfg.VMM != VMMKVM && !auto {
-		return errResult(fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backendName(cfg)))
-	}
 	var rep *memtest.Report
 	if cfg.Memtest != "" {
 		var res *Result
 		var err error
 		rep, res, err = runMemtest(ctx, cfg)
 		if res != nil {
-			res.Timings.Total = ms(time.Since(start))
+			res.Timings.Total = machine.Millis(time.Since(start))
 			return res, err
 		}
 		cfg.BadRAM = append(append([]loader.Range(nil), cfg.BadRAM...), rep.FailingRanges()...)
@@ -71,22 +54,22 @@ func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 	return res, err
 }
 
-func backendName(cfg Config) string {
-	if cfg.VMM == "" || cfg.VMM == VMMAuto {
-		return "QEMU"
-	}
-	return cfg.VMM
-}
-
-// CheckFaulty refuses faulty RAM that no boot could run with, and memtest
-// settings that make no sense.
-func CheckFaulty(cfg Config) error {
-	mem := cfg.MemSize
-	if mem == 0 {
-		mem = DefaultMemSize
-	}
+// checkFaulty refuses faulty RAM that no boot could run with, or that the
+// chosen backend cannot inject, and memtest settings that make no sense.
+func checkFaulty(cfg Config) error {
+	mem := cfg.memSize()
 	if err := faults.Check(cfg.Faulty); err != nil {
 		return fmt.Errorf("--faulty-ram: %w", err)
+	}
+	// --vmm=auto --accel=auto picks our KVM machine for faulty RAM
+	// (choose); any other backend is refused.
+	vmm := cmp.Or(cfg.VMM, VMMAuto)
+	if len(cfg.Faulty) > 0 && vmm != VMMKVM && (vmm != VMMAuto || cmp.Or(cfg.Accel, AccelAuto) != AccelAuto) {
+		backend := vmm.String()
+		if vmm == VMMAuto {
+			backend = "QEMU" // auto with an accelerator named
+		}
+		return fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backend)
 	}
 	hole := loader.Range{Start: 0xA0000, End: 0x100000}
 	stub := loader.Range{Start: realmode.StubLow, End: realmode.StubHigh}
@@ -128,13 +111,12 @@ func CheckFaulty(cfg Config) error {
 	if _, err := memtest.ParseMode(cfg.Memtest); err != nil {
 		return err
 	}
-	cfg.MemSize = mem
 	_, err := memtest.TestRanges(memtestConfig(cfg))
 	return err
 }
 
 func memtestConfig(cfg Config) memtest.Config {
-	return memtest.Config{Mode: cfg.Memtest, Seed: cfg.Seed, MemSize: cfg.MemSize, BadRAM: cfg.BadRAM, Ranges: cfg.MemtestRanges, Verify: !cfg.NoVerify}
+	return memtest.Config{Mode: cfg.Memtest, Seed: cfg.Seed, MemSize: cfg.memSize(), BadRAM: cfg.BadRAM, Ranges: cfg.MemtestRanges, Verify: !cfg.NoVerify}
 }
 
 // runMemtest runs the memtest boot. A non-nil Result means the flow ends
@@ -148,12 +130,12 @@ func runMemtest(ctx context.Context, cfg Config) (*memtest.Report, *Result, erro
 		res.Outcome, res.ExitCode, res.Reason = machine.Error, machine.StatusError, err.Error()
 		return nil, res, err
 	}
-	backend, err := Backend(ctx, cfg)
+	backend, err := newBackend(ctx, cfg)
 	if err != nil {
 		return fail(err)
 	}
-	res.VMM = backend.Name()
-	res.Accel, res.VMMWhy = ChoiceOf(backend)
+	res.VMM = VMM(backend.Name())
+	res.Accel, res.VMMWhy = choiceOf(backend)
 	mcfg := memtestConfig(cfg)
 	opts := machine.Options{
 		Timeout: cfg.Timeout, Console: machine.NewConsole(nil, nil), BadRAMPolicy: cfg.BadRAMPolicy,

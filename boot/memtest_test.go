@@ -52,7 +52,7 @@ func TestCheckFaulty(t *testing.T) {
 		{Config{MemtestRanges: []loader.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
 		{Config{Memtest: "quick", MemtestRanges: []loader.Range{{Start: 300 << 20, End: 400 << 20}}}, "no whole page"},
 	} {
-		err := CheckFaulty(tc.cfg)
+		err := checkFaulty(tc.cfg)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%+v: %v", tc.cfg, err)

@@ -13,7 +13,7 @@ type Result struct {
 	ExitCode int               `json:"exit_code"`
 	Reason   string            `json:"reason"`
 	Kernel   loader.KernelInfo `json:"kernel"`
-	VMM      string            `json:"vmm,omitempty"`
+	VMM      VMM               `json:"vmm,omitempty"`
 	Accel    string            `json:"accel,omitempty"` // QEMU's accelerator
 	VMMWhy   string            `json:"why,omitempty"`   // why this backend
 
@@ -96,9 +96,9 @@ func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
 	}
 	r.Stub, r.Exits, r.CPU, r.BIOSLog = m.Stub, m.Exits, m.CPU, m.BIOSLog
 	r.FaultyRAM = m.Faulty
-	r.VMM = m.Backend
-	r.Timings.Setup = ms(m.Setup)
-	r.Timings.Boot = ms(m.Boot)
+	r.VMM = VMM(m.Backend)
+	r.Timings.Setup = machine.Millis(m.Setup)
+	r.Timings.Boot = machine.Millis(m.Boot)
 }
 
 // PlanResult describes a plan in the result object's shape (no outcome),

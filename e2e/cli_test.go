@@ -74,7 +74,10 @@ func TestCLIBadInput(t *testing.T) {
 		{"load-address-beyond", []string{"--load-address", "0x20000000"}, "refused"},
 		{"bad-ram-syntax", []string{"--bad-ram", "16M-8M"}, "--bad-ram"},
 		{"bad-size", []string{"--mem", "lots"}, "--mem"},
+		{"mem-beyond-every-backend", []string{"--mem", "100G"}, "guest memory 100G"},
+		{"module-without-file", []string{"--module", "  "}, "no file name"},
 		{"missing-file", []string{filepath.Join(dir, "nope")}, "no such file"},
+		{"control-characters-in-name", []string{filepath.Join(dir, "new\nline\x1b[2J")}, `new\x0aline\x1b[2J: no such file`},
 		{"directory", []string{dir}, "not a regular file"},
 		{"module-missing", []string{"--module", filepath.Join(dir, "nope") + " args"}, "no such file"},
 	}
@@ -102,6 +105,33 @@ func TestCLIRunBadInput(t *testing.T) {
 	stdout, _, status := runCLI(t, "run", "--json", "/bin/true")
 	if status != 126 || !strings.Contains(stdout, `"outcome": "error"`) || !strings.Contains(stdout, `"exit_code": 126`) {
 		t.Fatalf("status %d stdout %s", status, stdout)
+	}
+	// The whole configuration is checked before anything boots, by the
+	// same code for run, plan, inspect and the Go API.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--mem", "100G"}, "guest memory 100G"},
+		{[]string{"inspect", "--mem", "100G", "/bin/true"}, "guest memory 100G"},
+		{[]string{"run", "--vmm", "bochs"}, `vmm "bochs": unknown backend`},
+		{[]string{"run", "--vmm", "kvm", "--accel", "tcg"}, "QEMU's accelerator"},
+		{[]string{"run", "--accel", "hvf"}, `accel "hvf"`},
+		{[]string{"run", "--bad-ram-policy", "ignore"}, `bad-RAM policy "ignore"`},
+		{[]string{"run", "--timeout", "-1s"}, "timeout -1s"},
+		{[]string{"run", "--trace", "real", "--trace-limit", "-5"}, "trace limit -5"},
+		{[]string{"run", "--vmm", "qemu", "--faulty-ram", "20M-21M"}, "--vmm=kvm"},
+		// Control characters in what an error quotes are escaped, in
+		// every command.
+		{[]string{"run", "new\nline"}, `new\x0aline`},
+		{[]string{"inspect", "new\nline"}, `new\x0aline`},
+		{[]string{"smoke", "new\nline.yaml"}, `new\x0aline.yaml`},
+		{[]string{"mkelf", "new\nline", "-o", os.DevNull}, `new\x0aline`},
+	} {
+		_, stderr, status := runCLI(t, tc.args...)
+		if status != 126 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: status %d stderr %q, want one line containing %q", tc.args, status, stderr, tc.want)
+		}
 	}
 }
 

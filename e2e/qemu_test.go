@@ -274,8 +274,8 @@ func TestQEMUCLI(t *testing.T) {
 // scripts/bench-qemu.sh measures the same from process start.
 func BenchmarkQEMUBoot(b *testing.B) {
 	requireQEMU(b)
-	for _, vmm := range []string{"qemu", "qemu-kernel"} {
-		b.Run(vmm, func(b *testing.B) {
+	for _, vmm := range []boot.VMM{boot.VMMQEMU, boot.VMMQEMUKernel} {
+		b.Run(vmm.String(), func(b *testing.B) {
 			benchBoot(b, boot.Config{VMM: vmm, Accel: "tcg"})
 		})
 	}

@@ -56,7 +56,7 @@ func TestRealModePart(t *testing.T) {
 	for _, vmm := range []string{"kvm", "qemu"} {
 		t.Run(vmm, func(t *testing.T) {
 			requireBackend(t, vmm)
-			cfg := boot.Config{Kernel: kernel, VMM: vmm, BadRAM: bad}
+			cfg := boot.Config{Kernel: kernel, VMM: boot.VMM(vmm), BadRAM: bad}
 			if vmm == "qemu" {
 				cfg.Accel = "tcg"
 			}

@@ -16,6 +16,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/e2e/hosttest"
+	"kvmboot/e2e/junitcheck"
 	"kvmboot/smoke"
 )
 
@@ -95,7 +96,7 @@ func TestSmokeMatrix(t *testing.T) {
 		t.Fatalf("%d cases, want at least 12", len(recs))
 	}
 	got := map[string]smoke.Kind{}
-	backends := map[string]bool{}
+	backends := map[boot.VMM]bool{}
 	debian := 0
 	for _, r := range recs {
 		if !r.Final || r.Attempt != 1 || r.Result == nil {
@@ -122,7 +123,7 @@ func TestSmokeMatrix(t *testing.T) {
 	if debian < 3 {
 		t.Errorf("%d Debian cases, want several", debian)
 	}
-	for _, b := range []string{boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel} {
+	for _, b := range []boot.VMM{boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel} {
 		if !backends[b] {
 			t.Errorf("no case ran on %s", b)
 		}
@@ -144,7 +145,7 @@ func TestSmokeMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	suites, err := smoke.CheckJUnit(f)
+	suites, err := junitcheck.Check(f)
 	if err != nil {
 		t.Fatalf("JUnit: %v", err)
 	}

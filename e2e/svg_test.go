@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"encoding/xml"
 	"flag"
 	"fmt"
@@ -10,9 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"kvmboot/boot"
+	"kvmboot/boot/testkernel"
 	"kvmboot/e2e/hosttest"
 )
 
@@ -172,5 +175,77 @@ func TestPlanExampleSVG(t *testing.T) {
 	// avoids it as bad RAM, and marks it as a memtest fault).
 	if bad != 3 || faults != 1 || kernel != 1 || !strings.Contains(text, "found by the in-guest memory test") {
 		t.Errorf("%s: %d bad regions, %d faults, %d kernels; want 3, 1, 1 and a caption saying the memory test found the fault", example, bad, faults, kernel)
+	}
+}
+
+// TestRunPlansOnce: `run --show-plan --svg` plans once and runs that plan:
+// every input is opened once (it used to be planned three times, each
+// time reading and, with --no-cache, decompressing every input again),
+// and the picture is the plan that ran.
+func TestRunPlansOnce(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	kernel, module := filepath.Join(dir, "kernel.elf"), filepath.Join(dir, "module.bin")
+	if err := os.WriteFile(kernel, testkernel.ELF, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(module, []byte("module bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	picture := filepath.Join(t.TempDir(), "run.svg")
+	args := []string{"--bad-ram", "16M-20M", "--module", module + " arg", kernel}
+	var stderr string
+	var status int
+	opens := opensDuring(t, dir, func() {
+		_, stderr, status = runCLI(t, append([]string{"run", "--vmm=qemu", "--accel=tcg", "--no-cache", "--show-plan", "--svg", picture}, args...)...)
+	})
+	if status != 0 {
+		t.Fatalf("status %d: %s", status, stderr)
+	}
+	for _, f := range []string{kernel, module} {
+		if n := opens[filepath.Base(f)]; n != 1 {
+			t.Errorf("%s opened %d times, want once", filepath.Base(f), n)
+		}
+	}
+	if strings.Count(stderr, "load address") != 1 {
+		t.Errorf("--show-plan printed the plan %d times:\n%s", strings.Count(stderr, "load address"), stderr)
+	}
+	shapes, _ := readSVG(t, picture)
+	checkSVGAgainstPlan(t, shapes, planJSON(t, args...), 0)
+}
+
+// opensDuring runs f and counts, by file name, the opens of files in dir
+// by any process meanwhile (inotify IN_OPEN).
+func opensDuring(t *testing.T, dir string, f func()) map[string]int {
+	t.Helper()
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
+	if err != nil {
+		t.Fatalf("inotify: %v", err)
+	}
+	defer syscall.Close(fd)
+	if _, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_OPEN); err != nil {
+		t.Fatalf("inotify watch %s: %v", dir, err)
+	}
+	f()
+	opens := map[string]int{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EAGAIN || err == nil && n <= 0 {
+			return opens
+		}
+		if err != nil {
+			t.Fatalf("reading inotify events: %v", err)
+		}
+		// struct inotify_event: wd, mask, cookie, len, then len bytes of
+		// NUL-padded name.
+		for ev := buf[:n]; len(ev) >= syscall.SizeofInotifyEvent; {
+			nameLen := int(binary.NativeEndian.Uint32(ev[12:]))
+			name := strings.TrimRight(string(ev[syscall.SizeofInotifyEvent:syscall.SizeofInotifyEvent+nameLen]), "\x00")
+			if name != "" {
+				opens[name]++
+			}
+			ev = ev[syscall.SizeofInotifyEvent+nameLen:]
+		}
 	}
 }

@@ -57,13 +57,17 @@ func Build(cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	return buildOpened(k, cfg)
+}
+
+// buildOpened is Build for a kernel already opened (cfg.Kernel is not read).
+func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	// Refuse before laying the image out: a small file can claim gigabytes
 	// of bss.
 	if need := k.memoryNeed(); need > cfg.MemSize {
 		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", FormatSize(need), FormatSize(cfg.MemSize))}
 	}
-	m := NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
-	MarkBIOSAreas(m)
+	m := bootMap(cfg.MemSize, cfg.BadRAM)
 	plan := &Plan{
 		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format},
 		Cmdline: cfg.Cmdline,
@@ -71,22 +75,11 @@ func Build(cfg Config) (*Plan, error) {
 		Map:     m,
 		Verify:  cfg.Verify,
 	}
-	a := NewAllocator(m)
-	if err := a.Claim("entry stub", Range{realmode.StubLow, realmode.StubHigh}); err != nil {
+	a, err := firmwareAllocator(m)
+	if err != nil {
 		return nil, err
 	}
 	plan.add(Placement{What: "stub", Name: "GDT, TSS, stack", Start: realmode.StubLow, Size: realmode.ParamsAddr - realmode.StubLow})
-	// What the in-guest BIOS writes at reset: vectors and BDA, its tables,
-	// the EBDA (reserved in the map, so check it is not bad instead).
-	if err := a.Claim("interrupt vectors and BIOS data area", Range{0, biosDataEnd}); err != nil {
-		return nil, err
-	}
-	if err := a.Claim("BIOS tables", BIOSTablesRange); err != nil {
-		return nil, err
-	}
-	if !m.IsAll(EBDARange, KindReserved) {
-		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
-	}
 	plan.add(Placement{What: "bios", Name: "interrupt vectors, BIOS data area", Start: 0, Size: biosDataEnd})
 	var disk *Disk
 	if cfg.Disk != nil {
@@ -123,6 +116,36 @@ func Build(cfg Config) (*Plan, error) {
 		return nil, err
 	}
 	return plan, plan.Finish()
+}
+
+// bootMap is the memory map every boot starts from: RAM of mem bytes,
+// bad the given ranges, the BIOS areas reserved.
+func bootMap(mem uint64, bad []Range) *MemoryMap {
+	m := NewBadRAMMap(mem, bad)
+	MarkBIOSAreas(m)
+	return m
+}
+
+// firmwareAllocator is an allocator over m holding what every boot claims
+// before its kernel: the entry stub's GDT, TSS, stack and parameter block,
+// and what the in-guest BIOS writes at reset (vectors and BDA, its tables,
+// and the EBDA, reserved in the map, so checked not to be bad instead).
+// Build and Inspect start from it.
+func firmwareAllocator(m *MemoryMap) (*Allocator, error) {
+	a := NewAllocator(m)
+	if err := a.Claim("entry stub", Range{realmode.StubLow, realmode.StubHigh}); err != nil {
+		return nil, err
+	}
+	if err := a.Claim("interrupt vectors and BIOS data area", Range{0, biosDataEnd}); err != nil {
+		return nil, err
+	}
+	if err := a.Claim("BIOS tables", BIOSTablesRange); err != nil {
+		return nil, err
+	}
+	if !m.IsAll(EBDARange, KindReserved) {
+		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
+	}
+	return a, nil
 }
 
 // buildMultiboot places a Multiboot kernel, its modules and the info.

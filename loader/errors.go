@@ -1,10 +1,6 @@
 package loader
 
-import (
-	"fmt"
-	"strings"
-	"unicode"
-)
+import "kvmboot/internal/oneline"
 
 // A FormatError reports a malformed or unsupported kernel image: a bad
 // header, a corrupt or truncated compressed stream, a relocation that cannot
@@ -33,18 +29,7 @@ func (e *FormatError) Error() string {
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			fmt.Fprintf(&b, "\\x%02x", r)
-		} else {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
+	return oneline.Escape(s)
 }
 
 // Unwrap returns the underlying error, so that errors.Is can match it.

@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 
 	"kvmboot/loader/kcache"
-	"kvmboot/realmode"
 )
 
 // Inspection is what `kvmboot inspect` reports about a kernel file. Its
@@ -245,7 +244,7 @@ func Inspect(file []byte, opts InspectOptions) (*Inspection, error) {
 		in.Kvmboot = summarize(n)
 	}
 	if opts.MemSize != 0 {
-		in.Placement = placementInfo(k, file, opts)
+		in.Placement = placementInfo(k, opts)
 	}
 	return in, nil
 }
@@ -554,14 +553,15 @@ func maxEndString(end uint64) string {
 	return addrString(end)
 }
 
-// placementInfo plans the kernel for the given memory, and finds with
-// the allocator every address it could run at.
-func placementInfo(k *Kernel, file []byte, opts InspectOptions) *PlacementInfo {
+// placementInfo plans the opened kernel as Build does, and finds with an
+// allocator in the state Build places the kernel from every address it
+// could run at.
+func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 	pi := &PlacementInfo{MemSize: opts.MemSize, BadRAM: []RangeJSON{}, Windows: []LoadWindow{}}
 	for _, b := range opts.BadRAM {
-		pi.BadRAM = append(pi.BadRAM, RangeJSON{b.Start, b.End})
+		pi.BadRAM = append(pi.BadRAM, RangeJSON(b))
 	}
-	plan, err := Build(Config{Path: opts.Path, Kernel: file, MemSize: opts.MemSize, BadRAM: opts.BadRAM, Limit: opts.Limit, Cache: opts.Cache})
+	plan, err := buildOpened(k, Config{Path: opts.Path, MemSize: opts.MemSize, BadRAM: opts.BadRAM})
 	if err != nil {
 		pi.Error = err.Error()
 	} else {
@@ -576,20 +576,11 @@ func placementInfo(k *Kernel, file []byte, opts InspectOptions) *PlacementInfo {
 	}
 	pi.Link, pi.Size, pi.Align, pi.MaxEnd, pi.Relocatable = ki.base, ki.size, ki.align, ki.max, ki.relocs != nil
 
-	// The plan's own map when there is one; else the map Build starts from.
-	var m *MemoryMap
-	if plan != nil {
-		m = plan.Map
-	} else {
-		m = NewBadRAMMap(opts.MemSize, opts.BadRAM)
-		MarkBIOSAreas(m)
+	base, err := firmwareAllocator(bootMap(opts.MemSize, opts.BadRAM))
+	if err != nil {
+		return pi // nothing boots in this memory: pi.Error says why
 	}
-	// As Build: the entry stub's low memory is taken first, the kernel next.
-	fresh := func() *Allocator {
-		a := NewAllocator(m)
-		a.Claim("entry stub", Range{realmode.StubLow, realmode.StubHigh})
-		return a
-	}
+	fresh := base.clone
 	if !pi.Relocatable {
 		if fresh().Claim("kernel", Range{ki.base, ki.base + ki.size}) == nil {
 			at := ki.base
@@ -757,7 +748,7 @@ func (p *PlacementInfo) write(b *strings.Builder) {
 	if len(p.BadRAM) > 0 {
 		var rs []string
 		for _, r := range p.BadRAM {
-			rs = append(rs, Range{r.Start, r.End}.String())
+			rs = append(rs, Range(r).String())
 		}
 		bad = "bad " + strings.Join(rs, ", ")
 	}

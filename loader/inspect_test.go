@@ -41,9 +41,35 @@ func checkExtremes(t *testing.T, file []byte, pi *PlacementInfo, cache *kcache.C
 func rangesOf(rs []RangeJSON) []Range {
 	var out []Range
 	for _, r := range rs {
-		out = append(out, Range{r.Start, r.End})
+		out = append(out, Range(r))
 	}
 	return out
+}
+
+// TestInspectSharesBuildClaims: inspect's windows start from what Build
+// claims before the kernel. A kernel that cannot move, linked over the
+// BIOS tables, runs nowhere: inspect once said it could run there, as it
+// claimed only the entry stub by hand.
+func TestInspectSharesBuildClaims(t *testing.T) {
+	raw := make([]byte, 0x400)
+	// Multiboot address fields: the file at 0x5000 (the BIOS tables), bss
+	// to 0x5800, entry 0x5040.
+	copy(raw[0x20:], mbHeader(MBAddressFields|MBMemoryInfo, 0, 0x5020, 0x5000, 0x5400, 0x5800, 0x5040))
+	in, err := Inspect(raw, InspectOptions{MemSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi := in.Placement
+	if pi == nil || pi.Relocatable || pi.Link != 0x5000 {
+		t.Fatalf("placement %+v", pi)
+	}
+	if !strings.Contains(pi.Error, "BIOS tables") {
+		t.Errorf("plan error %q, want Build's refusal naming the BIOS tables", pi.Error)
+	}
+	if pi.Lowest != nil || len(pi.Windows) != 0 {
+		t.Errorf("inspect says it could run at %v (windows %+v), Build refuses", *pi.Lowest, pi.Windows)
+	}
+	checkExtremes(t, raw, pi, nil)
 }
 
 func TestInspectTestKernel(t *testing.T) {

@@ -86,6 +86,12 @@ func NewAllocator(m *MemoryMap) *Allocator {
 	return &Allocator{m: m.Clone()}
 }
 
+// clone returns an allocator holding a's claims, whose own claims do not
+// change a (the map is shared: allocators only read it).
+func (a *Allocator) clone() *Allocator {
+	return &Allocator{m: a.m, claims: slices.Clone(a.claims), byAddr: slices.Clone(a.byAddr)}
+}
+
 // Claimed returns the pieces handed out so far, in claim order.
 func (a *Allocator) Claimed() []Claimed { return slices.Clone(a.claims) }
 

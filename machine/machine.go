@@ -59,6 +59,17 @@ const (
 	BadRAMRecord BadRAMPolicy = "record" // record it and go on
 )
 
+// ParseBadRAMPolicy reads a policy name; "" is BadRAMStop.
+func ParseBadRAMPolicy(s string) (BadRAMPolicy, error) {
+	switch p := BadRAMPolicy(s); p {
+	case "":
+		return BadRAMStop, nil
+	case BadRAMStop, BadRAMRecord:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown bad-RAM policy %q: want stop or record", s)
+}
+
 // BadAccess is one guest access to bad RAM.
 type BadAccess struct {
 	Addr  uint64 `json:"addr"`

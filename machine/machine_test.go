@@ -133,3 +133,14 @@ func TestStubFailure(t *testing.T) {
 		t.Errorf("StubFailure = %q, want it to name the loader's crc %s", got, want)
 	}
 }
+
+func TestParseBadRAMPolicy(t *testing.T) {
+	for in, want := range map[string]BadRAMPolicy{"": BadRAMStop, "stop": BadRAMStop, "record": BadRAMRecord} {
+		if got, err := ParseBadRAMPolicy(in); err != nil || got != want {
+			t.Errorf("%q: %q %v, want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseBadRAMPolicy("ignore"); err == nil || !strings.Contains(err.Error(), "want stop or record") {
+		t.Errorf("ignore: %v", err)
+	}
+}

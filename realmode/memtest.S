@@ -28,7 +28,8 @@
  * Failures go to the host over COM2 (0x2f8) as frames (memtest.go, and
  * machine/memtest for the decoder):
  *
- *   0xa5, type, seq, len, payload[len], check (the 8-bit sum of type..check is 0)
+ *   0xa5, type, seq, len, payload[len], check: the CRC-32 of type..payload
+ *   (IEEE, reflected, as zlib; sent little endian, 4 bytes)
  *   'H' hello 16 bytes: u8 version, u8 mode, u16 ranges, u32 pages, u32 seed, u32 0
  *   'F' fail  17 bytes: u32 address, u32 expected, u32 got, u8 test, u32 pages:
  *             a run of consecutive pages that failed the same test, the
@@ -65,7 +66,8 @@
 	.set FRAME_HELLO, 0x48          /* 'H' */
 	.set FRAME_FAIL,  0x46          /* 'F' */
 	.set FRAME_DONE,  0x44          /* 'D' */
-	.set PROTO_VERSION, 1
+	.set PROTO_VERSION, 2            /* 1 had an 8-bit sum for a check */
+	.set CRC32_POLY, 0xedb88320     /* IEEE, reflected */
 
 	.set EXIT_OK, 0
 	.set EXIT_BAD_TABLE, 1
@@ -505,27 +507,55 @@ flush_fail:
  */
 send_frame:
 	movl	$payload, %esi
-	movb	%al, %bl                /* %bh = running sum */
-	movb	%al, %bh
+	movb	%al, %bl
+	movl	$0xffffffff, frame_crc
 	movb	$SOF, %al
 	call	putc
 	movb	%bl, %al
-	call	putc
+	call	putc_crc
 	movb	seq, %al
 	incb	seq
-	addb	%al, %bh
-	call	putc
+	call	putc_crc
 	movb	%cl, %al
-	addb	%al, %bh
-	call	putc
+	call	putc_crc
 	jecxz	2f
 1:	lodsb
-	addb	%al, %bh
-	call	putc
+	call	putc_crc
 	loop	1b
-2:	movb	%bh, %al
-	negb	%al
+2:	movl	frame_crc, %ebx
+	notl	%ebx
+	movl	$4, %ecx
+3:	movb	%bl, %al
+	call	putc
+	shrl	$8, %ebx
+	loop	3b
+	ret
+
+/* putc_crc: fold %al into frame_crc, then send it. As putc. */
+putc_crc:
+	call	crc_byte
 	jmp	putc
+
+/* crc_byte: fold %al into the running CRC-32 in frame_crc, a bit at a
+ * time (a frame is a few dozen bytes: no table needed, and no SSE4.2
+ * crc32, which an emulating KVM cannot execute). Preserves every register. */
+crc_byte:
+	pushl	%eax
+	pushl	%ecx
+	pushl	%edx
+	movzbl	%al, %eax
+	movl	frame_crc, %edx
+	xorl	%eax, %edx
+	movl	$8, %ecx
+1:	shrl	$1, %edx                /* CF = the bit shifted out */
+	jnc	2f
+	xorl	$CRC32_POLY, %edx
+2:	loop	1b
+	movl	%edx, frame_crc
+	popl	%edx
+	popl	%ecx
+	popl	%eax
+	ret
 
 /* putc: send %al on COM2 once LSR says the holding register is empty.
  * Preserves everything but %edx. */
@@ -614,6 +644,7 @@ pend_exp:	.long 0
 pend_got:	.long 0
 pend_page:	.long 0
 pend_count:	.long 0
+frame_crc:	.long 0
 pend_test:	.byte 0
 seq:		.byte 0
 com2_ok:	.byte 0

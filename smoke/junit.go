@@ -231,9 +231,9 @@ func vmmOf(a *Attempt) string {
 		return "-"
 	}
 	if a.Result.Accel != "" {
-		return a.Result.VMM + "/" + a.Result.Accel
+		return a.Result.VMM.String() + "/" + a.Result.Accel
 	}
-	return a.Result.VMM
+	return a.Result.VMM.String()
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }

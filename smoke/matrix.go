@@ -241,6 +241,13 @@ type parser struct {
 	y    matrixYAML
 	// expects holds the compiled expect patterns: many cases share one.
 	expects map[string]*regexp.Regexp
+
+	// The levels, as build reads them.
+	def       level
+	kernels   []*kernel
+	scenarios []*scenario
+	axis      []*vmmChoice
+	overrides []level // by index in y.Overrides
 }
 
 func (p *parser) errf(line int, format string, args ...any) error {
@@ -413,7 +420,8 @@ func (p *parser) parse(data []byte) (*Matrix, error) {
 	return p.build()
 }
 
-// level is one level's settings that cases inherit.
+// level is what one level (defaults, a kernel, a scenario, an override)
+// sets for the cases under it; zero values are not set there.
 type level struct {
 	mem     uint64
 	vmm     *vmmChoice
@@ -423,7 +431,9 @@ type level struct {
 }
 
 type vmmChoice struct {
-	label, vmm, accel string
+	label string
+	vmm   boot.VMM
+	accel string
 }
 
 type kernel struct {
@@ -445,8 +455,6 @@ type scenario struct {
 	badPolicy   machine.BadRAMPolicy
 }
 
-var vmmNames = []string{boot.VMMAuto, boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel}
-
 // checkVMM checks a vmm and accel pair read at line.
 func (p *parser) checkVMM(vmm, accel string, vline, aline int) (*vmmChoice, error) {
 	if vmm == "" && accel == "" {
@@ -455,18 +463,13 @@ func (p *parser) checkVMM(vmm, accel string, vline, aline int) (*vmmChoice, erro
 	if vmm == "" {
 		return nil, p.errf(aline, "accel %q without vmm: name the backend too (vmm: qemu)", accel)
 	}
-	if !slices.Contains(vmmNames, vmm) {
-		return nil, p.errf(vline, "vmm %q: want %s", vmm, strings.Join(vmmNames, ", "))
+	if err := boot.CheckBackend(boot.VMM(vmm), ""); err != nil {
+		return nil, p.errf(vline, "%v", err)
 	}
-	switch accel {
-	case "", boot.AccelAuto, "tcg", "kvm":
-	default:
-		return nil, p.errf(aline, "accel %q: want auto, kvm or tcg", accel)
+	if err := boot.CheckBackend(boot.VMM(vmm), accel); err != nil {
+		return nil, p.errf(aline, "%v", err)
 	}
-	if vmm == boot.VMMKVM && accel != "" && accel != boot.AccelAuto {
-		return nil, p.errf(aline, "accel %q is QEMU's accelerator: it goes with vmm qemu or qemu-kernel", accel)
-	}
-	c := &vmmChoice{vmm: vmm, accel: accel, label: vmm}
+	c := &vmmChoice{vmm: boot.VMM(vmm), accel: accel, label: vmm}
 	if accel != "" && accel != boot.AccelAuto {
 		c.label += "-" + accel
 	}
@@ -481,8 +484,8 @@ func (p *parser) size(s string, line int, what string) (uint64, error) {
 	if err != nil {
 		return 0, p.errf(line, "%s %q: %v", what, s, err)
 	}
-	if n == 0 {
-		return 0, p.errf(line, "%s: must not be 0", what)
+	if err := machine.CheckMemSize(n); err != nil {
+		return 0, p.errf(line, "%s: %v", what, err)
 	}
 	return n, nil
 }
@@ -555,149 +558,207 @@ func (p *parser) expandPath(s string, line int, what string) (string, error) {
 	return out, nil
 }
 
+// build turns the decoded document into the matrix, level by level:
+// defaults, kernels, scenarios, the vmms axis, filters and overrides; then
+// the cross product, what exclude and include keep, and each kept case
+// resolved from its levels.
 func (p *parser) build() (*Matrix, error) {
-	y := &p.y
-	m := &Matrix{Name: y.Name, File: p.file}
+	m := &Matrix{Name: p.y.Name, File: p.file}
 	if m.Name == "" {
 		m.Name = strings.TrimSuffix(filepath.Base(p.file), filepath.Ext(p.file))
 	}
-
-	// Defaults.
-	var def level
 	var err error
-	if def.timeout, err = p.duration(y.Defaults.Timeout, p.line("defaults", "timeout")); err != nil {
+	if p.def, err = p.readDefaults(); err != nil {
 		return nil, err
 	}
-	if def.mem, err = p.size(y.Defaults.Mem, p.line("defaults", "mem"), "mem"); err != nil {
+	if p.kernels, err = p.readKernels(); err != nil {
 		return nil, err
 	}
-	if def.vmm, err = p.checkVMM(y.Defaults.VMM, y.Defaults.Accel, p.line("defaults", "vmm"), p.line("defaults", "accel")); err != nil {
+	if p.scenarios, err = p.readScenarios(); err != nil {
 		return nil, err
 	}
-	if def.policy, err = loader.ParsePolicy(y.Defaults.Placement); err != nil {
-		return nil, p.errf(p.line("defaults", "placement"), "placement: %v", err)
-	}
-	if err := p.expectation(y.Defaults.Expectation, "defaults"); err != nil {
+	if p.axis, err = p.readAxis(); err != nil {
 		return nil, err
 	}
-	def.expect = y.Defaults.Expectation
+	m.Axis = len(p.axis) > 0
+	if p.overrides, err = p.readFilters(); err != nil {
+		return nil, err
+	}
+	all := p.crossProduct()
+	keep, err := p.selectCases(all)
+	if err != nil {
+		return nil, err
+	}
+	used := make([]bool, len(p.overrides))
+	for j, cand := range all {
+		if !keep[j] {
+			continue
+		}
+		c, err := p.resolve(cand, used)
+		if err != nil {
+			return nil, err
+		}
+		m.Cases = append(m.Cases, c)
+	}
+	for i, u := range used {
+		if !u {
+			return nil, p.errf(p.line("overrides", i), "override matches no case")
+		}
+	}
+	if len(m.Cases) == 0 {
+		return nil, p.errf(p.line("exclude"), "every case is excluded")
+	}
+	sort.Slice(m.Cases, func(i, j int) bool { return m.Cases[i].Name < m.Cases[j].Name })
+	m.Backends = p.backends(m.Cases)
+	return m, nil
+}
 
-	// Kernels.
-	if len(y.Kernels) == 0 {
+// readLevel reads what defaults, kernels and scenarios may all set; steps
+// is the level's path in the document, for the lines of errors.
+func (p *parser) readLevel(mem, vmm, accel, timeout string, e *expectation, steps ...any) (level, error) {
+	at := func(field string) int { return p.line(append(slices.Clone(steps), field)...) }
+	var l level
+	var err error
+	if l.timeout, err = p.duration(timeout, at("timeout")); err != nil {
+		return l, err
+	}
+	if l.mem, err = p.size(mem, at("mem"), "mem"); err != nil {
+		return l, err
+	}
+	if l.vmm, err = p.checkVMM(vmm, accel, at("vmm"), at("accel")); err != nil {
+		return l, err
+	}
+	if err := p.expectation(e, steps...); err != nil {
+		return l, err
+	}
+	l.expect = e
+	return l, nil
+}
+
+func (p *parser) readDefaults() (level, error) {
+	d := p.y.Defaults
+	l, err := p.readLevel(d.Mem, d.VMM, d.Accel, d.Timeout, d.Expectation, "defaults")
+	if err != nil {
+		return l, err
+	}
+	if l.policy, err = loader.ParsePolicy(d.Placement); err != nil {
+		return l, p.errf(p.line("defaults", "placement"), "placement: %v", err)
+	}
+	return l, nil
+}
+
+func (p *parser) readKernels() ([]*kernel, error) {
+	if len(p.y.Kernels) == 0 {
 		return nil, p.errf(p.line("kernels"), "no kernels: the matrix needs at least one (path \"\" is the built-in test kernel)")
 	}
-	kernels := make([]*kernel, len(y.Kernels))
+	out := make([]*kernel, len(p.y.Kernels))
 	seen := map[string]int{}
-	for i, ky := range y.Kernels {
-		k := &kernel{kernelYAML: ky, index: i}
-		at := func(f string) int { return p.line("kernels", i, f) }
-		if err := p.name(ky.Name, "kernel", at("name"), seen); err != nil {
+	for i, ky := range p.y.Kernels {
+		k, err := p.readKernel(i, ky, seen)
+		if err != nil {
 			return nil, err
 		}
-		if k.path, err = p.expandPath(ky.Path, at("path"), "path"); err != nil {
-			return nil, err
-		}
-		if k.initrd, err = p.expandPath(ky.Initrd, at("initrd"), "initrd"); err != nil {
-			return nil, err
-		}
-		for j, mod := range ky.Modules {
-			file, _, _ := strings.Cut(strings.TrimSpace(mod), " ")
-			line := p.line("kernels", i, "modules", j)
-			if file == "" {
-				return nil, p.errf(line, "module %q: no file name", mod)
-			}
-			full, err := p.expandPath(file, line, "module")
-			if err != nil {
-				return nil, err
-			}
-			// GRUB's convention: the module string is the whole line.
-			k.modules = append(k.modules, boot.ModuleSpec{Path: full, Args: strings.TrimSpace(mod)})
-		}
-		if k.protocol, err = loader.ParseProtocol(ky.Protocol); err != nil {
-			return nil, p.errf(at("protocol"), "protocol %q: want auto, multiboot, linux32 or linux16", ky.Protocol)
-		}
-		if k.mem, err = p.size(ky.Mem, at("mem"), "mem"); err != nil {
-			return nil, err
-		}
-		if k.vmm, err = p.checkVMM(ky.VMM, ky.Accel, at("vmm"), at("accel")); err != nil {
-			return nil, err
-		}
-		if k.timeout, err = p.duration(ky.Timeout, at("timeout")); err != nil {
-			return nil, err
-		}
-		if err := p.expectation(ky.Expectation, "kernels", i); err != nil {
-			return nil, err
-		}
-		k.expect = ky.Expectation
-		kernels[i] = k
+		out[i] = k
 	}
+	return out, nil
+}
 
-	// Scenarios.
-	if len(y.Scenarios) == 0 {
+func (p *parser) readKernel(i int, ky kernelYAML, seen map[string]int) (*kernel, error) {
+	k := &kernel{kernelYAML: ky, index: i}
+	at := func(field string) int { return p.line("kernels", i, field) }
+	if err := p.name(ky.Name, "kernel", at("name"), seen); err != nil {
+		return nil, err
+	}
+	var err error
+	if k.path, err = p.expandPath(ky.Path, at("path"), "path"); err != nil {
+		return nil, err
+	}
+	if k.initrd, err = p.expandPath(ky.Initrd, at("initrd"), "initrd"); err != nil {
+		return nil, err
+	}
+	for j, mod := range ky.Modules {
+		line := p.line("kernels", i, "modules", j)
+		spec, err := boot.ParseModule(mod)
+		if err != nil {
+			return nil, p.errf(line, "%v", err)
+		}
+		if spec.Path, err = p.expandPath(spec.Path, line, "module"); err != nil {
+			return nil, err
+		}
+		k.modules = append(k.modules, spec)
+	}
+	if k.protocol, err = loader.ParseProtocol(ky.Protocol); err != nil {
+		return nil, p.errf(at("protocol"), "protocol %q: want auto, multiboot, linux32 or linux16", ky.Protocol)
+	}
+	if k.level, err = p.readLevel(ky.Mem, ky.VMM, ky.Accel, ky.Timeout, ky.Expectation, "kernels", i); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func (p *parser) readScenarios() ([]*scenario, error) {
+	if len(p.y.Scenarios) == 0 {
 		return nil, p.errf(p.line("scenarios"), "no scenarios: the matrix needs at least one (a scenario with only a name boots with no bad RAM)")
 	}
-	scenarios := make([]*scenario, len(y.Scenarios))
-	seen = map[string]int{}
-	for i, sy := range y.Scenarios {
-		s := &scenario{scenarioYAML: sy, index: i}
-		at := func(f string) int { return p.line("scenarios", i, f) }
-		if err := p.name(sy.Name, "scenario", at("name"), seen); err != nil {
+	out := make([]*scenario, len(p.y.Scenarios))
+	seen := map[string]int{}
+	for i, sy := range p.y.Scenarios {
+		s, err := p.readScenario(i, sy, seen)
+		if err != nil {
 			return nil, err
 		}
-		for j, spec := range sy.BadRAM {
-			// The full check needs the case's memory size (done per case);
-			// a syntax error shows here already.
-			if _, err := loader.ParseBadRAM(spec, 4<<30); err != nil {
-				return nil, p.errf(p.line("scenarios", i, "bad_ram", j), "bad_ram %q: %v", spec, err)
-			}
-		}
-		if s.mem, err = p.size(sy.Mem, at("mem"), "mem"); err != nil {
-			return nil, err
-		}
-		if sy.Placement != "" {
-			if s.policy, err = loader.ParsePolicy(sy.Placement); err != nil {
-				return nil, p.errf(at("placement"), "placement: %v", err)
-			}
-		}
-		if sy.LoadAddress != "" {
-			a, err := loader.ParseSize(sy.LoadAddress)
-			if err != nil {
-				return nil, p.errf(at("load_address"), "load_address %q: %v", sy.LoadAddress, err)
-			}
-			s.loadAddress = &a
-		}
-		if sy.Region != "" {
-			r, err := loader.ParseRange(sy.Region)
-			if err != nil {
-				return nil, p.errf(at("region"), "region: %v", err)
-			}
-			s.region = &r
-		}
-		switch machine.BadRAMPolicy(sy.BadRAMPolicy) {
-		case "":
-			s.badPolicy = machine.BadRAMStop
-		case machine.BadRAMStop, machine.BadRAMRecord:
-			s.badPolicy = machine.BadRAMPolicy(sy.BadRAMPolicy)
-		default:
-			return nil, p.errf(at("bad_ram_policy"), "bad_ram_policy %q: want stop or record", sy.BadRAMPolicy)
-		}
-		if s.vmm, err = p.checkVMM(sy.VMM, sy.Accel, at("vmm"), at("accel")); err != nil {
-			return nil, err
-		}
-		if s.timeout, err = p.duration(sy.Timeout, at("timeout")); err != nil {
-			return nil, err
-		}
-		if err := p.expectation(sy.Expectation, "scenarios", i); err != nil {
-			return nil, err
-		}
-		s.expect = sy.Expectation
-		scenarios[i] = s
+		out[i] = s
 	}
+	return out, nil
+}
 
-	// The vmms axis.
+func (p *parser) readScenario(i int, sy scenarioYAML, seen map[string]int) (*scenario, error) {
+	s := &scenario{scenarioYAML: sy, index: i}
+	at := func(field string) int { return p.line("scenarios", i, field) }
+	if err := p.name(sy.Name, "scenario", at("name"), seen); err != nil {
+		return nil, err
+	}
+	for j, spec := range sy.BadRAM {
+		// The full check needs the case's memory size (resolve); a syntax
+		// error shows here already.
+		if _, err := loader.ParseBadRAM(spec, 4<<30); err != nil {
+			return nil, p.errf(p.line("scenarios", i, "bad_ram", j), "bad_ram %q: %v", spec, err)
+		}
+	}
+	var err error
+	if s.level, err = p.readLevel(sy.Mem, sy.VMM, sy.Accel, sy.Timeout, sy.Expectation, "scenarios", i); err != nil {
+		return nil, err
+	}
+	if sy.Placement != "" {
+		if s.policy, err = loader.ParsePolicy(sy.Placement); err != nil {
+			return nil, p.errf(at("placement"), "placement: %v", err)
+		}
+	}
+	if sy.LoadAddress != "" {
+		a, err := loader.ParseSize(sy.LoadAddress)
+		if err != nil {
+			return nil, p.errf(at("load_address"), "load_address %q: %v", sy.LoadAddress, err)
+		}
+		s.loadAddress = &a
+	}
+	if sy.Region != "" {
+		r, err := loader.ParseRange(sy.Region)
+		if err != nil {
+			return nil, p.errf(at("region"), "region: %v", err)
+		}
+		s.region = &r
+	}
+	if s.badPolicy, err = machine.ParseBadRAMPolicy(sy.BadRAMPolicy); err != nil {
+		return nil, p.errf(at("bad_ram_policy"), "bad_ram_policy: %v", err)
+	}
+	return s, nil
+}
+
+// readAxis reads the vmms axis, which defaults.vmm would contradict.
+func (p *parser) readAxis() ([]*vmmChoice, error) {
 	var axis []*vmmChoice
-	seen = map[string]int{}
-	for i, v := range y.VMMs {
+	seen := map[string]int{}
+	for i, v := range p.y.VMMs {
 		line := p.line("vmms", i)
 		c, err := p.checkVMM(v.VMM, v.Accel, line, line)
 		if err != nil {
@@ -714,90 +775,105 @@ func (p *parser) build() (*Matrix, error) {
 		}
 		axis = append(axis, c)
 	}
-	if len(axis) > 0 && def.vmm != nil {
+	if len(axis) > 0 && p.def.vmm != nil {
 		return nil, p.errf(p.line("defaults", "vmm"), "defaults.vmm and a vmms axis: give one (the axis runs every case on each of its backends)")
 	}
-	m.Axis = len(axis) > 0
+	return axis, nil
+}
 
-	// Filters and overrides are checked against the names.
-	names := func(kind string) []string {
-		var out []string
-		switch kind {
-		case "kernel":
-			for _, k := range kernels {
-				out = append(out, k.Name)
-			}
-		case "scenario":
-			for _, s := range scenarios {
-				out = append(out, s.Name)
-			}
-		case "vmm":
-			for _, a := range axis {
-				out = append(out, a.label)
-			}
-			for _, k := range kernels {
-				if k.vmm != nil {
-					out = append(out, k.vmm.label)
-				}
-			}
-			for _, s := range scenarios {
-				if s.vmm != nil {
-					out = append(out, s.vmm.label)
-				}
-			}
-			if def.vmm != nil {
-				out = append(out, def.vmm.label)
-			}
-			out = append(out, vmmNames...)
+// names are the kernel, scenario or vmm names a filter can match.
+func (p *parser) names(kind string) []string {
+	var out []string
+	switch kind {
+	case "kernel":
+		for _, k := range p.kernels {
+			out = append(out, k.Name)
 		}
-		return out
+	case "scenario":
+		for _, s := range p.scenarios {
+			out = append(out, s.Name)
+		}
+	case "vmm":
+		for _, a := range p.axis {
+			out = append(out, a.label)
+		}
+		for _, l := range p.levels() {
+			if l.vmm != nil {
+				out = append(out, l.vmm.label)
+			}
+		}
+		for _, v := range boot.VMMs {
+			out = append(out, v.String())
+		}
 	}
-	checkGlob := func(pattern, kind string, line int) error {
-		if pattern == "" {
+	return out
+}
+
+// levels are the kernels', the scenarios' and the defaults' settings.
+func (p *parser) levels() []*level {
+	var out []*level
+	for _, k := range p.kernels {
+		out = append(out, &k.level)
+	}
+	for _, s := range p.scenarios {
+		out = append(out, &s.level)
+	}
+	return append(out, &p.def)
+}
+
+// checkGlob checks that a filter's pattern matches a name of its kind.
+func (p *parser) checkGlob(pattern, kind string, line int) error {
+	if pattern == "" {
+		return nil
+	}
+	for _, n := range p.names(kind) {
+		ok, err := path.Match(pattern, n)
+		if err != nil {
+			return p.errf(line, "%s %q: bad pattern: %v", kind, pattern, err)
+		}
+		if ok {
 			return nil
 		}
-		for _, n := range names(kind) {
-			ok, err := path.Match(pattern, n)
-			if err != nil {
-				return p.errf(line, "%s %q: bad pattern: %v", kind, pattern, err)
-			}
-			if ok {
-				return nil
-			}
-		}
-		return p.errf(line, "%s %q matches no %s (have: %s)", kind, pattern, kind, strings.Join(uniq(names(kind)), ", "))
 	}
-	checkFilter := func(list string, i int, f filterYAML) error {
-		line := p.line(list, i)
-		if f.Kernel == "" && f.Scenario == "" && f.VMM == "" {
-			return p.errf(line, "%s entry names no kernel, scenario or vmm", list)
-		}
-		if err := checkGlob(f.Kernel, "kernel", p.line(list, i, "kernel")); err != nil {
-			return err
-		}
-		if err := checkGlob(f.Scenario, "scenario", p.line(list, i, "scenario")); err != nil {
-			return err
-		}
-		return checkGlob(f.VMM, "vmm", p.line(list, i, "vmm"))
+	return p.errf(line, "%s %q matches no %s (have: %s)", kind, pattern, kind, strings.Join(uniq(p.names(kind)), ", "))
+}
+
+func (p *parser) checkFilter(list string, i int, f filterYAML) error {
+	line := p.line(list, i)
+	if f.Kernel == "" && f.Scenario == "" && f.VMM == "" {
+		return p.errf(line, "%s entry names no kernel, scenario or vmm", list)
 	}
-	for i, f := range y.Exclude {
-		if err := checkFilter("exclude", i, f); err != nil {
+	if err := p.checkGlob(f.Kernel, "kernel", p.line(list, i, "kernel")); err != nil {
+		return err
+	}
+	if err := p.checkGlob(f.Scenario, "scenario", p.line(list, i, "scenario")); err != nil {
+		return err
+	}
+	return p.checkGlob(f.VMM, "vmm", p.line(list, i, "vmm"))
+}
+
+// readFilters checks exclude and include against the names, and reads
+// the overrides' settings.
+func (p *parser) readFilters() ([]level, error) {
+	for i, f := range p.y.Exclude {
+		if err := p.checkFilter("exclude", i, f); err != nil {
 			return nil, err
 		}
 	}
-	for i, f := range y.Include {
-		if err := checkFilter("include", i, f); err != nil {
+	for i, f := range p.y.Include {
+		if err := p.checkFilter("include", i, f); err != nil {
 			return nil, err
 		}
 	}
-	overrides := make([]level, len(y.Overrides))
-	for i, o := range y.Overrides {
-		if err := checkFilter("overrides", i, filterYAML{o.Kernel, o.Scenario, o.VMM}); err != nil {
+	overrides := make([]level, len(p.y.Overrides))
+	for i, o := range p.y.Overrides {
+		if err := p.checkFilter("overrides", i, o.filter()); err != nil {
 			return nil, err
 		}
 		if o.Timeout == "" && o.Expectation == nil {
 			return nil, p.errf(p.line("overrides", i), "override changes nothing: give timeout or expectation")
 		}
+		var err error
 		if overrides[i].timeout, err = p.duration(o.Timeout, p.line("overrides", i, "timeout")); err != nil {
 			return nil, err
 		}
@@ -806,57 +882,74 @@ func (p *parser) build() (*Matrix, error) {
 		}
 		overrides[i].expect = o.Expectation
 	}
+	return overrides, nil
+}
 
-	// The cross product.
-	type raw struct {
-		k    *kernel
-		s    *scenario
-		v    *vmmChoice
-		name string
-	}
-	var all []raw
-	for _, k := range kernels {
-		for _, s := range scenarios {
-			pinned := s.vmm
-			if pinned == nil {
-				pinned = k.vmm
-			}
-			var vs []*vmmChoice
-			switch {
-			case pinned != nil:
-				// A pinned case takes the label of the axis entry with the same backend.
-				v := *pinned
-				for _, a := range axis {
-					if a.vmm == v.vmm && normAccel(a.accel) == normAccel(v.accel) {
-						v.label = a.label
-					}
-				}
-				vs = []*vmmChoice{&v}
-			case len(axis) > 0:
-				vs = axis
-			case def.vmm != nil:
-				vs = []*vmmChoice{def.vmm}
-			default:
-				vs = []*vmmChoice{{label: boot.VMMAuto, vmm: boot.VMMAuto}}
-			}
-			for _, v := range vs {
+func (o overrideYAML) filter() filterYAML { return filterYAML{o.Kernel, o.Scenario, o.VMM} }
+
+// candidate is a kernel x scenario x vmm of the cross product.
+type candidate struct {
+	k    *kernel
+	s    *scenario
+	v    *vmmChoice
+	name string
+}
+
+func (f filterYAML) matches(c candidate) bool {
+	return globMatch(f.Kernel, c.k.Name) && globMatch(f.Scenario, c.s.Name) && globMatch(f.VMM, c.v.label)
+}
+
+// crossProduct is every kernel x scenario, on the backends each pair runs
+// on: the one a scenario or kernel pins, else each of the axis, else the
+// default's, else auto.
+func (p *parser) crossProduct() []candidate {
+	var all []candidate
+	for _, k := range p.kernels {
+		for _, s := range p.scenarios {
+			for _, v := range p.backendsOf(k, s) {
 				name := k.Name + "/" + s.Name
-				if m.Axis {
+				if len(p.axis) > 0 {
 					name += "/" + v.label
 				}
-				all = append(all, raw{k, s, v, name})
+				all = append(all, candidate{k, s, v, name})
 			}
 		}
 	}
-	match := func(f filterYAML, r raw) bool {
-		return globMatch(f.Kernel, r.k.Name) && globMatch(f.Scenario, r.s.Name) && globMatch(f.VMM, r.v.label)
+	return all
+}
+
+func (p *parser) backendsOf(k *kernel, s *scenario) []*vmmChoice {
+	pinned := cmp.Or(s.vmm, k.vmm)
+	switch {
+	case pinned != nil:
+		// A pinned case takes the label of the axis entry with the same backend.
+		v := *pinned
+		for _, a := range p.axis {
+			if a.vmm == v.vmm && normAccel(a.accel) == normAccel(v.accel) {
+				v.label = a.label
+			}
+		}
+		return []*vmmChoice{&v}
+	case len(p.axis) > 0:
+		return p.axis
+	case p.def.vmm != nil:
+		return []*vmmChoice{p.def.vmm}
 	}
-	excluded := make([]bool, len(all))
-	for i, f := range y.Exclude {
+	return []*vmmChoice{{label: boot.VMMAuto.String(), vmm: boot.VMMAuto}}
+}
+
+// selectCases applies exclude, then include, to the cross product; each
+// entry must matter.
+func (p *parser) selectCases(all []candidate) ([]bool, error) {
+	keep := make([]bool, len(all))
+	for j := range keep {
+		keep[j] = true
+	}
+	for i, f := range p.y.Exclude {
 		n := 0
-		for j, r := range all {
-			if match(f, r) {
-				excluded[j] = true
+		for j, c := range all {
+			if f.matches(c) {
+				keep[j] = false
 				n++
 			}
 		}
@@ -864,14 +957,10 @@ func (p *parser) build() (*Matrix, error) {
 			return nil, p.errf(p.line("exclude", i), "exclude entry matches no case")
 		}
 	}
-	keep := make([]bool, len(all))
-	for j := range all {
-		keep[j] = !excluded[j]
-	}
-	for i, f := range y.Include {
+	for i, f := range p.y.Include {
 		added, matched := 0, 0
-		for j, r := range all {
-			if match(f, r) {
+		for j, c := range all {
+			if f.matches(c) {
 				matched++
 				if !keep[j] {
 					keep[j] = true
@@ -886,79 +975,68 @@ func (p *parser) build() (*Matrix, error) {
 			return nil, p.errf(p.line("include", i), "include entry adds nothing: every case it matches already runs (include adds back cases that exclude dropped; to run only some cases, exclude the others)")
 		}
 	}
+	return keep, nil
+}
 
-	overrideUsed := make([]bool, len(overrides))
-	for j, r := range all {
-		if !keep[j] {
-			continue
-		}
-		k, s, v := r.k, r.s, r.v
-		if k.vmm != nil && s.vmm != nil && (k.vmm.vmm != s.vmm.vmm || normAccel(k.vmm.accel) != normAccel(s.vmm.accel)) {
-			return nil, p.errf(p.line("scenarios", s.index, "vmm"), "kernel %s (line %d) runs on %s and scenario %s on %s: exclude the pair or drop one vmm", k.Name, p.line("kernels", k.index, "vmm"), k.vmm.label, s.Name, s.vmm.label)
-		}
-		c := &Case{Name: r.name, Kernel: k.Name, Scenario: s.Name, VMM: v.label}
-		mem := cmp.Or(s.mem, k.mem, def.mem, boot.DefaultMemSize)
-		cfg := boot.Config{
-			Kernel: k.path, MemSize: mem, Initrd: k.initrd, Modules: k.modules,
-			Protocol: k.protocol, NoVerify: k.NoVerify,
-			LoadAddress: s.loadAddress, Region: s.region, BadRAMPolicy: s.badPolicy,
-			VMM: v.vmm, Accel: v.accel,
-		}
-		cfg.Cmdline = strings.TrimSpace(strings.TrimSpace(k.Cmdline) + " " + strings.TrimSpace(s.Cmdline))
-		cfg.Policy = def.policy
-		if s.Placement != "" {
-			cfg.Policy = s.policy
-		}
-		for i, spec := range s.BadRAM {
-			rs, err := loader.ParseBadRAM(spec, mem)
-			if err != nil {
-				return nil, p.errf(p.line("scenarios", s.index, "bad_ram", i), "bad_ram %q with %s of RAM (case %s): %v", spec, loader.FormatSize(mem), c.Name, err)
-			}
-			cfg.BadRAM = append(cfg.BadRAM, rs...)
-		}
-		c.Timeout = cmp.Or(s.timeout, k.timeout, def.timeout)
-		exps := []*expectation{def.expect, k.expect, s.expect}
-		for i, f := range y.Overrides {
-			if match(filterYAML{f.Kernel, f.Scenario, f.VMM}, r) {
-				overrideUsed[i] = true
-				if overrides[i].timeout != 0 {
-					c.Timeout = overrides[i].timeout
-				}
-				exps = append(exps, overrides[i].expect)
-			}
-		}
-		if c.Timeout == 0 {
-			c.Timeout = DefaultTimeout
-		}
-		cfg.Timeout = c.Timeout
-		c.Want = resolve(exps)
-		cfg.Expect = p.expects[c.Want.Expect] // compiled by p.expectation; nil for ""
-		c.Config = cfg
-		m.Cases = append(m.Cases, c)
+// resolve is the one place a case's settings are decided: each from the
+// most specific level that gives it (scenario, kernel, defaults), then the
+// overrides that match the case, in order (used records which did).
+func (p *parser) resolve(c candidate, used []bool) (*Case, error) {
+	k, s, v := c.k, c.s, c.v
+	if k.vmm != nil && s.vmm != nil && (k.vmm.vmm != s.vmm.vmm || normAccel(k.vmm.accel) != normAccel(s.vmm.accel)) {
+		return nil, p.errf(p.line("scenarios", s.index, "vmm"), "kernel %s (line %d) runs on %s and scenario %s on %s: exclude the pair or drop one vmm", k.Name, p.line("kernels", k.index, "vmm"), k.vmm.label, s.Name, s.vmm.label)
 	}
-	for i, used := range overrideUsed {
-		if !used {
-			return nil, p.errf(p.line("overrides", i), "override matches no case")
+	out := &Case{Name: c.name, Kernel: k.Name, Scenario: s.Name, VMM: v.label}
+	mem := cmp.Or(s.mem, k.mem, p.def.mem, boot.DefaultMemSize)
+	cfg := boot.Config{
+		Kernel: k.path, MemSize: mem, Initrd: k.initrd, Modules: k.modules,
+		Protocol: k.protocol, NoVerify: k.NoVerify,
+		LoadAddress: s.loadAddress, Region: s.region, BadRAMPolicy: s.badPolicy,
+		VMM: v.vmm, Accel: v.accel,
+		Cmdline: strings.TrimSpace(strings.TrimSpace(k.Cmdline) + " " + strings.TrimSpace(s.Cmdline)),
+		Policy:  cmp.Or(s.policy, p.def.policy),
+	}
+	for i, spec := range s.BadRAM {
+		rs, err := loader.ParseBadRAM(spec, mem)
+		if err != nil {
+			return nil, p.errf(p.line("scenarios", s.index, "bad_ram", i), "bad_ram %q with %s of RAM (case %s): %v", spec, loader.FormatSize(mem), c.name, err)
+		}
+		cfg.BadRAM = append(cfg.BadRAM, rs...)
+	}
+	out.Timeout = cmp.Or(s.timeout, k.timeout, p.def.timeout)
+	exps := []*expectation{p.def.expect, k.expect, s.expect}
+	for i, o := range p.y.Overrides {
+		if o.filter().matches(c) {
+			used[i] = true
+			out.Timeout = cmp.Or(p.overrides[i].timeout, out.Timeout)
+			exps = append(exps, p.overrides[i].expect)
 		}
 	}
-	if len(m.Cases) == 0 {
-		return nil, p.errf(p.line("exclude"), "every case is excluded")
-	}
-	sort.Slice(m.Cases, func(i, j int) bool { return m.Cases[i].Name < m.Cases[j].Name })
+	out.Timeout = cmp.Or(out.Timeout, DefaultTimeout)
+	cfg.Timeout = out.Timeout
+	out.Want = mergeExpectations(exps)
+	cfg.Expect = p.expects[out.Want.Expect] // compiled by p.expectation; nil for ""
+	out.Config = cfg
+	return out, nil
+}
+
+// backends are the vmm labels of the cases, the axis's first, in order.
+func (p *parser) backends(cases []*Case) []string {
+	var out []string
 	labels := map[string]bool{}
-	for _, a := range axis {
-		if !labels[a.label] {
-			labels[a.label] = true
-			m.Backends = append(m.Backends, a.label)
+	add := func(label string) {
+		if !labels[label] {
+			labels[label] = true
+			out = append(out, label)
 		}
 	}
-	for _, c := range m.Cases {
-		if !labels[c.VMM] {
-			labels[c.VMM] = true
-			m.Backends = append(m.Backends, c.VMM)
-		}
+	for _, a := range p.axis {
+		add(a.label)
 	}
-	return m, nil
+	for _, c := range cases {
+		add(c.VMM)
+	}
+	return out
 }
 
 // name checks a kernel, scenario or vmm name and that it is new.
@@ -1003,9 +1081,9 @@ func uniq(ss []string) []string {
 	return out
 }
 
-// resolve merges expectation levels, later ones winning; status and
-// outcome go together.
-func resolve(levels []*expectation) Expectation {
+// mergeExpectations merges expectation levels, later ones winning;
+// status and outcome go together.
+func mergeExpectations(levels []*expectation) Expectation {
 	e := Expectation{MustNotTouchBadRAM: true}
 	set := false
 	for _, l := range levels {

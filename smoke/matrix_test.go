@@ -164,6 +164,11 @@ func TestParseGood(t *testing.T) {
 	if plain.Want.Status == nil || *plain.Want.Status != 0 || plain.Want.Outcome != machine.Pass || plain.Timeout != 30*time.Second {
 		t.Errorf("plain want %+v timeout %v", plain.Want, plain.Timeout)
 	}
+	for _, c := range m.Cases {
+		if err := c.Config.Validate(); err != nil {
+			t.Errorf("%s: the case's configuration does not validate: %v", c.Name, err)
+		}
+	}
 	crashy := caseByName(t, m, "tk/crashy/kvm")
 	if crashy.Want.Outcome != machine.Crash || crashy.Want.Status != nil || crashy.Want.MustNotTouchBadRAM || crashy.Config.MemSize != 64<<20 {
 		t.Errorf("crashy %+v mem %d", crashy.Want, crashy.Config.MemSize)
@@ -216,6 +221,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "kernels:\n  - name: my kernel\nscenarios: [{name: s}]\n", 2, `kernel name "my kernel"`},
 		{"duplicate name", "kernels:\n  - name: k\n  - name: k\nscenarios: [{name: s}]\n", 3, `kernel "k" is already defined at line 2`},
 		{"bad mem", "kernels: [{name: k}]\nscenarios:\n  - name: s\n    mem: lots\n", 4, `mem "lots"`},
+		{"mem beyond every backend", "defaults:\n  mem: 100G\n" + ks, 2, "guest memory 100G"},
+		{"module without file", "kernels:\n  - name: k\n    modules: [\"  \"]\nscenarios: [{name: s}]\n", 3, "no file name"},
 		{"bad timeout", "defaults:\n  timeout: soon\n" + ks, 2, `timeout "soon"`},
 		{"negative timeout", "kernels: [{name: k, timeout: -1s}]\nscenarios: [{name: s}]\n", 1, `timeout "-1s"`},
 		{"bad bad_ram", "kernels: [{name: k}]\nscenarios:\n  - name: s\n    bad_ram:\n      - 1M-2M\n      - 32M-16M\n", 6, `bad_ram "32M-16M"`},
@@ -294,7 +301,7 @@ include:
 	}
 	var got []string
 	for _, c := range m.Cases {
-		got = append(got, c.Name+"="+c.Config.VMM)
+		got = append(got, c.Name+"="+c.Config.VMM.String())
 	}
 	want := []string{
 		"a/s1/kvm=kvm", "a/s1/qemu-kernel=qemu-kernel", "a/s2/kvm=kvm", "a/s3/kvm=kvm",

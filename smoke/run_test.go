@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/junitcheck"
 	"kvmboot/machine"
 )
 
@@ -47,7 +48,7 @@ func (f *fake) run(ctx context.Context, cfg boot.Config) (*boot.Result, error) {
 		}
 	}
 	f.mu.Lock()
-	key := cfg.Cmdline + "|" + cfg.VMM
+	key := cfg.Cmdline + "|" + cfg.VMM.String()
 	f.attempts[key]++
 	attempt := f.attempts[key]
 	f.mu.Unlock()
@@ -373,7 +374,7 @@ func TestInterrupt(t *testing.T) {
 	if err := WriteJUnit(&x, r); err != nil {
 		t.Fatal(err)
 	}
-	suites, err := CheckJUnit(&x)
+	suites, err := junitcheck.Check(&x)
 	if err != nil {
 		t.Fatal(err)
 	}

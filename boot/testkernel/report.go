@@ -73,135 +73,149 @@ const linePrefix = "kt: "
 // a second hello or result, or a failure count that disagrees with the
 // "kt: fail" lines is an error with a nil report.
 func ParseReport(console string) (*Report, error) {
-	var (
-		r        *Report
-		result   bool
-		failures = -1
-	)
+	var p reportParser
 	for i, raw := range strings.Split(console, "\n") {
 		line := strings.TrimRight(raw, "\r")
 		rest, ok := strings.CutPrefix(line, linePrefix)
 		if !ok {
 			continue
 		}
-		// The key is the first word, up to a space or '=': "relocs checked=..",
-		// "cmdline=..", "magic=0x.. info=..". val is what follows that separator.
-		key := rest[:strings.IndexAny(rest+" ", " =")]
-		val := rest[min(len(key)+1, len(rest)):]
-		lineErr := func(err error) error {
-			return fmt.Errorf("testkernel: console line %d %q: %w", i+1, line, err)
-		}
-		if key == "hello" {
-			if r != nil {
-				return nil, lineErr(errors.New("second hello line (did the guest reboot?)"))
-			}
-			if val != "kvmboot-testkernel "+Version {
-				return nil, lineErr(fmt.Errorf("want \"kvmboot-testkernel %s\"", Version))
-			}
-			r = &Report{Lines: map[string]string{}}
-			continue
-		}
-		if r == nil {
-			return nil, lineErr(errors.New("before the hello line"))
-		}
-		if result && isReportKey(key) {
-			return nil, lineErr(errors.New("after the result line"))
-		}
-		var err error
-		switch key {
-		case "magic":
-			err = parseFields(rest, []string{"magic", "info", "flags"}, hex32(&r.Magic), hex32(&r.Info), hex32(&r.Flags))
-		case "base":
-			err = parseFields(rest, []string{"base", "link", "delta", "size"},
-				hex32(&r.Base), hex32(&r.Link), hex32(&r.Delta), hex32(&r.Size))
-		case "cmdline":
-			r.Cmdline = val
-		case "bootloader":
-			r.BootLoader = val
-		case "mem":
-			if val == "none" {
-				break
-			}
-			err = parseFields(val, []string{"lower", "upper"}, dec32(&r.MemLower), dec32(&r.MemUpper))
-			r.HasMem = err == nil
-		case "mmap":
-			var e MmapEntry
-			e, err = parseMmapEntry(val)
-			r.Mmap = append(r.Mmap, e)
-		case "module":
-			var m Module
-			parts := strings.SplitN(val, " ", 4) // the string may hold spaces
-			if len(parts) < 4 {
-				err = errors.New("want index=N start=0x... end=0x... string=...")
-				break
-			}
-			str, ok := strings.CutPrefix(parts[3], "string=")
-			if !ok {
-				err = errors.New("want string=... last")
-				break
-			}
-			m.String = str
-			err = parseFields(strings.Join(parts[:3], " "), []string{"index", "start", "end"},
-				decInt(&m.Index), hex32(&m.Start), hex32(&m.End))
-			r.Modules = append(r.Modules, m)
-		case "realmode":
-			err = r.parseRealMode(val)
-		case "e820":
-			if r.RealMode == nil {
-				err = errors.New("e820 line without a realmode line before it")
-				break
-			}
-			var e MmapEntry
-			e, err = parseMmapEntry(val)
-			r.RealMode.E820 = append(r.RealMode.E820, e)
-		case "relocs":
-			err = parseFields(val, []string{"checked", "ok"}, decInt(&r.RelocsChecked), decInt(&r.RelocsOK))
-		case "abs":
-			err = parseFields(val, []string{"checked", "ok"}, decInt(&r.AbsChecked), decInt(&r.AbsOK))
-		case "bss":
-			err = parseFields(val, []string{"zero"}, yesNo(&r.BSSZero))
-		case "fail":
-			if check, detail, ok := strings.Cut(val, ": "); !ok || check == "" || detail == "" {
-				err = errors.New("want \"fail CHECK: DETAIL\"")
-			} else {
-				r.Failures = append(r.Failures, val)
-			}
-		case "result":
-			if result {
-				return nil, lineErr(errors.New("second result line"))
-			}
-			word, counts, _ := strings.Cut(val, " ")
-			if word != "pass" && word != "fail" {
-				err = errors.New("want result pass or result fail")
-				break
-			}
-			r.Pass = word == "pass"
-			result = true
-			err = parseFields(counts, []string{"failures"}, decInt(&failures))
-			if err == nil && failures != len(r.Failures) {
-				err = fmt.Errorf("says %d failures, but %d \"kt: fail\" lines came before it", failures, len(r.Failures))
-			}
-			if err == nil && r.Pass != (failures == 0) {
-				err = fmt.Errorf("%s with %d failures", word, failures)
-			}
-		default:
-			if key == "" {
-				err = errors.New("empty kt: line")
-				break
-			}
-			r.Lines[key] = val
-		}
-		if err != nil {
-			return nil, lineErr(err)
+		if err := p.line(rest); err != nil {
+			return nil, fmt.Errorf("testkernel: console line %d %q: %w", i+1, line, err)
 		}
 	}
-	if r == nil {
+	if p.r == nil {
 		return nil, fmt.Errorf("testkernel: %w", ErrNoHello)
 	}
-	if !result {
-		return r, fmt.Errorf("testkernel: %w", ErrNoResult)
+	if !p.result {
+		return p.r, fmt.Errorf("testkernel: %w", ErrNoResult)
 	}
-	return r, nil
+	return p.r, nil
+}
+
+// reportParser is ParseReport between lines: the report once the hello
+// line came, and whether the result line did.
+type reportParser struct {
+	r      *Report
+	result bool
+}
+
+// line reads one "kt: " line, rest being what follows the prefix.
+func (p *reportParser) line(rest string) error {
+	// The key is the first word, up to a space or '=': "relocs checked=..",
+	// "cmdline=..", "magic=0x.. info=..". val is what follows that separator.
+	key := rest[:strings.IndexAny(rest+" ", " =")]
+	val := rest[min(len(key)+1, len(rest)):]
+	switch {
+	case key == "hello" && p.r != nil:
+		return errors.New("second hello line (did the guest reboot?)")
+	case key == "hello" && val != "kvmboot-testkernel "+Version:
+		return fmt.Errorf("want \"kvmboot-testkernel %s\"", Version)
+	case key == "hello":
+		p.r = &Report{Lines: map[string]string{}}
+		return nil
+	case p.r == nil:
+		return errors.New("before the hello line")
+	case p.result && isReportKey(key):
+		return errors.New("after the result line")
+	case key == "result":
+		p.result = true
+		return p.r.parseResult(val)
+	}
+	return p.r.parseLine(key, rest, val)
+}
+
+// parseLine reads a report line other than hello and result.
+func (r *Report) parseLine(key, rest, val string) error {
+	switch key {
+	case "magic":
+		return parseFields(rest, []string{"magic", "info", "flags"}, hex32(&r.Magic), hex32(&r.Info), hex32(&r.Flags))
+	case "base":
+		return parseFields(rest, []string{"base", "link", "delta", "size"},
+			hex32(&r.Base), hex32(&r.Link), hex32(&r.Delta), hex32(&r.Size))
+	case "cmdline":
+		r.Cmdline = val
+	case "bootloader":
+		r.BootLoader = val
+	case "mem":
+		if val == "none" {
+			return nil
+		}
+		if err := parseFields(val, []string{"lower", "upper"}, dec32(&r.MemLower), dec32(&r.MemUpper)); err != nil {
+			return err
+		}
+		r.HasMem = true
+	case "mmap":
+		e, err := parseMmapEntry(val)
+		r.Mmap = append(r.Mmap, e)
+		return err
+	case "module":
+		return r.parseModule(val)
+	case "realmode":
+		return r.parseRealMode(val)
+	case "e820":
+		if r.RealMode == nil {
+			return errors.New("e820 line without a realmode line before it")
+		}
+		e, err := parseMmapEntry(val)
+		r.RealMode.E820 = append(r.RealMode.E820, e)
+		return err
+	case "relocs":
+		return parseFields(val, []string{"checked", "ok"}, decInt(&r.RelocsChecked), decInt(&r.RelocsOK))
+	case "abs":
+		return parseFields(val, []string{"checked", "ok"}, decInt(&r.AbsChecked), decInt(&r.AbsOK))
+	case "bss":
+		return parseFields(val, []string{"zero"}, yesNo(&r.BSSZero))
+	case "fail":
+		if check, detail, ok := strings.Cut(val, ": "); !ok || check == "" || detail == "" {
+			return errors.New("want \"fail CHECK: DETAIL\"")
+		}
+		r.Failures = append(r.Failures, val)
+	case "":
+		return errors.New("empty kt: line")
+	default:
+		r.Lines[key] = val
+	}
+	return nil
+}
+
+// parseModule reads "index=N start=0x... end=0x... string=S", where S may
+// hold spaces.
+func (r *Report) parseModule(val string) error {
+	parts := strings.SplitN(val, " ", 4)
+	if len(parts) < 4 {
+		return errors.New("want the fields index, start, end and string")
+	}
+	str, ok := strings.CutPrefix(parts[3], "string=")
+	if !ok {
+		return errors.New("want the string field last")
+	}
+	m := Module{String: str}
+	err := parseFields(strings.Join(parts[:3], " "), []string{"index", "start", "end"},
+		decInt(&m.Index), hex32(&m.Start), hex32(&m.End))
+	r.Modules = append(r.Modules, m)
+	return err
+}
+
+// parseResult reads "pass failures=N" or "fail failures=N", which must
+// agree with the "kt: fail" lines before it.
+func (r *Report) parseResult(val string) error {
+	word, counts, _ := strings.Cut(val, " ")
+	if word != "pass" && word != "fail" {
+		return errors.New("want result pass or result fail")
+	}
+	r.Pass = word == "pass"
+	failures := -1
+	if err := parseFields(counts, []string{"failures"}, decInt(&failures)); err != nil {
+		return err
+	}
+	if failures != len(r.Failures) {
+		return fmt.Errorf("says %d failures, but %d \"kt: fail\" lines came before it", failures, len(r.Failures))
+	}
+	if r.Pass != (failures == 0) {
+		return fmt.Errorf("%s with %d failures", word, failures)
+	}
+	return nil
 }
 
 // isReportKey reports whether key names a line of the report proper, which
@@ -230,12 +244,12 @@ type fieldParser func(string) error
 func parseFields(s string, keys []string, parsers ...fieldParser) error {
 	words := strings.Split(s, " ")
 	if len(words) != len(keys) {
-		return fmt.Errorf("want %s=...", strings.Join(keys, "=... "))
+		return fmt.Errorf("want the fields %s", strings.Join(keys, " "))
 	}
 	for i, w := range words {
 		v, ok := strings.CutPrefix(w, keys[i]+"=")
 		if !ok {
-			return fmt.Errorf("field %d: want %s=...", i+1, keys[i])
+			return fmt.Errorf("field %d: want %s", i+1, keys[i])
 		}
 		if err := parsers[i](v); err != nil {
 			return fmt.Errorf("%s: %w", keys[i], err)

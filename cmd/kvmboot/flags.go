@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -116,12 +115,11 @@ func (f *planFlags) config(kernel string) (boot.Config, error) {
 		return cfg, err
 	}
 	for _, m := range f.modules {
-		// GRUB's convention: the module string is the whole line, path included.
-		path, _, _ := strings.Cut(strings.TrimSpace(m), " ")
-		if path == "" {
-			return cfg, fmt.Errorf("--module %q: no file name", m)
+		spec, err := boot.ParseModule(m)
+		if err != nil {
+			return cfg, fmt.Errorf("--module: %w", err)
 		}
-		cfg.Modules = append(cfg.Modules, boot.ModuleSpec{Path: path, Args: strings.TrimSpace(m)})
+		cfg.Modules = append(cfg.Modules, spec)
 	}
 	return cfg, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -8,6 +9,7 @@ import (
 	"kvmboot/boot"
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
+	"kvmboot/machine"
 )
 
 func inspectCommand() *cobra.Command {
@@ -39,6 +41,9 @@ func inspectCommand() *cobra.Command {
   kvmboot inspect --json kernel.elf.xz | jq .relocations`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := machine.CheckMemSize(mem.v); err != nil {
+				return fmt.Errorf("--mem: %w", err)
+			}
 			raw, err := boot.ReadInput(args[0])
 			if err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"kvmboot/internal/oneline"
 	"kvmboot/machine"
 )
 
@@ -36,7 +37,7 @@ func main() {
 func run(args []string) (status int) {
 	defer func() {
 		if p := recover(); p != nil {
-			fmt.Fprintf(os.Stderr, "kvmboot: internal error: %v\n", p)
+			printError("internal error: ", fmt.Errorf("%v", p))
 			status = machine.StatusError
 		}
 	}()
@@ -57,7 +58,13 @@ func run(args []string) (status int) {
 	case errors.As(err, &ee):
 		return ee.status
 	default:
-		fmt.Fprintf(os.Stderr, "kvmboot: %v\n", err)
+		printError("", err)
 		return machine.StatusError
 	}
+}
+
+// printError writes an error as the command's one line on stderr: file
+// names and image bytes it quotes have their control characters escaped.
+func printError(prefix string, err error) {
+	fmt.Fprintf(os.Stderr, "kvmboot: %s%s\n", prefix, oneline.Escape(err.Error()))
 }

@@ -31,7 +31,8 @@ func (f *memtestFlags) bind(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.count, "memtest-count", false, "with --memtest: single-step a few pages to report guest instructions per page (our KVM machine)")
 }
 
-// apply puts the flags into cfg (after planFlags.config, which sets MemSize).
+// apply puts the flags into cfg (after planFlags.config, which sets
+// MemSize); boot.Run validates them with the rest.
 func (f *memtestFlags) apply(cfg *boot.Config) error {
 	for _, spec := range f.faulty {
 		rs, err := faults.Parse(spec, cfg.MemSize)
@@ -55,7 +56,7 @@ func (f *memtestFlags) apply(cfg *boot.Config) error {
 		cfg.MemtestRanges = append(cfg.MemtestRanges, r)
 	}
 	cfg.Seed, cfg.MemtestCount = f.seed, f.count
-	return boot.CheckFaulty(*cfg)
+	return nil
 }
 
 // report prints what the memtest found on w: a summary, then the failing

@@ -74,15 +74,10 @@ docs/plan-example.svg).`,
 	return cmd
 }
 
-// runSVG draws the plan of a run into path: cfg planned again with found
-// (what --memtest found, which the run added to the bad RAM it avoided)
-// marked as memtest faults. For `kvmboot run --svg FILE`.
-func runSVG(path string, cfg boot.Config, found []loader.Range) error {
-	cfg.BadRAM = append(append([]loader.Range(nil), cfg.BadRAM...), found...)
-	plan, err := boot.Plan(cfg)
-	if err != nil {
-		return err
-	}
+// runSVG draws the plan a run booted into path, with found (what
+// --memtest found, which the plan avoided as bad RAM) marked as memtest
+// faults. For `kvmboot run --svg FILE`.
+func runSVG(path string, plan *loader.Plan, found []loader.Range) error {
 	opts := svg.Options{Found: found}
 	if len(found) > 0 {
 		opts.Caption = "memtest faults: found by the in-guest memory test of this run, then avoided as bad RAM"

@@ -59,7 +59,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			if err := mt.apply(&cfg); err != nil {
 				return err
 			}
-			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = vmm, accel, timeout, countStub
+			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = boot.VMM(vmm), accel, timeout, countStub
 			switch exitCode {
 			case "native":
 			case "qemu":
@@ -67,11 +67,8 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			default:
 				return fmt.Errorf("--exit-code=%s: want native or qemu", exitCode)
 			}
-			switch machine.BadRAMPolicy(badPolicy) {
-			case machine.BadRAMStop, machine.BadRAMRecord:
-				cfg.BadRAMPolicy = machine.BadRAMPolicy(badPolicy)
-			default:
-				return fmt.Errorf("--bad-ram-policy=%s: want stop or record", badPolicy)
+			if cfg.BadRAMPolicy, err = machine.ParseBadRAMPolicy(badPolicy); err != nil {
+				return fmt.Errorf("--bad-ram-policy: %w", err)
 			}
 			if expect != "" {
 				if cfg.Expect, err = regexp.Compile(expect); err != nil {
@@ -106,24 +103,26 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 				cfg.Log = func(s string) { fmt.Fprintln(os.Stderr, "kvmboot:", s) }
 			}
 
+			// The run plans once: --show-plan and --svg see that plan (after
+			// a memtest, the one that avoids what it found).
+			var ran *loader.Plan
+			cfg.OnPlan = func(p *loader.Plan) {
+				ran = p
+				if showPlan && !asJSON {
+					p.Write(os.Stderr)
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if showPlan && !asJSON {
-				plan, err := boot.Plan(cfg)
-				if err != nil {
-					return err
-				}
-				plan.Write(os.Stderr)
-			}
 			res, err := boot.Run(ctx, cfg)
 			mt.report(os.Stderr, res)
-			if svgPath != "" && res.Outcome != machine.Error {
+			if svgPath != "" && ran != nil && res.Outcome != machine.Error {
 				var found []loader.Range
 				if res.Memtest != nil {
 					found = res.Memtest.FailingRanges()
 				}
-				if err := runSVG(svgPath, cfg, found); err != nil {
-					fmt.Fprintf(os.Stderr, "kvmboot: --svg: %v\n", err)
+				if err := runSVG(svgPath, ran, found); err != nil {
+					printError("--svg: ", err)
 				}
 			}
 			if asJSON {

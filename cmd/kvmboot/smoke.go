@@ -147,12 +147,12 @@ cases too, unless --allow-flaky); 126 for a bad matrix file or flag.`,
 			}
 			if junit != "" {
 				if err := smoke.WriteJUnitFile(junit, rep); err != nil {
-					fmt.Fprintf(os.Stderr, "kvmboot: --junit: %v\n", err)
+					printError("--junit: ", err)
 					status = machine.StatusError
 				}
 			}
 			if jl != nil && jl.Err() != nil {
-				fmt.Fprintf(os.Stderr, "kvmboot: --jsonl: %v\n", jl.Err())
+				printError("--jsonl: ", jl.Err())
 				status = machine.StatusError
 			}
 			if status != 0 {

@@ -119,7 +119,7 @@ func DebianKernel(t testing.TB) string {
 	p := filepath.Join(KernelDir(), "vmlinuz")
 	_, err := os.Stat(p)
 	if err != nil {
-		err = fmt.Errorf("Debian's i386 kernel not fetched (make kernel): %w", err)
+		err = fmt.Errorf("no Debian i386 kernel fetched (make kernel): %w", err)
 	}
 	Require(t, Kernel, err)
 	return p

@@ -84,7 +84,7 @@ func TestDecoderCorrupt(t *testing.T) {
 	// The corrupt frame's payload hides a whole good frame: resync finds it.
 	inner := Encode(TypeDone, 1, donePayload(7, 0, 0))
 	outer := append([]byte{SOF, TypeFail, 0, byte(len(inner) + 2)}, inner...)
-	outer = append(outer, 0, 0, 0x99) // garbage check
+	outer = append(outer, 0, 0, 0x99, 0x99, 0x99, 0x99) // two payload bytes, a garbage check
 	fs, st = decode(outer)
 	if len(fs) != 1 || fs[0].Seq != 1 || st.BadChecksum != 1 {
 		t.Errorf("frame inside a corrupt frame: %+v %+v", fs, st)
@@ -125,21 +125,70 @@ func TestDecoderEndless(t *testing.T) {
 	}
 }
 
+// TestDecoderRandom: good frames inside garbage full of SOFs are all
+// found, and garbage never decodes as a frame. With an 8-bit sum, 2 of
+// 986 good frames were lost to garbage headers that passed the check and
+// swallowed them.
 func TestDecoderRandom(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
-	for i := 0; i < 2000; i++ {
+	lost, good := 0, 0
+	for i := 0; i < 20000; i++ {
 		b := make([]byte, rng.Intn(300))
 		rng.Read(b)
 		// Sprinkle SOFs and real frames so that resync paths run.
 		for j := 0; j < len(b)/20; j++ {
 			b[rng.Intn(len(b))] = SOF
 		}
+		var want []byte
 		if rng.Intn(2) == 0 {
 			at := rng.Intn(len(b) + 1)
-			fr := Encode(TypeDone, 9, donePayload(uint32(i), 0, 0))
+			want = donePayload(uint32(i), 0xfeed, uint32(rng.Int31()))
+			fr := Encode(TypeDone, 9, want)
 			b = append(b[:at], append(fr, b[at:]...)...)
+			good++
 		}
-		decode(b)
+		found := false
+		for _, f := range decodeAll(t, b) {
+			if want == nil || f.Type != TypeDone || f.Seq != 9 || !bytes.Equal(f.Payload, want) {
+				t.Errorf("stream %d: garbage decoded as a frame: %+v", i, f)
+				continue
+			}
+			found = true
+		}
+		if want != nil && !found {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d good frames lost in garbage", lost, good)
+	}
+}
+
+// decodeAll decodes a stream as one write and byte by byte, which must
+// agree.
+func decodeAll(t *testing.T, b []byte) []Frame {
+	t.Helper()
+	whole, st := decode(b)
+	var bytewise []Frame
+	d := &Decoder{OnFrame: func(f Frame) { bytewise = append(bytewise, f) }}
+	for _, c := range b {
+		d.WriteByte(c)
+	}
+	d.Close()
+	if len(whole) != len(bytewise) || st != d.Stats() {
+		t.Fatalf("one write: %d frames %+v; byte by byte: %d frames %+v", len(whole), st, len(bytewise), d.Stats())
+	}
+	return whole
+}
+
+// TestDecoderGarbageHeader: a header whose claimed frame runs past the end
+// of the stream over a good frame does not take it down with it.
+func TestDecoderGarbageHeader(t *testing.T) {
+	good := Encode(TypeDone, 1, donePayload(7, 0, 0))
+	stream := append([]byte{SOF, TypeFail, 0, MaxPayload}, good...)
+	fs, st := decode(stream)
+	if len(fs) != 1 || fs[0].Seq != 1 || st.Truncated != 1 || st.Skipped != 4 {
+		t.Errorf("good frame inside a truncated one: %+v %+v", fs, st)
 	}
 }
 
@@ -165,7 +214,7 @@ func FuzzFrameDecoder(f *testing.F) {
 			if len(fr.Payload) > MaxPayload {
 				t.Fatalf("payload of %d bytes", len(fr.Payload))
 			}
-			inFrames += uint64(len(fr.Payload)) + 5
+			inFrames += uint64(len(fr.Payload)) + headerLen + checkLen
 		}
 		// Every byte is accounted for exactly once: in a good frame or skipped.
 		if inFrames+st.Skipped != uint64(len(b)) {

@@ -1,4 +1,7 @@
-package smoke
+// Package junitcheck reads a JUnit XML report strictly, independently of
+// the smoke package that writes it: for smoke's tests and the e2e tests,
+// not part of kvmboot's API.
+package junitcheck
 
 import (
 	"encoding/xml"
@@ -10,15 +13,15 @@ import (
 	"time"
 )
 
-// JUnitSuite is what CheckJUnit read from one testsuite element.
-type JUnitSuite struct {
+// Suite is what Check read from one testsuite element.
+type Suite struct {
 	Name                             string
 	Tests, Failures, Errors, Skipped int
-	Cases                            []JUnitCase
+	Cases                            []Case
 }
 
-// JUnitCase is one testcase element as CheckJUnit read it.
-type JUnitCase struct {
+// Case is one testcase element as Check read it.
+type Case struct {
 	Classname, Name string
 	Time            float64
 	// Problem is "failure", "error", "skipped" or "" (passed); Type and
@@ -47,14 +50,14 @@ var junitSchema = map[string]struct {
 	"system-err": {},
 }
 
-// CheckJUnit parses a JUnit XML report strictly, independently of the
+// Check parses a JUnit XML report strictly, independently of the
 // writer: only the elements and attributes of the schema, every required
 // attribute present, numbers that parse, at most one failure, error or
 // skipped per testcase, properties and system-out/err of a suite in the
 // schema's order, and counts that add up (a suite's tests, failures,
 // errors and skipped match its testcases; testsuites' totals match the
 // suites). It returns the suites.
-func CheckJUnit(r io.Reader) ([]JUnitSuite, error) {
+func Check(r io.Reader) ([]Suite, error) {
 	dec := xml.NewDecoder(r)
 	dec.Strict = true
 	type frame struct {
@@ -65,7 +68,7 @@ func CheckJUnit(r io.Reader) ([]JUnitSuite, error) {
 	}
 	var ck junitChecker
 	stack := []*frame{{name: ""}}
-	var suites []JUnitSuite
+	var suites []Suite
 	var totals map[string]string
 	sawRoot := false
 	for {
@@ -130,7 +133,7 @@ func CheckJUnit(r io.Reader) ([]JUnitSuite, error) {
 				}
 				ck.cases = append(ck.cases, *c)
 			case "failure", "error", "skipped":
-				ck.problem = JUnitCase{Problem: f.name, Type: f.attrs["type"], Message: f.attrs["message"], Text: string(f.text)}
+				ck.problem = Case{Problem: f.name, Type: f.attrs["type"], Message: f.attrs["message"], Text: string(f.text)}
 			case "system-out", "system-err":
 				if parent.name == "testcase" {
 					if f.name == "system-out" {
@@ -178,13 +181,13 @@ func CheckJUnit(r io.Reader) ([]JUnitSuite, error) {
 // junitChecker holds the suite's testcases so far and what the testcase
 // being read has shown.
 type junitChecker struct {
-	cases    []JUnitCase
-	problem  JUnitCase
+	cases    []Case
+	problem  Case
 	out, err string
 }
 
-func checkSuite(attrs map[string]string, children []string) (*JUnitSuite, error) {
-	s := &JUnitSuite{Name: attrs["name"]}
+func checkSuite(attrs map[string]string, children []string) (*Suite, error) {
+	s := &Suite{Name: attrs["name"]}
 	for k, p := range map[string]*int{"tests": &s.Tests, "failures": &s.Failures, "errors": &s.Errors, "skipped": &s.Skipped} {
 		n, err := strconv.Atoi(attrs[k])
 		if err != nil || n < 0 {
@@ -220,8 +223,8 @@ func checkSuite(attrs map[string]string, children []string) (*JUnitSuite, error)
 	return s, nil
 }
 
-func (ck *junitChecker) checkCase(attrs map[string]string, children []string) (*JUnitCase, error) {
-	c := &JUnitCase{Classname: attrs["classname"], Name: attrs["name"]}
+func (ck *junitChecker) checkCase(attrs map[string]string, children []string) (*Case, error) {
+	c := &Case{Classname: attrs["classname"], Name: attrs["name"]}
 	if c.Name == "" || c.Classname == "" {
 		return nil, fmt.Errorf("<testcase name=%q classname=%q>: empty", c.Name, c.Classname)
 	}
@@ -243,11 +246,11 @@ func (ck *junitChecker) checkCase(attrs map[string]string, children []string) (*
 		c.Problem, c.Type, c.Message, c.Text = ck.problem.Problem, ck.problem.Type, ck.problem.Message, ck.problem.Text
 	}
 	c.SystemOut, c.SystemErr = ck.out, ck.err
-	ck.problem, ck.out, ck.err = JUnitCase{}, "", ""
+	ck.problem, ck.out, ck.err = Case{}, "", ""
 	return c, nil
 }
 
-func countsAddUp(s *JUnitSuite) error {
+func countsAddUp(s *Suite) error {
 	var f, e, sk int
 	for _, c := range s.Cases {
 		switch c.Problem {
