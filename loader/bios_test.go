@@ -326,7 +326,7 @@ func TestCHSRead(t *testing.T) {
 		status     uint8
 	}{
 		{"sector 0", 0x0201, 0x0000, 0x0080, 0x3000, 0, BIOSBadParam},
-		{"sector 64", 0x0201, 0x0040 | 0x0000, 0x0080, 0x3000, 0, BIOSBadParam}, // bits 6-7 are cylinder bits: sector 0
+		{"sector 64", 0x0201, 0x0040, 0x0080, 0x3000, 0, BIOSBadParam}, // bits 6-7 are cylinder bits: sector 0
 		{"cylinder 1", 0x0201, 0x0101, 0x0080, 0x3000, 0, BIOSBadParam},
 		{"head 16", 0x0201, 0x0001, 0x1080, 0x3000, 0, BIOSBadParam},
 		{"no sectors", 0x0200, 0x0001, 0x0080, 0x3000, 0, BIOSBadParam},

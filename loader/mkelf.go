@@ -278,71 +278,14 @@ const (
 // The old tables' bytes are dropped unless they lie inside kept content.
 // Running it again on its output gives the same output.
 func elfWithNote(raw, note []byte) ([]byte, int, error) {
-	bad := func(format string, args ...any) ([]byte, int, error) {
-		return nil, 0, &FormatError{Context: "mkelf", Msg: fmt.Sprintf(format, args...)}
+	l, err := readELFTables(raw)
+	if err != nil {
+		return nil, 0, err
 	}
 	le := binary.LittleEndian
-	if len(raw) < elfHeaderSize || string(raw[:4]) != elf.ELFMAG || elf.Class(raw[4]) != elf.ELFCLASS32 || elf.Data(raw[5]) != elf.ELFDATA2LSB {
-		return bad("not an ELF32 little-endian file")
-	}
-	phoff, shoff := uint64(le.Uint32(raw[0x1c:])), uint64(le.Uint32(raw[0x20:]))
-	ehsize, phentsize, phnum := le.Uint16(raw[0x28:]), le.Uint16(raw[0x2a:]), int(le.Uint16(raw[0x2c:]))
-	shentsize, shnum, shstrndx := le.Uint16(raw[0x2e:]), int(le.Uint16(raw[0x30:])), int(le.Uint16(raw[0x32:]))
-	switch {
-	case ehsize != elfHeaderSize || phnum > 0 && phentsize != elfPhdrSize || shnum > 0 && shentsize != elfShdrSize:
-		return bad("unusual ELF header or table entry sizes (%d, %d, %d)", ehsize, phentsize, shentsize)
-	case phnum == 0xffff || shnum == 0 && shoff != 0 || shnum >= int(elf.SHN_LORESERVE)-1:
-		return bad("extended section or program header numbering is not supported")
-	case phoff+uint64(phnum)*elfPhdrSize > uint64(len(raw)) || shoff+uint64(shnum)*elfShdrSize > uint64(len(raw)):
-		return bad("header tables run past the end of the file")
-	case shnum > 0 && shstrndx >= shnum:
-		return bad("section name table index %d is not below the section count %d", shstrndx, shnum)
-	}
-	var content [][2]uint64 // file ranges that stay where they are
-	var phdrs [][]byte
-	for i := range phnum {
-		ph := raw[phoff+uint64(i)*elfPhdrSize:][:elfPhdrSize]
-		typ, off, filesz := elf.ProgType(le.Uint32(ph)), uint64(le.Uint32(ph[4:])), uint64(le.Uint32(ph[16:]))
-		if !inFile(raw, off, filesz) {
-			return bad("program header %d: bytes %#x+%#x are past the end of the file", i, off, filesz)
-		}
-		if typ == elf.PT_PHDR {
-			return bad("program header %d is PT_PHDR: mkelf moves the program header table and cannot keep it", i)
-		}
-		if typ == elf.PT_NOTE && IsKvmbootNote(raw[off:off+filesz]) {
-			continue // replaced
-		}
-		phdrs = append(phdrs, bytes.Clone(ph))
-		if filesz > 0 {
-			content = append(content, [2]uint64{off, off + filesz})
-		}
-	}
-	var shdrs [][]byte
-	ours := -1
-	for i := range shnum {
-		sh := bytes.Clone(raw[shoff+uint64(i)*elfShdrSize:][:elfShdrSize])
-		shdrs = append(shdrs, sh)
-		typ, flags := elf.SectionType(le.Uint32(sh[4:])), elf.SectionFlag(le.Uint32(sh[8:]))
-		off, size := uint64(le.Uint32(sh[16:])), uint64(le.Uint32(sh[20:]))
-		if i == 0 || typ == elf.SHT_NOBITS || size == 0 {
-			continue
-		}
-		if !inFile(raw, off, size) {
-			return bad("section %d: bytes %#x+%#x are past the end of the file", i, off, size)
-		}
-		switch {
-		case i == shstrndx:
-		case typ == elf.SHT_NOTE && flags&elf.SHF_ALLOC == 0 && IsKvmbootNote(raw[off:off+size]):
-			ours = i
-		default:
-			content = append(content, [2]uint64{off, off + size})
-		}
-	}
-	if len(content) == 0 {
-		return bad("the file has no segment or section content")
-	}
-	start, end := content[0][0], content[0][1]
-	for _, c := range content[1:] {
+	shdrs, phdrs, shstrndx, ours := l.shdrs, l.phdrs, l.shstrndx, l.ours
+	start, end := l.content[0][0], l.content[0][1]
+	for _, c := range l.content[1:] {
 		start, end = min(start, c[0]), max(end, c[1])
 	}
 
@@ -359,7 +302,7 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 
 	// Section name table: the old one, with our name added if missing.
 	var strtab []byte
-	if shnum == 0 {
+	if len(shdrs) == 0 {
 		strtab = []byte("\x00.shstrtab\x00")
 		shdrs = [][]byte{make([]byte, elfShdrSize), make([]byte, elfShdrSize)}
 		le.PutUint32(shdrs[1][0:], 1)
@@ -370,7 +313,7 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 		s := shdrs[shstrndx]
 		off, size := uint64(le.Uint32(s[16:])), uint64(le.Uint32(s[20:]))
 		if !inFile(raw, off, size) {
-			return bad("section name table runs past the end of the file")
+			return nil, 0, mkelfError("section name table runs past the end of the file")
 		}
 		strtab = bytes.Clone(raw[off : off+size])
 	}
@@ -431,9 +374,85 @@ func elfWithNote(raw, note []byte) ([]byte, int, error) {
 	le.PutUint16(out[0x30:], uint16(len(shdrs)))
 	le.PutUint16(out[0x32:], uint16(shstrndx))
 	if uint64(len(out)) > 1<<32-1 {
-		return bad("output larger than 4 GiB")
+		return nil, 0, mkelfError("output larger than 4 GiB")
 	}
 	return out, noteOff, nil
+}
+
+func mkelfError(format string, args ...any) error {
+	return &FormatError{Context: "mkelf", Msg: fmt.Sprintf(format, args...)}
+}
+
+// elfTables is what elfWithNote keeps of an ELF: its program and section
+// headers (without kvmboot's note segment), the file ranges that stay
+// where they are, the section name table's index and our note section's
+// (-1 when there is none yet).
+type elfTables struct {
+	phdrs, shdrs   [][]byte
+	content        [][2]uint64
+	shstrndx, ours int
+}
+
+// readELFTables checks the ELF header and reads its tables for elfWithNote.
+func readELFTables(raw []byte) (*elfTables, error) {
+	le := binary.LittleEndian
+	if len(raw) < elfHeaderSize || string(raw[:4]) != elf.ELFMAG || elf.Class(raw[4]) != elf.ELFCLASS32 || elf.Data(raw[5]) != elf.ELFDATA2LSB {
+		return nil, mkelfError("not an ELF32 little-endian file")
+	}
+	phoff, shoff := uint64(le.Uint32(raw[0x1c:])), uint64(le.Uint32(raw[0x20:]))
+	ehsize, phentsize, phnum := le.Uint16(raw[0x28:]), le.Uint16(raw[0x2a:]), int(le.Uint16(raw[0x2c:]))
+	shentsize, shnum, shstrndx := le.Uint16(raw[0x2e:]), int(le.Uint16(raw[0x30:])), int(le.Uint16(raw[0x32:]))
+	switch {
+	case ehsize != elfHeaderSize || phnum > 0 && phentsize != elfPhdrSize || shnum > 0 && shentsize != elfShdrSize:
+		return nil, mkelfError("unusual ELF header or table entry sizes (%d, %d, %d)", ehsize, phentsize, shentsize)
+	case phnum == 0xffff || shnum == 0 && shoff != 0 || shnum >= int(elf.SHN_LORESERVE)-1:
+		return nil, mkelfError("extended section or program header numbering is not supported")
+	case phoff+uint64(phnum)*elfPhdrSize > uint64(len(raw)) || shoff+uint64(shnum)*elfShdrSize > uint64(len(raw)):
+		return nil, mkelfError("header tables run past the end of the file")
+	case shnum > 0 && shstrndx >= shnum:
+		return nil, mkelfError("section name table index %d is not below the section count %d", shstrndx, shnum)
+	}
+	l := &elfTables{shstrndx: shstrndx, ours: -1}
+	for i := range phnum {
+		ph := raw[phoff+uint64(i)*elfPhdrSize:][:elfPhdrSize]
+		typ, off, filesz := elf.ProgType(le.Uint32(ph)), uint64(le.Uint32(ph[4:])), uint64(le.Uint32(ph[16:]))
+		if !inFile(raw, off, filesz) {
+			return nil, mkelfError("program header %d: bytes %#x+%#x are past the end of the file", i, off, filesz)
+		}
+		if typ == elf.PT_PHDR {
+			return nil, mkelfError("program header %d is PT_PHDR: mkelf moves the program header table and cannot keep it", i)
+		}
+		if typ == elf.PT_NOTE && IsKvmbootNote(raw[off:off+filesz]) {
+			continue // replaced
+		}
+		l.phdrs = append(l.phdrs, bytes.Clone(ph))
+		if filesz > 0 {
+			l.content = append(l.content, [2]uint64{off, off + filesz})
+		}
+	}
+	for i := range shnum {
+		sh := bytes.Clone(raw[shoff+uint64(i)*elfShdrSize:][:elfShdrSize])
+		l.shdrs = append(l.shdrs, sh)
+		typ, flags := elf.SectionType(le.Uint32(sh[4:])), elf.SectionFlag(le.Uint32(sh[8:]))
+		off, size := uint64(le.Uint32(sh[16:])), uint64(le.Uint32(sh[20:]))
+		if i == 0 || typ == elf.SHT_NOBITS || size == 0 {
+			continue
+		}
+		if !inFile(raw, off, size) {
+			return nil, mkelfError("section %d: bytes %#x+%#x are past the end of the file", i, off, size)
+		}
+		switch {
+		case i == shstrndx:
+		case typ == elf.SHT_NOTE && flags&elf.SHF_ALLOC == 0 && IsKvmbootNote(raw[off:off+size]):
+			l.ours = i
+		default:
+			l.content = append(l.content, [2]uint64{off, off + size})
+		}
+	}
+	if len(l.content) == 0 {
+		return nil, mkelfError("the file has no segment or section content")
+	}
+	return l, nil
 }
 
 // Compress packs b with c at the strongest setting that stays quick to
