@@ -57,6 +57,10 @@ func Build(cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	proto, err := k.protocol(cfg.Protocol)
+	if err != nil {
+		return nil, err
+	}
 	// Refuse before laying the image out: a small file can claim gigabytes
 	// of bss.
 	if need := k.memoryNeed(); need > cfg.MemSize {
@@ -65,7 +69,7 @@ func Build(cfg Config) (*Plan, error) {
 	m := NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
 	MarkBIOSAreas(m)
 	plan := &Plan{
-		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format},
+		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format, Protocol: proto},
 		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
 		Map:     m,
@@ -100,29 +104,43 @@ func Build(cfg Config) (*Plan, error) {
 	}
 	plan.add(BIOSTablesPlacement(tables))
 
-	switch {
-	case k.BzImage != nil && k.BzImage.Setup == nil && cfg.Protocol == ProtocolLinux16:
-		err = &FormatError{Context: "kernel", Msg: "this image (kvmboot mkelf) carries Linux's setup header but not its real-mode setup code: it boots with --protocol linux32"}
-	case k.BzImage != nil && cfg.Protocol == ProtocolLinux16:
-		plan.Kernel.Protocol = ProtocolLinux16
+	switch proto {
+	case ProtocolLinux16:
 		err = buildLinux16(plan, a, k, cfg)
-	case k.BzImage != nil && (cfg.Protocol == "" || cfg.Protocol == ProtocolLinux32):
-		plan.Kernel.Protocol = ProtocolLinux32
+	case ProtocolLinux32:
 		err = buildLinux32(plan, a, k, cfg)
-	case k.BzImage != nil:
-		err = &FormatError{Context: "kernel", Msg: fmt.Sprintf("a Linux bzImage boots with --protocol linux32 or linux16, not %s", cfg.Protocol)}
-	case cfg.Protocol != "" && cfg.Protocol != ProtocolMultiboot:
-		err = &FormatError{Context: "kernel", Msg: fmt.Sprintf("--protocol %s needs a Linux bzImage; this is a %s", cfg.Protocol, k.Format)}
-	case k.Multiboot != nil:
-		plan.Kernel.Protocol = ProtocolMultiboot
-		err = buildMultiboot(plan, a, k, cfg)
 	default:
-		err = &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
+		err = buildMultiboot(plan, a, k, cfg)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return plan, plan.Finish()
+}
+
+// protocol is the boot protocol the kernel gets when asked is requested
+// ("" for the image's own): a Linux image boots through the compressed-ELF
+// path (linux32) unless asked for its own setup code (linux16) or it has
+// no compressed ELF for kvmboot to unpack; anything else is Multiboot.
+func (k *Kernel) protocol(asked Protocol) (Protocol, error) {
+	bz := k.BzImage
+	switch {
+	case bz != nil && asked == ProtocolLinux16 && bz.Setup == nil:
+		return "", &FormatError{Context: "kernel", Msg: "this image (kvmboot mkelf) carries Linux's setup header but not its real-mode setup code: it boots with --protocol linux32"}
+	case bz != nil && (asked == ProtocolLinux16 || asked == "" && k.ELF == nil):
+		return ProtocolLinux16, nil
+	case bz != nil && asked == ProtocolLinux32 && k.ELF == nil:
+		return "", &FormatError{Context: "bzImage", Msg: fmt.Sprintf("%s: its protected-mode part is code that only its own setup code starts: it boots with --protocol linux16 (its default)", bz.rawWhy())}
+	case bz != nil && (asked == "" || asked == ProtocolLinux32):
+		return ProtocolLinux32, nil
+	case bz != nil:
+		return "", &FormatError{Context: "kernel", Msg: fmt.Sprintf("a Linux bzImage boots with --protocol linux32 or linux16, not %s", asked)}
+	case asked != "" && asked != ProtocolMultiboot:
+		return "", &FormatError{Context: "kernel", Msg: fmt.Sprintf("--protocol %s needs a Linux bzImage; this is a %s", asked, k.Format)}
+	case k.Multiboot != nil:
+		return ProtocolMultiboot, nil
+	}
+	return "", &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
 }
 
 // buildMultiboot places a Multiboot kernel, its modules and the info.
@@ -176,15 +194,31 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 
 // kernelImage is a kernel as it must sit in memory, before placement.
 type kernelImage struct {
-	mem      []byte // from base: file bytes, then zeros (bss)
-	fileEnd  uint64 // bytes of mem that come from the file
-	size     uint64 // memory the kernel needs from its load address, >= len(mem)
-	base     uint64 // link address
-	entry    uint64 // physical entry at the link address
-	align    uint64
-	max      uint64 // the kernel must end at or below this (0: 4 GiB)
-	relocs   *Relocs
-	noRelocs string // why relocs is nil
+	name    string // details the plan's "kernel" placement
+	mem     []byte // from base: file bytes, then zeros (bss)
+	fileEnd uint64 // bytes of mem that come from the file
+	size    uint64 // memory the kernel needs from its load address, >= len(mem)
+	base    uint64 // link (or preferred) address
+	entry   uint64 // physical entry at the link address
+	align   uint64
+	min     uint64 // the kernel must start at or above this (0: 1 MiB)
+	max     uint64 // the kernel must end at or below this (0: 4 GiB)
+	relocs  *Relocs
+	// movesItself: the image runs wherever it is loaded without
+	// relocation info (Linux's own setup code and decompressor).
+	movesItself bool
+	noRelocs    string // why the image cannot move
+}
+
+// movable reports whether the image can run elsewhere than at base.
+func (ki *kernelImage) movable() bool { return ki.relocs != nil || ki.movesItself }
+
+// lowest is the lowest address the image may start at.
+func (ki *kernelImage) lowest() uint64 {
+	if ki.min == 0 {
+		return oneMiB
+	}
+	return ki.min
 }
 
 // multibootImage lays out a Multiboot kernel from its ELF headers or, with
@@ -218,8 +252,11 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	switch {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
-		if ki.relocs == nil && load != ki.base {
+		if !ki.movable() && load != ki.base {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs)}
+		}
+		if ki.min != 0 && load < ki.min {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel runs at or above %#x", load, ki.min)}
 		}
 		if load%ki.align != 0 {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, FormatSize(ki.align))}
@@ -231,7 +268,7 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
 		}
 		plan.Why = "forced by --load-address"
-	case ki.relocs == nil:
+	case !ki.movable():
 		if err := a.Claim("kernel", Range{ki.base, ki.base + ki.size}); err != nil {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
 		}
@@ -239,7 +276,7 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:
 		var err error
-		load, plan.Why, err = a.Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: oneMiB, Max: ki.max, Policy: cfg.Policy, Preferred: ki.base, Region: cfg.Region})
+		load, plan.Why, err = a.Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: ki.lowest(), Max: ki.max, Policy: cfg.Policy, Preferred: ki.base, Region: cfg.Region})
 		if err != nil {
 			return err
 		}
@@ -254,7 +291,7 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	}
 	plan.LoadAddress = load
 	plan.Entry.EIP = uint32(ki.entry) + delta
-	plan.add(Placement{What: "kernel", Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true})
+	plan.add(Placement{What: "kernel", Name: ki.name, Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true})
 	return nil
 }
 
