@@ -86,8 +86,9 @@ const DefaultMemSize = 256 << 20
 const BuiltinKernelName = "(built-in test kernel)"
 
 // Plan reads the kernel and modules and plans the boot, without running it.
+// For --vmm=qemu-kernel the plan only says what QEMU's own loader gets.
 func Plan(cfg Config) (*loader.Plan, error) {
-	data, name := testkernel.ELF, BuiltinKernelName
+	data, name := testkernel.ELF, testkernel.FileName
 	if cfg.Kernel != "" {
 		var err error
 		if data, err = ReadInput(cfg.Kernel); err != nil {
@@ -127,11 +128,20 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	if mem == 0 {
 		mem = DefaultMemSize
 	}
-	return loader.Build(loader.Config{
+	lcfg := loader.Config{
 		Path: name, Kernel: data, MemSize: mem, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
-	})
+	}
+	plan := loader.Build
+	if cfg.VMM == VMMQEMUKernel {
+		plan = loader.Reference
+	}
+	p, err := plan(lcfg)
+	if err == nil && cfg.Kernel == "" {
+		p.Kernel.Path = BuiltinKernelName
+	}
+	return p, err
 }
 
 // ReadInput reads a kernel, module or initrd the user named, refusing in

@@ -56,7 +56,7 @@ func Example() {
 	// Output:
 	// pass, status 0
 	// kernel at 0x2000000, linked at 0x1000000, 0 bad-RAM accesses
-	// the kernel ran at 0x2000000 with command line "hello from Go"; its checks passed: true
+	// the kernel ran at 0x2000000 with command line "testkernel.elf hello from Go"; its checks passed: true
 }
 
 // Plan a boot without running it (no KVM needed): where each piece goes

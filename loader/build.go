@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"strings"
 
 	"kvmboot/loader/kcache"
 	"kvmboot/realmode"
@@ -17,9 +18,19 @@ type Module struct {
 	Data []byte
 }
 
+// String is the module's string in the Multiboot information.
+func (m Module) String() string {
+	if m.Args == "" {
+		return m.Path
+	}
+	return m.Args
+}
+
 // Config is everything Build needs to plan a boot.
 type Config struct {
-	Path    string // for reports only
+	// Path names the kernel in reports and starts a Multiboot kernel's
+	// command line (argv[0]).
+	Path    string
 	Kernel  []byte // the file as read
 	MemSize uint64
 	BadRAM  []Range
@@ -157,11 +168,7 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 			return err
 		}
 	}
-	modules := cfg.Modules
-	if cfg.Initrd != nil {
-		// As QEMU does: an initrd given to a Multiboot kernel is a module.
-		modules = append([]Module{*cfg.Initrd}, modules...)
-	}
+	modules := multibootModules(cfg)
 	mods := make([]MultibootModule, 0, len(modules))
 	for _, mod := range modules {
 		align := uint64(4)
@@ -173,15 +180,12 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 			return err
 		}
 		plan.add(Placement{What: "module", Name: mod.Path, Start: at, Data: mod.Data, Size: uint64(len(mod.Data)), Verify: true})
-		args := mod.Args
-		if args == "" {
-			args = mod.Path
-		}
+		args := mod.String()
 		mods = append(mods, MultibootModule{Start: uint32(at), End: uint32(at) + uint32(len(mod.Data)), String: args})
 		plan.ModuleArgs = append(plan.ModuleArgs, args)
 	}
 
-	info := &MultibootInfo{Map: plan.Map, Cmdline: cfg.Cmdline, LoaderName: LoaderName, Modules: mods}
+	info := &MultibootInfo{Map: plan.Map, Cmdline: multibootCmdline(cfg.Path, cfg.Cmdline), LoaderName: LoaderName, Modules: mods}
 	at, _, err := a.Find(Request{What: "Multiboot info", Size: info.Size(), Align: 8, Min: lowInfoMin, Max: lowInfoMax, Policy: PolicyLowest})
 	if err != nil {
 		return err
@@ -190,6 +194,28 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	plan.Entry.EAX = MultibootBootMagic
 	plan.Entry.EBX = uint32(at)
 	return nil
+}
+
+// multibootModules are a Multiboot kernel's modules: the initrd, if any,
+// first, as QEMU passes it.
+func multibootModules(cfg Config) []Module {
+	if cfg.Initrd == nil {
+		return cfg.Modules
+	}
+	return append([]Module{*cfg.Initrd}, cfg.Modules...)
+}
+
+// multibootCmdline is the command line a Multiboot kernel gets: its own
+// path first (argv[0]), as GRUB's multiboot command and QEMU's -kernel
+// pass it, then the arguments.
+func multibootCmdline(path, args string) string {
+	switch {
+	case path == "":
+		return args
+	case args == "":
+		return path
+	}
+	return path + " " + args
 }
 
 // kernelImage is a kernel as it must sit in memory, before placement.
@@ -208,6 +234,10 @@ type kernelImage struct {
 	// relocation info (Linux's own setup code and decompressor).
 	movesItself bool
 	noRelocs    string // why the image cannot move
+	// segments are an ELF's PT_LOADs. An image that cannot move occupies
+	// only them, as GRUB loads it segment by segment: the gaps between
+	// them stay free (one may lie below 640K and the next at 1M).
+	segments []Segment
 }
 
 // movable reports whether the image can run elsewhere than at base.
@@ -234,7 +264,7 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 			noRelocs: "it is loaded through Multiboot address fields, which carry no relocation info"}, nil
 	}
 	img := k.ELF
-	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign)}
+	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign), segments: img.Segments}
 	if img.Relocs.found() {
 		ki.relocs = img.Relocs
 	} else {
@@ -248,7 +278,16 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 // policy), relocates it there and adds it to the plan.
 func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	plan.LinkAddress = ki.base
-	var load uint64
+	load := ki.base
+	// claim takes the image's pieces at load, or says why not after lead.
+	claim := func(lead string) error {
+		for _, pl := range ki.pieces(load) {
+			if err := a.Claim(strings.TrimSpace("kernel "+pl.Name), pl.Range()); err != nil {
+				return &PlaceError{What: "kernel", Msg: lead + err.Error()}
+			}
+		}
+		return nil
+	}
 	switch {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
@@ -264,15 +303,14 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 		if ki.max != 0 && load+ki.size > ki.max {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, FormatSize(ki.size), ki.max)}
 		}
-		if err := a.Claim("kernel", Range{load, load + ki.size}); err != nil {
-			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
+		if err := claim("--load-address refused: "); err != nil {
+			return err
 		}
 		plan.Why = "forced by --load-address"
 	case !ki.movable():
-		if err := a.Claim("kernel", Range{ki.base, ki.base + ki.size}); err != nil {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
+		if err := claim(fmt.Sprintf("the kernel cannot move: %s; at its link address: ", ki.noRelocs)); err != nil {
+			return err
 		}
-		load = ki.base
 		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:
 		var err error
@@ -291,8 +329,24 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	}
 	plan.LoadAddress = load
 	plan.Entry.EIP = uint32(ki.entry) + delta
-	plan.add(Placement{What: "kernel", Name: ki.name, Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true})
+	for _, pl := range ki.pieces(load) {
+		plan.add(pl)
+	}
 	return nil
+}
+
+// pieces are the image's placements at load: one block, or for an image
+// that cannot move, one per ELF segment, the gaps between them left free.
+func (ki *kernelImage) pieces(load uint64) []Placement {
+	if ki.movable() || len(ki.segments) < 2 {
+		return []Placement{{What: "kernel", Name: ki.name, Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true}}
+	}
+	out := make([]Placement, 0, len(ki.segments))
+	for _, s := range ki.segments {
+		off := s.Paddr - ki.base
+		out = append(out, Placement{What: "kernel", Name: fmt.Sprintf("segment %d", s.ProgramHeaderN), Start: s.Paddr, Data: ki.mem[off : off+s.FileSz], Size: s.MemSz, Verify: true})
+	}
+	return out
 }
 
 func (p *Plan) add(pl Placement) { p.Placements = append(p.Placements, pl) }

@@ -114,6 +114,7 @@ func placeInitrd(plan *Plan, a *Allocator, initrd *Module, h SetupHeader) (at, s
 		return 0, 0, err
 	}
 	plan.add(Placement{What: "initrd", Name: initrd.Path, Start: at, Data: initrd.Data, Size: size, Verify: true})
+	plan.Initrd = initrd.Path
 	return at, size, nil
 }
 
