@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -398,4 +400,66 @@ func TestInspectRawBzImage(t *testing.T) {
 	if err := in.Write(&out); err != nil || !strings.Contains(out.String(), "payload      37 bytes of code") || !strings.Contains(out.String(), "at or above 4M") {
 		t.Errorf("Write: %v\n%s", err, out.String())
 	}
+}
+
+// TestConformanceImages reads the conformance images e2e boots (built from
+// e2e/conformance by scripts/build-conformance-loader.sh) as golden
+// inputs: each parses as what it is and plans by default as its loader
+// would boot it.
+func TestConformanceImages(t *testing.T) {
+	read := func(t *testing.T, name string) []byte {
+		b, err := os.ReadFile(filepath.Join("..", "e2e", "conformance", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		file        string
+		version     uint16
+		relocatable bool
+		why         string
+	}{
+		{"linux-raw-203.bin", 0x0203, false, "boot protocol 2.03 has no payload_offset"},
+		{"linux-raw-207.bin", 0x0207, true, "boot protocol 2.07 has no payload_offset"},
+		{"linux-raw-212.bin", 0x020c, true, "the payload starts with fa fc e8 00, no compression kvmboot knows"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			b := read(t, tc.file)
+			bz, err := ParseBzImage(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := bz.Header
+			if h.Version != tc.version || h.Relocatable() != tc.relocatable || bz.Payload != nil || !strings.HasPrefix(bz.rawWhy(), tc.why) {
+				t.Errorf("protocol %s, relocatable %v, payload %d bytes, %q", versionString(h.Version), h.Relocatable(), len(bz.Payload), bz.rawWhy())
+			}
+			if n := len(bz.ProtectedMode); n%16 == 0 || uint32(n+15)/16 != h.SysSize {
+				t.Errorf("a %d-byte 32-bit part with syssize %d: want a part that ends inside its last paragraph", n, h.SysSize)
+			}
+			p, err := Build(Config{Path: tc.file, Kernel: b, MemSize: 64 * btMiB, Cmdline: "x"})
+			if err != nil || p.Kernel.Protocol != ProtocolLinux16 || p.LoadAddress != btMiB {
+				t.Fatalf("plan %+v, %v: want linux16 with the 32-bit part at 1M", p, err)
+			}
+		})
+	}
+	t.Run("multiboot-argv0.elf", func(t *testing.T) {
+		p, err := Build(Config{Path: "/x/multiboot-argv0.elf", Kernel: read(t, "multiboot-argv0.elf"), MemSize: 64 * btMiB, Cmdline: "a"})
+		if err != nil || p.Kernel.Protocol != ProtocolMultiboot {
+			t.Fatalf("plan %+v, %v", p, err)
+		}
+		info := planPlacement(t, p, "boot_info")
+		if mi := decodeMBInfo(t, info.Data, uint32(info.Start)); mi.cmdline != "/x/multiboot-argv0.elf a" {
+			t.Errorf("command line %q", mi.cmdline)
+		}
+	})
+	t.Run("multiboot-twoseg.elf", func(t *testing.T) {
+		p, err := Build(Config{Kernel: read(t, "multiboot-twoseg.elf"), MemSize: 64 * btMiB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := placementsOf(p, "kernel"); len(k) != 2 || k[0].Start != 0x40000 || k[1].Start != btMiB {
+			t.Errorf("kernel placements %+v, want one at 0x40000 and one at 1M", k)
+		}
+	})
 }
