@@ -335,6 +335,18 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	return nil
 }
 
+// placesFileBytes reports whether the n bytes at link address addr are
+// file bytes of a placed piece of the image (not bss, not a gap between
+// segments), so that a change to them in mem reaches the guest.
+func (ki *kernelImage) placesFileBytes(addr, n uint64) bool {
+	for _, pl := range ki.pieces(ki.base) {
+		if addr >= pl.Start && addr+n <= pl.Start+uint64(len(pl.Data)) {
+			return true
+		}
+	}
+	return false
+}
+
 // pieces are the image's placements at load: one block, or for an image
 // that cannot move, one per ELF segment, the gaps between them left free.
 func (ki *kernelImage) pieces(load uint64) []Placement {

@@ -543,7 +543,25 @@ func TestBuildTwoSegments(t *testing.T) {
 		checkNoOverlap(t, p, bad)
 		checkParams(t, p)
 	}
-	_, err := Build(Config{Kernel: kernel, MemSize: 64 * btMiB, BadRAM: []Range{{0x41000, 0x41001}}})
+	// Bytes the loader may patch (a real-mode part's locate word) must be
+	// file bytes of a segment: not its bss, not the gap.
+	k, err := OpenKernel(kernel, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ki, err := multibootImage(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		addr uint64
+		want bool
+	}{{0x40000, true}, {0x402fc, true}, {0x402fe, false}, {0x41000, false}, {0x80000, false}, {0x100000, true}, {0x1001fe, false}} {
+		if got := ki.placesFileBytes(c.addr, 4); got != c.want {
+			t.Errorf("placesFileBytes(%#x, 4) = %v, want %v", c.addr, got, c.want)
+		}
+	}
+	_, err = Build(Config{Kernel: kernel, MemSize: 64 * btMiB, BadRAM: []Range{{0x41000, 0x41001}}})
 	if err == nil || !strings.Contains(err.Error(), "the kernel cannot move: it has no relocation info (link it with --emit-relocs); at its link address: kernel segment 0 at 0x00040000-0x00042000 overlaps bad RAM") {
 		t.Errorf("a segment over bad RAM: %v", err)
 	}
