@@ -279,15 +279,6 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	plan.LinkAddress = ki.base
 	load := ki.base
-	// claim takes the image's pieces at load, or says why not after lead.
-	claim := func(lead string) error {
-		for _, pl := range ki.pieces(load) {
-			if err := a.Claim(strings.TrimSpace("kernel "+pl.Name), pl.Range()); err != nil {
-				return &PlaceError{What: "kernel", Msg: lead + err.Error()}
-			}
-		}
-		return nil
-	}
 	switch {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
@@ -303,13 +294,13 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 		if ki.max != 0 && load+ki.size > ki.max {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, FormatSize(ki.size), ki.max)}
 		}
-		if err := claim("--load-address refused: "); err != nil {
-			return err
+		if err := ki.claim(a, load); err != nil {
+			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
 		}
 		plan.Why = "forced by --load-address"
 	case !ki.movable():
-		if err := claim(fmt.Sprintf("the kernel cannot move: %s; at its link address: ", ki.noRelocs)); err != nil {
-			return err
+		if err := ki.claim(a, load); err != nil {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
 		}
 		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:
@@ -331,6 +322,16 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	plan.Entry.EIP = uint32(ki.entry) + delta
 	for _, pl := range ki.pieces(load) {
 		plan.add(pl)
+	}
+	return nil
+}
+
+// claim takes the image's pieces at load from a.
+func (ki *kernelImage) claim(a *Allocator, load uint64) error {
+	for _, pl := range ki.pieces(load) {
+		if err := a.Claim(strings.TrimSpace("kernel "+pl.Name), pl.Range()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

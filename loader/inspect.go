@@ -598,7 +598,12 @@ func placementInfo(k *Kernel, file []byte, opts InspectOptions) *PlacementInfo {
 		return a
 	}
 	if !pi.Relocatable {
-		if fresh().Claim("kernel", Range{ki.base, ki.base + ki.size}) == nil {
+		// It needs its pieces (an ELF's segments) where they are linked.
+		pi.Size = 0
+		for _, pl := range ki.pieces(ki.base) {
+			pi.Size += pl.Size
+		}
+		if ki.claim(fresh(), ki.base) == nil {
 			at := ki.base
 			pi.Lowest, pi.Highest = &at, &at
 			pi.Windows = append(pi.Windows, LoadWindow{at, at, 1})
