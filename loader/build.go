@@ -64,7 +64,7 @@ const (
 // Build reads the kernel, plans where every piece goes and returns the
 // plan: relocated image, boot information, stub parameters.
 func Build(cfg Config) (*Plan, error) {
-	k, err := OpenKernel(cfg.Kernel, cfg.Limit, cfg.Cache)
+	k, err := openKernel(cfg.Kernel, cfg.Limit, cfg.Cache, cfg.Protocol != ProtocolLinux16)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,13 @@ type Kernel struct {
 // when not nil) and parses the ELF inside, its relocation info and its
 // Multiboot header.
 func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) {
+	return openKernel(file, limit, cache, true)
+}
+
+// openKernel is OpenKernel; without unpack it leaves a bzImage's payload
+// alone, for a boot by the image's own setup code (linux16), which
+// decompresses itself.
+func openKernel(file []byte, limit int64, cache *kcache.Cache, unpack bool) (*Kernel, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
@@ -44,8 +51,8 @@ func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) 
 			return nil, err
 		}
 		k.Format, k.BzImage, k.Compression = "bzimage", bz, bz.Compression
-		if bz.Payload == nil {
-			// Code to run as it is: nothing to decompress or relocate.
+		if bz.Payload == nil || !unpack {
+			// Code to run as it is, or to unpack itself.
 			return k, nil
 		}
 		blob, err := decompressCached(bz.Compression, bz.Payload, limit, cache)

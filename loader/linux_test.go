@@ -463,3 +463,30 @@ func TestConformanceImages(t *testing.T) {
 		}
 	})
 }
+
+// FuzzBuildLinux16: whatever a Linux-protocol image's header says, a
+// linux16 plan is one line of refusal (a *FormatError or *PlaceError) or a
+// plan whose pieces lie in RAM without overlapping, with the setup window
+// below 640K and the real-mode entry at its segment + 0x20.
+func FuzzBuildLinux16(f *testing.F) {
+	f.Add(bzSpec{version: 0x0201, zImage: true, pm: rawCode, unpadded: true}.bytes())
+	f.Add(bzSpec{version: 0x0207, relocatable: true, align: 2 * btMiB, pm: rawCode, unpadded: true}.bytes())
+	f.Add(bzSpec{version: 0x020c, relocatable: true, align: 2 * btMiB, pref: 4 * btMiB, initSize: 4 * btMiB, pm: rawCode}.bytes())
+	f.Add(linuxSpec(gzipBytes(f, testPlain, 1)).bytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := Build(Config{Kernel: b, MemSize: 64 * btMiB, Protocol: ProtocolLinux16, Cmdline: "x", Initrd: testInitrd})
+		if err != nil {
+			var fe *FormatError
+			var pe *PlaceError
+			if !errors.As(err, &fe) && !errors.As(err, &pe) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %T %q: want one line, a *FormatError or a *PlaceError", err, err)
+			}
+			return
+		}
+		checkNoOverlap(t, p, nil)
+		setup := placementsOf(p, "setup")[0]
+		if setup.End() > 0xA0000 || setup.Start%16 != 0 || p.Entry.RealModeEntry != (uint32(setup.Start>>4)+0x20)<<16 {
+			t.Fatalf("setup at %v, entry %+v", setup.Range(), p.Entry)
+		}
+	})
+}
