@@ -468,7 +468,12 @@ func FuzzParseBzImage(f *testing.F) {
 		if len(img.Setup) != img.Header.SetupSize() || len(img.Setup)+len(img.ProtectedMode) != len(b) {
 			t.Fatalf("setup %d + protected mode %d != %d", len(img.Setup), len(img.ProtectedMode), len(b))
 		}
-		if off := int(img.Header.PayloadOffset); !bytes.Equal(img.ProtectedMode[off:off+len(img.Payload)], img.Payload) {
+		if img.Payload == nil {
+			// No payload to unpack: the image says why in one line.
+			if why := img.rawWhy(); why == "" || strings.Contains(why, "\n") {
+				t.Fatalf("rawWhy = %q", why)
+			}
+		} else if off := int(img.Header.PayloadOffset); !bytes.Equal(img.ProtectedMode[off:off+len(img.Payload)], img.Payload) {
 			t.Fatal("payload not inside the protected-mode part")
 		}
 		if img.Payload != nil && (img.Compression == CompressionNone || img.Header.Version < 0x208) {
