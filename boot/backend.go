@@ -71,7 +71,7 @@ func newBackend(ctx context.Context, cfg Config) (machine.Backend, error) {
 	case VMMQEMUKernel:
 		qb := qemu.Backend{Accel: c.Accel, Log: cfg.Log, Kernel: true}
 		if cfg.Kernel == "" {
-			qb.KernelImage = testkernel.ELF
+			qb.KernelImage, qb.KernelName = testkernel.ELF, testkernel.FileName
 		}
 		b = qb
 	}

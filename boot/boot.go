@@ -26,7 +26,8 @@ import (
 const BuiltinKernelName = "(built-in test kernel)"
 
 // Plan validates cfg, reads the kernel and modules and plans the boot,
-// without running it.
+// without running it. For --vmm=qemu-kernel the plan only says what QEMU's
+// own loader gets.
 func Plan(cfg Config) (*loader.Plan, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -36,7 +37,7 @@ func Plan(cfg Config) (*loader.Plan, error) {
 
 // plan is Plan for a validated cfg.
 func plan(cfg Config) (*loader.Plan, error) {
-	data, name := testkernel.ELF, BuiltinKernelName
+	data, name := testkernel.ELF, testkernel.FileName
 	if cfg.Kernel != "" {
 		var err error
 		if data, err = ReadInput(cfg.Kernel); err != nil {
@@ -72,11 +73,20 @@ func plan(cfg Config) (*loader.Plan, error) {
 	if !cfg.NoCache {
 		cache = kcache.Default()
 	}
-	return loader.Build(loader.Config{
+	lcfg := loader.Config{
 		Path: name, Kernel: data, MemSize: cfg.memSize(), BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
-	})
+	}
+	build := loader.Build
+	if cfg.VMM == VMMQEMUKernel {
+		build = loader.Reference
+	}
+	p, err := build(lcfg)
+	if err == nil && cfg.Kernel == "" {
+		p.Kernel.Path = BuiltinKernelName
+	}
+	return p, err
 }
 
 // ReadInput reads a kernel, module or initrd the user named, refusing in

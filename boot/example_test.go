@@ -61,7 +61,7 @@ func Example() {
 	// It prints (TestExamplesBoot checks it where a backend can run):
 	// pass, status 0
 	// kernel at 0x2000000, linked at 0x1000000, 0 bad-RAM accesses
-	// the kernel ran at 0x2000000 with command line "hello from Go"; its checks passed: true
+	// the kernel ran at 0x2000000 with command line "testkernel.elf hello from Go"; its checks passed: true
 }
 
 // Plan a boot without running it (no KVM needed): where each piece goes
@@ -113,7 +113,7 @@ func TestExamplesBoot(t *testing.T) {
 	}{
 		{"Example", Example, `pass, status 0
 kernel at 0x2000000, linked at 0x1000000, 0 bad-RAM accesses
-the kernel ran at 0x2000000 with command line "hello from Go"; its checks passed: true
+the kernel ran at 0x2000000 with command line "testkernel.elf hello from Go"; its checks passed: true
 `},
 		{"ExampleRun_failure", ExampleRun_failure, "true 3 guest wrote 3 to the debug-exit port\n"},
 	} {

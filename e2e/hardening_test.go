@@ -30,7 +30,7 @@ func TestSignalEndsRunCleanly(t *testing.T) {
 	for _, vmm := range []string{"kvm", "qemu"} {
 		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 			t.Run(vmm+"/"+sig.String(), func(t *testing.T) {
-				requireBackend(t, vmm)
+				requireBackend(t, boot.VMM(vmm))
 				consoleFile := filepath.Join(t.TempDir(), "console")
 				cmd := exec.Command(cli(t), "run", "--vmm="+vmm, "--json", "--console", consoleFile, "--cmdline", "kt.hang", "--timeout", "100s")
 				var stdout bytes.Buffer
@@ -181,7 +181,7 @@ func TestGuestMisbehaviour(t *testing.T) {
 		{"qemu", "ports", "kt.ports", machine.Pass, "kt: ports done"},
 	}...) {
 		t.Run(tc.vmm+"/"+tc.name, func(t *testing.T) {
-			requireBackend(t, tc.vmm)
+			requireBackend(t, boot.VMM(tc.vmm))
 			consoleFile := filepath.Join(t.TempDir(), "console")
 			timeout := "300s"
 			if tc.outcome == machine.Timeout {

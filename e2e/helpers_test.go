@@ -57,9 +57,9 @@ func requireQEMU(t testing.TB) {
 
 // requireBackend skips or fails when the backend vmm ("kvm", or one of
 // QEMU's) cannot run here.
-func requireBackend(t testing.TB, vmm string) {
+func requireBackend(t testing.TB, vmm boot.VMM) {
 	t.Helper()
-	if vmm == "kvm" {
+	if vmm == boot.VMMKVM {
 		requireKVM(t)
 	} else {
 		requireQEMU(t)

@@ -56,7 +56,7 @@ func TestKVMBootBuiltin(t *testing.T) {
 	if rep.Base != linkBase || rep.Delta != 0 || res.LoadAddress != linkBase {
 		t.Errorf("base %#x delta %#x load %#x, want the link address", rep.Base, rep.Delta, res.LoadAddress)
 	}
-	if rep.Cmdline != "hello world" || rep.BootLoader != loader.LoaderName {
+	if rep.Cmdline != testkernel.FileName+" hello world" || rep.BootLoader != loader.LoaderName {
 		t.Errorf("cmdline %q bootloader %q", rep.Cmdline, rep.BootLoader)
 	}
 	if rep.MemLower != 639 || rep.MemUpper != (256-1)*1024 { // the EBDA takes the top KiB below 640K

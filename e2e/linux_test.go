@@ -170,26 +170,33 @@ func TestLinuxExpect(t *testing.T) {
 // TestLinux16 boots Debian's kernel through its own real-mode setup code
 // (the 16-bit boot protocol): the kernel learns the memory map only from
 // our BIOS's int 15h E820, so bad RAM missing from System RAM proves the
-// BIOS right. Its own decompressor then chooses where to run, knowing
-// nothing of kvmboot's placement: the test records whether it wrote into
-// the bad range (QEMU sees writes through canaries in bad RAM).
+// BIOS right. Its own decompressor then unpacks it where kvmboot put the
+// protected-mode part, which had room for the whole init_size in good RAM
+// at a kernel_alignment boundary: it writes nothing into the bad range
+// (QEMU sees writes through canaries in bad RAM), and with nokaslr the
+// kernel runs right there; with KASLR it picks a place among the E820 RAM.
 func TestLinux16(t *testing.T) {
 	bad := badRanges(t, "16M-48M")
-	res, rep, console := bootLinux(t, boot.Config{Protocol: loader.ProtocolLinux16, BadRAM: bad, BadRAMPolicy: machine.BadRAMRecord})
-	if res.Outcome != machine.Pass || rep == nil || !rep.Pass {
-		t.Fatalf("outcome %s (%d): %s\n%s", res.Outcome, res.ExitCode, res.Reason, tail(console, 40))
+	for _, tc := range []struct {
+		name    string
+		cmdline string
+	}{
+		{"kaslr", linuxCmdline},
+		{"nokaslr", linuxCmdline + " nokaslr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, rep, console := bootLinux(t, boot.Config{Protocol: loader.ProtocolLinux16, BadRAM: bad, BadRAMPolicy: machine.BadRAMRecord, Cmdline: tc.cmdline})
+			checkLinux(t, res, rep, console, bad)
+			if res.Kernel.Protocol != loader.ProtocolLinux16 || res.LoadAddress != 48*mib {
+				t.Errorf("protocol %s, protected-mode part at %#x: want linux16 at 48M, the first 16M boundary past the bad range", res.Kernel.Protocol, res.LoadAddress)
+			}
+			if tc.name == "nokaslr" && rep.KernelCode.Start != res.LoadAddress {
+				t.Errorf("Kernel code at %v: with nokaslr it runs where its protected-mode part was put, %#x", rep.KernelCode, res.LoadAddress)
+			}
+			if strings.Contains(console, "not marked as E820_TYPE_RAM") {
+				t.Errorf("the kernel runs from memory E820 does not call RAM:\n%s", tail(console, 20))
+			}
+			t.Logf("linux16 %s with bad RAM %v: protected-mode part at %#x, kernel code at %v, %d bad-RAM accesses", tc.name, bad, res.LoadAddress, rep.KernelCode, len(res.BadRAMAccesses))
+		})
 	}
-	r := initramfs.Range{Start: bad[0].Start, End: bad[0].End}
-	if over := rep.RAMOverlapping(r); len(over) != 0 {
-		t.Errorf("System RAM %v overlaps bad RAM %v: the kernel did not get int 15h E820's map", over, r)
-	}
-	if !strings.Contains(console, "BIOS-e820") {
-		t.Logf("(the kernel printed no BIOS-e820 lines with quiet)")
-	}
-	var touched uint64
-	for _, a := range res.BadRAMAccesses {
-		touched += uint64(a.Size)
-	}
-	t.Logf("linux16 with bad RAM %v: kernel code at %v; the kernel's own decompressor wrote %d bytes into the bad range in %d places",
-		r, rep.KernelCode, touched, len(res.BadRAMAccesses))
 }

@@ -31,7 +31,7 @@ func TestQEMUBootBuiltin(t *testing.T) {
 	t.Parallel()
 	res, rep, console := bootTestKernel(t, qemuConfig(boot.Config{Cmdline: "hello world"}))
 	checkPass(t, res, rep, console)
-	if rep.Base != linkBase || res.LoadAddress != linkBase || rep.BootLoader != loader.LoaderName || rep.Cmdline != "hello world" {
+	if rep.Base != linkBase || res.LoadAddress != linkBase || rep.BootLoader != loader.LoaderName || rep.Cmdline != testkernel.FileName+" hello world" {
 		t.Errorf("base %#x load %#x bootloader %q cmdline %q", rep.Base, res.LoadAddress, rep.BootLoader, rep.Cmdline)
 	}
 	if res.VMM != "qemu" || res.Accel != "tcg" || res.VMMWhy == "" {

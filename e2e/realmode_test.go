@@ -55,7 +55,7 @@ func TestRealModePart(t *testing.T) {
 	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
 	for _, vmm := range []string{"kvm", "qemu"} {
 		t.Run(vmm, func(t *testing.T) {
-			requireBackend(t, vmm)
+			requireBackend(t, boot.VMM(vmm))
 			cfg := boot.Config{Kernel: kernel, VMM: boot.VMM(vmm), BadRAM: bad}
 			if vmm == "qemu" {
 				cfg.Accel = "tcg"

@@ -53,12 +53,12 @@ func TestBIOSTablesSizes(t *testing.T) {
 		entries []E820Entry
 	}{
 		{"256M", 256 * mb, nil, BIOSMemory{639, 0xFC00, 0x3C00, (256 - 16) * 16}, []E820Entry{
-			{0, 0x9FC00, 1}, {0x9FC00, 0x60400, 2}, {mb, 255 * mb, 1}}},
+			{0, 0x9FC00, 1}, {0x9FC00, 0x60400, 2}, {mb, 255 * mb, 1}, {0xFFFF0000, 0x10000, 2}}},
 		{"32M", 32 * mb, nil, BIOSMemory{639, 31 * 1024, 15 * 1024, 16 * 16}, nil},
 		// Bad RAM at 16M-48M: E801 and 88h stop at the first bad byte; E820
 		// shows it as type 5.
 		{"bad 16M-48M", 256 * mb, []Range{{16 * mb, 48 * mb}}, BIOSMemory{639, 15 * 1024, 15 * 1024, 0}, []E820Entry{
-			{0, 0x9FC00, 1}, {0x9FC00, 0x60400, 2}, {mb, 15 * mb, 1}, {16 * mb, 32 * mb, 5}, {48 * mb, 208 * mb, 1}}},
+			{0, 0x9FC00, 1}, {0x9FC00, 0x60400, 2}, {mb, 15 * mb, 1}, {16 * mb, 32 * mb, 5}, {48 * mb, 208 * mb, 1}, {0xFFFF0000, 0x10000, 2}}},
 		// Bad RAM in conventional memory shortens int 12h.
 		{"bad 64K", 64 * mb, []Range{{0x10000, 0x11000}}, BIOSMemory{64, 63 * 1024, 15 * 1024, 48 * 16}, nil},
 		{"bad at 1M", 64 * mb, []Range{{mb, mb + 4096}}, BIOSMemory{639, 0, 0, 0}, nil},
@@ -103,7 +103,7 @@ func TestBIOSTablesLayout(t *testing.T) {
 		{realmode.BIOSOffMagic, 4, realmode.BIOSTablesMagic},
 		{realmode.BIOSOffVersion, 2, realmode.BIOSTablesVersion},
 		{realmode.BIOSOffBaseKiB, 2, 639},
-		{realmode.BIOSOffE820Count, 2, 3},
+		{realmode.BIOSOffE820Count, 2, 4}, // low RAM, ROM window, RAM, firmware below 4G
 		{realmode.BIOSOffDiskAddr, 4, 32 * mb},
 		{realmode.BIOSOffDiskSectors, 4, 3 * mb / 512},
 		{realmode.BIOSOffDiskCyls, 2, 3 * mb / 512 / (16 * 63)},
@@ -186,7 +186,7 @@ func TestBIOSTablesManyRegions(t *testing.T) {
 	}
 	regions := m.Regions()
 	last := all[127]
-	if last.Type != uint32(KindReserved) || last.Addr != regions[127].Start || last.Addr+last.Size != 256*mb {
+	if last.Type != uint32(KindReserved) || last.Addr != regions[127].Start || last.Addr+last.Size != 1<<32 {
 		t.Errorf("last entry %+v, want reserved from %#x to the end", last, regions[127].Start)
 	}
 	for i, e := range all[:127] {
@@ -202,12 +202,12 @@ func TestBIOSTablesManyRegions(t *testing.T) {
 func TestE820Continuation(t *testing.T) {
 	b := mustTables(t, biosMap(256*mb, Range{16 * mb, 48 * mb}), 256*mb, nil)
 	all, err := E820All(b)
-	if err != nil || len(all) != 5 {
+	if err != nil || len(all) != 6 {
 		t.Fatalf("%d entries, %v", len(all), err)
 	}
-	for ebx := uint32(0); ebx < 5; ebx++ {
+	for ebx := uint32(0); ebx < 6; ebx++ {
 		e, next, err := E820Call(b, E820Signature, ebx, 20)
-		want := (ebx + 1) % 5
+		want := (ebx + 1) % 6
 		if err != nil || next != want || e != all[ebx] {
 			t.Errorf("EBX=%d: %+v next %d %v", ebx, e, next, err)
 		}
@@ -219,7 +219,7 @@ func TestE820Continuation(t *testing.T) {
 		name          string
 		edx, ebx, ecx uint32
 	}{
-		{"EBX = count", E820Signature, 5, 20},
+		{"EBX = count", E820Signature, 6, 20},
 		{"EBX past count", E820Signature, 100, 20},
 		{"EBX = 128", E820Signature, 128, 20},
 		{"EBX = 0x10000", E820Signature, 0x10000, 20},

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"strings"
 
 	"kvmboot/loader/kcache"
 	"kvmboot/realmode"
@@ -17,9 +18,19 @@ type Module struct {
 	Data []byte
 }
 
+// String is the module's string in the Multiboot information.
+func (m Module) String() string {
+	if m.Args == "" {
+		return m.Path
+	}
+	return m.Args
+}
+
 // Config is everything Build needs to plan a boot.
 type Config struct {
-	Path    string // for reports only
+	// Path names the kernel in reports and starts a Multiboot kernel's
+	// command line (argv[0]).
+	Path    string
 	Kernel  []byte // the file as read
 	MemSize uint64
 	BadRAM  []Range
@@ -53,7 +64,7 @@ const (
 // Build reads the kernel, plans where every piece goes and returns the
 // plan: relocated image, boot information, stub parameters.
 func Build(cfg Config) (*Plan, error) {
-	k, err := OpenKernel(cfg.Kernel, cfg.Limit, cfg.Cache)
+	k, err := openKernel(cfg.Kernel, cfg.Limit, cfg.Cache, cfg.Protocol != ProtocolLinux16)
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +73,10 @@ func Build(cfg Config) (*Plan, error) {
 
 // buildOpened is Build for a kernel already opened (cfg.Kernel is not read).
 func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
+	proto, err := k.protocol(cfg.Protocol)
+	if err != nil {
+		return nil, err
+	}
 	// Refuse before laying the image out: a small file can claim gigabytes
 	// of bss.
 	if need := k.memoryNeed(); need > cfg.MemSize {
@@ -69,7 +84,7 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	}
 	m := bootMap(cfg.MemSize, cfg.BadRAM)
 	plan := &Plan{
-		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format},
+		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format, Protocol: proto},
 		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
 		Map:     m,
@@ -93,24 +108,13 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	}
 	plan.add(BIOSTablesPlacement(tables))
 
-	switch {
-	case k.BzImage != nil && k.BzImage.Setup == nil && cfg.Protocol == ProtocolLinux16:
-		err = &FormatError{Context: "kernel", Msg: "this image (kvmboot mkelf) carries Linux's setup header but not its real-mode setup code: it boots with --protocol linux32"}
-	case k.BzImage != nil && cfg.Protocol == ProtocolLinux16:
-		plan.Kernel.Protocol = ProtocolLinux16
+	switch proto {
+	case ProtocolLinux16:
 		err = buildLinux16(plan, a, k, cfg)
-	case k.BzImage != nil && (cfg.Protocol == "" || cfg.Protocol == ProtocolLinux32):
-		plan.Kernel.Protocol = ProtocolLinux32
+	case ProtocolLinux32:
 		err = buildLinux32(plan, a, k, cfg)
-	case k.BzImage != nil:
-		err = &FormatError{Context: "kernel", Msg: fmt.Sprintf("a Linux bzImage boots with --protocol linux32 or linux16, not %s", cfg.Protocol)}
-	case cfg.Protocol != "" && cfg.Protocol != ProtocolMultiboot:
-		err = &FormatError{Context: "kernel", Msg: fmt.Sprintf("--protocol %s needs a Linux bzImage; this is a %s", cfg.Protocol, k.Format)}
-	case k.Multiboot != nil:
-		plan.Kernel.Protocol = ProtocolMultiboot
-		err = buildMultiboot(plan, a, k, cfg)
 	default:
-		err = &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
+		err = buildMultiboot(plan, a, k, cfg)
 	}
 	if err != nil {
 		return nil, err
@@ -148,6 +152,31 @@ func firmwareAllocator(m *MemoryMap) (*Allocator, error) {
 	return a, nil
 }
 
+// protocol is the boot protocol the kernel gets when asked is requested
+// ("" for the image's own): a Linux image boots through the compressed-ELF
+// path (linux32) unless asked for its own setup code (linux16) or it has
+// no compressed ELF for kvmboot to unpack; anything else is Multiboot.
+func (k *Kernel) protocol(asked Protocol) (Protocol, error) {
+	bz := k.BzImage
+	switch {
+	case bz != nil && asked == ProtocolLinux16 && bz.Setup == nil:
+		return "", &FormatError{Context: "kernel", Msg: "this image (kvmboot mkelf) carries Linux's setup header but not its real-mode setup code: it boots with --protocol linux32"}
+	case bz != nil && (asked == ProtocolLinux16 || asked == "" && k.ELF == nil):
+		return ProtocolLinux16, nil
+	case bz != nil && asked == ProtocolLinux32 && k.ELF == nil:
+		return "", &FormatError{Context: "bzImage", Msg: fmt.Sprintf("%s: its protected-mode part is code that only its own setup code starts: it boots with --protocol linux16 (its default)", bz.rawWhy())}
+	case bz != nil && (asked == "" || asked == ProtocolLinux32):
+		return ProtocolLinux32, nil
+	case bz != nil:
+		return "", &FormatError{Context: "kernel", Msg: fmt.Sprintf("a Linux bzImage boots with --protocol linux32 or linux16, not %s", asked)}
+	case asked != "" && asked != ProtocolMultiboot:
+		return "", &FormatError{Context: "kernel", Msg: fmt.Sprintf("--protocol %s needs a Linux bzImage; this is a %s", asked, k.Format)}
+	case k.Multiboot != nil:
+		return ProtocolMultiboot, nil
+	}
+	return "", &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
+}
+
 // buildMultiboot places a Multiboot kernel, its modules and the info.
 func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	img, err := multibootImage(k)
@@ -162,11 +191,7 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 			return err
 		}
 	}
-	modules := cfg.Modules
-	if cfg.Initrd != nil {
-		// As QEMU does: an initrd given to a Multiboot kernel is a module.
-		modules = append([]Module{*cfg.Initrd}, modules...)
-	}
+	modules := multibootModules(cfg)
 	mods := make([]MultibootModule, 0, len(modules))
 	for _, mod := range modules {
 		align := uint64(4)
@@ -178,15 +203,12 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 			return err
 		}
 		plan.add(Placement{What: "module", Name: mod.Path, Start: at, Data: mod.Data, Size: uint64(len(mod.Data)), Verify: true})
-		args := mod.Args
-		if args == "" {
-			args = mod.Path
-		}
+		args := mod.String()
 		mods = append(mods, MultibootModule{Start: uint32(at), End: uint32(at) + uint32(len(mod.Data)), String: args})
 		plan.ModuleArgs = append(plan.ModuleArgs, args)
 	}
 
-	info := &MultibootInfo{Map: plan.Map, Cmdline: cfg.Cmdline, LoaderName: LoaderName, Modules: mods}
+	info := &MultibootInfo{Map: plan.Map, Cmdline: multibootCmdline(cfg.Path, cfg.Cmdline), LoaderName: LoaderName, Modules: mods}
 	at, _, err := a.Find(Request{What: "Multiboot info", Size: info.Size(), Align: 8, Min: lowInfoMin, Max: lowInfoMax, Policy: PolicyLowest})
 	if err != nil {
 		return err
@@ -197,17 +219,59 @@ func buildMultiboot(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	return nil
 }
 
+// multibootModules are a Multiboot kernel's modules: the initrd, if any,
+// first, as QEMU passes it.
+func multibootModules(cfg Config) []Module {
+	if cfg.Initrd == nil {
+		return cfg.Modules
+	}
+	return append([]Module{*cfg.Initrd}, cfg.Modules...)
+}
+
+// multibootCmdline is the command line a Multiboot kernel gets: its own
+// path first (argv[0]), as GRUB's multiboot command and QEMU's -kernel
+// pass it, then the arguments.
+func multibootCmdline(path, args string) string {
+	switch {
+	case path == "":
+		return args
+	case args == "":
+		return path
+	}
+	return path + " " + args
+}
+
 // kernelImage is a kernel as it must sit in memory, before placement.
 type kernelImage struct {
-	mem      []byte // from base: file bytes, then zeros (bss)
-	fileEnd  uint64 // bytes of mem that come from the file
-	size     uint64 // memory the kernel needs from its load address, >= len(mem)
-	base     uint64 // link address
-	entry    uint64 // physical entry at the link address
-	align    uint64
-	max      uint64 // the kernel must end at or below this (0: 4 GiB)
-	relocs   *Relocs
-	noRelocs string // why relocs is nil
+	name    string // details the plan's "kernel" placement
+	mem     []byte // from base: file bytes, then zeros (bss)
+	fileEnd uint64 // bytes of mem that come from the file
+	size    uint64 // memory the kernel needs from its load address, >= len(mem)
+	base    uint64 // link (or preferred) address
+	entry   uint64 // physical entry at the link address
+	align   uint64
+	min     uint64 // the kernel must start at or above this (0: 1 MiB)
+	max     uint64 // the kernel must end at or below this (0: 4 GiB)
+	relocs  *Relocs
+	// movesItself: the image runs wherever it is loaded without
+	// relocation info (Linux's own setup code and decompressor).
+	movesItself bool
+	noRelocs    string // why the image cannot move
+	// segments are an ELF's PT_LOADs. An image that cannot move occupies
+	// only them, as GRUB loads it segment by segment: the gaps between
+	// them stay free (one may lie below 640K and the next at 1M).
+	segments []Segment
+}
+
+// movable reports whether the image can run elsewhere than at base.
+func (ki *kernelImage) movable() bool { return ki.relocs != nil || ki.movesItself }
+
+// lowest is the lowest address the image may start at.
+func (ki *kernelImage) lowest() uint64 {
+	if ki.min == 0 {
+		return oneMiB
+	}
+	return ki.min
 }
 
 // multibootImage lays out a Multiboot kernel from its ELF headers or, with
@@ -223,7 +287,7 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 			noRelocs: "it is loaded through Multiboot address fields, which carry no relocation info"}, nil
 	}
 	img := k.ELF
-	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign)}
+	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign), segments: img.Segments}
 	if img.Relocs.found() {
 		ki.relocs = img.Relocs
 	} else {
@@ -237,12 +301,15 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 // policy), relocates it there and adds it to the plan.
 func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	plan.LinkAddress = ki.base
-	var load uint64
+	load := ki.base
 	switch {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
-		if ki.relocs == nil && load != ki.base {
+		if !ki.movable() && load != ki.base {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs)}
+		}
+		if ki.min != 0 && load < ki.min {
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel runs at or above %#x", load, ki.min)}
 		}
 		if load%ki.align != 0 {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, FormatSize(ki.align))}
@@ -250,19 +317,18 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 		if ki.max != 0 && load+ki.size > ki.max {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, FormatSize(ki.size), ki.max)}
 		}
-		if err := a.Claim("kernel", Range{load, load + ki.size}); err != nil {
+		if err := ki.claim(a, load); err != nil {
 			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
 		}
 		plan.Why = "forced by --load-address"
-	case ki.relocs == nil:
-		if err := a.Claim("kernel", Range{ki.base, ki.base + ki.size}); err != nil {
+	case !ki.movable():
+		if err := ki.claim(a, load); err != nil {
 			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
 		}
-		load = ki.base
 		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:
 		var err error
-		load, plan.Why, err = a.Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: oneMiB, Max: ki.max, Policy: cfg.Policy, Preferred: ki.base, Region: cfg.Region})
+		load, plan.Why, err = a.Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: ki.lowest(), Max: ki.max, Policy: cfg.Policy, Preferred: ki.base, Region: cfg.Region})
 		if err != nil {
 			return err
 		}
@@ -277,8 +343,46 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	}
 	plan.LoadAddress = load
 	plan.Entry.EIP = uint32(ki.entry) + delta
-	plan.add(Placement{What: "kernel", Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true})
+	for _, pl := range ki.pieces(load) {
+		plan.add(pl)
+	}
 	return nil
+}
+
+// claim takes the image's pieces at load from a.
+func (ki *kernelImage) claim(a *Allocator, load uint64) error {
+	for _, pl := range ki.pieces(load) {
+		if err := a.Claim(strings.TrimSpace("kernel "+pl.Name), pl.Range()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// placesFileBytes reports whether the n bytes at link address addr are
+// file bytes of a placed piece of the image (not bss, not a gap between
+// segments), so that a change to them in mem reaches the guest.
+func (ki *kernelImage) placesFileBytes(addr, n uint64) bool {
+	for _, pl := range ki.pieces(ki.base) {
+		if addr >= pl.Start && addr+n <= pl.Start+uint64(len(pl.Data)) {
+			return true
+		}
+	}
+	return false
+}
+
+// pieces are the image's placements at load: one block, or for an image
+// that cannot move, one per ELF segment, the gaps between them left free.
+func (ki *kernelImage) pieces(load uint64) []Placement {
+	if ki.movable() || len(ki.segments) < 2 {
+		return []Placement{{What: "kernel", Name: ki.name, Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true}}
+	}
+	out := make([]Placement, 0, len(ki.segments))
+	for _, s := range ki.segments {
+		off := s.Paddr - ki.base
+		out = append(out, Placement{What: "kernel", Name: fmt.Sprintf("segment %d", s.ProgramHeaderN), Start: s.Paddr, Data: ki.mem[off : off+s.FileSz], Size: s.MemSz, Verify: true})
+	}
+	return out
 }
 
 func (p *Plan) add(pl Placement) { p.Placements = append(p.Placements, pl) }

@@ -167,7 +167,7 @@ func TestBuildDefault(t *testing.T) {
 		t.Errorf("boot_info placement at %#x size %#x", info.Start, info.Size)
 	}
 	mi := decodeMBInfo(t, info.Data, uint32(info.Start))
-	if mi.cmdline != "kt.exit=0" || mi.loaderName != "kvmboot" || mi.memLower != 639 || mi.memUpper != 63*1024 || len(mi.mods) != 0 {
+	if mi.cmdline != "tk.elf kt.exit=0" || mi.loaderName != "kvmboot" || mi.memLower != 639 || mi.memUpper != 63*1024 || len(mi.mods) != 0 {
 		t.Errorf("info: %+v", mi)
 	}
 	params := planPlacement(t, p, "params")
@@ -505,6 +505,65 @@ func TestBuildKludgeKernel(t *testing.T) {
 	}
 	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, BadRAM: []Range{{0x301000, 0x301001}}}); err == nil || !strings.Contains(err.Error(), "cannot move") {
 		t.Errorf("kludge kernel over bad RAM: %v", err)
+	}
+}
+
+// A Multiboot ELF that cannot move, with one segment below 640K and one
+// at 1M, is placed segment by segment as GRUB loads it: the gap between
+// them, which crosses the BIOS area, is not claimed (bad RAM there does
+// not matter); a segment over bad RAM is refused by number.
+func TestBuildTwoSegments(t *testing.T) {
+	low := pattern(0x300, 5)
+	high := append(mbHeader(MBMemoryInfo, 0), pattern(0x100, 7)...)
+	kernel := e32File{entry: 0x100010, segs: []e32Seg{
+		{typ: elf.PT_LOAD, off: 0x1000, vaddr: 0x40000, paddr: 0x40000, memsz: 0x2000, align: 0x1000, flags: elf.PF_R | elf.PF_W, data: low},
+		{typ: elf.PT_LOAD, off: 0x1800, vaddr: 0x100000, paddr: 0x100000, memsz: 0x200, align: 0x1000, flags: elf.PF_R | elf.PF_X, data: high},
+	}}.bytes()
+	for _, bad := range [][]Range{nil, {{0x50000, 0x51000}}} {
+		p, err := Build(Config{Path: "/boot/two.elf", Kernel: kernel, MemSize: 64 * btMiB, BadRAM: bad, Cmdline: "a b", Verify: true})
+		if err != nil {
+			t.Fatalf("bad RAM %v: %v", bad, err)
+		}
+		pieces := placementsOf(p, "kernel")
+		if len(pieces) != 2 {
+			t.Fatalf("kernel placements %+v, want one per segment", pieces)
+		}
+		if s := pieces[0]; s.Range() != (Range{0x40000, 0x42000}) || !bytes.Equal(s.Data, low) || !s.Verify {
+			t.Errorf("low segment placed at %v with %d bytes", s.Range(), len(s.Data))
+		}
+		if s := pieces[1]; s.Range() != (Range{0x100000, 0x100200}) || !bytes.Equal(s.Data, high) || !s.Verify {
+			t.Errorf("high segment placed at %v with %d bytes", s.Range(), len(s.Data))
+		}
+		if p.LoadAddress != 0x40000 || p.Entry.EIP != 0x100010 || !strings.Contains(p.Why, "link address") {
+			t.Errorf("load %#x eip %#x why %q", p.LoadAddress, p.Entry.EIP, p.Why)
+		}
+		if mi := decodeMBInfo(t, planPlacement(t, p, "boot_info").Data, uint32(planPlacement(t, p, "boot_info").Start)); mi.cmdline != "/boot/two.elf a b" {
+			t.Errorf("Multiboot command line %q, want the kernel's path first", mi.cmdline)
+		}
+		checkNoOverlap(t, p, bad)
+		checkParams(t, p)
+	}
+	// Bytes the loader may patch (a real-mode part's locate word) must be
+	// file bytes of a segment: not its bss, not the gap.
+	k, err := OpenKernel(kernel, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ki, err := multibootImage(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		addr uint64
+		want bool
+	}{{0x40000, true}, {0x402fc, true}, {0x402fe, false}, {0x41000, false}, {0x80000, false}, {0x100000, true}, {0x1001fe, false}} {
+		if got := ki.placesFileBytes(c.addr, 4); got != c.want {
+			t.Errorf("placesFileBytes(%#x, 4) = %v, want %v", c.addr, got, c.want)
+		}
+	}
+	_, err = Build(Config{Kernel: kernel, MemSize: 64 * btMiB, BadRAM: []Range{{0x41000, 0x41001}}})
+	if err == nil || !strings.Contains(err.Error(), "the kernel cannot move: it has no relocation info (link it with --emit-relocs); at its link address: kernel segment 0 at 0x00040000-0x00042000 overlaps bad RAM") {
+		t.Errorf("a segment over bad RAM: %v", err)
 	}
 }
 

@@ -21,6 +21,28 @@ const (
 	// minPayloadVersion is the first protocol with payload_offset and
 	// payload_length.
 	minPayloadVersion = 0x0208
+	// zImageMax is the most protected-mode code a zImage (LOADED_HIGH
+	// clear) can have: it loads at 0x10000 and must end below 0x90000,
+	// where its real-mode part goes.
+	zImageMax = 0x80000
+)
+
+// Boot protocol versions that added the setup header fields (boot.rst's
+// table); a field newer than an image's protocol is not in its header,
+// whatever bytes sit at its offset.
+const (
+	protoHeap        = 0x0201 // heap_end_ptr and CAN_USE_HEAP
+	protoCmdPtr      = 0x0202 // cmd_line_ptr, ext_loader_*
+	protoInitrdMax   = 0x0203 // initrd_addr_max
+	protoSysSize32   = 0x0204 // syssize is four bytes wide
+	protoRelocatable = 0x0205 // kernel_alignment, relocatable_kernel
+	protoCmdlineSize = 0x0206 // cmdline_size
+	protoSubarch     = 0x0207 // hardware_subarch, hardware_subarch_data
+	protoSetupData   = 0x0209 // setup_data
+	protoPrefAddress = 0x020A // pref_address, init_size, min_alignment
+	protoHandover    = 0x020B // handover_offset
+	protoXLoadFlags  = 0x020C // xloadflags
+	protoKernelInfo  = 0x020F // kernel_info_offset
 )
 
 var headerMagic = [4]byte{'H', 'd', 'r', 'S'}
@@ -28,8 +50,9 @@ var headerMagic = [4]byte{'H', 'd', 'r', 'S'}
 // SetupHeader holds the Linux boot protocol setup header, found at offset
 // 0x1f1 of a bzImage and copied to the same offset of the zero page. Field
 // names follow boot.rst; the comment gives each field's offset and the
-// protocol version that introduced it. Fields beyond the header's length
-// (0x202 + byte 0x201), that is, newer than the image's protocol, are zero.
+// protocol version that introduced it. A field newer than the image's
+// protocol, or beyond the header's length (0x202 + byte 0x201), is zero:
+// an old header's bytes at that offset are setup code, not the field.
 //
 // kvmboot defines its own type rather than u-root's bzimage.LinuxHeader
 // because that one starts at offset 0, spells the fields differently and
@@ -37,7 +60,7 @@ var headerMagic = [4]byte{'H', 'd', 'r', 'S'}
 type SetupHeader struct {
 	SetupSects          uint8   // 0x1f1: setup size in 512-byte sectors; 0 means 4
 	RootFlags           uint16  // 0x1f2
-	SysSize             uint32  // 0x1f4 (2.04+): protected-mode size in 16-byte paragraphs
+	SysSize             uint32  // 0x1f4: protected-mode size in 16-byte paragraphs (2 bytes wide before 2.04)
 	RAMSize             uint16  // 0x1f8: obsolete
 	VidMode             uint16  // 0x1fa
 	RootDev             uint16  // 0x1fc
@@ -87,7 +110,17 @@ func (h *SetupHeader) SetupSize() int {
 	return (sects + 1) * sectorSize
 }
 
-// A BzImage is a parsed Linux bzImage. Its byte slices alias the input.
+// LoadedHigh reports whether the image is a bzImage, whose protected-mode
+// part loads at 1 MiB (loadflags bit 0), rather than a zImage, whose part
+// loads at 0x10000.
+func (h *SetupHeader) LoadedHigh() bool { return h.LoadFlags&loadedHigh != 0 }
+
+// Relocatable reports whether the protected-mode part may load anywhere
+// aligned to kernel_alignment (2.05+, relocatable_kernel).
+func (h *SetupHeader) Relocatable() bool { return h.RelocatableKernel != 0 }
+
+// A BzImage is a parsed image of the Linux boot protocol: a bzImage, or a
+// zImage when LOADED_HIGH is clear. Its byte slices alias the input.
 type BzImage struct {
 	Header SetupHeader
 	// HeaderBytes are the raw bytes [0x1f1, 0x202+byte[0x201]): what the
@@ -101,7 +134,11 @@ type BzImage struct {
 	// protocol loads at code32_start.
 	ProtectedMode []byte
 	// Payload is the compressed kernel inside ProtectedMode, at
-	// payload_offset for payload_length bytes.
+	// payload_offset for payload_length bytes, when the image has one
+	// kvmboot can decompress (protocol 2.08+, a known compression): Linux's
+	// compressed vmlinux. It is nil for an image whose protected-mode part
+	// is code to run as it is (memory testers, network and disk loaders,
+	// kernels before 2.08): only its own setup code boots it (linux16).
 	Payload     []byte
 	Compression Compression
 }
@@ -115,10 +152,12 @@ func IsBzImage(b []byte) bool {
 		bytes.Equal(b[headerMagicOffset:headerMagicOffset+len(headerMagic)], headerMagic[:])
 }
 
-// ParseBzImage parses a bzImage held in memory. It needs boot protocol 2.08
-// or later, because kvmboot decompresses the payload itself rather than
-// running the image's own decompressor, and only 2.08 says where the payload
-// is. Every problem is a *FormatError with Context "bzImage".
+// ParseBzImage parses an image of the Linux boot protocol 2.00 or later
+// held in memory. It finds the compressed payload that kvmboot decompresses
+// itself (2.08+), and otherwise leaves Payload nil. Like QEMU and GRUB it
+// loads what the file has: syssize counts 16-byte paragraphs rounded up,
+// so the protected-mode part may end up to 15 bytes before syssize says.
+// Every problem is a *FormatError with Context "bzImage".
 func ParseBzImage(b []byte) (*BzImage, error) {
 	bad := func(format string, args ...any) error {
 		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf(format, args...)}
@@ -145,10 +184,10 @@ func ParseBzImage(b []byte) (*BzImage, error) {
 	}
 	raw := b[setupHeaderOffset:end]
 	h := parseSetupHeader(raw)
-	if h.Version < minPayloadVersion {
-		return nil, bad("boot protocol %s is older than 2.08, which added payload_offset and payload_length: kvmboot cannot find the compressed kernel", versionString(h.Version))
+	if h.Version < 0x0200 {
+		return nil, bad("boot protocol %s: \"HdrS\" images start at 2.00", versionString(h.Version))
 	}
-	if need := 0x250; end < need {
+	if need := 0x250; h.Version >= minPayloadVersion && end < need {
 		return nil, bad("protocol %s header ends at 0x%x, before payload_length's end (0x%x)", versionString(h.Version), end, need)
 	}
 	setupSize := h.SetupSize()
@@ -156,104 +195,130 @@ func ParseBzImage(b []byte) (*BzImage, error) {
 		return nil, bad("setup code (%d sectors, %d bytes) runs past the end of the %d-byte file", setupSize/sectorSize-1, setupSize, len(b))
 	}
 	pm := b[setupSize:]
-	if want := uint64(h.SysSize) * 16; uint64(len(pm)) < want {
-		return nil, bad("file truncated: syssize says %d bytes of protected-mode code, the file has %d", want, len(pm))
+	if len(pm) == 0 {
+		return nil, bad("no protected-mode code after the %d bytes of setup code", setupSize)
+	}
+	// Before 2.04 syssize is two bytes wide, too narrow for a bzImage.
+	if h.Version >= protoSysSize32 || !h.LoadedHigh() {
+		if want := uint64(h.SysSize) * 16; uint64(len(pm))+15 < want {
+			return nil, bad("file truncated: syssize says %d bytes of protected-mode code, the file has %d", want, len(pm))
+		}
+	}
+	if !h.LoadedHigh() && len(pm) > zImageMax {
+		return nil, bad("zImage (LOADED_HIGH clear) with %d bytes of protected-mode code: it loads at 0x10000 and must end below 0x90000 (%d bytes)", len(pm), zImageMax)
+	}
+	img := &BzImage{Header: h, HeaderBytes: raw, Setup: b[:setupSize], ProtectedMode: pm, Compression: CompressionNone}
+	if h.Version < minPayloadVersion || h.PayloadLength == 0 {
+		return img, nil
 	}
 	off, n := uint64(h.PayloadOffset), uint64(h.PayloadLength)
 	if off+n > uint64(len(pm)) {
 		return nil, bad("payload [0x%x, 0x%x) lies outside the %d-byte protected-mode part", off, off+n, len(pm))
 	}
 	payload := pm[off : off+n]
-	c := Sniff(payload)
-	if c == CompressionNone {
-		return nil, bad("unknown payload compression (payload starts with % x)", payload[:min(len(payload), 8)])
+	if c := Sniff(payload); c != CompressionNone {
+		img.Payload, img.Compression = payload, c
 	}
-	return &BzImage{
-		Header:        h,
-		HeaderBytes:   raw,
-		Setup:         b[:setupSize],
-		ProtectedMode: pm,
-		Payload:       payload,
-		Compression:   c,
-	}, nil
+	return img, nil
+}
+
+// rawWhy says why an image has no payload for kvmboot to decompress.
+func (bz *BzImage) rawWhy() string {
+	h := bz.Header
+	switch {
+	case h.Version < minPayloadVersion:
+		return fmt.Sprintf("boot protocol %s has no payload_offset (2.08+): no compressed kernel to unpack", versionString(h.Version))
+	case h.PayloadLength == 0:
+		return "payload_length is 0: no compressed kernel to unpack"
+	}
+	p := bz.ProtectedMode[h.PayloadOffset:]
+	return fmt.Sprintf("the payload starts with % x, no compression kvmboot knows", p[:min(len(p), 4)])
 }
 
 // parseSetupHeader decodes raw, the header bytes from 0x1f1 on; fields that
-// do not fit in raw stay zero.
+// do not fit in raw, or are newer than its protocol version, stay zero.
 func parseSetupHeader(raw []byte) SetupHeader {
-	// Each getter reads the field at its zero-page offset if raw holds it.
-	field := func(off, size int) []byte {
+	var version uint16
+	if i := 0x206 - setupHeaderOffset; i+2 <= len(raw) {
+		version = binary.LittleEndian.Uint16(raw[i:])
+	}
+	// Each getter reads the field at its zero-page offset if raw holds it
+	// and the protocol has it.
+	field := func(off, size int, since uint16) []byte {
 		i := off - setupHeaderOffset
-		if i+size > len(raw) {
+		if i+size > len(raw) || version < since {
 			return nil
 		}
 		return raw[i : i+size]
 	}
-	u8 := func(off int) uint8 {
-		if f := field(off, 1); f != nil {
+	u8 := func(off int, since uint16) uint8 {
+		if f := field(off, 1, since); f != nil {
 			return f[0]
 		}
 		return 0
 	}
-	u16 := func(off int) uint16 {
-		if f := field(off, 2); f != nil {
+	u16 := func(off int, since uint16) uint16 {
+		if f := field(off, 2, since); f != nil {
 			return binary.LittleEndian.Uint16(f)
 		}
 		return 0
 	}
-	u32 := func(off int) uint32 {
-		if f := field(off, 4); f != nil {
+	u32 := func(off int, since uint16) uint32 {
+		if f := field(off, 4, since); f != nil {
 			return binary.LittleEndian.Uint32(f)
 		}
 		return 0
 	}
-	u64 := func(off int) uint64 {
-		if f := field(off, 8); f != nil {
+	u64 := func(off int, since uint16) uint64 {
+		if f := field(off, 8, since); f != nil {
 			return binary.LittleEndian.Uint64(f)
 		}
 		return 0
 	}
 	h := SetupHeader{
-		SetupSects:          u8(0x1f1),
-		RootFlags:           u16(0x1f2),
-		SysSize:             u32(0x1f4),
-		RAMSize:             u16(0x1f8),
-		VidMode:             u16(0x1fa),
-		RootDev:             u16(0x1fc),
-		BootFlag:            u16(0x1fe),
-		Jump:                u16(0x200),
-		Version:             u16(0x206),
-		RealmodeSwitch:      u32(0x208),
-		StartSysSeg:         u16(0x20c),
-		KernelVersion:       u16(0x20e),
-		TypeOfLoader:        u8(0x210),
-		LoadFlags:           u8(0x211),
-		SetupMoveSize:       u16(0x212),
-		Code32Start:         u32(0x214),
-		RamdiskImage:        u32(0x218),
-		RamdiskSize:         u32(0x21c),
-		BootsectKludge:      u32(0x220),
-		HeapEndPtr:          u16(0x224),
-		ExtLoaderVer:        u8(0x226),
-		ExtLoaderType:       u8(0x227),
-		CmdLinePtr:          u32(0x228),
-		InitrdAddrMax:       u32(0x22c),
-		KernelAlignment:     u32(0x230),
-		RelocatableKernel:   u8(0x234),
-		MinAlignment:        u8(0x235),
-		XLoadFlags:          u16(0x236),
-		CmdlineSize:         u32(0x238),
-		HardwareSubarch:     u32(0x23c),
-		HardwareSubarchData: u64(0x240),
-		PayloadOffset:       u32(0x248),
-		PayloadLength:       u32(0x24c),
-		SetupData:           u64(0x250),
-		PrefAddress:         u64(0x258),
-		InitSize:            u32(0x260),
-		HandoverOffset:      u32(0x264),
-		KernelInfoOffset:    u32(0x268),
+		SetupSects:          u8(0x1f1, 0),
+		RootFlags:           u16(0x1f2, 0),
+		SysSize:             u32(0x1f4, protoSysSize32),
+		RAMSize:             u16(0x1f8, 0),
+		VidMode:             u16(0x1fa, 0),
+		RootDev:             u16(0x1fc, 0),
+		BootFlag:            u16(0x1fe, 0),
+		Jump:                u16(0x200, 0),
+		Version:             version,
+		RealmodeSwitch:      u32(0x208, 0),
+		StartSysSeg:         u16(0x20c, 0),
+		KernelVersion:       u16(0x20e, 0),
+		TypeOfLoader:        u8(0x210, 0),
+		LoadFlags:           u8(0x211, 0),
+		SetupMoveSize:       u16(0x212, 0),
+		Code32Start:         u32(0x214, 0),
+		RamdiskImage:        u32(0x218, 0),
+		RamdiskSize:         u32(0x21c, 0),
+		BootsectKludge:      u32(0x220, 0),
+		HeapEndPtr:          u16(0x224, protoHeap),
+		ExtLoaderVer:        u8(0x226, protoCmdPtr),
+		ExtLoaderType:       u8(0x227, protoCmdPtr),
+		CmdLinePtr:          u32(0x228, protoCmdPtr),
+		InitrdAddrMax:       u32(0x22c, protoInitrdMax),
+		KernelAlignment:     u32(0x230, protoRelocatable),
+		RelocatableKernel:   u8(0x234, protoRelocatable),
+		MinAlignment:        u8(0x235, protoPrefAddress),
+		XLoadFlags:          u16(0x236, protoXLoadFlags),
+		CmdlineSize:         u32(0x238, protoCmdlineSize),
+		HardwareSubarch:     u32(0x23c, protoSubarch),
+		HardwareSubarchData: u64(0x240, protoSubarch),
+		PayloadOffset:       u32(0x248, minPayloadVersion),
+		PayloadLength:       u32(0x24c, minPayloadVersion),
+		SetupData:           u64(0x250, protoSetupData),
+		PrefAddress:         u64(0x258, protoPrefAddress),
+		InitSize:            u32(0x260, protoPrefAddress),
+		HandoverOffset:      u32(0x264, protoHandover),
+		KernelInfoOffset:    u32(0x268, protoKernelInfo),
 	}
-	copy(h.HeaderMagic[:], field(headerMagicOffset, 4))
+	if version < protoSysSize32 {
+		h.SysSize = uint32(u16(0x1f4, 0))
+	}
+	copy(h.HeaderMagic[:], field(headerMagicOffset, 4, 0))
 	return h
 }
 

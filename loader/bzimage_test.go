@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
@@ -22,8 +23,123 @@ func realVmlinuz(t testing.TB) []byte {
 	return b
 }
 
-// The synthetic bzImage: protocol 2.15, three setup sectors, a gzip payload
-// 0x200 bytes into the protected-mode part.
+// bzSpec describes a synthetic image of the Linux boot protocol, laid out
+// as Linux's build tools lay out a bzImage: setup sectors with the header
+// at 0x1f1, then the protected-mode part. The header holds the fields of
+// its version only and ends where they end (the jump's offset says so);
+// the setup code after it is a byte pattern, so that a loader writing a
+// field the version lacks shows.
+type bzSpec struct {
+	version     uint16
+	setupSects  uint8 // 0 means 4, as the protocol says
+	zImage      bool  // LOADED_HIGH clear
+	relocatable bool  // 2.05+
+	align       uint32
+	minAlign    uint8  // 2.10+
+	cmdlineSize uint32 // 2.06+
+	initrdMax   uint32 // 2.03+
+	pref        uint64 // 2.10+
+	initSize    uint32 // 2.10+
+	code32      uint32 // 0: 0x100000, or 0x10000 for a zImage
+	// pm is the protected-mode part; payload, when set, goes into it at
+	// payloadOff, and payload_offset and payload_length say so (2.08+).
+	pm         []byte
+	payload    []byte
+	payloadOff uint32
+	// unpadded leaves the part as long as it is, as non-Linux images
+	// do; Linux's build pads it to whole 16-byte paragraphs (syssize).
+	unpadded bool
+}
+
+// protoHeaderEnd is where the setup header of protocol v ends: just past
+// the last field that version has.
+func protoHeaderEnd(v uint16) int {
+	for _, e := range []struct {
+		since uint16
+		end   int
+	}{{0x020f, 0x26c}, {0x020b, 0x268}, {0x020a, 0x264}, {0x0209, 0x258}, {0x0208, 0x250}, {0x0207, 0x248},
+		{0x0206, 0x23c}, {0x0205, 0x236}, {0x0203, 0x230}, {0x0202, 0x22c}, {0x0201, 0x226}} {
+		if v >= e.since {
+			return e.end
+		}
+	}
+	return 0x224
+}
+
+// setupFiller is the byte of the synthetic setup code at offset i.
+func setupFiller(i int) byte { return byte(i*7 + 3) }
+
+func (s bzSpec) bytes() []byte {
+	sects := int(s.setupSects)
+	if sects == 0 {
+		sects = 4
+	}
+	pm := bytes.Clone(s.pm)
+	if s.payload != nil {
+		if need := int(s.payloadOff) + len(s.payload); len(pm) < need {
+			pm = append(pm, make([]byte, need-len(pm))...)
+		}
+		copy(pm[s.payloadOff:], s.payload)
+	}
+	if !s.unpadded && len(pm)%16 != 0 {
+		pm = append(pm, make([]byte, 16-len(pm)%16)...)
+	}
+	end := protoHeaderEnd(s.version)
+	b := make([]byte, (sects+1)*512)
+	for i := end; i < len(b); i++ {
+		b[i] = setupFiller(i)
+	}
+	le16 := func(off int, v uint16) { binary.LittleEndian.PutUint16(b[off:], v) }
+	le32 := func(off int, v uint32) { binary.LittleEndian.PutUint32(b[off:], v) }
+	le64 := func(off int, v uint64) { binary.LittleEndian.PutUint64(b[off:], v) }
+	b[0x1f1] = s.setupSects
+	sys := uint32(len(pm)+15) / 16 // paragraphs, rounded up
+	if s.version >= 0x0204 {
+		le32(0x1f4, sys)
+	} else {
+		le16(0x1f4, uint16(sys))
+	}
+	le16(0x1fa, 0xffff)                        // vid_mode
+	le16(0x1fe, 0xaa55)                        // boot_flag
+	b[0x200], b[0x201] = 0xeb, byte(end-0x202) // jmp past the header
+	copy(b[0x202:], "HdrS")
+	le16(0x206, s.version)
+	code32 := s.code32
+	if !s.zImage {
+		b[0x211] = 0x01 // LOADED_HIGH
+		if code32 == 0 {
+			code32 = 0x100000
+		}
+	} else if code32 == 0 {
+		code32 = 0x10000
+	}
+	le32(0x214, code32)
+	if s.version >= 0x0203 {
+		le32(0x22c, s.initrdMax)
+	}
+	if s.version >= 0x0205 {
+		le32(0x230, s.align)
+		if s.relocatable {
+			b[0x234] = 1
+		}
+	}
+	if s.version >= 0x0206 {
+		le32(0x238, s.cmdlineSize)
+	}
+	if s.version >= 0x0208 && s.payload != nil {
+		le32(0x248, s.payloadOff)
+		le32(0x24c, uint32(len(s.payload)))
+	}
+	if s.version >= 0x020a {
+		b[0x235] = s.minAlign
+		le64(0x258, s.pref)
+		le32(0x260, s.initSize)
+	}
+	return append(b, pm...)
+}
+
+// The synthetic Linux bzImage: protocol 2.15, three setup sectors, a gzip
+// payload 0x200 bytes into the protected-mode part.
 const (
 	testSetupSects = 3
 	testHeaderEnd  = 0x26c // 0x202 + 0x6a, as in current kernels
@@ -32,43 +148,30 @@ const (
 
 var testPlain = []byte("\x7fELF pretend this is vmlinux, which kvmboot decompresses itself")
 
-// makeBzImage builds a bzImage byte by byte as Linux's build tools lay it out.
+// linuxSpec is a current Linux bzImage around payload (compressed, its
+// decompressed size appended as Linux's build does).
+func linuxSpec(payload []byte) bzSpec {
+	return bzSpec{
+		version: 0x020f, setupSects: testSetupSects, relocatable: true, align: 0x1000000, minAlign: 13,
+		cmdlineSize: 2047, initrdMax: 0x7fffffff, pref: 0x1000000, initSize: 0x100c000,
+		pm: []byte("startup_32 would be here"), payload: payload, payloadOff: testPayloadOff,
+	}
+}
+
+// makeBzImage builds a bzImage whose payload is testPlain, with the
+// fields a current kernel has that kvmboot only copies.
 func makeBzImage(t testing.TB) []byte {
 	payload := gzipBytes(t, testPlain, gzip.BestCompression)
 	payload = binary.LittleEndian.AppendUint32(payload, uint32(len(testPlain)))
-	pm := make([]byte, testPayloadOff, 4096)
-	copy(pm, "startup_32 would be here")
-	pm = append(pm, payload...)
-	pm = append(pm, make([]byte, 16-len(pm)%16)...) // build.c pads to paragraphs
-	b := make([]byte, (testSetupSects+1)*512, (testSetupSects+1)*512+len(pm))
-	le16 := func(off int, v uint16) { binary.LittleEndian.PutUint16(b[off:], v) }
-	le32 := func(off int, v uint32) { binary.LittleEndian.PutUint32(b[off:], v) }
-	le64 := func(off int, v uint64) { binary.LittleEndian.PutUint64(b[off:], v) }
-	b[0x1f1] = testSetupSects
-	le16(0x1f2, 1)                    // root_flags
-	le32(0x1f4, uint32(len(pm)/16))   // syssize
-	le16(0x1fa, 0xffff)               // vid_mode
-	le16(0x1fe, 0xaa55)               // boot_flag
-	b[0x200], b[0x201] = 0xeb, 0x6a   // jmp start_of_setup
-	copy(b[0x202:], "HdrS")           //
-	le16(0x206, 0x020f)               // version 2.15
-	le16(0x20e, 0x3c0)                // kernel_version
-	b[0x211] = 0x01                   // loadflags: LOADED_HIGH
-	le16(0x212, 0x8000)               // setup_move_size
-	le32(0x214, 0x100000)             // code32_start
-	le32(0x22c, 0x7fffffff)           // initrd_addr_max
-	le32(0x230, 0x1000000)            // kernel_alignment
-	b[0x234], b[0x235] = 1, 13        // relocatable_kernel, min_alignment
-	le16(0x236, 0)                    // xloadflags
-	le32(0x238, 2047)                 // cmdline_size
-	le32(0x248, testPayloadOff)       // payload_offset
-	le32(0x24c, uint32(len(payload))) // payload_length
-	le64(0x258, 0x1000000)            // pref_address
-	le32(0x260, 0x100c000)            // init_size
-	le32(0x264, 0x190)                // handover_offset
-	le32(0x268, 0x1234)               // kernel_info_offset
-	b[0x26c] = 0xfa                   // cli: start_of_setup, past the header
-	return append(b, pm...)
+	b := linuxSpec(payload).bytes()
+	le := binary.LittleEndian
+	le.PutUint16(b[0x1f2:], 1)      // root_flags
+	le.PutUint16(b[0x20e:], 0x3c0)  // kernel_version
+	le.PutUint16(b[0x212:], 0x8000) // setup_move_size
+	le.PutUint32(b[0x264:], 0x190)  // handover_offset
+	le.PutUint32(b[0x268:], 0x1234) // kernel_info_offset
+	b[0x26c] = 0xfa                 // cli: start_of_setup, past the header
+	return b
 }
 
 func TestParseBzImage(t *testing.T) {
@@ -143,18 +246,88 @@ func TestParseBzImageErrors(t *testing.T) {
 		{"no HdrS", func(b []byte) []byte { b[0x205] = 's'; return b }, `no "HdrS" at 0x202`},
 		{"header too long", func(b []byte) []byte { b[0x201] = 0xff; return b }, "setup header claims to end at 0x301, past the zero page's room for it (0x290)"},
 		{"header too short", func(b []byte) []byte { b[0x201] = 2; return b }, "before the protocol version"},
-		{"protocol 2.07", func(b []byte) []byte { b[0x206] = 7; return b }, "boot protocol 2.07 is older than 2.08, which added payload_offset and payload_length"},
+		{"protocol 1.99", func(b []byte) []byte { binary.LittleEndian.PutUint16(b[0x206:], 0x0199); return b }, `boot protocol 1.153: "HdrS" images start at 2.00`},
 		{"header lacks payload fields", func(b []byte) []byte { b[0x201] = 0x30; return b }, "protocol 2.15 header ends at 0x232, before payload_length's end (0x250)"},
 		{"setup past end", func(b []byte) []byte { return b[:3*512] }, "setup code (3 sectors, 2048 bytes) runs past the end of the 1536-byte file"},
-		{"truncated", func(b []byte) []byte { return b[:len(b)-32] }, "file truncated: syssize says"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-16] }, "file truncated: syssize says"},
+		{"no protected-mode part", func(b []byte) []byte { return b[:4*512] }, "no protected-mode code after the 2048 bytes of setup code"},
+		{"zImage too large", func(b []byte) []byte {
+			b[0x211] = 0
+			return append(b, make([]byte, 0x80000)...)
+		}, "zImage (LOADED_HIGH clear) with 524896 bytes of protected-mode code: it loads at 0x10000 and must end below 0x90000"},
 		{"payload outside", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[0x24c:], 0xfffffff0); return b }, "payload [0x200, 0x1000001f0) lies outside the"},
 		{"payload offset outside", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[0x248:], 0xffffffff); return b }, "lies outside the"},
-		{"unknown compression", func(b []byte) []byte { b[4*512+testPayloadOff] = 0x7f; return b }, "bzImage: unknown payload compression (payload starts with 7f 8b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseBzImage(tc.edit(makeBzImage(t)))
 			wantFormatError(t, err, tc.want)
 		})
+	}
+}
+
+// TestParseBzImageRaw: images whose protected-mode part is code to run as
+// it is parse without a payload, whatever their protocol; syssize may
+// round the part's length up to a whole paragraph.
+func TestParseBzImageRaw(t *testing.T) {
+	code := []byte("\xfa\xf4 a raw 32-bit part, 37 bytes long.")
+	for _, tc := range []struct {
+		name string
+		spec bzSpec
+		why  string
+	}{
+		{"2.00 zImage", bzSpec{version: 0x0200, zImage: true, pm: code, unpadded: true}, "boot protocol 2.00 has no payload_offset"},
+		{"2.03", bzSpec{version: 0x0203, pm: code, unpadded: true}, "boot protocol 2.03 has no payload_offset"},
+		{"2.07 relocatable", bzSpec{version: 0x0207, relocatable: true, align: 0x200000, pm: code, unpadded: true}, "boot protocol 2.07 has no payload_offset"},
+		{"2.12 no payload", bzSpec{version: 0x020c, pm: code, unpadded: true}, "payload_length is 0"},
+		{"2.12 raw payload", bzSpec{version: 0x020c, pm: code, payload: code[:8], payloadOff: 0, unpadded: true}, "the payload starts with fa f4 20 61, no compression kvmboot knows"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.spec.bytes()
+			img, err := ParseBzImage(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img.Payload != nil || img.Compression != CompressionNone {
+				t.Errorf("payload %d bytes, compression %q: want none", len(img.Payload), img.Compression)
+			}
+			if !bytes.Equal(img.ProtectedMode, code) {
+				t.Errorf("protected-mode part is %d bytes, want the file's %d", len(img.ProtectedMode), len(code))
+			}
+			if got, want := int(img.Header.SysSize)*16, (len(code)+15)&^15; len(code)%16 == 0 || got != want {
+				t.Errorf("syssize says %d bytes, want %d rounded up (%d)", got, len(code), want)
+			}
+			if got := img.rawWhy(); !strings.HasPrefix(got, tc.why) {
+				t.Errorf("rawWhy = %q, want %q...", got, tc.why)
+			}
+			k, err := OpenKernel(b, 0, nil)
+			if err != nil || k.ELF != nil || k.BzImage == nil || k.Format != "bzimage" {
+				t.Fatalf("OpenKernel: %+v, %v", k, err)
+			}
+		})
+	}
+}
+
+// TestSetupHeaderByVersion: a field newer than the image's protocol reads
+// as zero even when the header is long enough to hold bytes there, and
+// syssize is two bytes wide before 2.04.
+func TestSetupHeaderByVersion(t *testing.T) {
+	b := makeBzImage(t)
+	le := binary.LittleEndian
+	le.PutUint16(b[0x206:], 0x0203)
+	le.PutUint16(b[0x1f6:], 0x1234) // syssize's upper half, not syssize before 2.04
+	h := parseSetupHeader(b[0x1f1:testHeaderEnd])
+	if h.InitrdAddrMax != 0x7fffffff || h.CmdLinePtr != 0 || h.HeapEndPtr != 0 {
+		t.Errorf("2.03 fields: initrd_addr_max %#x cmd_line_ptr %#x heap_end_ptr %#x", h.InitrdAddrMax, h.CmdLinePtr, h.HeapEndPtr)
+	}
+	if h.KernelAlignment != 0 || h.RelocatableKernel != 0 || h.CmdlineSize != 0 || h.PayloadLength != 0 || h.PrefAddress != 0 || h.InitSize != 0 || h.KernelInfoOffset != 0 {
+		t.Errorf("fields newer than 2.03 read %+v", h)
+	}
+	if want := le.Uint16(b[0x1f4:]); h.SysSize != uint32(want) {
+		t.Errorf("2.03 syssize %#x, want the low two bytes %#x", h.SysSize, want)
+	}
+	le.PutUint16(b[0x206:], 0x0201)
+	if h := parseSetupHeader(b[0x1f1:testHeaderEnd]); h.InitrdAddrMax != 0 || h.HeapEndPtr != 0 && h.Version != 0x0201 {
+		t.Errorf("2.01: initrd_addr_max %#x", h.InitrdAddrMax)
 	}
 }
 
@@ -273,6 +446,7 @@ func TestRealKernel(t *testing.T) {
 
 func FuzzParseBzImage(f *testing.F) {
 	f.Add(makeBzImage(f))
+	f.Add(bzSpec{version: 0x0201, zImage: true, pm: []byte("raw code"), unpadded: true}.bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		img, err := ParseBzImage(b)
 		if err != nil {
@@ -285,11 +459,19 @@ func FuzzParseBzImage(f *testing.F) {
 		if len(img.Setup) != img.Header.SetupSize() || len(img.Setup)+len(img.ProtectedMode) != len(b) {
 			t.Fatalf("setup %d + protected mode %d != %d", len(img.Setup), len(img.ProtectedMode), len(b))
 		}
-		if off := int(img.Header.PayloadOffset); !bytes.Equal(img.ProtectedMode[off:off+len(img.Payload)], img.Payload) {
+		if img.Payload == nil {
+			// No payload to unpack: the image says why in one line.
+			if why := img.rawWhy(); why == "" || strings.Contains(why, "\n") {
+				t.Fatalf("rawWhy = %q", why)
+			}
+		} else if off := int(img.Header.PayloadOffset); !bytes.Equal(img.ProtectedMode[off:off+len(img.Payload)], img.Payload) {
 			t.Fatal("payload not inside the protected-mode part")
 		}
-		if img.Compression == CompressionNone || img.Header.Version < 0x208 {
-			t.Fatalf("accepted compression %q, protocol %#x", img.Compression, img.Header.Version)
+		if img.Payload != nil && (img.Compression == CompressionNone || img.Header.Version < 0x208) {
+			t.Fatalf("a payload with compression %q, protocol %#x", img.Compression, img.Header.Version)
+		}
+		if !img.Header.LoadedHigh() && len(img.ProtectedMode) > zImageMax {
+			t.Fatalf("a zImage with a %d-byte protected-mode part", len(img.ProtectedMode))
 		}
 		if end := 0x1f1 + len(img.HeaderBytes); end > 0x290 {
 			t.Fatalf("header ends at %#x", end)

@@ -24,10 +24,13 @@ type Inspection struct {
 	FileSize    int         `json:"file_size"`
 	Format      string      `json:"format"`
 	Compression Compression `json:"compression"`
-	ELFSize     int         `json:"elf_size"`
-	Entry       uint64      `json:"entry"`
-	Base        uint64      `json:"link_base"`
-	End         uint64      `json:"link_end"`
+	// Payload describes a Linux image's protected-mode part when it holds
+	// no compressed ELF for kvmboot to unpack.
+	Payload string `json:"payload,omitempty"`
+	ELFSize int    `json:"elf_size"`
+	Entry   uint64 `json:"entry"`
+	Base    uint64 `json:"link_base"`
+	End     uint64 `json:"link_end"`
 	// Segments are every program header, PT_LOAD or not, in file order.
 	Segments []SegmentInfo `json:"segments"`
 	// Notes are every note entry of the PT_NOTE segments and SHT_NOTE
@@ -161,13 +164,14 @@ func (s *SetupFields) MarshalJSON() ([]byte, error) {
 type PlacementInfo struct {
 	MemSize uint64      `json:"mem_size"`
 	BadRAM  []RangeJSON `json:"bad_ram"`
-	// Needs: the kernel wants Size bytes from an Align-aligned address,
-	// ending at or below MaxEnd (0: 4 GiB); Relocatable says whether it
-	// can run anywhere else than Link.
+	// Needs: the kernel wants Size bytes from an Align-aligned address at
+	// or above MinStart, ending at or below MaxEnd (0: 4 GiB); Relocatable
+	// says whether it can run anywhere else than Link.
 	Protocol    Protocol `json:"protocol,omitempty"`
 	Link        uint64   `json:"link_address"`
 	Size        uint64   `json:"size"`
 	Align       uint64   `json:"align"`
+	MinStart    uint64   `json:"min_start"`
 	MaxEnd      uint64   `json:"max_end"`
 	Relocatable bool     `json:"relocatable"`
 	// The plan: where Build puts it (preferred policy) and why, or why
@@ -220,6 +224,9 @@ func Inspect(file []byte, opts InspectOptions) (*Inspection, error) {
 	}
 	if bz := k.BzImage; bz != nil {
 		in.Setup = setupFields(bz, k.Note != nil)
+		if k.ELF == nil {
+			in.Payload = fmt.Sprintf("%d bytes of code run as they are (%s): the image's own setup code starts it (linux16)", len(bz.ProtectedMode), bz.rawWhy())
+		}
 	}
 	if img := k.ELF; img != nil {
 		in.Entry, in.Base, in.End = img.Entry, img.Base, img.End
@@ -574,7 +581,7 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 		}
 		return pi
 	}
-	pi.Link, pi.Size, pi.Align, pi.MaxEnd, pi.Relocatable = ki.base, ki.size, ki.align, ki.max, ki.relocs != nil
+	pi.Link, pi.Size, pi.Align, pi.MinStart, pi.MaxEnd, pi.Relocatable = ki.base, ki.size, ki.align, ki.lowest(), ki.max, ki.movable()
 
 	base, err := firmwareAllocator(bootMap(opts.MemSize, opts.BadRAM))
 	if err != nil {
@@ -582,7 +589,12 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 	}
 	fresh := base.clone
 	if !pi.Relocatable {
-		if fresh().Claim("kernel", Range{ki.base, ki.base + ki.size}) == nil {
+		// It needs its pieces (an ELF's segments) where they are linked.
+		pi.Size = 0
+		for _, pl := range ki.pieces(ki.base) {
+			pi.Size += pl.Size
+		}
+		if ki.claim(fresh(), ki.base) == nil {
 			at := ki.base
 			pi.Lowest, pi.Highest = &at, &at
 			pi.Windows = append(pi.Windows, LoadWindow{at, at, 1})
@@ -594,7 +606,7 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 		hi = 1 << 32
 	}
 	for _, policy := range []Policy{PolicyLowest, PolicyHighest} {
-		at, _, err := fresh().Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: oneMiB, Max: hi, Policy: policy})
+		at, _, err := fresh().Find(Request{What: "kernel", Size: ki.size, Align: ki.align, Min: ki.lowest(), Max: hi, Policy: policy})
 		if err == nil {
 			if policy == PolicyLowest {
 				pi.Lowest = &at
@@ -603,7 +615,7 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 			}
 		}
 	}
-	window := Range{oneMiB, hi}
+	window := Range{ki.lowest(), hi}
 	for _, f := range fresh().free() {
 		c := f.intersect(window)
 		first, ok := alignUp(c.Start, ki.align)
@@ -616,18 +628,20 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 	return pi
 }
 
-// imageNeeds is the kernel image Build would place, without its bytes
-// relocated: base, size, alignment, end limit, whether it can move. It is
-// buildLinux32's for Linux kernels (the default protocol) and
-// multibootImage's for the rest.
+// imageNeeds is the kernel image Build would place with the image's own
+// protocol, without its bytes relocated: base, size, alignment, end limit,
+// whether it can move.
 func imageNeeds(k *Kernel) (*kernelImage, error) {
-	if k.BzImage == nil {
-		if k.Multiboot == nil {
-			return nil, &FormatError{Context: "kernel", Msg: "no Multiboot header and not a Linux kernel: kvmboot does not know how to enter it"}
-		}
-		return multibootImage(k)
+	proto, err := k.protocol("")
+	switch {
+	case err != nil:
+		return nil, err
+	case proto == ProtocolLinux16:
+		return linux16Image(k), nil
+	case proto == ProtocolLinux32:
+		return linux32Image(k), nil
 	}
-	return linux32Image(k), nil
+	return multibootImage(k)
 }
 
 // Write prints the inspection for people.
@@ -642,7 +656,11 @@ func (in *Inspection) Write(w io.Writer) error {
 	}
 	row("format", "%s", in.Format)
 	row("compression", "%s", in.Compression)
-	row("ELF", "%d bytes", in.ELFSize)
+	if in.Payload != "" {
+		row("payload", "%s", in.Payload)
+	} else {
+		row("ELF", "%d bytes", in.ELFSize)
+	}
 	if len(in.Segments) > 0 {
 		row("entry", "%#x", in.Entry)
 		row("linked at", "%#x-%#x (%s in memory)", in.Base, in.End, sizeText(in.End-in.Base))
@@ -702,7 +720,7 @@ func (in *Inspection) Write(w io.Writer) error {
 		for _, t := range slices.Sorted(maps.Keys(r.ByType)) {
 			fmt.Fprintf(&b, "             %-14s %d\n", t, r.ByType[t])
 		}
-	} else {
+	} else if in.Payload == "" {
 		b.WriteString("relocations  none: runs only at its link address\n")
 	}
 	if h := in.Multiboot; h != nil {
@@ -762,7 +780,7 @@ func (p *PlacementInfo) write(b *strings.Builder) {
 		return
 	}
 	if p.Relocatable {
-		fmt.Fprintf(b, "  needs        %s from a %s-aligned address at or above 1M, ending at or below %s (relocatable; linked at %#x)\n", sizeText(p.Size), FormatSize(p.Align), maxEndString(p.MaxEnd), p.Link)
+		fmt.Fprintf(b, "  needs        %s from a %s-aligned address at or above %s, ending at or below %s (relocatable; linked at %#x)\n", sizeText(p.Size), FormatSize(p.Align), addrString(p.MinStart), maxEndString(p.MaxEnd), p.Link)
 	} else {
 		fmt.Fprintf(b, "  needs        %s at its link address %#x (not relocatable)\n", sizeText(p.Size), p.Link)
 	}

@@ -13,7 +13,9 @@ type Kernel struct {
 	Compression Compression // of the file, or of a bzImage's payload
 	// Raw is the ELF file after decompression (for a bzImage: the
 	// payload's ELF without Linux's relocation table).
-	Raw       []byte
+	Raw []byte
+	// ELF is nil for a Multiboot a.out kernel and for a bzImage without a
+	// compressed payload (BzImage.Payload nil).
 	ELF       *ELFImage
 	Multiboot *MultibootHeader
 	BzImage   *BzImage // when the file is a Linux bzImage
@@ -29,6 +31,13 @@ type Kernel struct {
 // when not nil) and parses the ELF inside, its relocation info and its
 // Multiboot header.
 func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) {
+	return openKernel(file, limit, cache, true)
+}
+
+// openKernel is OpenKernel; without unpack it leaves a bzImage's payload
+// alone, for a boot by the image's own setup code (linux16), which
+// decompresses itself.
+func openKernel(file []byte, limit int64, cache *kcache.Cache, unpack bool) (*Kernel, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
@@ -41,6 +50,11 @@ func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) 
 		if err != nil {
 			return nil, err
 		}
+		k.Format, k.BzImage, k.Compression = "bzimage", bz, bz.Compression
+		if bz.Payload == nil || !unpack {
+			// Code to run as it is, or to unpack itself.
+			return k, nil
+		}
 		blob, err := decompressCached(bz.Compression, bz.Payload, limit, cache)
 		if err != nil {
 			return nil, err
@@ -49,7 +63,7 @@ func OpenKernel(file []byte, limit int64, cache *kcache.Cache) (*Kernel, error) 
 		if err != nil {
 			return nil, err
 		}
-		k.Format, k.Compression, k.BzImage, k.Raw = "bzimage", bz.Compression, bz, blob[:elfEnd]
+		k.Raw = blob[:elfEnd]
 		if k.ELF, err = ParseELF(k.Raw); err != nil {
 			return nil, err
 		}

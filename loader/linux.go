@@ -32,12 +32,6 @@ const (
 	linuxLowMax = 0xA0000
 )
 
-// Linux boot protocol versions kvmboot needs.
-const (
-	protoRelocatable = 0x0205 // kernel_alignment, relocatable_kernel
-	protoPrefAddress = 0x020A // pref_address, init_size
-)
-
 // buildLinux32 plans a bzImage through the compressed-ELF path: kvmboot has
 // decompressed vmlinux, places it at a kernel_alignment boundary with its
 // whole init_size in good RAM, applies Linux's relocation table, builds the
@@ -115,23 +109,23 @@ func placeInitrd(plan *Plan, a *Allocator, initrd *Module, h SetupHeader) (at, s
 	}
 	size = uint64(len(initrd.Data))
 	// initrd_addr_max is the address of the initrd's last byte.
-	at, _, err = a.Find(Request{What: "initrd", Size: max(size, 1), Align: 4096, Min: oneMiB, Max: uint64(h.InitrdAddrMax) + 1, Policy: PolicyHighest})
+	at, _, err = a.Find(Request{What: "initrd", Size: max(size, 1), Align: 4096, Min: oneMiB, Max: initrdAddrMax(h) + 1, Policy: PolicyHighest})
 	if err != nil {
 		return 0, 0, err
 	}
 	plan.add(Placement{What: "initrd", Name: initrd.Path, Start: at, Data: initrd.Data, Size: size, Verify: true})
+	plan.Initrd = initrd.Path
 	return at, size, nil
 }
 
-// setLoaderFields writes the setup header fields every loader fills in.
-// b is a zero page or, for the 16-bit protocol, the loaded setup sectors:
-// both hold the header at the same offsets.
-func setLoaderFields(b []byte, cmdline, initrd, initrdSize uint32) {
+// setLoaderFields writes the setup header fields every loader fills in
+// and every protocol version (2.00+) has. b is a zero page or, for the
+// 16-bit protocol, the loaded setup sectors: both hold the header at the
+// same offsets.
+func setLoaderFields(b []byte, initrd, initrdSize uint32) {
 	le := binary.LittleEndian
 	b[zpTypeOfLoader] = loaderTypeUndefined
-	b[zpLoadFlags] |= loadedHigh
 	le.PutUint16(b[zpVidMode:], vidModeNormal)
-	le.PutUint32(b[zpCmdLinePtr:], cmdline)
 	le.PutUint32(b[zpRamdiskImage:], initrd)
 	le.PutUint32(b[zpRamdiskSize:], initrdSize)
 }
@@ -143,7 +137,9 @@ func ZeroPage(bz *BzImage, m *MemoryMap, cmdline, initrd, initrdSize uint32) ([]
 	zp := make([]byte, ZeroPageSize)
 	copy(zp[setupHeaderOffset:], bz.HeaderBytes) // sentinel (0x1ef) stays 0
 	le := binary.LittleEndian
-	setLoaderFields(zp, cmdline, initrd, initrdSize)
+	setLoaderFields(zp, initrd, initrdSize)
+	zp[zpLoadFlags] |= loadedHigh
+	le.PutUint32(zp[zpCmdLinePtr:], cmdline)
 	le.PutUint32(zp[zpHardwareSubarch:], 0)
 
 	regions := m.Regions()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+
+	"kvmboot/realmode"
 )
 
 // Range is the half-open address interval [Start, End). End is exclusive so
@@ -135,11 +137,16 @@ const (
 	highRAMBeg = 0x100000 // extended memory starts at 1 MiB
 )
 
-// NewMemoryMap returns the map of a PC with memSize bytes of RAM: RAM in
-// [0, 640K) and [1M, memSize), and the legacy VGA/ROM window [640K, 1M)
-// reserved, as a BIOS's E820 would report it (the firmware image lives at
-// 0xF0000). The window is reserved whatever memSize is; a guest of 1 MiB or
-// less has only low RAM, cut at memSize.
+// FirmwareHigh is the firmware image's alias just below 4 GiB, where a PC
+// starts (the reset vector): a PC's memory map reserves it.
+var FirmwareHigh = Range{realmode.ROMHigh, realmode.ROMHigh + realmode.ROMSize}
+
+// NewMemoryMap returns the map of a PC with memSize bytes of RAM (at most
+// FirmwareHigh.Start): RAM in [0, 640K) and [1M, memSize), the legacy
+// VGA/ROM window [640K, 1M) reserved (the BIOS ROM at 0xF0000 in it), and
+// the firmware below 4 GiB reserved, as a BIOS's E820 reports them. The
+// window is reserved whatever memSize is; a guest of 1 MiB or less has
+// only low RAM, cut at memSize.
 func NewMemoryMap(memSize uint64) *MemoryMap {
 	m := &MemoryMap{memSize: memSize}
 	if low := min(memSize, lowRAMEnd); low > 0 {
@@ -147,8 +154,9 @@ func NewMemoryMap(memSize uint64) *MemoryMap {
 	}
 	m.regions = append(m.regions, Region{Range{lowRAMEnd, highRAMBeg}, KindReserved})
 	if memSize > highRAMBeg {
-		m.regions = append(m.regions, Region{Range{highRAMBeg, memSize}, KindRAM})
+		m.regions = append(m.regions, Region{Range{highRAMBeg, min(memSize, FirmwareHigh.Start)}, KindRAM})
 	}
+	m.regions = append(m.regions, Region{FirmwareHigh, KindReserved})
 	return m
 }
 

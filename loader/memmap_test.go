@@ -16,6 +16,10 @@ func ram(s, e uint64) Region      { return Region{Range{s, e}, KindRAM} }
 func reserved(s, e uint64) Region { return Region{Range{s, e}, KindReserved} }
 func bad(s, e uint64) Region      { return Region{Range{s, e}, KindBad} }
 
+// pcMap is rs followed by what every PC map ends with: the firmware
+// below 4 GiB, reserved.
+func pcMap(rs ...Region) []Region { return append(rs, Region{FirmwareHigh, KindReserved}) }
+
 func TestRangeMethods(t *testing.T) {
 	a := Range{16 * mib, 32 * mib}
 	tests := []struct {
@@ -92,11 +96,11 @@ func TestNewMemoryMap(t *testing.T) {
 		want     []Region
 		wantSize uint64
 	}{
-		{256 * mib, []Region{ram(0, 0xA0000), reserved(0xA0000, 0x100000), ram(0x100000, 256*mib)}, 256 * mib},
-		{0x180000, []Region{ram(0, 0xA0000), reserved(0xA0000, 0x100000), ram(0x100000, 0x180000)}, 0x180000},
-		{mib, []Region{ram(0, 0xA0000), reserved(0xA0000, 0x100000)}, mib},
-		{512 * kib, []Region{ram(0, 0x80000), reserved(0xA0000, 0x100000)}, mib},
-		{0, []Region{reserved(0xA0000, 0x100000)}, mib},
+		{256 * mib, pcMap(ram(0, 0xA0000), reserved(0xA0000, 0x100000), ram(0x100000, 256*mib)), 4 * gib},
+		{0x180000, pcMap(ram(0, 0xA0000), reserved(0xA0000, 0x100000), ram(0x100000, 0x180000)), 4 * gib},
+		{mib, pcMap(ram(0, 0xA0000), reserved(0xA0000, 0x100000)), 4 * gib},
+		{512 * kib, pcMap(ram(0, 0x80000), reserved(0xA0000, 0x100000)), 4 * gib},
+		{0, pcMap(reserved(0xA0000, 0x100000)), 4 * gib},
 	}
 	for _, tt := range tests {
 		m := NewMemoryMap(tt.memSize)
@@ -125,72 +129,72 @@ func TestMemoryMapSet(t *testing.T) {
 		{
 			name: "bad splits RAM", memSize: 256 * mib,
 			sets: []set{{Range{16 * mib, 32 * mib}, KindBad}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), ram(32*mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), ram(32*mib, 256*mib)),
 		},
 		{
 			name: "RAM never downgrades bad", memSize: 256 * mib,
 			sets: []set{{Range{16 * mib, 32 * mib}, KindBad}, {Range{0, 256 * mib}, KindRAM}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), ram(32*mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), ram(32*mib, 256*mib)),
 		},
 		{
 			name: "RAM never downgrades reserved", memSize: 256 * mib,
 			sets: []set{{Range{0, mib}, KindRAM}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 256*mib)),
 		},
 		{
 			name: "reserved does not override bad", memSize: 256 * mib,
 			sets: []set{{Range{16 * mib, 32 * mib}, KindBad}, {Range{20 * mib, 40 * mib}, KindReserved}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), reserved(32*mib, 40*mib), ram(40*mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), reserved(32*mib, 40*mib), ram(40*mib, 256*mib)),
 		},
 		{
 			name: "bad overrides reserved", memSize: 256 * mib,
 			sets: []set{{Range{0xF0000, 0x100000}, KindBad}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, 0xF0000), bad(0xF0000, mib), ram(mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, 0xF0000), bad(0xF0000, mib), ram(mib, 256*mib)),
 		},
 		{
 			name: "bad beyond memSize is dropped", memSize: 256 * mib,
 			sets: []set{{Range{255 * mib, 300 * mib}, KindBad}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 255*mib), bad(255*mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 255*mib), bad(255*mib, 256*mib)),
 		},
 		{
 			name: "reserved beyond the map is ignored", memSize: 256 * mib,
 			sets: []set{{Range{256 * mib, 4 * gib}, KindReserved}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 256*mib)),
 		},
 		{
 			name: "adjacent bad ranges coalesce", memSize: 256 * mib,
 			sets: []set{{Range{24 * mib, 32 * mib}, KindBad}, {Range{16 * mib, 24 * mib}, KindBad}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), ram(32*mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 16*mib), bad(16*mib, 32*mib), ram(32*mib, 256*mib)),
 		},
 		{
 			name: "bad across the ROM window joins reserved neighbours", memSize: 256 * mib,
 			sets: []set{{Range{0x9F000, 0x101000}, KindBad}},
-			want: []Region{ram(0, 0x9F000), bad(0x9F000, 0x101000), ram(0x101000, 256*mib)},
+			want: pcMap(ram(0, 0x9F000), bad(0x9F000, 0x101000), ram(0x101000, 256*mib)),
 		},
 		{
 			name: "reserved then RAM restores nothing", memSize: 256 * mib,
 			sets: []set{{Range{100 * mib, 101 * mib}, KindReserved}, {Range{100 * mib, 101 * mib}, KindRAM}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 100*mib), reserved(100*mib, 101*mib), ram(101*mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 100*mib), reserved(100*mib, 101*mib), ram(101*mib, 256*mib)),
 		},
 		{
 			name: "empty and inverted ranges change nothing", memSize: 256 * mib,
 			sets: []set{{Range{16 * mib, 16 * mib}, KindBad}, {Range{32 * mib, 16 * mib}, KindBad}},
-			want: []Region{ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 256*mib)},
+			want: pcMap(ram(0, 0xA0000), reserved(0xA0000, mib), ram(mib, 256*mib)),
 		},
 		{
 			name: "small guest: no bad in the gap or the ROM window beyond memSize", memSize: 512 * kib,
 			sets: []set{{Range{0x70000, 0xC0000}, KindBad}},
-			want: []Region{ram(0, 0x70000), bad(0x70000, 0x80000), reserved(0xA0000, mib)},
+			want: pcMap(ram(0, 0x70000), bad(0x70000, 0x80000), reserved(0xA0000, mib)),
 		},
 		{
 			name: "small guest: reserved in the gap is ignored", memSize: 512 * kib,
 			sets: []set{{Range{0x90000, 0x9F000}, KindReserved}},
-			want: []Region{ram(0, 0x80000), reserved(0xA0000, mib)},
+			want: pcMap(ram(0, 0x80000), reserved(0xA0000, mib)),
 		},
 		{
 			name: "whole memory bad", memSize: 4 * mib,
 			sets: []set{{Range{0, 1<<64 - 1}, KindBad}},
-			want: []Region{bad(0, 4*mib)},
+			want: pcMap(bad(0, 4*mib)),
 		},
 	}
 	for _, tt := range tests {
@@ -218,10 +222,10 @@ func TestMemoryMapSetOrderIndependent(t *testing.T) {
 		{Range{0x9F000, 0x180000}, KindBad},
 		{Range{40 * mib, 41 * mib}, KindBad},
 	}
-	want := []Region{
+	want := pcMap(
 		ram(0, 0x9F000), bad(0x9F000, 0x180000), ram(0x180000, 16*mib), bad(16*mib, 32*mib),
 		reserved(32*mib, 40*mib), bad(40*mib, 41*mib), reserved(41*mib, 48*mib), ram(48*mib, 64*mib),
-	}
+	)
 	perm := []int{0, 1, 2, 3, 4}
 	var permute func(k int)
 	permute = func(k int) {
@@ -261,8 +265,8 @@ func TestMemoryMapSetManySorted(t *testing.T) {
 	if rs[0] != (Range{2 * mib, 2*mib + kib}) || rs[n-1] != (Range{2*mib + (n-1)*8*kib, 2*mib + (n-1)*8*kib + kib}) {
 		t.Errorf("first/last bad ranges %v %v", rs[0], rs[n-1])
 	}
-	if got := len(m.Regions()); got != 2*n+3 {
-		t.Errorf("got %d regions, want %d", got, 2*n+3)
+	if got := len(m.Regions()); got != 2*n+4 { // low RAM, ROM window, firmware below 4G
+		t.Errorf("got %d regions, want %d", got, 2*n+4)
 	}
 }
 
@@ -340,8 +344,8 @@ func TestMemoryMapCopiesAreIndependent(t *testing.T) {
 	}
 	// The clone keeps memSize: bad RAM beyond it is still dropped.
 	c.Set(Range{60 * mib, 80 * mib}, KindBad)
-	if got := c.Size(); got != 64*mib {
-		t.Errorf("clone Size() = %#x, want %#x", got, 64*mib)
+	if got := c.Ranges(KindBad); !slices.Equal(got, []Range{{16 * mib, 32 * mib}, {60 * mib, 64 * mib}}) {
+		t.Errorf("clone bad ranges %v, want them cut at 64M", got)
 	}
 }
 

@@ -67,7 +67,10 @@ func MkELF(input []byte, opts MkELFOptions) (*MkELFResult, error) {
 		return nil, err
 	}
 	img := k.ELF
-	if img == nil {
+	switch {
+	case img == nil && k.BzImage != nil:
+		return nil, &FormatError{Context: "mkelf", Msg: k.BzImage.rawWhy() + ": the bzImage holds no ELF to convert (it boots with --protocol linux16)"}
+	case img == nil:
 		return nil, &FormatError{Context: "mkelf", Msg: fmt.Sprintf("the input is a %s, not an ELF kernel or a bzImage", k.Format)}
 	}
 	n, err := mkelfNote(k, opts)

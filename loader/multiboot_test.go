@@ -378,6 +378,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 				{20, 0, 0xA0000, 1},
 				{20, 0xA0000, 0x60000, 2},
 				{20, 0x100000, 0xFF00000, 1},
+				{20, 0xFFFF0000, 0x10000, 2}, // the firmware below 4G
 			},
 		},
 		{
@@ -396,6 +397,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 				{20, 0x100000, 0xF00000, 1},
 				{20, 0x1000000, 0x1000000, 5},
 				{20, 0x2000000, 0xE000000, 1},
+				{20, 0xFFFF0000, 0x10000, 2}, // the firmware below 4G
 			},
 		},
 		{
@@ -408,6 +410,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 				{20, 0xA000, 0x96000, 1},
 				{20, 0xA0000, 0x60000, 2},
 				{20, 0x100000, 0x3F00000, 1},
+				{20, 0xFFFF0000, 0x10000, 2}, // the firmware below 4G
 			},
 		},
 		{
@@ -419,6 +422,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 				{20, 0xA0000, 0x60000, 2},
 				{20, 0x100000, 0x1000, 5},
 				{20, 0x101000, 0x3EFF000, 1},
+				{20, 0xFFFF0000, 0x10000, 2}, // the firmware below 4G
 			},
 		},
 		{
@@ -430,6 +434,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 				{20, 0xA0000, 0x60000, 2},
 				{20, 0x100000, 3<<30 - 0x100000 - 4096, 1},
 				{20, 3<<30 - 4096, 4096, 5},
+				{20, 0xFFFF0000, 0x10000, 2}, // the firmware below 4G
 			},
 		},
 	} {
@@ -489,7 +494,8 @@ func TestMultibootInfoEncodeBase(t *testing.T) {
 	info := &MultibootInfo{Map: NewMemoryMap(32 << 20), Cmdline: "a b c", LoaderName: "kvmboot",
 		Modules: []MultibootModule{{Start: 0x200000, End: 0x200010, String: "m"}}}
 	a, b := info.Encode(0x8000), info.Encode(0x10000)
-	ptrs := map[int]bool{16: true, 24: true, 48: true, 64: true, 88 + 3*24 + 8: true}
+	mmap := len(info.Map.Regions()) * 24
+	ptrs := map[int]bool{16: true, 24: true, 48: true, 64: true, 88 + mmap + 8: true}
 	for off := 0; off+4 <= len(a); off += 4 {
 		va, vb := binary.LittleEndian.Uint32(a[off:]), binary.LittleEndian.Uint32(b[off:])
 		if ptrs[off] {

@@ -85,9 +85,11 @@ type KernelInfo struct {
 type Plan struct {
 	Kernel  KernelInfo
 	Cmdline string
-	// ModuleArgs are the module strings (path first), for backends that
-	// hand the original files to another loader (qemu -kernel).
+	// ModuleArgs are the module strings (path first) and Initrd a Linux
+	// initrd's path, for backends that hand the original files to
+	// another loader (qemu -kernel).
 	ModuleArgs []string
+	Initrd     string
 	MemSize    uint64
 	Map        *MemoryMap
 	Placements []Placement

@@ -112,11 +112,10 @@ func placeRealMode(plan *Plan, a *Allocator, p *RealModePart, ki *kernelImage) e
 		}
 	}
 	if p.Locate != 0 {
-		off := uint64(p.Locate) - ki.base
-		if uint64(p.Locate) < ki.base || off+4 > ki.fileEnd {
+		if !ki.placesFileBytes(uint64(p.Locate), 4) {
 			return &FormatError{Context: "kvmboot note", Msg: fmt.Sprintf("REALMODE locate word %#x is not in the image's file bytes %#x-%#x", p.Locate, ki.base, ki.base+ki.fileEnd)}
 		}
-		binary.LittleEndian.PutUint32(ki.mem[off:], uint32(at))
+		binary.LittleEndian.PutUint32(ki.mem[uint64(p.Locate)-ki.base:], uint32(at))
 	}
 	plan.add(Placement{What: "realmode", Name: "the image's real-mode part", Start: at, Data: p.Code, Size: size, Verify: true})
 	plan.Entry.RealModeCall = uint32(at>>4)<<16 | p.Entry

@@ -38,6 +38,10 @@ import _ "embed" // for ELF
 //go:embed testkernel.elf
 var ELF []byte
 
+// FileName is the test kernel's file name: what its path is when a loader
+// needs one (a Multiboot command line starts with it).
+const FileName = "testkernel.elf"
+
 // RealMode is the kernel's real-mode part (e2e/testkernel/realmode.S): raw
 // 16-bit code entered by a far call at offset 0, which asks int 15h E820
 // for the memory map and leaves it at RealModeResults for the 32-bit

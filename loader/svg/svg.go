@@ -101,10 +101,11 @@ func Write(w io.Writer, p *loader.Plan, opts Options) error {
 	for _, pl := range placements {
 		end = max(end, pl.End())
 	}
+	// Faults are in RAM: clip them at its end.
 	var found []loader.Range
 	for _, f := range opts.Found {
-		if f.End > f.Start && f.Start < end {
-			found = append(found, loader.Range{Start: f.Start, End: min(f.End, end)})
+		if f.End > f.Start && f.Start < p.MemSize {
+			found = append(found, loader.Range{Start: f.Start, End: min(f.End, p.MemSize)})
 		}
 	}
 	// Header: title, the plan's reason split at its clauses, the caption,

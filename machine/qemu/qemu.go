@@ -44,8 +44,11 @@ type Backend struct {
 	// SeaBIOS instead of our firmware and the plan's placements.
 	Kernel bool
 	// KernelImage is the kernel file's content for the reference run when
-	// the kernel has no file of its own (the built-in test kernel).
+	// the kernel has no file of its own (the built-in test kernel), and
+	// KernelName the name of the file it gets (QEMU passes its path to a
+	// Multiboot kernel as argv[0]).
 	KernelImage []byte
+	KernelName  string
 }
 
 // Name implements machine.Backend: "qemu/tcg", "qemu-kernel/kvm", ...
@@ -372,7 +375,7 @@ func (r *run) prepareKernel() error {
 	kernel := p.Kernel.Path
 	if r.b.KernelImage != nil {
 		var err error
-		if kernel, err = r.writeFile("testkernel.elf", r.b.KernelImage); err != nil {
+		if kernel, err = r.writeFile(r.b.KernelName, r.b.KernelImage); err != nil {
 			return err
 		}
 	}
@@ -393,17 +396,8 @@ func (r *run) prepareKernel() error {
 			r.log(r.badNote)
 		}
 	default:
-		var initrds []string
-		for _, pl := range p.Placements {
-			if pl.What == "initrd" {
-				initrds = append(initrds, pl.Name)
-			}
-		}
-		if len(initrds) > 1 {
-			return fmt.Errorf("--vmm=qemu-kernel: QEMU takes one Linux initrd, the plan has %d", len(initrds))
-		}
-		if len(initrds) == 1 {
-			r.launch.Initrd = optEscape(initrds[0])
+		if p.Initrd != "" {
+			r.launch.Initrd = optEscape(p.Initrd)
 		}
 		if mm := loader.FormatMemmap(bad); mm != "" {
 			r.launch.Append = strings.TrimSpace(r.launch.Append + " " + mm)
