@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= kvmboot
 FUZZTIME ?= 60s
 
-.PHONY: all build demo test unit e2e vet stubs testkernel kernel check-blobs bench fuzz clean
+.PHONY: all build demo test unit e2e vet stubs plugin testkernel kernel check-blobs bench fuzz clean
 
 all: build
 
@@ -33,17 +33,20 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-# Guest-side blobs are committed; these rebuild them.
+# Guest-side blobs and QEMU's plugin are committed; these rebuild them.
 stubs:
 	scripts/build-stubs.sh
+
+plugin:
+	scripts/build-plugin.sh
 
 testkernel:
 	scripts/build-testkernel.sh
 
-# CI: the committed blobs must be what the sources build.
-check-blobs: stubs testkernel
+# CI: the committed blobs (and the plugin) must be what the sources build.
+check-blobs: stubs plugin testkernel
 	scripts/build-biostest.sh
-	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/
+	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin machine/qemu/plugin/kvmboot-tcg.so boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/
 
 kernel:
 	scripts/fetch-kernel.sh
