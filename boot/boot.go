@@ -66,7 +66,7 @@ type Config struct {
 	// AfterPlace is a test hook run with guest RAM after the plan is placed.
 	AfterPlace func(ram []byte)
 
-	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (KVM backend only); memtest.go
+	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (our KVM machine, QEMU with TCG); memtest.go
 	Seed          uint64         // --seed: memtest patterns and the flip fault model
 	Memtest       string         // --memtest: "" (none), "quick" or "thorough": test RAM in the guest first; memtest.go
 	MemtestRanges []loader.Range // --memtest-range: what the memtest covers (nil: all usable RAM)

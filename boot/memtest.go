@@ -10,15 +10,17 @@ import (
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/memtest"
+	"kvmboot/machine/qemu"
 	"kvmboot/realmode"
 )
 
 // The --memtest flow and --faulty-ram (Config.Memtest, Config.Faulty):
 //
 //  1. faulty RAM is checked (RAM only, not where the entry stub or the
-//     memtest guest lives, one model per byte) and needs our KVM machine,
-//     the one backend that traps every access to it: --vmm=auto picks it,
-//     any other backend is refused;
+//     memtest guest lives, one model per byte) and needs a backend that
+//     sees every access to it: our KVM machine (which traps them) or QEMU
+//     with TCG (kvmboot's plugin); the reference run and QEMU's KVM
+//     accelerator are refused;
 //  2. with --memtest, a first boot of the same VM configuration (backend,
 //     memory size, declared bad RAM, faulty RAM, seed) runs the memtest
 //     guest over the RAM the map calls usable (or --memtest-range), and its
@@ -45,11 +47,9 @@ func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 	if err := CheckFaulty(cfg); err != nil {
 		return errResult(err)
 	}
-	// --vmm=auto --accel=auto picks our KVM machine for faulty RAM (Choose);
-	// any other backend is refused.
-	auto := (cfg.VMM == "" || cfg.VMM == VMMAuto) && (cfg.Accel == "" || cfg.Accel == AccelAuto)
-	if len(cfg.Faulty) > 0 && cfg.VMM != VMMKVM && !auto {
-		return errResult(fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backendName(cfg)))
+	// Choose never gives faulty RAM QEMU's KVM accelerator unless asked.
+	if len(cfg.Faulty) > 0 && (cfg.VMM == VMMQEMUKernel || cfg.Accel == qemu.AccelKVM) {
+		return errResult(fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm) or QEMU with TCG (--vmm=qemu --accel=tcg), which see every access to faulty RAM; %s cannot inject faults", backendName(cfg)))
 	}
 	var rep *memtest.Report
 	if cfg.Memtest != "" {
@@ -72,10 +72,10 @@ func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 func backendName(cfg Config) string {
-	if cfg.VMM == "" || cfg.VMM == VMMAuto {
-		return "QEMU"
+	if cfg.VMM == VMMQEMUKernel {
+		return "--vmm=qemu-kernel (QEMU's own loader and SeaBIOS)"
 	}
-	return cfg.VMM
+	return "--accel=kvm"
 }
 
 // CheckFaulty refuses faulty RAM that no boot could run with, and memtest

@@ -267,15 +267,16 @@ func TestMemtestCLIRoundTrip(t *testing.T) {
 	}
 }
 
-// TestMemtestRefusals: faulty RAM only where it can be injected and where a
-// boot can run with it; bad flag values are one line and status 126.
+// TestMemtestRefusals: faulty RAM only where it can be injected (our KVM
+// machine, QEMU with TCG) and where a boot can run with it; bad flag values
+// are one line and status 126.
 func TestMemtestRefusals(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		cfg  boot.Config
 		want string
 	}{
-		{boot.Config{VMM: "qemu", Faulty: faultyRanges(t, "20M-21M")}, "--vmm=kvm"},
+		{boot.Config{VMM: "qemu", Accel: "kvm", Faulty: faultyRanges(t, "20M-21M")}, "--accel=tcg"},
 		{boot.Config{VMM: "qemu-kernel", Faulty: faultyRanges(t, "20M-21M"), Memtest: "quick"}, "--vmm=kvm"},
 		{boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "0x6000+4K")}, "entry stub"},
 		{boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "0x10000+4K"), Memtest: "quick"}, "memtest guest"},

@@ -321,6 +321,14 @@ func (s *Set) Ranges() []loader.Range {
 	return Ranges(s.ranges)
 }
 
+// List returns the ranges and their models, sorted (nil for a nil Set).
+func (s *Set) List() []Range {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.ranges)
+}
+
 // Stats returns a copy of the statistics so far (nil for a nil Set).
 func (s *Set) Stats() *Stats {
 	if s == nil {
