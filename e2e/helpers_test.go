@@ -15,7 +15,9 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
+	"kvmboot/machine"
 	"kvmboot/machine/kvm"
+	"kvmboot/realmode"
 )
 
 // missing skips the test, or fails it when env says the thing is required.
@@ -41,6 +43,33 @@ func requireKVM(t testing.TB) {
 	t.Helper()
 	if err := kvmUsable(); err != nil {
 		missing(t, "KVMBOOT_REQUIRE_KVM", "no usable /dev/kvm: "+err.Error())
+	}
+}
+
+var (
+	kvmPagingOnce sync.Once
+	kvmPagingErr  error
+)
+
+// requireKVMPaging skips or fails unless our KVM machine runs a guest that
+// turns on 32-bit paging (the probe guest's paging test), as an i386 Linux
+// kernel does: kvm_pvm, for one, cannot.
+func requireKVMPaging(t testing.TB) {
+	t.Helper()
+	requireKVM(t)
+	kvmPagingOnce.Do(func() {
+		plan, err := machine.ProbePlan(realmode.ProbePaging, 0)
+		if err == nil {
+			var res *machine.Result
+			res, err = kvm.Backend{}.Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second})
+			if err == nil && res.Outcome != machine.Pass {
+				err = errors.New(res.Reason)
+			}
+		}
+		kvmPagingErr = err
+	})
+	if kvmPagingErr != nil {
+		missing(t, "KVMBOOT_REQUIRE_KVM_PAGING", "this host's KVM cannot run 32-bit paging: "+kvmPagingErr.Error())
 	}
 }
 
