@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -326,25 +328,84 @@ func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 		return acc, true
 	}
 	acc.IP = (regs.csBase + regs.gpr["EIP"]) & 0xFFFFFFFF
-	if f.Block == nil {
+	if f.Insns == 0 {
 		acc.Insn = "(no translated block has run)"
+		return acc, true
+	}
+	block, err := p.blockCode(f.Vaddr, f.Insns, regs)
+	if err != nil {
+		acc.Insn = fmt.Sprintf("(the code of the block at %#x is unreadable: %v)", f.Vaddr, err)
 		return acc, true
 	}
 	first := 0
 	if f.Serial == p.lastSerial {
 		first = p.lastIndex // the same run of the block: not an earlier instruction
 	}
-	i, inst, op, ok := accessInBlock(f.Block, first, regs, f.Phys, f.Write)
+	i, inst, op, ok := accessInBlock(block, first, regs, f.Phys, f.Write)
 	if !ok {
-		acc.IP = f.Block.Addr(first)
-		acc.Insn = fmt.Sprintf("(no instruction of the block at %#x reaches %#x)", f.Block.Vaddr, f.Phys)
+		acc.IP = block.Addr(min(first, len(block.Insns)))
+		acc.Insn = fmt.Sprintf("(no instruction of the block at %#x reaches %#x)", f.Vaddr, f.Phys)
 		return acc, true
 	}
 	p.lastSerial, p.lastIndex = f.Serial, i
-	acc.IP = f.Block.Addr(i)
+	acc.IP = block.Addr(i)
 	acc.Insn = x86asm.IntelSyntax(inst, acc.IP, nil)
 	acc.Size = int(op.Size - offsetIn(op, f.Phys, regs.paging()))
 	return acc, len(overlapping(p.bad, loader.Range{Start: f.Phys, End: f.Phys + uint64(acc.Size)})) > 0
+}
+
+// blockCode reads and splits the code of the block of n instructions at
+// linear address vaddr, decoding it in the vCPU's mode as QEMU did: from
+// guest RAM or our firmware when paging is off, else through QEMU's
+// monitor, which walks the guest's page tables.
+func (p *tcgPlugin) blockCode(vaddr uint64, n int, regs *cpuRegs) (*plugin.Block, error) {
+	want := 15 * n
+	var code []byte
+	if !regs.paging() {
+		code = p.r.read()(vaddr, want)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		text, err := p.r.qmp.hmp(ctx, fmt.Sprintf("x /%dxb %#x", want, vaddr))
+		if err != nil {
+			return nil, err
+		}
+		code = parseMemoryDump(text)
+	}
+	b := &plugin.Block{Vaddr: vaddr}
+	for len(b.Insns) < n && len(code) > 0 {
+		inst, err := x86asm.Decode(code, regs.mode())
+		if err != nil {
+			break
+		}
+		b.Insns = append(b.Insns, code[:inst.Len:inst.Len])
+		code = code[inst.Len:]
+	}
+	if len(b.Insns) == 0 {
+		return nil, errors.New("nothing decodes there")
+	}
+	return b, nil
+}
+
+// parseMemoryDump reads the bytes of the monitor's "x /Nxb" output
+// ("02001000: 0x89 0x10 ..."), up to a line it cannot read (past mapped
+// memory the monitor says "Cannot access memory").
+func parseMemoryDump(text string) []byte {
+	var out []byte
+	for _, line := range strings.Split(text, "\n") {
+		_, rest, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		if !ok {
+			break
+		}
+		for _, f := range strings.Fields(rest) {
+			v, err := strconv.ParseUint(strings.TrimPrefix(f, "0x"), 16, 8)
+			if err != nil || !strings.HasPrefix(f, "0x") {
+				return out
+			}
+			out = append(out, byte(v))
+		}
+	}
+	return out
 }
 
 // accessInBlock finds, from instruction first on, the first instruction of

@@ -46,8 +46,11 @@ const (
 	Window = 128 // the most bytes a WRITTEN window holds
 )
 
+// MaxInsns is the most instructions QEMU puts in a block.
+const MaxInsns = 512
+
 // MaxMessage bounds what kvmboot reads from the plugin: a block is at most
-// 512 instructions of 15 bytes.
+// MaxInsns instructions of 15 bytes.
 const MaxMessage = 64 << 10
 
 // Range is watched guest RAM and how.
@@ -134,7 +137,7 @@ func (b *Block) Addr(i int) uint64 {
 	return a
 }
 
-// parseBlock reads BLOCK.
+// parseBlock reads BLOCK (csrc/protocol.h).
 func parseBlock(p []byte) (*Block, error) {
 	le := binary.LittleEndian
 	if len(p) < 16 {
@@ -159,32 +162,27 @@ func parseBlock(p []byte) (*Block, error) {
 	return b, nil
 }
 
-// Fault is an access about to happen (FAULT): the block that runs (nil
-// unless the configuration asked for blocks and one ran) and its serial,
-// which changes each time a block starts.
+// Fault is an access about to happen (FAULT), with the block that runs:
+// its first instruction's (linear) address and its instruction count (0:
+// none is known, the configuration did not ask or no block ran yet), and
+// its serial, which changes each time a block starts.
 type Fault struct {
 	Phys   uint64
 	Write  bool
+	Insns  int
 	Serial uint64
-	Block  *Block
+	Vaddr  uint64
 }
 
 // ParseFault reads FAULT's payload.
 func ParseFault(p []byte) (Fault, error) {
 	le := binary.LittleEndian
-	if len(p) < 24 {
+	if len(p) != 32 {
 		return Fault{}, errShort
 	}
-	f := Fault{Phys: le.Uint64(p), Write: le.Uint32(p[8:]) != 0, Serial: le.Uint64(p[16:])}
-	if n := le.Uint32(p[12:]); uint64(n) != uint64(len(p)-24) {
-		return Fault{}, fmt.Errorf("fault carries %d block bytes, claims %d", len(p)-24, n)
-	}
-	if len(p) > 24 {
-		b, err := parseBlock(p[24:])
-		if err != nil {
-			return Fault{}, err
-		}
-		f.Block = b
+	f := Fault{Phys: le.Uint64(p), Write: le.Uint32(p[8:]) != 0, Insns: int(le.Uint32(p[12:])), Serial: le.Uint64(p[16:]), Vaddr: le.Uint64(p[24:])}
+	if f.Insns > MaxInsns {
+		return Fault{}, fmt.Errorf("a block of %d instructions", f.Insns)
 	}
 	return f, nil
 }

@@ -91,25 +91,19 @@ func TestConfigEncode(t *testing.T) {
 }
 
 func TestParseMessages(t *testing.T) {
-	block := bytes.Join([][]byte{le64(0x2001000), le32(2, 3), {1, 2}, {0x90, 0x89, 0x08}}, nil)
-	fault := bytes.Join([][]byte{le64(0x1800000), le32(1, uint32(len(block))), le64(7), block}, nil)
+	fault := bytes.Join([][]byte{le64(0x1800000), le32(1, 5), le64(7, 0x2001000)}, nil)
 	msg := append(le32(MsgFault, uint32(len(fault))), fault...)
 	m, err := ReadMessage(bytes.NewReader(msg))
 	if err != nil || m.Type != MsgFault {
 		t.Fatalf("%+v %v", m, err)
 	}
 	f, err := ParseFault(m.Payload)
-	if err != nil || f.Phys != 0x1800000 || !f.Write || f.Serial != 7 || f.Block == nil || f.Block.Vaddr != 0x2001000 {
+	if err != nil || f != (Fault{Phys: 0x1800000, Write: true, Insns: 5, Serial: 7, Vaddr: 0x2001000}) {
 		t.Fatalf("%+v %v", f, err)
 	}
-	if len(f.Block.Insns) != 2 || !bytes.Equal(f.Block.Insns[1], []byte{0x89, 0x08}) || f.Block.Addr(1) != 0x2001001 {
-		t.Errorf("block %+v", f.Block)
-	}
-	if f, err := ParseFault(bytes.Join([][]byte{le64(5), le32(0, 0), le64(1)}, nil)); err != nil || f.Block != nil || f.Write {
-		t.Errorf("fault without a block: %+v %v", f, err)
-	}
+	block := bytes.Join([][]byte{le64(0x2001000), le32(2, 3), {1, 2}, {0x90, 0x89, 0x08}}, nil)
 	id, b, err := ParseTraceBlock(append(le32(9, uint32(len(block))), block...))
-	if err != nil || id != 9 || len(b.Insns) != 2 {
+	if err != nil || id != 9 || b.Vaddr != 0x2001000 || len(b.Insns) != 2 || !bytes.Equal(b.Insns[1], []byte{0x89, 0x08}) || b.Addr(1) != 0x2001001 {
 		t.Errorf("trace block %d %+v %v", id, b, err)
 	}
 	w, err := ParseWritten(bytes.Join([][]byte{le64(0x2800004, 0x2800000), le32(8, 0), make([]byte, 8)}, nil))
@@ -133,12 +127,20 @@ func TestParseRefuses(t *testing.T) {
 	for _, p := range [][]byte{
 		nil,
 		le64(1),
-		bytes.Join([][]byte{le64(1), le32(0, 5), le64(0)}, nil),                                 // claims block bytes it lacks
-		bytes.Join([][]byte{le64(1), le32(0, 18), le64(0), le64(0), le32(1, 0), {5}, {0}}, nil), // length beyond code
-		bytes.Join([][]byte{le64(1), le32(0, 17), le64(0), le64(0), le32(1, 0), {0}}, nil),      // zero length
+		bytes.Join([][]byte{le64(1), le32(0, MaxInsns+1), le64(0, 0)}, nil), // more instructions than a block holds
+		bytes.Join([][]byte{le64(1), le32(0, 1), le64(0, 0), {0}}, nil),     // a byte too many
 	} {
 		if f, err := ParseFault(p); err == nil {
 			t.Errorf("fault % x accepted: %+v", p, f)
+		}
+	}
+	for _, b := range [][]byte{
+		bytes.Join([][]byte{le32(1, 19), le64(0), le32(1, 1), {5}, {0}}, nil), // length beyond code
+		bytes.Join([][]byte{le32(1, 18), le64(0), le32(1, 1), {0}, {0}}, nil), // zero length
+		bytes.Join([][]byte{le32(1, 20), le64(0), le32(1, 3), {1}, {0}}, nil), // claims more than it has
+	} {
+		if _, blk, err := ParseTraceBlock(b); err == nil {
+			t.Errorf("block % x accepted: %+v", b, blk)
 		}
 	}
 	for _, p := range [][]byte{

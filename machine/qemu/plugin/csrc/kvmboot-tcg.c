@@ -19,7 +19,8 @@
  * reports what happened. Bad RAM also needs the instruction: a block
  * callback keeps the block that runs, which goes with each report, and
  * kvmboot reads the registers (which QEMU keeps current in its CPU state
- * before every guest memory access) to find the instruction in the block.
+ * before every guest memory access) and the block's code to find the
+ * instruction in it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -66,8 +67,11 @@ static struct sigaction old_segv, old_trap;
 
 /* Only one vCPU runs (kvmboot's machines have one), so the block that
  * runs is a plain variable: a thread-local one costs a call in every
- * block callback. */
-static const uint8_t *running; /* {u32 length, BLOCK} */
+ * block callback. It is the block's first instruction's address (linear:
+ * i386 addresses fit 32 bits) and, above it, its instruction count: all
+ * kvmboot needs to read and decode the block, so translation does no
+ * more than register the callback. */
+static uint64_t running;
 static uint64_t running_serial;
 
 /* The plugin's end when kvmboot is gone: QEMU dies with kvmboot anyway.
@@ -125,57 +129,21 @@ static uint32_t await_reply(void)
 	return r;
 }
 
-/* Blocks as BLOCK encodes them, each after its u32 length, live until
- * QEMU flushes its translations. */
-struct chunk {
-	struct chunk *next;
-	size_t used;
-	uint8_t data[];
-};
-#define CHUNK (1u << 20)
-static struct chunk *chunks;
-
-static uint8_t *arena_alloc(size_t n)
-{
-	n = (n + 7) & ~(size_t)7;
-	if (chunks == NULL || chunks->used + n > CHUNK) {
-		struct chunk *c = malloc(sizeof *c + CHUNK);
-		if (c == NULL)
-			lost();
-		c->next = chunks;
-		c->used = 0;
-		chunks = c;
-	}
-	uint8_t *p = chunks->data + chunks->used;
-	chunks->used += n;
-	return p;
-}
-
-static void on_flush(qemu_plugin_id_t id)
-{
-	(void)id;
-	running = NULL;
-	while (chunks != NULL) {
-		struct chunk *next = chunks->next;
-		free(chunks);
-		chunks = next;
-	}
-}
-
-/* encode_block stores tb as BLOCK, after its u32 length. */
-static const uint8_t *encode_block(struct qemu_plugin_tb *tb)
+/* encode_block returns tb as BLOCK (free it), its length in *len. */
+static uint8_t *encode_block(struct qemu_plugin_tb *tb, uint32_t *len)
 {
 	uint32_t n = (uint32_t)qemu_plugin_tb_n_insns(tb), code = 0;
 	for (uint32_t i = 0; i < n; i++)
 		code += (uint32_t)qemu_plugin_insn_size(qemu_plugin_tb_get_insn(tb, i));
-	uint32_t len = 16 + n + code;
-	uint8_t *b = arena_alloc(4 + len);
+	*len = 16 + n + code;
+	uint8_t *b = malloc(*len);
+	if (b == NULL)
+		lost();
 	uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
-	memcpy(b, &len, 4);
-	memcpy(b + 4, &vaddr, 8);
-	memcpy(b + 12, &n, 4);
-	memcpy(b + 16, &code, 4);
-	uint8_t *lens = b + 20, *at = lens + n;
+	memcpy(b, &vaddr, 8);
+	memcpy(b + 8, &n, 4);
+	memcpy(b + 12, &code, 4);
+	uint8_t *lens = b + 16, *at = lens + n;
 	for (uint32_t i = 0; i < n; i++) {
 		struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
 		size_t sz = qemu_plugin_insn_size(insn);
@@ -184,14 +152,6 @@ static const uint8_t *encode_block(struct qemu_plugin_tb *tb)
 		at += sz;
 	}
 	return b;
-}
-
-static uint32_t block_len(const uint8_t *b)
-{
-	uint32_t len = 0;
-	if (b != NULL)
-		memcpy(&len, b, 4);
-	return len;
 }
 
 /* classes returns the classes (bit 1<<class) of the watched bytes in
@@ -292,13 +252,12 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
 	if ((cls & (1u << KB_CLASS_BAD)) || (!write && (cls & (1u << KB_CLASS_FLIP)))) {
 		/* kvmboot answers once it has done what comes before the
 		 * access, or never when the run ends here. */
-		uint32_t blen = (config_flags & KB_CONFIG_BLOCKS) ? block_len(running) : 0;
 		struct {
 			uint64_t phys;
-			uint32_t write, blen;
-			uint64_t serial;
-		} m = {phys, (uint32_t)write, blen, running_serial};
-		send_msg(KB_MSG_FAULT, &m, sizeof m, blen ? running + 4 : NULL, blen);
+			uint32_t write, insns;
+			uint64_t serial, vaddr;
+		} m = {phys, (uint32_t)write, (uint32_t)(running >> 32), running_serial, running & 0xffffffff};
+		send_msg(KB_MSG_FAULT, &m, sizeof m, NULL, 0);
 		await_reply();
 		st->done = 1;
 	}
@@ -413,7 +372,7 @@ static void start(void)
 static void on_block(unsigned int vcpu, void *block)
 {
 	(void)vcpu;
-	running = block;
+	running = (uintptr_t)block;
 	running_serial++;
 }
 
@@ -432,18 +391,17 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	(void)id;
 	if (vcpu_tid == 0)
 		start();
-	const uint8_t *b = NULL;
 	if (config_flags & KB_CONFIG_BLOCKS) {
-		b = encode_block(tb);
-		qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS, (void *)b);
+		uint64_t block = (uint64_t)qemu_plugin_tb_n_insns(tb) << 32 | (qemu_plugin_tb_vaddr(tb) & 0xffffffff);
+		qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS, (void *)(uintptr_t)block);
 	}
 	if (!tracing)
 		return;
-	if (b == NULL)
-		b = encode_block(tb);
-	uint32_t blen = block_len(b), bid = next_block_id++;
+	uint32_t blen, bid = next_block_id++;
+	uint8_t *b = encode_block(tb, &blen);
 	uint32_t m[2] = {bid, blen};
-	send_msg(KB_MSG_BLOCK, m, sizeof m, b + 4, blen);
+	send_msg(KB_MSG_BLOCK, m, sizeof m, b, blen);
+	free(b);
 	uint32_t r = await_reply();
 	if (r & KB_TRACE_DONE)
 		tracing = 0;
@@ -512,6 +470,5 @@ KB_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, 
 	uint32_t hello[2] = {KB_VERSION, 0};
 	send_msg(KB_MSG_HELLO, hello, sizeof hello, NULL, 0);
 	qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
-	qemu_plugin_register_flush_cb(id, on_flush);
 	return 0;
 }

@@ -41,7 +41,6 @@ enum qemu_plugin_cb_flags {
 	QEMU_PLUGIN_CB_RW_REGS,
 };
 
-typedef void (*qemu_plugin_simple_cb_t)(qemu_plugin_id_t id);
 typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
 typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 
@@ -51,8 +50,6 @@ KB_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, 
 
 /* Translation: called for every block QEMU translates. */
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-/* Called when QEMU flushes every translated block. */
-void qemu_plugin_register_flush_cb(qemu_plugin_id_t id, qemu_plugin_simple_cb_t cb);
 
 /* Queries on a block and its instructions during translation. */
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
