@@ -194,6 +194,26 @@ func TestLinux16(t *testing.T) {
 	t.Logf("linux16 with bad RAM 16M-48M: the kernel's own decompressor first wrote %d bytes at %#x with %q at %#x", acc.Size, acc.Addr, acc.Insn, acc.IP)
 }
 
+// TestLinuxBadRAMReadCaught: Debian's kernel reading bad RAM for our init
+// (/dev/mem, which the kernel maps with paging on; iomem=relaxed lets it
+// map memory the E820 map reserves) ends the run at that
+// load, named in the kernel's code: the bad-RAM read, with paging.
+func TestLinuxBadRAMReadCaught(t *testing.T) {
+	bad := badRanges(t, "64M-80M")
+	res, _, console := bootLinux(t, boot.Config{BadRAM: bad, Cmdline: linuxCmdline + " iomem=relaxed gi.peek=0x4800000"})
+	if res.Outcome != machine.Crash || len(res.BadRAMAccesses) != 1 {
+		t.Fatalf("outcome %s, accesses %+v: %s\n%s", res.Outcome, res.BadRAMAccesses, res.Reason, tail(console, 20))
+	}
+	acc := res.BadRAMAccesses[0]
+	if acc.Write || acc.Addr != 0x4800000 || acc.IP < 0xC0000000 || !strings.HasPrefix(acc.Insn, "mov") || !strings.Contains(acc.Insn, "ptr [") {
+		t.Errorf("access %+v, want a load at 0x4800000 by a mov in the kernel (above 0xc0000000)", acc)
+	}
+	if strings.Contains(console, "gi: peek") {
+		t.Errorf("the read completed:\n%s", tail(console, 20))
+	}
+	t.Logf("%d-byte read at %#x by %q at %#x", acc.Size, acc.Addr, acc.Insn, acc.IP)
+}
+
 // TestLinuxMemtestWitness: Linux's own early memory test, code nobody here
 // wrote, finds the faulty RAM kvmboot injects, exactly: with 40M+64K stuck
 // at 0 in a 64 MiB guest and memtest=2 (all-ones first, which a stuck-at-0
