@@ -114,6 +114,9 @@ type Result struct {
 	Exits   uint64
 	Boot    time.Duration // first instruction to the end
 	Setup   time.Duration // backend start to first instruction
+	// QEMUCPU is the CPU time (user and system) QEMU used, for the QEMU
+	// backends: what a guest costs, whatever else the host runs.
+	QEMUCPU time.Duration
 	Backend string        // "kvm", "qemu/tcg", ...
 	Faulty  *faults.Stats // what the guest did to faulty RAM (with Options.Faulty)
 }

@@ -755,6 +755,9 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 	}
 	res.Setup = r.setupDone.Sub(r.start)
 	res.Boot = ended.Sub(r.setupDone)
+	st = <-r.exited // QEMU is gone: quit and kill waited for it
+	r.exited <- st
+	res.QEMUCPU = st.UserTime() + st.SystemTime()
 	if e := strings.TrimSpace(r.stderr.String()); e != "" {
 		r.log("QEMU said: " + e)
 	}
