@@ -138,7 +138,10 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 		return nil, err
 	}
 	err = r.startQEMU(ctx)
-	if err != nil && r.plug != nil && strings.Contains(err.Error(), "plugin") && r.faulty == nil && r.opts.Trace == nil {
+	if err != nil && r.plug != nil && strings.Contains(err.Error(), "plugin") {
+		if r.faulty != nil || r.opts.Trace != nil {
+			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU need kvmboot's TCG plugin, which this QEMU did not load: %w", err)
+		}
 		// A QEMU that cannot load plugins: bad RAM is watched as
 		// before the plugin, through canaries.
 		r.log("QEMU did not load kvmboot's plugin (" + err.Error() + "): bad RAM is watched through canaries, writes only and without the instruction")

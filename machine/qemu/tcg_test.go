@@ -2,10 +2,19 @@ package qemu
 
 import (
 	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/arch/x86/x86asm"
 
+	"kvmboot/loader"
+	"kvmboot/machine"
+	"kvmboot/machine/faults"
 	"kvmboot/machine/qemu/plugin"
 )
 
@@ -95,5 +104,105 @@ func TestParseMemoryDump(t *testing.T) {
 	}
 	if got := parseMemoryDump("Cannot access memory\r\n"); len(got) != 0 {
 		t.Errorf("got % x from an error", got)
+	}
+}
+
+// storeLoadCode stores 0x12345678 at 2 MiB, loads it back and writes the
+// loaded value plus one to the debug-exit port.
+var storeLoadCode = []byte{
+	0xc7, 0x05, 0x00, 0x00, 0x20, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword ptr [0x200000], 0x12345678
+	0xa1, 0x00, 0x00, 0x20, 0x00, // mov eax, dword ptr [0x200000]
+	0x40,       // inc eax
+	0xe7, 0xf4, // out 0xf4, eax
+	0xf4, // hlt
+}
+
+var badAt2M = []loader.Range{{Start: 2 << 20, End: 3 << 20}}
+
+// TestPluginBadRAM: kvmboot's plugin ends the run at the store, before it
+// lands, naming it; under the record policy the store is lost and the
+// load sees the zeros bad RAM held with every bit flipped (0xffffffff, so
+// the guest exits with 0), as on our KVM machine.
+func TestPluginBadRAM(t *testing.T) {
+	requireQEMU(t)
+	plan := codePlan(t, storeLoadCode)
+	res, err := Backend{}.Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second, BadRAM: badAt2M})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := machine.BadAccess{Addr: 2 << 20, Size: 4, Write: true, IP: 0x100000, Insn: "mov dword ptr [0x200000], 0x12345678"}
+	if res.Outcome != machine.Crash || len(res.BadRAMAccesses) != 1 || res.BadRAMAccesses[0] != want {
+		t.Fatalf("%s: %s, accesses %+v, want [%+v]", res.Outcome, res.Reason, res.BadRAMAccesses, want)
+	}
+	res, err = Backend{}.Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second, BadRAM: badAt2M, BadRAMPolicy: machine.BadRAMRecord})
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := machine.BadAccess{Addr: 2 << 20, Size: 4, IP: 0x10000a, Insn: "mov eax, dword ptr [0x200000]"}
+	if res.Outcome != machine.Pass || len(res.BadRAMAccesses) != 2 || res.BadRAMAccesses[0] != want || res.BadRAMAccesses[1] != load {
+		t.Errorf("record: %s (%s), accesses %+v", res.Outcome, res.Reason, res.BadRAMAccesses)
+	}
+}
+
+// TestPluginRefused: a QEMU that cannot load plugins still watches bad RAM,
+// through the canaries, and says so once.
+func TestPluginRefused(t *testing.T) {
+	requireQEMU(t)
+	real, err := lookBinary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noPlugins := filepath.Join(t.TempDir(), "qemu-without-plugins")
+	script := "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -plugin ] && { echo \"qemu-system-i386: -plugin: invalid option\" >&2; exit 1; }; done\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(noPlugins, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	b := Backend{Binary: noPlugins, Log: func(s string) { notes = append(notes, s) }}
+	res, err := b.Run(context.Background(), codePlan(t, storeLoadCode), machine.Options{Timeout: 20 * time.Second, BadRAM: badAt2M})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != machine.Crash || !strings.Contains(res.Reason, "canary") || len(res.BadRAMAccesses) != 1 || res.BadRAMAccesses[0].Addr != 2<<20 {
+		t.Errorf("%s: %s, accesses %+v", res.Outcome, res.Reason, res.BadRAMAccesses)
+	}
+	said := 0
+	for _, n := range notes {
+		if strings.Contains(n, "did not load kvmboot's plugin") {
+			said++
+		}
+	}
+	if said != 1 {
+		t.Errorf("the fallback was noted %d times: %q", said, notes)
+	}
+	// Faulty RAM has no fallback: a clear error.
+	f, _ := faults.Parse("0x200000+4K:stuck0", 16<<20)
+	if _, err := b.Run(context.Background(), codePlan(t, storeLoadCode), machine.Options{Timeout: 20 * time.Second, Faulty: f}); err == nil || !strings.Contains(err.Error(), "plugin") {
+		t.Errorf("faulty RAM without the plugin: %v", err)
+	}
+}
+
+// TestPluginRunsLeaveNothing: runs with the plugin leave no goroutine or
+// file descriptor behind (memfd, socket, serve).
+func TestPluginRunsLeaveNothing(t *testing.T) {
+	requireQEMU(t)
+	plan := codePlan(t, storeLoadCode)
+	run := func() {
+		if _, err := (Backend{}).Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second, BadRAM: badAt2M, BadRAMPolicy: machine.BadRAMRecord}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	fds, _ := os.ReadDir("/proc/self/fd")
+	goroutines := runtime.NumGoroutine()
+	for range 5 {
+		run()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after, _ := os.ReadDir("/proc/self/fd"); len(after) > len(fds) {
+		t.Errorf("open descriptors %d -> %d", len(fds), len(after))
+	}
+	if g := runtime.NumGoroutine(); g > goroutines {
+		t.Errorf("goroutines %d -> %d", goroutines, g)
 	}
 }
