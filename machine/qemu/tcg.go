@@ -314,28 +314,31 @@ func (p *tcgPlugin) registers() (*cpuRegs, error) {
 // identify names the instruction of a bad-RAM access about to happen: the
 // instruction of the block that runs whose memory operand, with the
 // registers as they are now, is where the access goes. It reports false
-// when that access does not reach bad RAM after all (a watched window is
-// 16 bytes; an access can be shorter).
+// when that access does not reach bad RAM after all: a watched window is
+// 16 bytes and an access can be shorter; without the instruction, only
+// the byte at the address is known to be accessed (QEMU fetching code
+// next to bad bytes, to translate it, is no access to them).
 func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 	acc := machine.BadAccess{Addr: f.Phys, Size: 1, Write: f.Write}
+	touched := len(overlapping(p.bad, loader.Range{Start: f.Phys, End: f.Phys + 1})) > 0
 	if p.identified >= maxIdentified {
-		return acc, true
+		return acc, touched
 	}
 	p.identified++
 	regs, err := p.registers()
 	if err != nil {
 		acc.Insn = "(registers unavailable: " + err.Error() + ")"
-		return acc, true
+		return acc, touched
 	}
 	acc.IP = (regs.csBase + regs.gpr["EIP"]) & 0xFFFFFFFF
 	if f.Insns == 0 {
 		acc.Insn = "(no translated block has run)"
-		return acc, true
+		return acc, touched
 	}
 	block, err := p.blockCode(f.Vaddr, f.Insns, regs)
 	if err != nil {
 		acc.Insn = fmt.Sprintf("(the code of the block at %#x is unreadable: %v)", f.Vaddr, err)
-		return acc, true
+		return acc, touched
 	}
 	first := 0
 	if f.Serial == p.lastSerial {
@@ -345,7 +348,7 @@ func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 	if !ok {
 		acc.IP = block.Addr(min(first, len(block.Insns)))
 		acc.Insn = fmt.Sprintf("(no instruction of the block at %#x reaches %#x)", f.Vaddr, f.Phys)
-		return acc, true
+		return acc, touched
 	}
 	p.lastSerial, p.lastIndex = f.Serial, i
 	acc.IP = block.Addr(i)

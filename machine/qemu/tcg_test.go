@@ -144,6 +144,21 @@ func TestPluginBadRAM(t *testing.T) {
 	}
 }
 
+// TestPluginCodeBesideBadRAM: code in a page with bad bytes runs; QEMU
+// reading it to translate it is no access to bad RAM.
+func TestPluginCodeBesideBadRAM(t *testing.T) {
+	requireQEMU(t)
+	exit0 := []byte{0x31, 0xc0, 0xe7, 0xf4, 0xf4} // xor eax, eax; out 0xf4, eax; hlt
+	res, err := Backend{}.Run(context.Background(), codePlan(t, exit0), machine.Options{Timeout: 20 * time.Second,
+		BadRAM: []loader.Range{{Start: 0x100008, End: 0x100010}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != machine.Pass || len(res.BadRAMAccesses) != 0 {
+		t.Errorf("%s: %s, accesses %+v", res.Outcome, res.Reason, res.BadRAMAccesses)
+	}
+}
+
 // TestPluginRefused: a QEMU that cannot load plugins still watches bad RAM,
 // through the canaries, and says so once.
 func TestPluginRefused(t *testing.T) {
