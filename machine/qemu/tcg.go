@@ -176,7 +176,10 @@ func (p *tcgPlugin) loop() error {
 			p.faulty.Materialize(p.r.ram)
 		case plugin.MsgFault:
 			var f plugin.Fault
-			if f, err = plugin.ParseFault(m.Payload); err == nil {
+			if f, err = plugin.ParseFault(m.Payload); err == nil && f.Phys >= p.r.plan.MemSize {
+				err = fmt.Errorf("an access at %#x, beyond guest RAM", f.Phys)
+			}
+			if err == nil {
 				answer = p.fault(f)
 			}
 		case plugin.MsgDone:

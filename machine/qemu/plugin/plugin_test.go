@@ -157,3 +157,39 @@ func TestParseRefuses(t *testing.T) {
 		t.Error("other version accepted")
 	}
 }
+
+// FuzzMessages: whatever the plugin sends, kvmboot's readers return an
+// error or a message within bounds, never a panic or a huge allocation.
+func FuzzMessages(f *testing.F) {
+	f.Add(append(le32(MsgFault, 32), bytes.Join([][]byte{le64(0x1800000), le32(1, 5), le64(7, 0x2001000)}, nil)...))
+	f.Add(append(le32(MsgBlock, 29), bytes.Join([][]byte{le32(9, 21), le64(0x2001000), le32(2, 3), {1, 2}, {0x90, 0x89, 0x08}}, nil)...))
+	f.Add(append(le32(MsgWritten, 32), bytes.Join([][]byte{le64(0x2800004, 0x2800000), le32(8, 0), make([]byte, 8)}, nil)...))
+	f.Add(append(le32(MsgExec, 8), le32(3, 4)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ReadMessage(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if len(m.Payload) > MaxMessage {
+			t.Fatalf("payload of %d bytes", len(m.Payload))
+		}
+		if f, err := ParseFault(m.Payload); err == nil && f.Insns > MaxInsns {
+			t.Fatalf("fault %+v", f)
+		}
+		if w, err := ParseWritten(m.Payload); err == nil && (len(w.Before) > Window || w.Phys < w.Window || w.Phys >= w.Window+uint64(len(w.Before))) {
+			t.Fatalf("write %+v", w)
+		}
+		if _, blk, err := ParseTraceBlock(m.Payload); err == nil {
+			n := 0
+			for _, in := range blk.Insns {
+				n += len(in)
+			}
+			if n > len(m.Payload) {
+				t.Fatalf("block %+v", blk)
+			}
+		}
+		ParseExec(m.Payload)
+		ParseDone(m.Payload)
+		ParseHello(m.Payload)
+	})
+}
