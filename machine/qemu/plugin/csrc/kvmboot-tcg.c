@@ -74,14 +74,19 @@ static struct sigaction old_segv, old_trap;
 static uint64_t running;
 static uint64_t running_serial;
 
-/* The plugin's end when kvmboot is gone: QEMU dies with kvmboot anyway.
- * The status is even, which kvmboot never takes for the guest's. */
-static void lost(void)
+/* die ends QEMU from anywhere, a signal handler included. The status is
+ * even, which kvmboot never takes for the guest's. */
+static void die(const char *msg)
 {
-	static const char msg[] = "kvmboot plugin: the channel to kvmboot is gone\n";
-	if (write(2, msg, sizeof msg - 1) < 0) {
+	if (write(2, msg, strlen(msg)) < 0) {
 	}
 	_exit(4);
+}
+
+/* The plugin's end when kvmboot is gone: QEMU dies with kvmboot anyway. */
+static void lost(void)
+{
+	die("kvmboot plugin: the channel to kvmboot is gone\n");
 }
 
 static void write_all(const void *p, size_t n)
@@ -138,7 +143,7 @@ static uint8_t *encode_block(struct qemu_plugin_tb *tb, uint32_t *len)
 	*len = 16 + n + code;
 	uint8_t *b = malloc(*len);
 	if (b == NULL)
-		lost();
+		die("kvmboot plugin: out of memory\n");
 	uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
 	memcpy(b, &vaddr, 8);
 	memcpy(b + 8, &n, 4);
@@ -241,7 +246,7 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
 	pid_t tid = (pid_t)syscall(SYS_gettid);
 	struct stepper *s = stepper_of(tid, 1);
 	if (s == NULL || s->n == 4)
-		lost();
+		die("kvmboot plugin: more threads or pages in one access than it follows\n");
 	struct step *st = &s->steps[s->n++];
 	memset(st, 0, offsetof(struct step, before));
 	st->page = page;
@@ -263,7 +268,7 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
 	}
 	uint8_t *pg = ram + page * PAGE;
 	if (mprotect(pg, PAGE, PROT_READ | PROT_WRITE) != 0)
-		lost();
+		die("kvmboot plugin: mprotect failed\n");
 	if (write && (cls & ((1u << KB_CLASS_FAULTY) | (1u << KB_CLASS_FLIP)))) {
 		st->written = 1;
 		st->window = phys & ~(uint64_t)63;
@@ -300,7 +305,7 @@ static void on_trap(int sig, siginfo_t *si, void *ctx)
 			await_reply();
 		}
 		if (mprotect(ram + st->page * PAGE, PAGE, page_prot(st->page)) != 0)
-			lost();
+			die("kvmboot plugin: mprotect failed\n");
 	}
 	s->n = 0;
 	__atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
