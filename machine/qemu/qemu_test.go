@@ -60,9 +60,14 @@ func TestArgsOurFirmware(t *testing.T) {
 			t.Errorf("args lack %q:\n%q", want, a)
 		}
 	}
-	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") {
-		t.Errorf("unexpected -kernel or KVM trace: %q", a)
+	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") {
+		t.Errorf("unexpected -kernel, KVM trace or plugin: %q", a)
 	}
+	l.Plugin = pluginArg
+	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") {
+		t.Errorf("plugin args: %q", a)
+	}
+	l.Plugin = ""
 
 	l.Accel = AccelKVM
 	a = l.args()
