@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= kvmboot
 FUZZTIME ?= 60s
 
-.PHONY: all build demo test unit e2e vet lint stubs testkernel kernel check-blobs bench fuzz clean
+.PHONY: all build demo test unit e2e vet lint stubs plugin testkernel kernel check-blobs bench fuzz clean
 
 all: build
 
@@ -49,18 +49,21 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(GOCYCLO) -over 40 $$(git ls-files '*.go' | grep -v '_test\.go$$')
 
-# Guest-side blobs are committed; these rebuild them.
+# Guest-side blobs and QEMU's plugin are committed; these rebuild them.
 stubs:
 	scripts/build-stubs.sh
+
+plugin:
+	scripts/build-plugin.sh
 
 testkernel:
 	scripts/build-testkernel.sh
 
-# CI: the committed blobs must be what the sources build.
-check-blobs: stubs testkernel
+# CI: the committed blobs (and the plugin) must be what the sources build.
+check-blobs: stubs plugin testkernel
 	scripts/build-biostest.sh
 	scripts/build-conformance-loader.sh
-	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/ e2e/conformance/
+	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin machine/qemu/plugin/kvmboot-tcg.so boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/ e2e/conformance/
 
 kernel:
 	scripts/fetch-kernel.sh

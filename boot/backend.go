@@ -122,23 +122,36 @@ func choose(ctx context.Context, cfg Config) (Choice, error) {
 		}
 		c, err := h.QEMUChoice()
 		c.VMM = vmm
+		if vmm == VMMQEMU {
+			c = preferTCG(c, cfg)
+		}
 		return c, err
 	}
 	// auto
 	if accel != AccelAuto {
 		return Choice{VMM: VMMQEMU, Accel: accel, Why: fmt.Sprintf("--accel=%s names a QEMU accelerator", accel)}, nil
 	}
-	if len(cfg.Faulty) > 0 {
-		return Choice{VMM: VMMKVM, Why: "--faulty-ram needs our KVM machine, the backend that traps every access to faulty RAM"}, nil
-	}
-	if cfg.CountStub || cfg.Trace != nil {
-		return Choice{VMM: VMMKVM, Why: "--count-stub and --trace single-step the vCPU, which only our KVM machine does"}, nil
+	if cfg.CountStub {
+		return Choice{VMM: VMMKVM, Why: "--count-stub single-steps the vCPU, which only our KVM machine does"}, nil
 	}
 	h, err := ProbeHost(ctx, false)
 	if err != nil {
 		return Choice{}, err
 	}
-	return h.AutoChoice()
+	c, err := h.AutoChoice()
+	return preferTCG(c, cfg), err
+}
+
+// preferTCG turns a choice of QEMU with KVM into QEMU with TCG when cfg
+// injects faulty RAM or traces: kvmboot's TCG plugin does both, and QEMU
+// runs plugins only under TCG.
+func preferTCG(c Choice, cfg Config) Choice {
+	if c.VMM != VMMQEMU || c.Accel != qemu.AccelKVM || len(cfg.Faulty) == 0 && cfg.Trace == nil {
+		return c
+	}
+	c.Accel = qemu.AccelTCG
+	c.Why += "; but --faulty-ram and --trace need TCG, where kvmboot's plugin sees every access and instruction"
+	return c
 }
 
 // ProbeFormat is the version of the probe cache's format: a cache written

@@ -115,10 +115,29 @@ func TestChooseExplicit(t *testing.T) {
 	if err != nil || c.VMM != "kvm" {
 		t.Errorf("--count-stub: %+v %v", c, err)
 	}
-	// So does faulty RAM, and the reason says so.
-	c, err = choose(context.Background(), Config{Faulty: []faults.Range{{Range: loader.Range{Start: 20 << 20, End: 21 << 20}}}})
-	if err != nil || c.VMM != "kvm" || !strings.Contains(c.Why, "--faulty-ram") {
-		t.Errorf("--faulty-ram: %+v %v", c, err)
+}
+
+// TestPreferTCG: faulty RAM and tracing keep whatever backend the probe
+// picks, except QEMU's KVM accelerator, which runs no plugin.
+func TestPreferTCG(t *testing.T) {
+	faulty := Config{Faulty: []faults.Range{{Range: loader.Range{Start: 20 << 20, End: 21 << 20}}}}
+	trace := Config{Trace: func(string) {}}
+	for _, tc := range []struct {
+		c         Choice
+		cfg       Config
+		wantAccel string
+	}{
+		{Choice{VMM: "qemu", Accel: "kvm", Why: "probe"}, faulty, "tcg"},
+		{Choice{VMM: "qemu", Accel: "kvm", Why: "probe"}, trace, "tcg"},
+		{Choice{VMM: "qemu", Accel: "kvm", Why: "probe"}, Config{}, "kvm"},
+		{Choice{VMM: "qemu", Accel: "tcg", Why: "probe"}, faulty, "tcg"},
+		{Choice{VMM: "kvm", Why: "probe"}, faulty, ""},
+	} {
+		got := preferTCG(tc.c, tc.cfg)
+		if got.VMM != tc.c.VMM || got.Accel != tc.wantAccel || !strings.HasPrefix(got.Why, "probe") ||
+			(got.Accel != tc.c.Accel) != strings.Contains(got.Why, "need TCG") {
+			t.Errorf("%+v with faulty %v trace %v: %+v", tc.c, tc.cfg.Faulty != nil, tc.cfg.Trace != nil, got)
+		}
 	}
 }
 

@@ -36,8 +36,8 @@ func TestValidate(t *testing.T) {
 		{"module without a file", Config{Modules: []ModuleSpec{{Args: " "}}}, "no file name"},
 		{"negative timeout", Config{Timeout: -time.Second}, "timeout -1s"},
 		{"negative trace limit", Config{TraceLimit: -1}, "trace limit -1"},
-		{"faulty RAM on QEMU", Config{VMM: VMMQEMU, Faulty: faulty}, "--vmm=kvm"},
-		{"faulty RAM with a QEMU accelerator", Config{Accel: "tcg", Faulty: faulty}, "the QEMU backend"},
+		{"faulty RAM on QEMU's own loader", Config{VMM: VMMQEMUKernel, Faulty: faulty}, "--vmm=qemu-kernel (QEMU's own loader"},
+		{"faulty RAM with QEMU's KVM accelerator", Config{VMM: VMMQEMU, Accel: "kvm", Faulty: faulty}, "--accel=kvm cannot inject faults"},
 		{"memtest mode", Config{Memtest: "slow"}, "quick or thorough"},
 		{"memtest range alone", Config{MemtestRanges: []loader.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
 	} {

@@ -1,7 +1,6 @@
 package boot
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,15 +10,17 @@ import (
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/memtest"
+	"kvmboot/machine/qemu"
 	"kvmboot/realmode"
 )
 
 // The --memtest flow and --faulty-ram (Config.Memtest, Config.Faulty):
 //
 //  1. faulty RAM is checked (RAM only, not where the entry stub or the
-//     memtest guest lives, one model per byte) and needs our KVM machine,
-//     the one backend that traps every access to it: --vmm=auto picks it,
-//     any other backend is refused;
+//     memtest guest lives, one model per byte) and needs a backend that
+//     sees every access to it: our KVM machine (which traps them) or QEMU
+//     with TCG (kvmboot's plugin); the reference run and QEMU's KVM
+//     accelerator are refused;
 //  2. with --memtest, a first boot of the same VM configuration (backend,
 //     memory size, declared bad RAM, faulty RAM, seed) runs the memtest
 //     guest over the RAM the map calls usable (or --memtest-range), and its
@@ -61,15 +62,15 @@ func checkFaulty(cfg Config) error {
 	if err := faults.Check(cfg.Faulty); err != nil {
 		return fmt.Errorf("--faulty-ram: %w", err)
 	}
-	// --vmm=auto --accel=auto picks our KVM machine for faulty RAM
-	// (choose); any other backend is refused.
-	vmm := cmp.Or(cfg.VMM, VMMAuto)
-	if len(cfg.Faulty) > 0 && vmm != VMMKVM && (vmm != VMMAuto || cmp.Or(cfg.Accel, AccelAuto) != AccelAuto) {
-		backend := vmm.String()
-		if vmm == VMMAuto {
-			backend = "QEMU" // auto with an accelerator named
+	// Our KVM machine traps every access to faulty RAM and kvmboot's TCG
+	// plugin sees them under QEMU (choose never picks QEMU's KVM
+	// accelerator for faulty RAM unless asked): the other two cannot.
+	if len(cfg.Faulty) > 0 && (cfg.VMM == VMMQEMUKernel || cfg.Accel == qemu.AccelKVM) {
+		backend := "--accel=kvm"
+		if cfg.VMM == VMMQEMUKernel {
+			backend = "--vmm=qemu-kernel (QEMU's own loader and SeaBIOS)"
 		}
-		return fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm), which traps every access to faulty RAM; the %s backend cannot inject faults", backend)
+		return fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm) or QEMU with TCG (--vmm=qemu --accel=tcg), which see every access to faulty RAM; %s cannot inject faults", backend)
 	}
 	hole := loader.Range{Start: 0xA0000, End: 0x100000}
 	stub := loader.Range{Start: realmode.StubLow, End: realmode.StubHigh}

@@ -60,12 +60,14 @@ type RegionJSON struct {
 }
 
 // Timings are in milliseconds: load is reading and planning, boot is the
-// backend's run (VM setup included), total is all of it.
+// backend's run (VM setup included), total is all of it; qemu_cpu is the
+// CPU time QEMU used (QEMU backends), which machine load does not inflate.
 type Timings struct {
-	Load  float64 `json:"load"`
-	Setup float64 `json:"setup"`
-	Boot  float64 `json:"boot"`
-	Total float64 `json:"total"`
+	Load    float64 `json:"load"`
+	Setup   float64 `json:"setup"`
+	Boot    float64 `json:"boot"`
+	Total   float64 `json:"total"`
+	QEMUCPU float64 `json:"qemu_cpu,omitempty"`
 }
 
 func (r *Result) fromPlan(p *loader.Plan) {
@@ -99,6 +101,7 @@ func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
 	r.VMM = VMM(m.Backend)
 	r.Timings.Setup = machine.Millis(m.Setup)
 	r.Timings.Boot = machine.Millis(m.Boot)
+	r.Timings.QEMUCPU = machine.Millis(m.QEMUCPU)
 }
 
 // PlanResult describes a plan in the result object's shape (no outcome),

@@ -167,7 +167,7 @@ func TestLinuxExpect(t *testing.T) {
 	}
 }
 
-// TestLinux16 boots Debian's kernel through its own real-mode setup code
+// TestLinux16 boots Debian's kernel through its own setup code on our BIOS
 // (the 16-bit boot protocol): the kernel learns the memory map only from
 // our BIOS's int 15h E820, so bad RAM missing from System RAM proves the
 // BIOS right. Its own decompressor then unpacks it where kvmboot put the
@@ -197,6 +197,59 @@ func TestLinux16(t *testing.T) {
 				t.Errorf("the kernel runs from memory E820 does not call RAM:\n%s", tail(console, 20))
 			}
 			t.Logf("linux16 %s with bad RAM %v: protected-mode part at %#x, kernel code at %v, %d bad-RAM accesses", tc.name, bad, res.LoadAddress, rep.KernelCode, len(res.BadRAMAccesses))
+		})
+	}
+}
+
+// TestLinuxBadRAMReadCaught: Debian's kernel reading bad RAM for our init
+// (/dev/mem, which the kernel maps with paging on; iomem=relaxed lets it
+// map memory the E820 map reserves) ends the run at that
+// load, named in the kernel's code: the bad-RAM read, with paging.
+func TestLinuxBadRAMReadCaught(t *testing.T) {
+	bad := badRanges(t, "64M-80M")
+	res, _, console := bootLinux(t, boot.Config{BadRAM: bad, Cmdline: linuxCmdline + " iomem=relaxed gi.peek=0x4800000"})
+	if res.Outcome != machine.Crash || len(res.BadRAMAccesses) != 1 {
+		t.Fatalf("outcome %s, accesses %+v: %s\n%s", res.Outcome, res.BadRAMAccesses, res.Reason, tail(console, 20))
+	}
+	acc := res.BadRAMAccesses[0]
+	if acc.Write || acc.Addr != 0x4800000 || acc.IP < 0xC0000000 || !strings.HasPrefix(acc.Insn, "mov") || !strings.Contains(acc.Insn, "ptr [") {
+		t.Errorf("access %+v, want a load at 0x4800000 by a mov in the kernel (above 0xc0000000)", acc)
+	}
+	if strings.Contains(console, "gi: peek") {
+		t.Errorf("the read completed:\n%s", tail(console, 20))
+	}
+	t.Logf("%d-byte read at %#x by %q at %#x", acc.Size, acc.Addr, acc.Insn, acc.IP)
+}
+
+// TestLinuxMemtestWitness: Linux's own early memory test, code nobody here
+// wrote, finds the faulty RAM kvmboot injects, exactly: with 40M+64K stuck
+// at 0 in a 64 MiB guest and memtest=2 (all-ones first, which a stuck-at-0
+// bit fails; memtest=1 writes only zeros), Debian's kernel reserves
+// 0x02800000-0x02810000 and reaches init, where our init's own memory test
+// of all free memory finds nothing more.
+func TestLinuxMemtestWitness(t *testing.T) {
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			if vmm == "kvm" {
+				requireKVMPaging(t)
+			}
+			start := time.Now()
+			res, rep, console := bootLinux(t, onBackend(vmm, boot.Config{
+				MemSize: 64 * mib, Faulty: faultyRanges(t, "40M+64K:stuck0"),
+				Cmdline: "console=ttyS0 memtest=2 cryptomgr.notests noisapnp panic=-1",
+			}))
+			// Only 64 MiB: checkLinux's guest memtest size does not hold.
+			if res.Outcome != machine.Pass || rep == nil || !rep.Pass || rep.MemtestErrors != 0 || rep.MemtestBytes == 0 || len(res.BadRAMAccesses) != 0 {
+				t.Fatalf("outcome %s (%d): %s; init's report %+v\n%s", res.Outcome, res.ExitCode, res.Reason, rep, tail(console, 40))
+			}
+			if !strings.Contains(console, "bad mem addr 0x02800000 - 0x02810000 reserved") {
+				t.Errorf("Linux's memtest did not report exactly the faulty range:\n%s", tail(console, 60))
+			}
+			if f := res.FaultyRAM; f == nil || f.Writes == 0 {
+				t.Errorf("faulty RAM stats %+v", f)
+			}
+			t.Logf("%s: init reached in %.1f s; init's memtest %d bytes, no errors; %d writes to faulty RAM, %d of them corrupted",
+				vmm, time.Since(start).Seconds(), rep.MemtestBytes, res.FaultyRAM.Writes, res.FaultyRAM.CorruptedWrites)
 		})
 	}
 }

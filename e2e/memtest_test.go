@@ -41,84 +41,97 @@ func memtestFailing(res *boot.Result) []loader.Range {
 
 // TestMemtestFindsFaultyPages is issue 7's first Done-when: --faulty-ram
 // 20M-21M:stuck0 --memtest finds exactly those pages, the guest is told
-// they are bad (type 5), and the test kernel runs outside them.
+// they are bad (type 5), and the test kernel runs outside them; on our KVM
+// machine and under QEMU alike.
 func TestMemtestFindsFaultyPages(t *testing.T) {
-	requireKVM(t)
-	for _, mode := range []string{memtest.Quick, memtest.Thorough} {
-		t.Run(mode, func(t *testing.T) {
-			span := loader.Range{Start: 16 * mib, End: 24 * mib}
-			if mode == memtest.Thorough {
-				span = loader.Range{Start: 19*mib + 768<<10, End: 21*mib + 256<<10} // 384 pages around the fault: ~6 s here
-			}
-			res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
-				Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: mode, MemtestRanges: []loader.Range{span},
-			}))
-			checkPass(t, res, rep, console)
-			want := []loader.Range{{Start: 20 * mib, End: 21 * mib}}
-			if got := memtestFailing(res); !slices.Equal(got, want) {
-				t.Fatalf("memtest found %v, want %v (report %+v)", got, want, res.Memtest)
-			}
-			if res.Memtest.PagesTested != span.Size()/4096 || res.Memtest.FailingPages != 256 {
-				t.Errorf("%d pages tested, %d failing", res.Memtest.PagesTested, res.Memtest.FailingPages)
-			}
-			if got := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(got, want) {
-				t.Errorf("the kernel was told %v is bad, want %v", got, want)
-			}
-			if kernel := (loader.Range{Start: uint64(rep.Base), End: uint64(rep.Base) + 64<<10}); kernel.Overlaps(want[0]) {
-				t.Errorf("kernel at %#x", rep.Base)
-			}
-			// The memtest's reads of the faulty pages were corrupted; the
-			// normal boot has them as bad RAM, so none of it is faulty there.
-			if res.Memtest.Faulty == nil || res.Memtest.Faulty.CorruptedReads == 0 || res.FaultyRAM != nil {
-				t.Errorf("faulty RAM stats: memtest %+v, boot %+v", res.Memtest.Faulty, res.FaultyRAM)
-			}
-			t.Logf("%s: %d pages in %.0f ms (guest %.0f ms, %.0f ns/page), %d VM exits; boot %.0f ms",
-				mode, res.Memtest.PagesTested, res.Memtest.TimeMS, res.Memtest.GuestMS, res.Memtest.NsPerPage, res.Memtest.Exits, res.Timings.Total)
-		})
+	for _, vmm := range backends {
+		for _, mode := range []string{memtest.Quick, memtest.Thorough} {
+			t.Run(vmm.String()+"/"+mode, func(t *testing.T) {
+				requireBackend(t, vmm)
+				span := loader.Range{Start: 16 * mib, End: 24 * mib}
+				if mode == memtest.Thorough {
+					span = loader.Range{Start: 19*mib + 768<<10, End: 21*mib + 256<<10} // 384 pages around the fault: ~6 s on kvm_pvm
+				}
+				res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
+					Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: mode, MemtestRanges: []loader.Range{span},
+				}))
+				checkPass(t, res, rep, console)
+				want := []loader.Range{{Start: 20 * mib, End: 21 * mib}}
+				if got := memtestFailing(res); !slices.Equal(got, want) {
+					t.Fatalf("memtest found %v, want %v (report %+v)", got, want, res.Memtest)
+				}
+				if res.Memtest.PagesTested != span.Size()/4096 || res.Memtest.FailingPages != 256 {
+					t.Errorf("%d pages tested, %d failing", res.Memtest.PagesTested, res.Memtest.FailingPages)
+				}
+				if got := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(got, want) {
+					t.Errorf("the kernel was told %v is bad, want %v", got, want)
+				}
+				if kernel := (loader.Range{Start: uint64(rep.Base), End: uint64(rep.Base) + 64<<10}); kernel.Overlaps(want[0]) {
+					t.Errorf("kernel at %#x", rep.Base)
+				}
+				// The memtest saw the faulty pages corrupt what it wrote (at
+				// its reads on our KVM machine, at its writes under QEMU,
+				// whose guest reads RAM directly); the normal boot has them
+				// as bad RAM, so none of it is faulty there.
+				if f := res.Memtest.Faulty; f == nil || f.CorruptedReads+f.CorruptedWrites == 0 || res.FaultyRAM != nil {
+					t.Errorf("faulty RAM stats: memtest %+v, boot %+v", res.Memtest.Faulty, res.FaultyRAM)
+				}
+				t.Logf("%s: %d pages in %.0f ms (guest %.0f ms, %.0f ns/page), %d VM exits; boot %.0f ms",
+					mode, res.Memtest.PagesTested, res.Memtest.TimeMS, res.Memtest.GuestMS, res.Memtest.NsPerPage, res.Memtest.Exits, res.Timings.Total)
+			})
+		}
 	}
 }
 
 // TestMemtestMovesKernel: a fault at the test kernel's link address (16 MiB)
 // is found, and the kernel goes to the lowest aligned fit above it.
 func TestMemtestMovesKernel(t *testing.T) {
-	requireKVM(t)
-	res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
-		Faulty: faultyRanges(t, "16M-17M:stuck0"), Memtest: memtest.Quick,
-		MemtestRanges: []loader.Range{{Start: 12 * mib, End: 24 * mib}},
-	}))
-	checkPass(t, res, rep, console)
-	want := []loader.Range{{Start: 16 * mib, End: 17 * mib}}
-	if got := memtestFailing(res); !slices.Equal(got, want) {
-		t.Fatalf("memtest found %v, want %v", got, want)
-	}
-	if rep.Base != 17*mib || res.LoadAddress != 17*mib || rep.Delta != 1*mib {
-		t.Errorf("kernel at %#x (plan %#x, delta %#x), want 0x1100000", rep.Base, res.LoadAddress, rep.Delta)
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			requireBackend(t, vmm)
+			res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
+				Faulty: faultyRanges(t, "16M-17M:stuck0"), Memtest: memtest.Quick,
+				MemtestRanges: []loader.Range{{Start: 12 * mib, End: 24 * mib}},
+			}))
+			checkPass(t, res, rep, console)
+			want := []loader.Range{{Start: 16 * mib, End: 17 * mib}}
+			if got := memtestFailing(res); !slices.Equal(got, want) {
+				t.Fatalf("memtest found %v, want %v", got, want)
+			}
+			if rep.Base != 17*mib || res.LoadAddress != 17*mib || rep.Delta != 1*mib {
+				t.Errorf("kernel at %#x (plan %#x, delta %#x), want 0x1100000", rep.Base, res.LoadAddress, rep.Delta)
+			}
+		})
 	}
 }
 
 // TestMemtestNoFalsePositives: a clean guest, ten seeds (each changes the
 // patterns), nothing found; and one run over all 256 MiB.
 func TestMemtestNoFalsePositives(t *testing.T) {
-	requireKVM(t)
-	for seed := uint64(1); seed <= 10; seed++ {
-		res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
-			Seed: seed * 0x9e3779b97f4a7c15, Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
-		}))
-		checkPass(t, res, rep, console)
-		if got := memtestFailing(res); len(got) != 0 || res.Memtest.PagesTested != 2048 || res.Memtest.Frames.Frames != 2 {
-			t.Fatalf("seed %d: found %v in %d pages, %+v", seed, got, res.Memtest.PagesTested, res.Memtest.Frames)
-		}
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			requireBackend(t, vmm)
+			for seed := uint64(1); seed <= 10; seed++ {
+				res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
+					Seed: seed * 0x9e3779b97f4a7c15, Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
+				}))
+				checkPass(t, res, rep, console)
+				if got := memtestFailing(res); len(got) != 0 || res.Memtest.PagesTested != 2048 || res.Memtest.Frames.Frames != 2 {
+					t.Fatalf("seed %d: found %v in %d pages, %+v", seed, got, res.Memtest.PagesTested, res.Memtest.Frames)
+				}
+			}
+			if testing.Short() {
+				return
+			}
+			res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{Memtest: memtest.Quick, Seed: 11}))
+			checkPass(t, res, rep, console)
+			m := res.Memtest
+			if got := memtestFailing(res); len(got) != 0 || m.PagesTested != memtest.Pages(memtestRangesOf(m.Ranges)) || m.PagesTested < 65000 {
+				t.Fatalf("all RAM: found %v in %d pages", got, m.PagesTested)
+			}
+			t.Logf("all of 256 MiB, quick: %d pages in %.2f s (%.0f ns/page)", m.PagesTested, m.TimeMS/1000, m.NsPerPage)
+		})
 	}
-	if testing.Short() {
-		return
-	}
-	res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Memtest: memtest.Quick, Seed: 11}))
-	checkPass(t, res, rep, console)
-	m := res.Memtest
-	if got := memtestFailing(res); len(got) != 0 || m.PagesTested != memtest.Pages(memtestRangesOf(m.Ranges)) || m.PagesTested < 65000 {
-		t.Fatalf("all RAM: found %v in %d pages", got, m.PagesTested)
-	}
-	t.Logf("all of 256 MiB, quick: %d pages in %.2f s (%.0f ns/page)", m.PagesTested, m.TimeMS/1000, m.NsPerPage)
 }
 
 func memtestRangesOf(rs []memtest.RangeJSON) []loader.Range {
@@ -130,9 +143,9 @@ func memtestRangesOf(rs []memtest.RangeJSON) []loader.Range {
 }
 
 // TestMemtestModels: every fault model is caught by the full flow, and the
-// kernel boots around what was found.
+// kernel boots around what was found, with the same findings on both
+// backends.
 func TestMemtestModels(t *testing.T) {
-	requireKVM(t)
 	span := []loader.Range{{Start: 19 * mib, End: 22 * mib}}
 	exact := []loader.Range{{Start: 20 * mib, End: 21 * mib}}
 	for _, tc := range []struct {
@@ -157,31 +170,34 @@ func TestMemtestModels(t *testing.T) {
 		// pages may pass.
 		{"flip", "20M-21M:flip@0.2", span, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
-				Faulty: faultyRanges(t, tc.spec), Memtest: memtest.Quick, MemtestRanges: tc.ranges, Seed: 3,
-			}))
-			checkPass(t, res, rep, console)
-			got := memtestFailing(res)
-			t.Logf("%s: found %v (%d pages) in %.0f ms; first failure %+v", tc.spec, got, res.Memtest.FailingPages, res.Memtest.TimeMS, res.Memtest.Failures[:min(1, len(res.Memtest.Failures))])
-			if tc.want != nil {
-				if !slices.Equal(got, tc.want) {
-					t.Fatalf("found %v, want %v", got, tc.want)
-				}
-			} else {
-				if len(got) == 0 {
-					t.Fatal("nothing found")
-				}
-				for _, r := range got {
-					if !exact[0].Contains(r) {
-						t.Errorf("found %v outside the faulty range", r)
+		for _, vmm := range backends {
+			t.Run(tc.name+"/"+vmm.String(), func(t *testing.T) {
+				requireBackend(t, vmm)
+				res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
+					Faulty: faultyRanges(t, tc.spec), Memtest: memtest.Quick, MemtestRanges: tc.ranges, Seed: 3,
+				}))
+				checkPass(t, res, rep, console)
+				got := memtestFailing(res)
+				t.Logf("%s: found %v (%d pages) in %.0f ms; first failure %+v", tc.spec, got, res.Memtest.FailingPages, res.Memtest.TimeMS, res.Memtest.Failures[:min(1, len(res.Memtest.Failures))])
+				if tc.want != nil {
+					if !slices.Equal(got, tc.want) {
+						t.Fatalf("found %v, want %v", got, tc.want)
+					}
+				} else {
+					if len(got) == 0 {
+						t.Fatal("nothing found")
+					}
+					for _, r := range got {
+						if !exact[0].Contains(r) {
+							t.Errorf("found %v outside the faulty range", r)
+						}
 					}
 				}
-			}
-			if bad := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(bad, got) {
-				t.Errorf("the kernel was told %v is bad, the memtest found %v", bad, got)
-			}
-		})
+				if bad := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(bad, got) {
+					t.Errorf("the kernel was told %v is bad, the memtest found %v", bad, got)
+				}
+			})
+		}
 	}
 }
 
@@ -192,35 +208,51 @@ func TestMemtestModels(t *testing.T) {
 // every word with the inverse address pattern (bit 31 set) and catches it,
 // naming that page and that word.
 func TestMemtestQuickMissesThorough(t *testing.T) {
-	requireKVM(t)
 	spec := "0x1400810+4:stuck0"
 	span := []loader.Range{{Start: 20 * mib, End: 20*mib + 64<<10}}
-	quick, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Faulty: faultyRanges(t, spec), Memtest: memtest.Quick, MemtestRanges: span}))
-	checkPass(t, quick, rep, console)
-	if got := memtestFailing(quick); len(got) != 0 {
-		t.Fatalf("quick found %v: the subtle fault is no longer subtle, update the documented case", got)
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			requireBackend(t, vmm)
+			quick, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{Faulty: faultyRanges(t, spec), Memtest: memtest.Quick, MemtestRanges: span}))
+			checkPass(t, quick, rep, console)
+			if got := memtestFailing(quick); len(got) != 0 {
+				t.Fatalf("quick found %v: the subtle fault is no longer subtle, update the documented case", got)
+			}
+			thorough, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{Faulty: faultyRanges(t, spec), Memtest: memtest.Thorough, MemtestRanges: span}))
+			checkPass(t, thorough, rep, console)
+			want := []loader.Range{{Start: 20 * mib, End: 20*mib + 4096}}
+			if got := memtestFailing(thorough); !slices.Equal(got, want) {
+				t.Fatalf("thorough found %v, want %v", got, want)
+			}
+			f := thorough.Memtest.Failures[0]
+			if f.Addr != 0x1400810 || f.Got != f.Expected&^(1<<31) || f.Test != realmode.MemtestTestInv {
+				t.Errorf("failure %+v, want the inverse-address pass at 0x1400810 with bit 31 cleared", f)
+			}
+			t.Logf("quick: %d pages in %.0f ms, nothing; thorough: %d pages in %.0f ms, %+v",
+				quick.Memtest.PagesTested, quick.Memtest.TimeMS, thorough.Memtest.PagesTested, thorough.Memtest.TimeMS, f)
+		})
 	}
-	thorough, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Faulty: faultyRanges(t, spec), Memtest: memtest.Thorough, MemtestRanges: span}))
-	checkPass(t, thorough, rep, console)
-	want := []loader.Range{{Start: 20 * mib, End: 20*mib + 4096}}
-	if got := memtestFailing(thorough); !slices.Equal(got, want) {
-		t.Fatalf("thorough found %v, want %v", got, want)
-	}
-	f := thorough.Memtest.Failures[0]
-	if f.Addr != 0x1400810 || f.Got != f.Expected&^(1<<31) || f.Test != realmode.MemtestTestInv {
-		t.Errorf("failure %+v, want the inverse-address pass at 0x1400810 with bit 31 cleared", f)
-	}
-	t.Logf("quick: %d pages in %.0f ms, nothing; thorough: %d pages in %.0f ms, %+v",
-		quick.Memtest.PagesTested, quick.Memtest.TimeMS, thorough.Memtest.PagesTested, thorough.Memtest.TimeMS, f)
 }
 
 // TestMemtestCLIRoundTrip: `kvmboot run --memtest` prints the failures as a
 // badram= and a memmap= line; fed back with --bad-ram, each gives the same
 // plan as the memtest run's normal boot.
 func TestMemtestCLIRoundTrip(t *testing.T) {
-	requireKVM(t)
-	stdout, stderr, status := runCLI(t, "run", "--vmm=kvm", "--json", "--faulty-ram", "20M-21M:stuck0", "--faulty-ram", "memmap=64K$40M:dead",
-		"--memtest", "--memtest-range", "16M-24M", "--memtest-range", "40M+1M")
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			requireBackend(t, vmm)
+			memtestCLIRoundTrip(t, vmm)
+		})
+	}
+}
+
+func memtestCLIRoundTrip(t *testing.T, vmm boot.VMM) {
+	args := []string{"run", "--vmm=" + vmm.String()}
+	if vmm == "qemu" {
+		args = append(args, "--accel=tcg")
+	}
+	stdout, stderr, status := runCLI(t, append(args, "--json", "--faulty-ram", "20M-21M:stuck0", "--faulty-ram", "memmap=64K$40M:dead",
+		"--memtest", "--memtest-range", "16M-24M", "--memtest-range", "40M+1M")...)
 	if status != 0 {
 		t.Fatalf("status %d\n%s", status, stderr)
 	}
@@ -268,15 +300,16 @@ func TestMemtestCLIRoundTrip(t *testing.T) {
 	}
 }
 
-// TestMemtestRefusals: faulty RAM only where it can be injected and where a
-// boot can run with it; bad flag values are one line and status 126.
+// TestMemtestRefusals: faulty RAM only where it can be injected (our KVM
+// machine, QEMU with TCG) and where a boot can run with it; bad flag values
+// are one line and status 126.
 func TestMemtestRefusals(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		cfg  boot.Config
 		want string
 	}{
-		{boot.Config{VMM: "qemu", Faulty: faultyRanges(t, "20M-21M")}, "--vmm=kvm"},
+		{boot.Config{VMM: "qemu", Accel: "kvm", Faulty: faultyRanges(t, "20M-21M")}, "--accel=tcg"},
 		{boot.Config{VMM: "qemu-kernel", Faulty: faultyRanges(t, "20M-21M"), Memtest: "quick"}, "--vmm=kvm"},
 		{boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "0x6000+4K")}, "entry stub"},
 		{boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "0x10000+4K"), Memtest: "quick"}, "memtest guest"},
@@ -308,40 +341,43 @@ func TestMemtestRefusals(t *testing.T) {
 	}
 }
 
-// TestMemtestDebianAvoidsFound: the range a KVM memtest finds (faults can
-// only be injected on KVM) is passed as bad RAM to a QEMU boot of Debian's
-// kernel with our guest init: the kernel moves above it and /proc/iomem
-// keeps it out of System RAM.
+// TestMemtestDebianAvoidsFound: the range a memtest finds is passed as bad
+// RAM to a QEMU boot of Debian's kernel with our guest init: the kernel
+// moves above it and /proc/iomem keeps it out of System RAM.
 func TestMemtestDebianAvoidsFound(t *testing.T) {
-	requireKVM(t)
 	requireQEMU(t)
 	hosttest.DebianKernel(t)
-	mt, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
-		Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
-	}))
-	checkPass(t, mt, rep, console)
-	found := memtestFailing(mt)
-	if !slices.Equal(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
-		t.Fatalf("memtest found %v", found)
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			requireBackend(t, vmm)
+			mt, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
+				Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
+			}))
+			checkPass(t, mt, rep, console)
+			found := memtestFailing(mt)
+			if !slices.Equal(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
+				t.Fatalf("memtest found %v", found)
+			}
+			// Through the printed form, as a user would carry it over.
+			bad, err := loader.ParseBadRAM(mt.Memtest.Memmap, boot.DefaultMemSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, grep, gconsole := bootLinux(t, boot.Config{BadRAM: bad})
+			checkLinux(t, res, grep, gconsole, bad)
+			if res.LoadAddress != 32*mib {
+				t.Errorf("Debian's kernel at %#x, want 0x2000000 (its 16 MiB-aligned fit above the fault)", res.LoadAddress)
+			}
+			covered := false
+			for _, u := range grep.Unusable {
+				covered = covered || u.Contains(initramfs.Range{Start: found[0].Start, End: found[0].End})
+			}
+			if !covered {
+				t.Errorf("/proc/iomem's Unusable memory %v does not cover %v", grep.Unusable, found[0])
+			}
+			t.Logf("System RAM %v, Unusable %v, kernel code %v", grep.SystemRAM, grep.Unusable, grep.KernelCode)
+		})
 	}
-	// Through the printed form, as a user would carry it over.
-	bad, err := loader.ParseBadRAM(mt.Memtest.Memmap, boot.DefaultMemSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, grep, gconsole := bootLinux(t, boot.Config{BadRAM: bad})
-	checkLinux(t, res, grep, gconsole, bad)
-	if res.LoadAddress != 32*mib {
-		t.Errorf("Debian's kernel at %#x, want 0x2000000 (its 16 MiB-aligned fit above the fault)", res.LoadAddress)
-	}
-	covered := false
-	for _, u := range grep.Unusable {
-		covered = covered || u.Contains(initramfs.Range{Start: found[0].Start, End: found[0].End})
-	}
-	if !covered {
-		t.Errorf("/proc/iomem's Unusable memory %v does not cover %v", grep.Unusable, found[0])
-	}
-	t.Logf("System RAM %v, Unusable %v, kernel code %v", grep.SystemRAM, grep.Unusable, grep.KernelCode)
 }
 
 // BenchmarkMemtestQEMU runs the memtest guest over all of a 256 MiB guest

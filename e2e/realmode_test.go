@@ -86,28 +86,34 @@ func TestRealModePart(t *testing.T) {
 	}
 }
 
-// TestKVMTraceShowsRealModePart: --trace=real shows the stub and then the
-// image's real-mode part, instruction by instruction, at its segment.
-func TestKVMTraceShowsRealModePart(t *testing.T) {
-	requireKVM(t)
-	var lines []string
-	res, _, _ := bootTestKernel(t, kvmConfig(boot.Config{Kernel: realModeKernel(t), Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 5000}))
-	if res.Outcome != machine.Pass {
-		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
-	}
-	part := placement(res, "realmode")
-	if part == nil {
-		t.Fatalf("no real-mode part in the placements %+v", res.Placements)
-	}
-	seg := fmt.Sprintf("%04x", part.Start>>4)
-	want := []string{"push ds", "push es", "pushad", "mov ax, cs"}
-	found := 0
-	for _, l := range lines {
-		if found < len(want) && strings.HasPrefix(l, "16 "+seg+":") && strings.HasSuffix(l, want[found]) {
-			found++
-		}
-	}
-	if found != len(want) {
-		t.Fatalf("the trace does not show the part's first instructions %q at segment %s (found %d)", want, seg, found)
+// TestTraceShowsRealModePart: --trace=real shows the stub and then the
+// image's real-mode part, instruction by instruction, at its segment, on
+// both backends.
+func TestTraceShowsRealModePart(t *testing.T) {
+	kernel := realModeKernel(t)
+	for _, vmm := range backends {
+		t.Run(vmm.String(), func(t *testing.T) {
+			requireBackend(t, vmm)
+			var lines []string
+			res, _, _ := bootTestKernel(t, onBackend(vmm, boot.Config{Kernel: kernel, Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 5000}))
+			if res.Outcome != machine.Pass {
+				t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
+			}
+			part := placement(res, "realmode")
+			if part == nil {
+				t.Fatalf("no real-mode part in the placements %+v", res.Placements)
+			}
+			seg := fmt.Sprintf("%04x", part.Start>>4)
+			want := []string{"push ds", "push es", "pushad", "mov ax, cs"}
+			found := 0
+			for _, l := range lines {
+				if found < len(want) && strings.HasPrefix(l, "16 "+seg+":") && strings.HasSuffix(l, want[found]) {
+					found++
+				}
+			}
+			if found != len(want) {
+				t.Fatalf("the trace does not show the part's first instructions %q at segment %s (found %d)", want, seg, found)
+			}
+		})
 	}
 }

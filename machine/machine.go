@@ -89,14 +89,15 @@ type Options struct {
 	// CountStub single-steps the stub and counts its instructions and exits
 	// up to the kernel's entry (KVM backend only).
 	CountStub bool
-	// Trace, when non-nil, receives one line per single-stepped instruction.
+	// Trace, when non-nil, receives one line per instruction run
+	// (machine.TraceLine), up to TraceLimit.
 	Trace      func(line string)
 	TraceLimit int
 	TraceAll   bool // keep tracing after the CPU leaves real mode
 	// AfterPlace is a test hook: it runs after the plan is in guest memory
 	// and before the first instruction, with guest RAM as a byte slice.
 	AfterPlace func(ram []byte)
-	Faulty     []faults.Range // RAM that misbehaves undeclared (--faulty-ram): KVM backend only; FaultSeed drives the flip model
+	Faulty     []faults.Range // RAM that misbehaves undeclared (--faulty-ram): our KVM machine, QEMU with TCG; FaultSeed drives the flip model
 	FaultSeed  uint64
 	COM2       io.Writer // receives what the guest sends on the second UART (0x2f8, the memtest channel); nil: no COM2
 }
@@ -124,8 +125,11 @@ type Result struct {
 	Exits   uint64
 	Boot    time.Duration // first instruction to the end
 	Setup   time.Duration // backend start to first instruction
+	// QEMUCPU is the CPU time (user and system) QEMU used, for the QEMU
+	// backends: what a guest costs, whatever else the host runs.
+	QEMUCPU time.Duration
 	Backend string        // "kvm", "qemu/tcg", ...
-	Faulty  *faults.Stats // what the guest did to faulty RAM (KVM backend, with Options.Faulty)
+	Faulty  *faults.Stats // what the guest did to faulty RAM (with Options.Faulty)
 }
 
 // Backend executes a plan.

@@ -23,7 +23,7 @@ type memtestFlags struct {
 }
 
 func (f *memtestFlags) bind(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&f.faulty, "faulty-ram", nil, "RAM that misbehaves without being declared, SPEC[:MODEL]: SPEC as --bad-ram, MODEL stuck0[@BITS] (default, bit 31), stuck1[@BITS], flip[@P], alias[@LINE] or dead (BITS: 0..31 joined by '+'; our KVM machine only; repeatable)")
+	fs.StringArrayVar(&f.faulty, "faulty-ram", nil, "RAM that misbehaves without being declared, SPEC[:MODEL]: SPEC as --bad-ram, MODEL stuck0[@BITS] (default, bit 31), stuck1[@BITS], flip[@P], alias[@LINE] or dead (BITS: 0..31 joined by '+'; our KVM machine or QEMU with TCG; repeatable)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the memtest patterns and of the flip fault model")
 	fs.StringVar(&f.memtest, "memtest", "", "first test the guest's RAM in the guest, quick or thorough (--memtest alone: quick), then boot around what fails")
 	fs.Lookup("memtest").NoOptDefVal = memtest.Quick

@@ -158,7 +158,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 	fs.StringVar(&vmm, "vmm", "auto", "`BACKEND`: auto, kvm (our VM), qemu (our bootloader under QEMU), qemu-kernel (QEMU's own -kernel, a reference)")
 	fs.StringVar(&accel, "accel", "auto", "QEMU accelerator `ACCEL`: auto, kvm or tcg")
 	fs.StringVar(&badPolicy, "bad-ram-policy", "stop", "`POLICY` on a guest access to bad RAM: stop (status 125) or record and go on")
-	fs.StringVar(&trace, "trace", "", "single-step and print instructions, `WHAT`: real (until protected mode) or all")
+	fs.StringVar(&trace, "trace", "", "print each instruction the guest runs, `WHAT`: real (real mode, up to the kernel's 32-bit entry) or all (our KVM machine single-steps; QEMU with TCG traces through kvmboot's plugin)")
 	fs.IntVar(&traceLimit, "trace-limit", 10000, "most instructions --trace prints")
 	fs.BoolVar(&countStub, "count-stub", false, "count the instructions and VM exits from reset to the kernel's entry")
 	fs.BoolVar(&showPlan, "show-plan", false, "print the plan on stderr before booting")

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -143,6 +144,14 @@ func main() {
 		say("%s", l)
 	}
 
+	if opts.Peek != 0 {
+		v, err := peek(opts.Peek)
+		if err != nil {
+			fail("peek %#x: %v", opts.Peek, err)
+		}
+		say("peek %#x=%#x", opts.Peek, v)
+	}
+
 	mi, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		fail("%v", err)
@@ -249,4 +258,18 @@ func memtest(n uint64) (tested, errs uint64, err error) {
 
 func words(b []byte) []uint32 {
 	return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+// peek reads the 32-bit word at a physical address through /dev/mem.
+func peek(addr uint64) (uint32, error) {
+	f, err := os.Open("/dev/mem")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var b [4]byte
+	if _, err := f.ReadAt(b[:], int64(addr)); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b[:]), nil
 }

@@ -41,6 +41,10 @@
 //	                    "Attempted to kill init")
 //	gi.timeout=S        watchdog: after S seconds (default 300) print an error
 //	                    and exit with status 2
+//	gi.peek=ADDR        read the 32-bit word at physical address ADDR through
+//	                    /dev/mem (the kernel maps it, with paging on) and
+//	                    print "gi: peek ADDR=VALUE"; ADDR as strconv reads it
+//	                    (0x for hex)
 //
 // The parsing and formatting below are plain Go, tested on the host; the
 // parts that need a Linux guest are in main_linux.go.
@@ -74,6 +78,8 @@ type Options struct {
 	Panic bool
 	// Timeout bounds the whole run.
 	Timeout time.Duration
+	// Peek, when not 0, is a physical address to read through /dev/mem.
+	Peek uint64
 }
 
 // DefaultOptions are the settings with no gi.* option given.
@@ -127,6 +133,14 @@ func ParseOptions(cmdline string) (Options, error) {
 		if !ok {
 			return o, fmt.Errorf("option %q has no value (want %s=VALUE)", w, w)
 		}
+		if key == "gi.peek" {
+			a, err := strconv.ParseUint(val, 0, 64)
+			if err != nil || a == 0 || a%4 != 0 {
+				return o, fmt.Errorf("option gi.peek=%s: want a 4-byte aligned physical address above 0", val)
+			}
+			o.Peek = a
+			continue
+		}
 		n, err := strconv.Atoi(val)
 		if err != nil {
 			return o, fmt.Errorf("option %s: %q is not a number", key, val)
@@ -153,7 +167,7 @@ func ParseOptions(cmdline string) (Options, error) {
 			}
 			o.Timeout = time.Duration(n) * time.Second
 		default:
-			return o, fmt.Errorf("unknown option %s (known: gi.memtest, gi.exit, gi.panic, gi.timeout)", key)
+			return o, fmt.Errorf("unknown option %s (known: gi.memtest, gi.exit, gi.panic, gi.timeout, gi.peek)", key)
 		}
 	}
 	return o, nil

@@ -95,6 +95,7 @@ func TestParseOptions(t *testing.T) {
 		{`acpi=off foo="a gi.exit=9 b" gi.exit=4`, Options{MemtestPercent: 50, Exit: 4, Timeout: def.Timeout}},
 		{"gi.exit=5 -- gi.exit=6 gi.bogus", Options{MemtestPercent: 50, Exit: 5, Timeout: def.Timeout}},
 		{"gi.exit=1\n", Options{MemtestPercent: 50, Exit: 1, Timeout: def.Timeout}},
+		{"gi.peek=0x4800000", Options{MemtestPercent: 50, Exit: -1, Timeout: def.Timeout, Peek: 0x4800000}},
 	} {
 		got, err := ParseOptions(tc.cmdline)
 		if err != nil {
@@ -106,15 +107,18 @@ func TestParseOptions(t *testing.T) {
 		}
 	}
 	for cmdline, want := range map[string]string{
-		"gi.memtest":      "no value",
-		"gi.memtest=yes":  "not a number",
-		"gi.memtest=95":   "1-90",
-		"gi.exit=256":     "0-255",
-		"gi.exit=-1":      "0-255",
-		"gi.panic=2":      "0 or 1",
-		"gi.timeout=0":    "seconds > 0",
-		"gi.memtset=0":    "unknown option gi.memtset",
-		"quiet gi.exit=x": "not a number",
+		"gi.memtest":        "no value",
+		"gi.memtest=yes":    "not a number",
+		"gi.memtest=95":     "1-90",
+		"gi.exit=256":       "0-255",
+		"gi.exit=-1":        "0-255",
+		"gi.panic=2":        "0 or 1",
+		"gi.peek=0x4800002": "aligned",
+		"gi.peek=0":         "above 0",
+		"gi.peek=x":         "physical address",
+		"gi.timeout=0":      "seconds > 0",
+		"gi.memtset=0":      "unknown option gi.memtset",
+		"quiet gi.exit=x":   "not a number",
 	} {
 		if _, err := ParseOptions(cmdline); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseOptions(%q): error %v, want one containing %q", cmdline, err, want)

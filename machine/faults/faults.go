@@ -1,10 +1,20 @@
 // Package faults models RAM that misbehaves without being declared bad:
-// the --faulty-ram fault injection of kvmboot's KVM backend. A backend that
-// traps every access to a faulty range (machine/kvm leaves it out of its
-// memory slots, so each access exits as MMIO) calls Set.Access, which
-// serves the access from the memory contents the VMM keeps, through the
-// range's model. The guest is not told: the range stays RAM in its memory
-// map, and only a test that reads back what it wrote can find it.
+// kvmboot's --faulty-ram fault injection. The guest is not told: the range
+// stays RAM in its memory map, and only a test that reads back what it
+// wrote can find it. Backends apply the models in one of two ways:
+//
+//   - A backend that traps every access before it happens (machine/kvm
+//     leaves faulty RAM out of its memory slots, so each access exits as
+//     MMIO) calls Set.Access, which serves the access from the memory
+//     contents the VMM keeps, through the range's model.
+//   - A backend whose guest reads RAM directly and which learns of writes
+//     after they happen (machine/qemu's TCG plugin) keeps memory as reads
+//     must see it: Set.Materialize once before the guest runs, Set.Wrote
+//     after each write (stuck bits applied, dead bytes back to all-ones,
+//     aliased bytes copied), and Set.FlipRead around reads of flip ranges.
+//     Two approximations: a write of the very bytes memory held is not
+//     copied to an alias (the backend sees no change), and a read of a
+//     flip range draws as a read of its aligned 32-bit word.
 //
 // Grammar of a --faulty-ram value (Parse):
 //
@@ -255,9 +265,14 @@ type Stats struct {
 	CorruptedReads uint64 `json:"corrupted_reads"`
 	// LostWrites (dead) and AliasedWrites (alias) changed memory other
 	// than what was written.
-	LostWrites    uint64  `json:"lost_writes"`
-	AliasedWrites uint64  `json:"aliased_writes"`
-	Events        []Event `json:"events"` // the first MaxEvents of those
+	LostWrites    uint64 `json:"lost_writes"`
+	AliasedWrites uint64 `json:"aliased_writes"`
+	// CorruptedWrites (stuck bits) left memory other than what was
+	// written: counted by backends that keep memory as reads see it
+	// (Wrote), where a stuck bit shows at the write rather than at
+	// each read.
+	CorruptedWrites uint64  `json:"corrupted_writes"`
+	Events          []Event `json:"events"` // the first MaxEvents of those
 }
 
 // Event is one access the model changed.
@@ -304,6 +319,14 @@ func (s *Set) Ranges() []loader.Range {
 		return nil
 	}
 	return Ranges(s.ranges)
+}
+
+// List returns the ranges and their models, sorted (nil for a nil Set).
+func (s *Set) List() []Range {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.ranges)
 }
 
 // Stats returns a copy of the statistics so far (nil for a nil Set).
@@ -388,6 +411,33 @@ func (s *Set) write(mem []byte, addr uint64, data []byte, rs []*Range) {
 	}
 }
 
+// view is what a read of byte a of r returns when memory holds v. The
+// flip model's draws are not part of it (drawFlip).
+func (r *Range) view(a uint64, v byte) byte {
+	switch r.Model.Kind {
+	case Stuck0:
+		return v &^ byte(r.Model.Bits>>(8*(a&3)))
+	case Stuck1:
+		return v | byte(r.Model.Bits>>(8*(a&3)))
+	case Dead:
+		return 0xFF
+	}
+	return v
+}
+
+// drawFlip is one read access's draw over nflip bytes of flip ranges with
+// probability p: whether a bit flips, and which of the 8*nflip. Both come
+// from the seed and the draw number, so the same guest run flips the same
+// bits.
+func (s *Set) drawFlip(p float64, nflip int) (bit uint64, ok bool) {
+	u := mix(s.seed, s.draws)
+	s.draws++
+	if float64(u>>11)/(1<<53) >= p {
+		return 0, false
+	}
+	return mix(^s.seed, u) % uint64(8*nflip), true
+}
+
 func (s *Set) read(mem []byte, addr uint64, data []byte, rs []*Range) {
 	s.stats.Reads++
 	var flip *Range
@@ -397,28 +447,16 @@ func (s *Set) read(mem []byte, addr uint64, data []byte, rs []*Range) {
 			continue
 		}
 		a := addr + uint64(i)
-		v := mem[a]
-		switch r.Model.Kind {
-		case Stuck0:
-			v &^= byte(r.Model.Bits >> (8 * (a & 3)))
-		case Stuck1:
-			v |= byte(r.Model.Bits >> (8 * (a & 3)))
-		case Dead:
-			v = 0xFF
-		case Flip:
+		data[i] = r.view(a, mem[a])
+		if r.Model.Kind == Flip {
 			flip = r
 			nflip++
 		}
-		data[i] = v
 	}
 	if flip != nil {
 		// One draw per read access: flip with probability P one bit of
-		// the access's flip-model bytes, both chosen from the seed and the
-		// draw number, so the same guest run flips the same bits.
-		u := mix(s.seed, s.draws)
-		s.draws++
-		if float64(u>>11)/(1<<53) < flip.Model.P {
-			k := mix(^s.seed, u) % uint64(8*nflip)
+		// the access's flip-model bytes.
+		if k, ok := s.drawFlip(flip.Model.P, nflip); ok {
 			for i, r := range rs {
 				if r == nil || r.Model.Kind != Flip {
 					continue
@@ -451,6 +489,115 @@ func (s *Set) read(mem []byte, addr uint64, data []byte, rs []*Range) {
 		}
 		s.event(Event{Addr: addr, Size: len(data), Model: m, Held: le(held[:len(data)]), Returned: le(data)})
 	}
+}
+
+// Materialize makes mem (index = guest physical address) hold what reads
+// of each faulty byte return: stuck bits applied, dead bytes all-ones.
+// A backend that learns of writes after they happen calls it once, before
+// the guest runs, and Wrote after each write.
+func (s *Set) Materialize(mem []byte) {
+	if s == nil {
+		return
+	}
+	for i := range s.ranges {
+		r := &s.ranges[i]
+		for a := r.Start; a < min(r.End, uint64(len(mem))); a++ {
+			mem[a] = r.view(a, mem[a])
+		}
+	}
+}
+
+// Wrote applies the models to one guest write that has landed in mem:
+// before holds the bytes at window as they were before it, and the faulty
+// bytes that changed since are what the guest wrote. Afterwards memory
+// holds what reads return again: stuck bits applied, dead bytes back to
+// all-ones, and written alias bytes copied to their aliased address.
+func (s *Set) Wrote(mem []byte, window uint64, before []byte) {
+	if s == nil {
+		return
+	}
+	s.stats.Writes++
+	first, last := -1, -1
+	for i := range before {
+		if a := window + uint64(i); a < uint64(len(mem)) && mem[a] != before[i] && s.find(a) != nil {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return // the guest wrote what memory held
+	}
+	addr, n := window+uint64(first), last-first+1
+	written := make([]byte, n)
+	copy(written, mem[addr:])
+	var ev *Event
+	for i := range n {
+		a := addr + uint64(i)
+		r := s.find(a)
+		if r == nil {
+			continue
+		}
+		switch r.Model.Kind {
+		case Alias:
+			if p := a ^ 1<<r.Model.Line; p < uint64(len(mem)) {
+				mem[p] = written[i]
+				if ev == nil {
+					s.stats.AliasedWrites++
+					ev = &Event{Model: r.Model.String(), AliasAddr: addr ^ 1<<r.Model.Line}
+				}
+			}
+		case Dead, Stuck0, Stuck1:
+			v := r.view(a, written[i])
+			if v != written[i] && ev == nil {
+				if r.Model.Kind == Dead {
+					s.stats.LostWrites++
+				} else {
+					s.stats.CorruptedWrites++
+				}
+				ev = &Event{Model: r.Model.String()}
+			}
+			mem[a] = v
+		}
+	}
+	if ev != nil {
+		ev.Addr, ev.Size, ev.Write, ev.Held = addr, n, true, le(written[:min(n, 8)])
+		ev.Returned = le(mem[addr : addr+uint64(min(n, 8))])
+		s.event(*ev)
+	}
+}
+
+// FlipRead draws for one read of flip RAM at addr, taken as a read of its
+// aligned 32-bit word (a backend whose guest reads memory directly cannot
+// know the read's size): it returns the byte whose bit flips and the bit
+// (mask 0: no flip). The backend XORs the mask into memory for the read
+// and out again after it.
+func (s *Set) FlipRead(addr uint64) (at uint64, mask byte) {
+	if s == nil {
+		return 0, 0
+	}
+	word := addr &^ 3
+	var flips []uint64
+	var p float64
+	for a := word; a < word+4; a++ {
+		if r := s.find(a); r != nil && r.Model.Kind == Flip {
+			flips = append(flips, a)
+			p = r.Model.P
+		}
+	}
+	if len(flips) == 0 {
+		return 0, 0
+	}
+	s.stats.Reads++
+	k, ok := s.drawFlip(p, len(flips))
+	if !ok {
+		return 0, 0
+	}
+	at, mask = flips[k/8], 1<<(k%8)
+	s.stats.CorruptedReads++
+	s.event(Event{Addr: at, Size: 1, Model: s.find(at).Model.String(), Returned: uint64(mask)})
+	return at, mask
 }
 
 func (s *Set) event(e Event) {

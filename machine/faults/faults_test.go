@@ -2,6 +2,7 @@ package faults
 
 import (
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 
@@ -270,5 +271,102 @@ func TestEventsBounded(t *testing.T) {
 	}
 	if st := s.Stats(); len(st.Events) != MaxEvents || st.CorruptedReads != 1024 {
 		t.Errorf("%d events kept, %d corrupted reads", len(st.Events), st.CorruptedReads)
+	}
+}
+
+// TestWroteMatchesAccess: a backend that keeps memory as reads see it
+// (Materialize, then Wrote after each write) gives every read the value
+// Access gives a backend that traps it, for the same writes.
+func TestWroteMatchesAccess(t *testing.T) {
+	r := loader.Range{Start: 0x1000, End: 0x2000}
+	for _, m := range []Model{
+		{Kind: Stuck0, Bits: 1<<31 | 1<<8 | 1}, {Kind: Stuck1, Bits: 1<<31 | 1<<4}, {Kind: Dead},
+		{Kind: Alias, Line: 10}, {Kind: Alias, Line: 13},
+	} {
+		t.Run(m.String(), func(t *testing.T) {
+			trapped, direct := make([]byte, 0x4000), make([]byte, 0x4000)
+			for i := range trapped {
+				trapped[i] = byte(i * 7)
+			}
+			copy(direct, trapped)
+			st, sd := newSet(t, 0, Range{r, m}), newSet(t, 0, Range{r, m})
+			sd.Materialize(direct)
+			x := uint32(0x9E3779B9)
+			for i := range 4000 {
+				x ^= x << 13
+				x ^= x >> 17
+				x ^= x << 5
+				size := []int{1, 2, 4}[x%3]
+				a := 0x0ff0 + uint64(x>>8)%0x1020&^uint64(size-1) // some straddle the range's ends
+				// Each write changes every byte it writes (the one case
+				// Wrote cannot see is a write of what memory held).
+				v := uint32(i+1) * 0x01010101
+				var b [4]byte
+				binary.LittleEndian.PutUint32(b[:], v)
+				h := st.Access(trapped, a, b[:size], true)
+				for k := range size {
+					if h&(1<<k) == 0 { // what a trapping backend writes itself
+						trapped[a+uint64(k)] = b[k]
+					}
+				}
+				window := a &^ 63
+				before := append([]byte(nil), direct[window:window+wroteWindow]...)
+				for k := range size {
+					direct[a+uint64(k)] = byte(v >> (8 * k))
+				}
+				if (Range{r, m}).Overlaps(loader.Range{Start: a, End: a + uint64(size)}) {
+					sd.Wrote(direct, window, before)
+				}
+			}
+			for a := uint64(0x0f00); a < 0x3100; a += 4 {
+				b := make([]byte, 4)
+				h := st.Access(trapped, a, b, false)
+				for k := range 4 {
+					if h&(1<<k) == 0 {
+						b[k] = trapped[a+uint64(k)]
+					}
+				}
+				if got, want := binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(direct[a:]); got != want {
+					t.Fatalf("%#x: a trapped read gives %#x, memory holds %#x", a, got, want)
+				}
+			}
+			if s := sd.Stats(); s.Writes == 0 || (m.Kind == Alias) != (s.AliasedWrites > 0) || (m.Kind == Dead) != (s.LostWrites > 0) ||
+				(m.Kind == Stuck0 || m.Kind == Stuck1) != (s.CorruptedWrites > 0) {
+				t.Errorf("stats %+v", s)
+			}
+		})
+	}
+}
+
+// wroteWindow is the largest window machine/qemu passes to Wrote.
+const wroteWindow = 128
+
+// TestFlipRead: one draw per read, deterministic for a seed, about P of
+// them flipping one bit of the word's flip bytes, none outside flip RAM.
+func TestFlipRead(t *testing.T) {
+	run := func(seed uint64) []uint64 {
+		s := newSet(t, seed, Range{loader.Range{Start: 0x1002, End: 0x2000}, Model{Kind: Flip, P: 0.25}})
+		var out []uint64
+		for a := uint64(0x1000); a < 0x2000; a += 4 {
+			at, mask := s.FlipRead(a)
+			if mask != 0 && (at < 0x1002 || at >= a+4 || at < a || mask&(mask-1) != 0) {
+				t.Fatalf("read at %#x flips %#x at %#x", a, mask, at)
+			}
+			out = append(out, at<<8|uint64(mask))
+		}
+		if st := s.Stats(); st.Reads != 1024 || st.CorruptedReads < 180 || st.CorruptedReads > 330 {
+			t.Errorf("stats %+v: want 1024 reads, about 256 flipped", st)
+		}
+		return out
+	}
+	if a, b := run(5), run(5); !slices.Equal(a, b) {
+		t.Error("the same seed flips differently")
+	}
+	if a, c := run(5), run(6); slices.Equal(a, c) {
+		t.Error("seeds 5 and 6 flip the same bits")
+	}
+	s := newSet(t, 1, Range{loader.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Stuck0, Bits: 1}})
+	if at, mask := s.FlipRead(0x1000); mask != 0 || at != 0 {
+		t.Error("a stuck range flipped")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"kvmboot/machine"
 )
 
 // guestText is guest memory holding code at linear address base.
@@ -44,7 +46,7 @@ func TestFaultingInstruction(t *testing.T) {
 		base   uint64
 		ip     uint64
 		mode   int
-		regs   cpuRegs
+		regs   machine.Regs
 		addr   uint64
 		write  bool
 		wantAt uint64
@@ -56,7 +58,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "store retired, RIP past it",
 			text: []byte{0xBA, 0xEF, 0xBE, 0xAD, 0xDE, 0x89, 0x10, 0xF4},
 			base: 0x1000, ip: 0x1007, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad, 0, 0xDEADBEEF, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad, 0, 0xDEADBEEF, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1005, want: "mov dword ptr [eax], edx",
 		},
@@ -68,7 +70,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "store followed by a load of the same address",
 			text: []byte{0xBA, 0x55, 0xAA, 0x55, 0xAA, 0x89, 0x10, 0x8B, 0x08},
 			base: 0x1000, ip: 0x1007, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad, 0, 0xAA55AA55, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad, 0, 0xAA55AA55, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1005, want: "mov dword ptr [eax], edx",
 		},
@@ -76,7 +78,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "store with an 8-bit displacement",
 			text: []byte{0x89, 0x50, 0x10},
 			base: 0x1000, ip: 0x1003, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad-0x10, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad-0x10, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "mov dword ptr [eax+0x10], edx",
 		},
@@ -88,7 +90,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "effective address picks the longer candidate",
 			text: []byte{0x89, 0x90, 0x89, 0x10, 0x00, 0x00},
 			base: 0x1000, ip: 0x1006, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad-0x1089, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad-0x1089, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "mov dword ptr [eax+0x1089], edx",
 		},
@@ -96,7 +98,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "effective address picks the shorter candidate",
 			text: []byte{0x89, 0x90, 0x89, 0x10, 0x00, 0x00},
 			base: 0x1000, ip: 0x1006, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1004, want: "add byte ptr [eax], al",
 		},
@@ -106,7 +108,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "store through ESP uses SS",
 			text: []byte{0x89, 0x44, 0x8C, 0x08}, // mov [esp+ecx*4+8], eax
 			base: 0x1000, ip: 0x1004, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 2, 0, 0, 0x1000, 0, 0, 0), ssBase: bad - 0x1010, dsBase: 0},
+			regs: machine.Regs{GPR: regs32(0, 2, 0, 0, 0x1000, 0, 0, 0), SSBase: bad - 0x1010, DSBase: 0},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "mov dword ptr [esp+4*ecx+0x8], eax",
 		},
@@ -117,7 +119,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "store straddling into bad RAM",
 			text: []byte{0x89, 0x10},
 			base: 0x1000, ip: 0x1002, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad-2, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad-2, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "mov dword ptr [eax], edx",
 		},
@@ -125,7 +127,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "load, RIP on it",
 			text: []byte{0x8B, 0x08, 0xF4},
 			base: 0x1000, ip: 0x1000, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: false,
 			wantAt: 0x1000, want: "mov ecx, dword ptr [eax]",
 		},
@@ -136,7 +138,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "load after a store, RIP on the load",
 			text: []byte{0x89, 0x10, 0x8B, 0x08},
 			base: 0x1000, ip: 0x1002, mode: 32,
-			regs: cpuRegs{gpr: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: false,
 			wantAt: 0x1002, want: "mov ecx, dword ptr [eax]",
 		},
@@ -146,7 +148,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "16-bit store",
 			text: []byte{0xB8, 0x34, 0x12, 0x89, 0x07},
 			base: 0x7C00, ip: 0x7C05, mode: 16,
-			regs: cpuRegs{gpr: regs32(0x1234, 0, 0, 0xABCD0020, 0x7000, 0, 0, 0), dsBase: 0x10000},
+			regs: machine.Regs{GPR: regs32(0x1234, 0, 0, 0xABCD0020, 0x7000, 0, 0, 0), DSBase: 0x10000},
 			addr: 0x10020, write: true,
 			wantAt: 0x7C03, want: "mov word ptr [bx], ax",
 		},
@@ -156,7 +158,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "16-bit offset wraps",
 			text: []byte{0x89, 0x47, 0x20}, // mov [bx+0x20], ax
 			base: 0x7C00, ip: 0x7C03, mode: 16,
-			regs: cpuRegs{gpr: regs32(0, 0, 0, 0xFFF0, 0x7000, 0, 0, 0), dsBase: 0x10000},
+			regs: machine.Regs{GPR: regs32(0, 0, 0, 0xFFF0, 0x7000, 0, 0, 0), DSBase: 0x10000},
 			addr: 0x10010, write: true,
 			wantAt: 0x7C00, want: "mov word ptr [bx+0x20], ax",
 		},
@@ -165,7 +167,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "16-bit [bp+si] uses SS",
 			text: []byte{0x89, 0x02}, // mov [bp+si], ax
 			base: 0x7C00, ip: 0x7C02, mode: 16,
-			regs: cpuRegs{gpr: regs32(0, 0, 0, 0, 0x7000, 0x100, 0x10, 0), dsBase: 0x10000, ssBase: 0x20000},
+			regs: machine.Regs{GPR: regs32(0, 0, 0, 0, 0x7000, 0x100, 0x10, 0), DSBase: 0x10000, SSBase: 0x20000},
 			addr: 0x20110, write: true,
 			wantAt: 0x7C00, want: "mov word ptr [bp+si*1], ax",
 		},
@@ -175,7 +177,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "16-bit code with a 32-bit address",
 			text: []byte{0x67, 0x66, 0x89, 0x10}, // mov [eax], edx
 			base: 0x7C00, ip: 0x7C04, mode: 16,
-			regs: cpuRegs{gpr: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(bad, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x7C00, want: "mov dword ptr [eax], edx",
 		},
@@ -186,7 +188,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "rep stosd at RIP",
 			text: []byte{0xB9, 0x00, 0x04, 0x00, 0x00, 0xF3, 0xAB, 0xF4},
 			base: 0x1000, ip: 0x1005, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 0x3FF, 0, 0, 0x7000, 0, 0, bad+4)},
+			regs: machine.Regs{GPR: regs32(0, 0x3FF, 0, 0, 0x7000, 0, 0, bad+4)},
 			addr: bad, write: true,
 			wantAt: 0x1005, want: "rep stosd dword ptr [edi]",
 		},
@@ -195,7 +197,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "rep stosd at RIP, std",
 			text: []byte{0xB9, 0x00, 0x04, 0x00, 0x00, 0xF3, 0xAB, 0xF4},
 			base: 0x1000, ip: 0x1005, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 0x3FF, 0, 0, 0x7000, 0, 0, bad-4)},
+			regs: machine.Regs{GPR: regs32(0, 0x3FF, 0, 0, 0x7000, 0, 0, bad-4)},
 			addr: bad, write: true,
 			wantAt: 0x1005, want: "rep stosd dword ptr [edi]",
 		},
@@ -205,7 +207,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "rep stosd at RIP, EDI on the address",
 			text: []byte{0xF3, 0xAB},
 			base: 0x1000, ip: 0x1000, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 0x3FF, 0, 0, 0x7000, 0, 0, bad)},
+			regs: machine.Regs{GPR: regs32(0, 0x3FF, 0, 0, 0x7000, 0, 0, bad)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "rep stosd dword ptr [edi]",
 		},
@@ -214,7 +216,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "rep stosd, last iteration",
 			text: []byte{0xF3, 0xAB, 0xF4},
 			base: 0x1000, ip: 0x1002, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 0, 0, 0, 0x7000, 0, 0, bad+4)},
+			regs: machine.Regs{GPR: regs32(0, 0, 0, 0, 0x7000, 0, 0, bad+4)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "rep stosd dword ptr [edi]",
 		},
@@ -223,7 +225,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "rep movsb at RIP",
 			text: []byte{0xF3, 0xA4},
 			base: 0x1000, ip: 0x1000, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 9, 0, 0, 0x7000, 0, 0x3000, bad+1)},
+			regs: machine.Regs{GPR: regs32(0, 9, 0, 0, 0x7000, 0, 0x3000, bad+1)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "rep movsb byte ptr [edi], byte ptr [esi]",
 		},
@@ -232,7 +234,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "no candidate",
 			text: []byte{0x90, 0x90, 0x90, 0xF4},
 			base: 0x1000, ip: 0x1003, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(0, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1003, want: "(no instruction found before 0x1003)",
 		},
@@ -241,7 +243,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "no bytes at all",
 			text: []byte{0x90},
 			base: 0x1000, ip: 0x5000, mode: 32,
-			regs: cpuRegs{gpr: regs32(0, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(0, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: false,
 			wantAt: 0x5000, want: "(no instruction found before 0x5000)",
 		},
@@ -250,7 +252,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "RIP at 1",
 			text: []byte{0x90, 0x90},
 			base: 0, ip: 1, mode: 16,
-			regs: cpuRegs{gpr: regs32(0, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(0, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 1, want: "(no instruction found before 0x1)",
 		},
@@ -261,7 +263,7 @@ func TestFaultingInstruction(t *testing.T) {
 			name: "fallback to the nearest store",
 			text: []byte{0x89, 0x10},
 			base: 0x1000, ip: 0x1002, mode: 32,
-			regs: cpuRegs{gpr: regs32(0x5000, 0, 0, 0, 0x7000, 0, 0, 0)},
+			regs: machine.Regs{GPR: regs32(0x5000, 0, 0, 0, 0x7000, 0, 0, 0)},
 			addr: bad, write: true,
 			wantAt: 0x1000, want: "mov dword ptr [eax], edx",
 		},
@@ -270,71 +272,6 @@ func TestFaultingInstruction(t *testing.T) {
 		at, insn := faultingInstruction(g.read, tc.ip, tc.mode, tc.regs, tc.addr, tc.write)
 		if at != tc.wantAt || insn != tc.want {
 			t.Errorf("%s: got %#x %q, want %#x %q", tc.name, at, insn, tc.wantAt, tc.want)
-		}
-	}
-}
-
-// matches on its own, where a fallback cannot hide a wrong answer: the
-// segment a operand uses, the bytes an access covers, string steps.
-func TestMatches(t *testing.T) {
-	dec := func(b []byte, mode int) x86asm.Inst {
-		inst, err := x86asm.Decode(b, mode)
-		if err != nil {
-			t.Fatalf("decode % x: %v", b, err)
-		}
-		return inst
-	}
-	stack := cpuRegs{gpr: regs32(0x100, 2, 0, 0x200, 0x1000, 0x3000, 0, 0x4000), dsBase: 0x10000, ssBase: 0x20000, esBase: 0x10000}
-	otherES := stack
-	otherES.esBase = 0x30000
-	for _, tc := range []struct {
-		name string
-		b    []byte
-		mode int
-		r    cpuRegs
-		addr uint64
-		want bool
-	}{
-		{"[esp+ecx*4+8] is SS-based", []byte{0x89, 0x44, 0x8C, 0x08}, 32, stack, 0x20000 + 0x1010, true},
-		{"[esp+ecx*4+8] is not DS-based", []byte{0x89, 0x44, 0x8C, 0x08}, 32, stack, 0x10000 + 0x1010, false},
-		{"[ebp+8] is SS-based", []byte{0x89, 0x45, 0x08}, 32, stack, 0x23008, true},
-		{"[ebx] is DS-based", []byte{0x89, 0x03}, 32, stack, 0x10200, true},
-		{"ss: override on [ebx]", []byte{0x36, 0x89, 0x03}, 32, stack, 0x20200, true},
-		{"dword store covers 4 bytes: first", []byte{0x89, 0x03}, 32, stack, 0x10200, true},
-		{"dword store covers 4 bytes: last", []byte{0x89, 0x03}, 32, stack, 0x10203, true},
-		{"dword store covers 4 bytes: one past", []byte{0x89, 0x03}, 32, stack, 0x10204, false},
-		{"dword store covers 4 bytes: one before", []byte{0x89, 0x03}, 32, stack, 0x101FF, false},
-		{"byte store covers 1 byte", []byte{0x88, 0x03}, 32, stack, 0x10201, false},
-		{"stosd after the step", []byte{0xAB}, 32, stack, 0x10000 + 0x4000 - 4, true},
-		{"stosd after a backward step", []byte{0xAB}, 32, stack, 0x10000 + 0x4000 + 4, true},
-		{"stosd writes through ES, not DS", []byte{0xAB}, 32, otherES, 0x30000 + 0x4000, true},
-		{"stosd does not write through DS", []byte{0xAB}, 32, otherES, 0x10000 + 0x4000, false},
-		{"stosd two steps away", []byte{0xAB}, 32, stack, 0x10000 + 0x4000 - 8, false},
-		{"no memory operand", []byte{0x01, 0xD0}, 32, stack, 0x10000, false}, // add eax, edx
-		{"address above 4 GiB", []byte{0x89, 0x03}, 32, stack, 1<<32 + 0x10200, false},
-		{"linear address wraps at 4 GiB", []byte{0x89, 0x03}, 32, cpuRegs{gpr: regs32(0, 0, 0, 0x20, 0, 0, 0, 0), dsBase: 0xFFFFFFF0}, 0x10, true},
-	} {
-		if got := tc.r.matches(dec(tc.b, tc.mode), tc.addr); got != tc.want {
-			t.Errorf("%s: matches(%#x) = %v, want %v", tc.name, tc.addr, got, tc.want)
-		}
-	}
-}
-
-// reg32 reads 16-bit registers as the low half of their 32-bit ones.
-func TestReg32(t *testing.T) {
-	r := cpuRegs{gpr: regs32(0x11112222, 0x33334444, 0x55556666, 0x77778888, 0x9999AAAA, 0xBBBBCCCC, 0xDDDDEEEE, 0x0F0F1E1E)}
-	for _, tc := range []struct {
-		reg  x86asm.Reg
-		want uint32
-	}{
-		{x86asm.EAX, 0x11112222}, {x86asm.AX, 0x2222},
-		{x86asm.ECX, 0x33334444}, {x86asm.CX, 0x4444},
-		{x86asm.EBX, 0x77778888}, {x86asm.BX, 0x8888},
-		{x86asm.SP, 0xAAAA}, {x86asm.BP, 0xCCCC},
-		{x86asm.SI, 0xEEEE}, {x86asm.DI, 0x1E1E}, {x86asm.EDI, 0x0F0F1E1E},
-	} {
-		if got := r.reg32(tc.reg); got != tc.want {
-			t.Errorf("reg32(%v) = %#x, want %#x", tc.reg, got, tc.want)
 		}
 	}
 }

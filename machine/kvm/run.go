@@ -380,16 +380,12 @@ func (r *runner) badAccess(addr uint64, n int, write bool) {
 	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
 	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
 	if err1 == nil && err2 == nil {
-		cr := cpuRegs{dsBase: sregs.DS.Base, ssBase: sregs.SS.Base, esBase: sregs.ES.Base, gpr: gprs(regs)}
+		cr := machine.Regs{DSBase: sregs.DS.Base, SSBase: sregs.SS.Base, ESBase: sregs.ES.Base, GPR: gprs(regs)}
 		acc.IP, acc.Insn = faultingInstruction(r.readPhys, linearIP(regs, sregs), cpuMode(sregs), cr, addr, write)
 	}
 	r.badAccesses = append(r.badAccesses, acc)
 	if r.opts.BadRAMPolicy != machine.BadRAMRecord {
-		verb := "read"
-		if write {
-			verb = "write"
-		}
-		r.finish(machine.Crashed("guest touched bad RAM: %d-byte %s at %#x by %q at eip %#x", n, verb, addr, acc.Insn, acc.IP))
+		r.finish(machine.BadRAMCrash(acc))
 	}
 }
 
@@ -533,9 +529,7 @@ func (r *runner) traceNext() {
 	}
 }
 
-// trace prints one instruction: mode, CS:IP (real mode) or linear EIP,
-// bytes and disassembly. Relative targets are shown as the CPU sees them:
-// offsets in the code segment in 16-bit mode, linear in 32-bit mode.
+// trace prints one instruction (machine.TraceLine).
 func (r *runner) trace(at *insnAt) {
 	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
 		return
@@ -543,16 +537,7 @@ func (r *runner) trace(at *insnAt) {
 	if at.protected && !r.opts.TraceAll {
 		return // protected mode: --trace=real shows only real mode
 	}
-	code := r.readPhys(at.linear, 15)
-	pc, loc := at.eip, fmt.Sprintf("%04x:%04x", at.cs, at.eip)
-	if at.mode == 32 {
-		pc, loc = at.linear, fmt.Sprintf("%08x", at.linear)
-	}
-	text, raw := "(undecodable)", code[:min(len(code), 4)]
-	if inst, err := x86asm.Decode(code, at.mode); err == nil {
-		text, raw = x86asm.IntelSyntax(inst, pc, nil), code[:inst.Len]
-	}
-	r.opts.Trace(fmt.Sprintf("%2d %s  %-24s %s", at.mode, loc, fmt.Sprintf("% x", raw), text))
+	r.opts.Trace(machine.TraceLine(at.mode, at.cs, at.eip, at.linear, r.readPhys(at.linear, 15)))
 	r.traceLines++
 }
 

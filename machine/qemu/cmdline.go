@@ -43,8 +43,8 @@ type launch struct {
 	// COM2Path, when set, receives the guest's second serial port (the
 	// memtest guest's report channel).
 	COM2Path string
-	// InAsm adds QEMU's -d in_asm (translated code) to the log, for --trace.
-	InAsm bool
+	// Plugin, when set, is -plugin's value: kvmboot's TCG plugin.
+	Plugin string
 }
 
 // optEscape doubles commas, QEMU's escape inside an option value.
@@ -100,15 +100,14 @@ func (l *launch) args() []string {
 	if l.COM2Path != "" {
 		a = append(a, "-chardev", "file,id=com2,path="+optEscape(l.COM2Path), "-serial", "chardev:com2")
 	}
-	logItems := "cpu_reset"
-	if l.InAsm {
-		logItems += ",in_asm"
+	if l.Plugin != "" {
+		a = append(a, "-plugin", l.Plugin)
 	}
 	a = append(a,
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=4",
 		"-chardev", "socket,id=qmp,path="+optEscape(l.QMPPath), "-mon", "chardev=qmp,mode=control",
 		"-no-reboot", "-no-shutdown",
-		"-d", logItems, "-D", l.LogPath,
+		"-d", "cpu_reset", "-D", l.LogPath,
 		"-trace", "pckbd_kbd_write_command", "-trace", "port92_write",
 	)
 	if l.Accel == AccelKVM {

@@ -54,18 +54,46 @@
 //     does on our KVM machine. QEMU runs with Pdeathsig SIGKILL (from a
 //     thread kept alive until QEMU exits), so it dies with kvmboot.
 //
-// # Bad RAM
+// # Bad RAM, faulty RAM and tracing: kvmboot's TCG plugin
 //
-// QEMU cannot leave holes in guest RAM, so each bad range (minus the
-// placements the loader put there itself) is filled with a canary pattern
-// in the shared RAM file before QEMU starts, and checked while the guest
-// runs (every 25 ms, less often when the ranges are large) and once more at
-// the end. A changed byte is a guest write to bad RAM: a machine.BadAccess
-// with the first changed address, the span of changed bytes as its size,
-// Write set and no instruction. Reads of bad RAM cannot be seen this way,
-// and a write of the very value the canary held goes unnoticed; the KVM
-// backend traps both. With the stop policy a write ends the run as a crash,
-// also when the guest wrote its exit status before the final check found it.
+// Under TCG, our plan runs with kvmboot's plugin (package plugin, loaded
+// from a memfd with -plugin) whenever something is watched or traced;
+// with nothing to watch it is not loaded. The plugin protects (mprotect)
+// the pages of QEMU's own mapping of the RAM file that hold watched bytes,
+// so only accesses to them trap: SIGSEGV on the vCPU thread, before the
+// access. It reports each over a socketpair and single-steps the host
+// instruction with the page open, then reports again (tcg.go answers):
+//
+//   - A bad-RAM access stops the vCPU before it happens. kvmboot reads the
+//     registers through QMP (QEMU keeps them current in its CPU state
+//     before every guest memory access; only EIP lags), reads the code of
+//     the block that runs (a block callback keeps its address), and names
+//     the instruction whose memory operand is there, decoded in the
+//     vCPU's mode. Under the stop policy the run ends there: the access
+//     never happens. Under the record policy bad RAM behaves as on our KVM
+//     machine: it keeps what it held (a write is undone), a read sees
+//     every bit flipped.
+//   - Faulty RAM (Options.Faulty) holds what reads return: machine/faults
+//     materializes the models when the guest starts and applies them
+//     after each write (Set.Wrote), while the vCPU waits; reads of flip
+//     ranges are changed for the one access (Set.FlipRead).
+//   - --trace: for each block QEMU translates, kvmboot reads the vCPU's
+//     mode and CS through QMP (current at translation) and has the plugin
+//     report each instruction as it runs, printed as our KVM machine
+//     prints it (machine.TraceLine).
+//
+// Without the plugin (QEMU's KVM accelerator, the reference run, a QEMU
+// that cannot load plugins, which the run notes once), each bad range
+// (minus the placements the loader put there itself) is filled with a
+// canary pattern in the shared RAM file before QEMU starts, and checked
+// while the guest runs (every 25 ms, less often when the ranges are large)
+// and once more at the end. A changed byte is a guest write to bad RAM: a
+// machine.BadAccess with the first changed address, the span of changed
+// bytes as its size, Write set and no instruction. Reads of bad RAM cannot
+// be seen this way, and a write of the very value the canary held goes
+// unnoticed. With the stop policy a write ends the run as a crash, also
+// when the guest wrote its exit status before the final check found it.
+// Faulty RAM and tracing need the plugin.
 //
 // # The reference run (Backend with Kernel set)
 //

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,6 +22,7 @@ import (
 
 	"kvmboot/loader"
 	"kvmboot/machine"
+	"kvmboot/machine/faults"
 	"kvmboot/realmode"
 )
 
@@ -140,7 +140,21 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err := r.prepare(); err != nil {
 		return nil, err
 	}
-	if err := r.startQEMU(ctx); err != nil {
+	err = r.startQEMU(ctx)
+	if err != nil && ctx.Err() == nil && r.plug != nil && strings.Contains(err.Error(), "plugin") {
+		if r.faulty != nil || r.opts.Trace != nil {
+			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU need kvmboot's TCG plugin, which this QEMU did not load: %w", err)
+		}
+		// A QEMU that cannot load plugins: bad RAM is watched as
+		// before the plugin, through canaries.
+		r.log("QEMU did not load kvmboot's plugin (" + err.Error() + "): bad RAM is watched through canaries, writes only and without the instruction")
+		r.abandonStart()
+		r.plug.close()
+		r.plug, r.launch.Plugin = nil, ""
+		r.fillCanaries()
+		err = r.startQEMU(ctx)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			// Interrupted while QEMU came up (at any step of it): the
 			// outcome a signal has later in the run, not a start failure.
@@ -160,31 +174,7 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 			r.log("COM2: " + err.Error())
 		}
 	}
-	if r.opts.Trace != nil {
-		r.passTrace()
-	}
 	return res, nil
-}
-
-// passTrace hands QEMU's -d in_asm log to opts.Trace, each line labelled
-// "qemu:", up to TraceLimit lines. QEMU logs each block of guest code when
-// it translates it, not each time it runs.
-func (r *run) passTrace() {
-	if r.logFile == nil {
-		return
-	}
-	if _, err := r.logFile.Seek(0, io.SeekStart); err != nil {
-		return
-	}
-	sc := bufio.NewScanner(r.logFile)
-	for n := 0; sc.Scan() && (r.opts.TraceLimit <= 0 || n < r.opts.TraceLimit); {
-		// Only the translated code: "IN:" headers and "0x...: insn"
-		// lines, not the CPU dumps that -d cpu_reset adds.
-		if line := sc.Text(); strings.HasPrefix(line, "IN:") || strings.HasPrefix(line, "0x") {
-			r.opts.Trace("qemu: " + line)
-			n++
-		}
-	}
 }
 
 // run is one QEMU run.
@@ -204,7 +194,9 @@ type run struct {
 	rom     []byte // our firmware image, nil for the reference run
 	launch  launch
 	canary  *canaryWatch
-	badNote string // why bad RAM could not be passed on (reference run)
+	badNote string      // why bad RAM could not be passed on (reference run)
+	plug    *tcgPlugin  // kvmboot's TCG plugin, when it watches or traces
+	faulty  *faults.Set // faulty RAM (the plugin applies its models)
 
 	ln        *net.UnixListener
 	cmd       *exec.Cmd
@@ -236,7 +228,6 @@ func (r *run) prepare() error {
 	if r.opts.CountStub {
 		r.log("--count-stub needs the KVM backend (single-stepping); QEMU runs without it")
 	}
-	l.InAsm = r.opts.Trace != nil
 	if r.opts.COM2 != nil {
 		l.COM2Path = filepath.Join(r.dir, "com2")
 	}
@@ -248,10 +239,39 @@ func (r *run) prepare() error {
 	if err != nil {
 		return err
 	}
-	// The plan's pieces are the loader's bytes even where it put them into
-	// bad RAM on purpose (a forced address): they get no canary. QEMU's own
-	// loader in the reference run is guest code and is watched like the
-	// kernel.
+	r.canary = &canaryWatch{ram: r.ram}
+	if r.faulty, err = faults.NewSet(faults.Subtract(r.opts.Faulty, r.opts.BadRAM), r.opts.FaultSeed); err != nil { // declared bad RAM stays bad
+		return err
+	}
+	// Our plan under TCG: kvmboot's plugin watches bad and faulty RAM and
+	// traces. The reference run (QEMU's loader and SeaBIOS move guest RAM
+	// around from QEMU's own threads) and QEMU's KVM accelerator (no
+	// plugins) keep the canaries.
+	trace := r.opts.Trace != nil && r.opts.TraceLimit > 0
+	bad := canaryRanges(r.opts.BadRAM, nil, r.plan.MemSize)
+	if !r.b.Kernel && r.accel == AccelTCG && (len(bad) > 0 || r.faulty != nil || trace) {
+		if r.plug, err = newTCGPlugin(r, bad, r.faulty, trace); err != nil {
+			return err
+		}
+		l.Plugin = pluginArg
+		return nil
+	}
+	if r.faulty != nil {
+		return fmt.Errorf("--faulty-ram under QEMU needs --accel=tcg and kvmboot's firmware (--vmm=qemu): kvmboot's TCG plugin applies the fault models")
+	}
+	if trace {
+		r.log("--trace under QEMU needs --accel=tcg and --vmm=qemu (kvmboot's TCG plugin); this run is not traced")
+	}
+	r.fillCanaries()
+	return nil
+}
+
+// fillCanaries fills bad RAM with the canary pattern for a run without the
+// plugin. The plan's pieces are the loader's bytes even where it put them
+// into bad RAM on purpose (a forced address): they get no canary. QEMU's
+// own loader in the reference run is guest code and is watched like the
+// kernel.
+func (r *run) fillCanaries() {
 	var placed []loader.Placement
 	if !r.b.Kernel {
 		placed = r.plan.Placements
@@ -261,7 +281,6 @@ func (r *run) prepare() error {
 		fillCanary(r.ram[rg.Start:rg.End], rg.Start)
 	}
 	r.canary = &canaryWatch{ram: r.ram, ranges: bad}
-	return nil
 }
 
 // makeRAM creates guest RAM as a file in /dev/shm (or the temporary
@@ -415,6 +434,9 @@ func (r *run) startQEMU(ctx context.Context) error {
 	}
 	r.cmd = exec.Command(r.bin, r.launch.args()...)
 	r.cmd.Stderr = &r.stderr
+	if r.plug != nil {
+		r.cmd.ExtraFiles = r.plug.files()
+	}
 	// QEMU dies with kvmboot. The signal goes when the thread that forked
 	// QEMU ends, so that thread stays locked until QEMU is gone.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -443,6 +465,11 @@ func (r *run) startQEMU(ctx context.Context) error {
 		r.cmd = nil
 		return fmt.Errorf("starting %s: %w", r.bin, err)
 	}
+	if r.plug != nil {
+		if err := r.plug.started(); err != nil {
+			return r.startError("starting QEMU", err)
+		}
+	}
 	r.conEOF = make(chan struct{})
 	go func() {
 		defer close(r.conEOF)
@@ -455,6 +482,9 @@ func (r *run) startQEMU(ctx context.Context) error {
 		return err
 	}
 	r.qmp = newQMP(conn)
+	if r.plug != nil {
+		r.plug.serve()
+	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := r.qmp.awaitGreeting(hctx); err != nil {
@@ -491,6 +521,20 @@ func (r *run) startQEMU(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// abandonStart undoes a startQEMU that failed, so that it can run again:
+// QEMU is gone (startError killed it) and its console drained.
+func (r *run) abandonStart() {
+	if r.qmp != nil {
+		r.qmp.close()
+		r.qmp = nil
+	}
+	r.ln.Close()
+	os.Remove(r.launch.QMPPath)
+	r.drainConsole()
+	r.cmd, r.conEOF, r.ln = nil, nil, nil
+	r.stderr = tailBuffer{}
 }
 
 // accept waits for QEMU to connect to the QMP socket, or to fail.
@@ -660,6 +704,10 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 			res, end = machine.TimedOut(r.opts.Timeout), endPaused
 		case <-ctx.Done():
 			res, end = machine.Interrupted(), endKill
+		case acc := <-r.plug.stopped():
+			res, end = machine.BadRAMCrash(acc), endKill
+		case err := <-r.plug.broken():
+			res, end = &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "kvmboot's QEMU plugin: " + err.Error()}, endKill
 		case <-poll.C:
 			if acc := r.canary.check(); len(acc) > 0 {
 				r.accesses = append(r.accesses, acc...)
@@ -678,6 +726,7 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		r.kill()
 	}
 	r.drainConsole()
+	r.plug.finish()
 	if shutdown != nil {
 		res = r.shutdownResult(shutdown)
 	}
@@ -701,11 +750,18 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		res.Reason += " (note: " + r.badNote + ")"
 	}
 	res.BadRAMAccesses = r.accesses
+	if r.plug != nil {
+		res.BadRAMAccesses = append(res.BadRAMAccesses, r.plug.accesses...)
+		res.Faulty = r.faulty.Stats()
+	}
 	if res.Outcome == machine.Crash || res.Outcome == machine.Error {
 		res.CPU = r.cpu
 	}
 	res.Setup = r.setupDone.Sub(r.start)
 	res.Boot = ended.Sub(r.setupDone)
+	st = <-r.exited // QEMU is gone: quit and kill waited for it
+	r.exited <- st
+	res.QEMUCPU = st.UserTime() + st.SystemTime()
 	if e := strings.TrimSpace(r.stderr.String()); e != "" {
 		r.log("QEMU said: " + e)
 	}
@@ -797,6 +853,7 @@ func (r *run) drainConsole() {
 // cleanup kills QEMU if it still runs and removes every file of the run.
 func (r *run) cleanup() {
 	r.kill()
+	r.plug.close()
 	if r.qmp != nil {
 		r.qmp.close()
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/realmode"
@@ -58,9 +60,14 @@ func TestArgsOurFirmware(t *testing.T) {
 			t.Errorf("args lack %q:\n%q", want, a)
 		}
 	}
-	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") {
-		t.Errorf("unexpected -kernel or KVM trace: %q", a)
+	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") {
+		t.Errorf("unexpected -kernel, KVM trace or plugin: %q", a)
 	}
+	l.Plugin = pluginArg
+	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") {
+		t.Errorf("plugin args: %q", a)
+	}
+	l.Plugin = ""
 
 	l.Accel = AccelKVM
 	a = l.args()
@@ -199,6 +206,9 @@ const sampleRegisters = "EAX=e0000011 EBX=00000800 ECX=00002118 EDX=00000000\r\n
 	"EIP=00100043 EFL=00000006 [-----P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n" +
 	"ES =0018 00000000 ffffffff 00c09300 DPL=0 DS   [-WA]\r\n" +
 	"CS =0010 00000000 ffffffff 00c09b00 DPL=0 CS32 [-RA]\r\n" +
+	"SS =0018 00020000 ffffffff 00c09300 DPL=0 DS   [-WA]\r\n" +
+	"DS =0018 00010000 ffffffff 00c09300 DPL=0 DS   [-WA]\r\n" +
+	"TR =0020 00006080 00000067 00008900 DPL=0 TSS32-avl\r\n" +
 	"GDT=     00006000 00000027\r\n" +
 	"CR0=60000011 CR2=00000000 CR3=00200000 CR4=00000000\r\n"
 
@@ -218,6 +228,13 @@ func TestParseRegisters(t *testing.T) {
 	}
 	if !r.enablesPaging(physReader(ram, nil)) {
 		t.Error("mov cr0, eax with PG set in EAX not seen as turning on paging")
+	}
+	mr := r.machineRegs()
+	if mr.GPR[x86asm.EAX] != 0xe0000011 || mr.GPR[x86asm.ESP] != 0x6ff8 || mr.DSBase != 0x10000 || mr.SSBase != 0x20000 || mr.ESBase != 0 {
+		t.Errorf("registers for matching accesses: %+v", mr)
+	}
+	if r.paging() || !r.protected() || r.mode() != 32 {
+		t.Errorf("paging %v protected %v mode %d", r.paging(), r.protected(), r.mode())
 	}
 	r.gpr["EAX"] = 0x11
 	if r.enablesPaging(physReader(ram, nil)) {

@@ -16,7 +16,8 @@ type cpuRegs struct {
 	gpr    map[string]uint64 // EAX ... EIP, EFL, CR0, CR2, CR3, CR4
 	csSel  uint64
 	csBase uint64
-	csD    bool // CS descriptor's D bit: 32-bit code
+	csD    bool              // CS descriptor's D bit: 32-bit code
+	bases  map[string]uint64 // DS, ES, SS: segment bases
 }
 
 // parseRegisters reads the HMP "info registers" text of an i386 CPU:
@@ -26,14 +27,19 @@ type cpuRegs struct {
 //	CS =f000 ffff0000 0000ffff 00009b00
 //	CR0=60000010 CR2=00000000 CR3=00000000 CR4=00000000
 func parseRegisters(text string) (*cpuRegs, bool) {
-	r := &cpuRegs{gpr: map[string]uint64{}}
+	r := &cpuRegs{gpr: map[string]uint64{}, bases: map[string]uint64{}}
 	for _, line := range strings.Split(text, "\n") {
 		line = strings.TrimRight(line, "\r")
-		if rest, ok := strings.CutPrefix(line, "CS ="); ok {
+		if seg, rest, ok := strings.Cut(line, " ="); ok && len(seg) == 2 {
 			f := strings.Fields(rest)
-			if len(f) >= 4 {
+			if len(f) < 4 {
+				continue
+			}
+			base, _ := strconv.ParseUint(f[1], 16, 64)
+			r.bases[seg] = base
+			if seg == "CS" {
 				r.csSel, _ = strconv.ParseUint(f[0], 16, 32)
-				r.csBase, _ = strconv.ParseUint(f[1], 16, 64)
+				r.csBase = base
 				flags, _ := strconv.ParseUint(f[3], 16, 32)
 				r.csD = flags&(1<<22) != 0
 			}
@@ -56,6 +62,24 @@ func parseRegisters(text string) (*cpuRegs, bool) {
 	return r, ok
 }
 
+// machineRegs are the registers that locate a memory access.
+func (r *cpuRegs) machineRegs() machine.Regs {
+	g := map[x86asm.Reg]uint32{}
+	for reg, name := range gprNames {
+		g[reg] = uint32(r.gpr[name])
+	}
+	return machine.Regs{GPR: g, DSBase: r.bases["DS"], SSBase: r.bases["SS"], ESBase: r.bases["ES"]}
+}
+
+var gprNames = map[x86asm.Reg]string{x86asm.EAX: "EAX", x86asm.EBX: "EBX", x86asm.ECX: "ECX", x86asm.EDX: "EDX",
+	x86asm.ESI: "ESI", x86asm.EDI: "EDI", x86asm.EBP: "EBP", x86asm.ESP: "ESP"}
+
+// paging says whether CR0.PG is set: linear addresses are not physical.
+func (r *cpuRegs) paging() bool { return r.gpr["CR0"]&(1<<31) != 0 }
+
+// protected says whether CR0.PE is set.
+func (r *cpuRegs) protected() bool { return r.gpr["CR0"]&1 != 0 }
+
 // mode is the code size the CPU decodes: 16 or 32.
 func (r *cpuRegs) mode() int {
 	if r.gpr["CR0"]&1 == 0 || !r.csD {
@@ -70,7 +94,7 @@ func (r *cpuRegs) state(read func(addr uint64, n int) []byte) *machine.CPUState 
 	g := r.gpr
 	ip := (r.csBase + g["EIP"]) & 0xFFFFFFFF
 	insn := "(paging on: not read)"
-	if g["CR0"]&(1<<31) == 0 {
+	if !r.paging() {
 		insn = disassemble(read(ip, 15), ip, r.mode())
 	}
 	return &machine.CPUState{
@@ -87,9 +111,7 @@ func (r *cpuRegs) state(read func(addr uint64, n int) []byte) *machine.CPUState 
 func (r *cpuRegs) enablesPaging(read func(addr uint64, n int) []byte) bool {
 	ip := (r.csBase + r.gpr["EIP"]) & 0xFFFFFFFF
 	return machine.MovSetsPaging(read(ip, 15), r.mode(), func(src x86asm.Reg) uint64 {
-		name := map[x86asm.Reg]string{x86asm.EAX: "EAX", x86asm.EBX: "EBX", x86asm.ECX: "ECX", x86asm.EDX: "EDX",
-			x86asm.ESI: "ESI", x86asm.EDI: "EDI", x86asm.EBP: "EBP", x86asm.ESP: "ESP"}[src]
-		return r.gpr[name] // 0 for "": not a 32-bit general register
+		return r.gpr[gprNames[src]] // 0 for "": not a 32-bit general register
 	})
 }
 
