@@ -120,7 +120,8 @@ func TestCLIRunBadInput(t *testing.T) {
 		{[]string{"run", "--bad-ram-policy", "ignore"}, `bad-RAM policy "ignore"`},
 		{[]string{"run", "--timeout", "-1s"}, "timeout -1s"},
 		{[]string{"run", "--trace", "real", "--trace-limit", "-5"}, "trace limit -5"},
-		{[]string{"run", "--vmm", "qemu", "--faulty-ram", "20M-21M"}, "--vmm=kvm"},
+		{[]string{"run", "--vmm", "qemu-kernel", "--faulty-ram", "20M-21M"}, "--vmm=qemu --accel=tcg"},
+		{[]string{"run", "--vmm", "qemu", "--accel", "kvm", "--faulty-ram", "20M-21M"}, "--accel=kvm cannot inject faults"},
 		// Control characters in what an error quotes are escaped, in
 		// every command.
 		{[]string{"run", "new\nline"}, `new\x0aline`},

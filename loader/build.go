@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
@@ -243,16 +244,15 @@ func multibootCmdline(path, args string) string {
 
 // kernelImage is a kernel as it must sit in memory, before placement.
 type kernelImage struct {
-	name    string // details the plan's "kernel" placement
-	mem     []byte // from base: file bytes, then zeros (bss)
-	fileEnd uint64 // bytes of mem that come from the file
-	size    uint64 // memory the kernel needs from its load address, >= len(mem)
-	base    uint64 // link (or preferred) address
-	entry   uint64 // physical entry at the link address
-	align   uint64
-	min     uint64 // the kernel must start at or above this (0: 1 MiB)
-	max     uint64 // the kernel must end at or below this (0: 4 GiB)
-	relocs  *Relocs
+	name   string // details the plan's "kernel" placement
+	mem    []byte // from base: the file bytes (bss is not allocated: size covers it)
+	size   uint64 // memory the kernel needs from its load address, >= len(mem)
+	base   uint64 // link (or preferred) address
+	entry  uint64 // physical entry at the link address
+	align  uint64
+	min    uint64 // the kernel must start at or above this (0: 1 MiB)
+	max    uint64 // the kernel must end at or below this (0: 4 GiB)
+	relocs *Relocs
 	// movesItself: the image runs wherever it is loaded without
 	// relocation info (Linux's own setup code and decompressor).
 	movesItself bool
@@ -282,12 +282,11 @@ func multibootImage(k *Kernel) (*kernelImage, error) {
 		if err != nil {
 			return nil, err
 		}
-		mem := make([]byte, size)
-		return &kernelImage{mem: mem, fileEnd: uint64(copy(mem, data)), size: size, base: load, entry: uint64(h.EntryAddr), align: 4096,
+		return &kernelImage{mem: bytes.Clone(data), size: size, base: load, entry: uint64(h.EntryAddr), align: 4096,
 			noRelocs: "it is loaded through Multiboot address fields, which carry no relocation info"}, nil
 	}
 	img := k.ELF
-	ki := &kernelImage{mem: img.Memory(), fileEnd: img.FileEnd(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign), segments: img.Segments}
+	ki := &kernelImage{mem: img.Memory(), size: img.End - img.Base, base: img.Base, entry: img.Entry, align: max(4096, img.MaxAlign), segments: img.Segments}
 	if img.Relocs.found() {
 		ki.relocs = img.Relocs
 	} else {
@@ -375,7 +374,7 @@ func (ki *kernelImage) placesFileBytes(addr, n uint64) bool {
 // that cannot move, one per ELF segment, the gaps between them left free.
 func (ki *kernelImage) pieces(load uint64) []Placement {
 	if ki.movable() || len(ki.segments) < 2 {
-		return []Placement{{What: "kernel", Name: ki.name, Start: load, Data: ki.mem[:ki.fileEnd], Size: ki.size, Verify: true}}
+		return []Placement{{What: "kernel", Name: ki.name, Start: load, Data: ki.mem, Size: ki.size, Verify: true}}
 	}
 	out := make([]Placement, 0, len(ki.segments))
 	for _, s := range ki.segments {

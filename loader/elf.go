@@ -125,12 +125,16 @@ func (img *ELFImage) physical(a uint64) (uint64, bool) {
 	return 0, false
 }
 
-// Memory returns the image as it sits in memory from Base to End:
-// segment bytes, zeros for bss and the gaps between segments.
+// Memory returns the image's file bytes as they sit in memory from Base to
+// FileEnd: segment bytes, zeros for the gaps between segments. The bss
+// after FileEnd is not allocated (a small file can claim gigabytes of it):
+// a placement's Size covers it, and guest RAM starts zeroed.
 func (img *ELFImage) Memory() []byte {
-	m := make([]byte, img.End-img.Base)
+	m := make([]byte, img.FileEnd())
 	for _, s := range img.Segments {
-		copy(m[s.Paddr-img.Base:], s.Data)
+		if s.FileSz > 0 {
+			copy(m[s.Paddr-img.Base:], s.Data)
+		}
 	}
 	return m
 }

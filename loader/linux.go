@@ -42,7 +42,7 @@ func buildLinux32(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 		return &FormatError{Context: "bzImage", Msg: fmt.Sprintf("boot protocol %s: kvmboot needs 2.10 or later (pref_address, init_size)", versionString(h.Version))}
 	}
 	ki := linux32Image(k)
-	ki.mem, ki.fileEnd = k.ELF.Memory(), k.ELF.FileEnd()
+	ki.mem = k.ELF.Memory()
 	if err := placeKernel(plan, a, ki, cfg); err != nil {
 		return err
 	}

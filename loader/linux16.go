@@ -101,7 +101,7 @@ func linux16Image(k *Kernel) *kernelImage {
 	pm := k.BzImage.ProtectedMode
 	at := pmLoadAddress(h)
 	size := uint64(len(pm))
-	ki := &kernelImage{name: "protected-mode part", mem: pm, fileEnd: size, size: size, base: at, entry: at, align: 16}
+	ki := &kernelImage{name: "protected-mode part", mem: pm, size: size, base: at, entry: at, align: 16}
 	switch {
 	case !h.LoadedHigh():
 		ki.max = linux16OldSeg

@@ -113,7 +113,7 @@ func placeRealMode(plan *Plan, a *Allocator, p *RealModePart, ki *kernelImage) e
 	}
 	if p.Locate != 0 {
 		if !ki.placesFileBytes(uint64(p.Locate), 4) {
-			return &FormatError{Context: "kvmboot note", Msg: fmt.Sprintf("REALMODE locate word %#x is not in the image's file bytes %#x-%#x", p.Locate, ki.base, ki.base+ki.fileEnd)}
+			return &FormatError{Context: "kvmboot note", Msg: fmt.Sprintf("REALMODE locate word %#x is not in the image's file bytes %#x-%#x", p.Locate, ki.base, ki.base+uint64(len(ki.mem)))}
 		}
 		binary.LittleEndian.PutUint32(ki.mem[uint64(p.Locate)-ki.base:], uint32(at))
 	}
