@@ -43,7 +43,8 @@ testkernel:
 # CI: the committed blobs must be what the sources build.
 check-blobs: stubs testkernel
 	scripts/build-biostest.sh
-	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/
+	scripts/build-conformance-pc.sh
+	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/ e2e/conformance/pc/
 
 kernel:
 	scripts/fetch-kernel.sh
