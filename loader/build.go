@@ -64,12 +64,17 @@ func Build(cfg Config) (*Plan, error) {
 	}
 	m := NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
 	MarkBIOSAreas(m)
+	acpi, err := ReserveACPI(m)
+	if err != nil {
+		return nil, err
+	}
 	plan := &Plan{
 		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format},
 		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
 		Map:     m,
 		Verify:  cfg.Verify,
+		ACPI:    acpi,
 	}
 	a := NewAllocator(m)
 	if err := a.Claim("entry stub", Range{realmode.StubLow, realmode.StubHigh}); err != nil {
@@ -88,6 +93,8 @@ func Build(cfg Config) (*Plan, error) {
 		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
 	}
 	plan.add(Placement{What: "bios", Name: "interrupt vectors, BIOS data area", Start: 0, Size: biosDataEnd})
+	// The backend fills the page with the tables of its machine (ACPITables).
+	plan.add(Placement{What: "acpi", Name: "ACPI tables", Start: acpi.Start, Size: acpi.Size()})
 	var disk *Disk
 	if cfg.Disk != nil {
 		if disk, err = placeDisk(plan, a, cfg.Disk); err != nil {

@@ -583,6 +583,7 @@ func placementInfo(k *Kernel, file []byte, opts InspectOptions) *PlacementInfo {
 	} else {
 		m = NewBadRAMMap(opts.MemSize, opts.BadRAM)
 		MarkBIOSAreas(m)
+		ReserveACPI(m) // no room for it leaves no room for a kernel either
 	}
 	// As Build: the entry stub's low memory is taken first, the kernel next.
 	fresh := func() *Allocator {

@@ -1118,6 +1118,19 @@ bios_msg19:
 	.asciz	"kvmboot bios: int 19h: no boot device, halting\r\n"
 
 /*
+ * ACPI's root pointer (RSDP), in the F segment where the standard search
+ * finds it (16-byte aligned in 0xE0000-0xFFFFF; some programs look only
+ * from 0xF0000).  Zero in the image: the backend writes the one the loader
+ * built for its machine (loader.ACPITables) into its copy of the image, as
+ * a PC's firmware builds it in its shadowed F segment.  firmware.ld puts it
+ * at RSDP_SLOT.
+ */
+	.set RSDP_SLOT,      0xff80
+	.set RSDP_SIZE,      36
+	.section .rsdp, "a"
+	.space	RSDP_SIZE
+
+/*
  * Where the BIOS lies in the image, for the Go tests (bios.go): the code
  * span (every byte of it 16-bit code), bios_init, and the tables version
  * the handlers read.  firmware.ld puts it at 0xFFC0.

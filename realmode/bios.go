@@ -1,6 +1,7 @@
 package realmode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -178,7 +179,24 @@ const (
 
 	// BIOSLayoutOffset is where firmware.ld puts the BIOS layout table.
 	BIOSLayoutOffset = 0xFFC0
+
+	// RSDPOffset is where the image keeps ACPI's root pointer, RSDPSize
+	// bytes (linear 0xFFF80, in the F segment the standard search scans);
+	// zero as built. WithRSDP writes one.
+	RSDPOffset = 0xFF80
+	RSDPSize   = 36
 )
+
+// WithRSDP returns a copy of the firmware image with rsdp (an ACPI root
+// pointer, loader.ACPITables) in its F segment.
+func WithRSDP(rsdp []byte) ([]byte, error) {
+	if len(rsdp) != RSDPSize || string(rsdp[:8]) != "RSD PTR " {
+		return nil, fmt.Errorf("firmware image: an RSDP is %d bytes starting \"RSD PTR \", not % x", RSDPSize, rsdp[:min(len(rsdp), 8)])
+	}
+	img := bytes.Clone(Firmware)
+	copy(img[RSDPOffset:], rsdp)
+	return img, nil
+}
 
 // TicksFromRTC is the tick count bios_init sets from the RTC's time of
 // day: seconds since midnight * 1573040 / 86400, rounded down.

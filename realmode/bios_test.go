@@ -1,6 +1,7 @@
 package realmode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"strings"
 	"testing"
@@ -90,7 +91,7 @@ func TestBIOSMatchesSource(t *testing.T) {
 		"LOG_SIZE": BIOSLogEntrySize, "EBDA_SEG": EBDAAddr >> 4, "EBDA_KB": EBDASize >> 10,
 		"EQUIPMENT": BIOSEquipment, "EXIT_BOOTSTRAP": BIOSExitBootstrap, "DISK_MAX_COUNT": BIOSDiskMaxCount,
 		"BDA_COM1": BDAAddr, "ROM_BASE": ROMBase, "BDA_TICKS": BDATicks, "BDA_MIDNIGHT": BDAMidnight,
-		"TICKS_PER_DAY": TicksPerDay, "PM_BASE": PMBase, "PIC_MASTER_MASK": PICMasterMask, "PIC_SLAVE_MASK": PICSlaveMask,
+		"TICKS_PER_DAY": TicksPerDay, "RSDP_SLOT": RSDPOffset, "RSDP_SIZE": RSDPSize, "PM_BASE": PMBase, "PIC_MASTER_MASK": PICMasterMask, "PIC_SLAVE_MASK": PICSlaveMask,
 	})
 }
 
@@ -160,6 +161,33 @@ func TestTicksFromRTC(t *testing.T) {
 	} {
 		if got := TicksFromRTC(tc.h, tc.m, tc.s); got != tc.want {
 			t.Errorf("%02d:%02d:%02d: %d ticks, want %d", tc.h, tc.m, tc.s, got, tc.want)
+		}
+	}
+}
+
+// TestRSDPSlot: the image keeps the RSDP's slot zero (no ACPI until a
+// backend writes one), past all code, 16-byte aligned in the F segment;
+// WithRSDP fills a copy and refuses what is not an RSDP.
+func TestRSDPSlot(t *testing.T) {
+	fw, _ := ReadLayout(Firmware)
+	bios, _ := ReadBIOSLayout(Firmware)
+	if RSDPOffset%16 != 0 || int(bios.Code[1]) > RSDPOffset || int(fw.Code32[1]) > RSDPOffset || int(fw.Code16[1]) > RSDPOffset {
+		t.Fatalf("RSDP slot at %#x: code runs to %#x, %#x, %#x", RSDPOffset, bios.Code[1], fw.Code16[1], fw.Code32[1])
+	}
+	if !bytes.Equal(Firmware[RSDPOffset:RSDPOffset+RSDPSize], make([]byte, RSDPSize)) {
+		t.Fatalf("the image's RSDP slot is not zero: % x", Firmware[RSDPOffset:RSDPOffset+RSDPSize])
+	}
+	rsdp := append([]byte("RSD PTR "), bytes.Repeat([]byte{7}, RSDPSize-8)...)
+	img, err := WithRSDP(rsdp)
+	if err != nil || !bytes.Equal(img[RSDPOffset:RSDPOffset+RSDPSize], rsdp) || bytes.Equal(img, Firmware) {
+		t.Fatalf("WithRSDP: %v", err)
+	}
+	if !bytes.Equal(Firmware[RSDPOffset:RSDPOffset+RSDPSize], make([]byte, RSDPSize)) {
+		t.Fatal("WithRSDP wrote into the shared image")
+	}
+	for _, bad := range [][]byte{nil, rsdp[:20], append([]byte("RSD PTX "), rsdp[8:]...)} {
+		if _, err := WithRSDP(bad); err == nil {
+			t.Errorf("WithRSDP(% x) accepted", bad)
 		}
 	}
 }
