@@ -18,14 +18,29 @@ import (
 	"kvmboot/machine/qemu"
 )
 
-// Backend names (Config.VMM) and QEMU accelerators (Config.Accel).
+// Backend names (Config.VMM), QEMU accelerators (Config.Accel) and
+// machines (Config.Machine).
 const (
-	VMMAuto       = "auto"
-	VMMKVM        = "kvm"
-	VMMQEMU       = "qemu"
-	VMMQEMUKernel = "qemu-kernel"
-	AccelAuto     = "auto"
+	VMMAuto        = "auto"
+	VMMKVM         = "kvm"
+	VMMQEMU        = "qemu"
+	VMMQEMUKernel  = "qemu-kernel"
+	AccelAuto      = "auto"
+	MachinePC      = "pc"
+	MachineMinimal = "minimal"
 )
+
+// minimalMachine reads Config.Machine: true for "minimal", false for "pc"
+// or "".
+func minimalMachine(m string) (bool, error) {
+	switch m {
+	case "", MachinePC:
+		return false, nil
+	case MachineMinimal:
+		return true, nil
+	}
+	return false, fmt.Errorf("--machine=%s: want pc or minimal", m)
+}
 
 // Choice is the backend a boot runs on, and why.
 type Choice struct {
@@ -45,6 +60,10 @@ func (c Choice) String() string {
 // Backend returns the backend cfg selects (probing the host for auto).
 // Its Name is the VMM; ChoiceOf tells the accelerator and the reason.
 func Backend(ctx context.Context, cfg Config) (machine.Backend, error) {
+	minimal, err := minimalMachine(cfg.Machine)
+	if err != nil {
+		return nil, err
+	}
 	c, err := Choose(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -52,11 +71,11 @@ func Backend(ctx context.Context, cfg Config) (machine.Backend, error) {
 	var b machine.Backend
 	switch c.VMM {
 	case VMMKVM:
-		b = kvm.Backend{Log: cfg.Log}
+		b = kvm.Backend{Log: cfg.Log, Minimal: minimal}
 	case VMMQEMU:
-		b = qemu.Backend{Accel: c.Accel, Log: cfg.Log}
+		b = qemu.Backend{Accel: c.Accel, Log: cfg.Log, Minimal: minimal}
 	case VMMQEMUKernel:
-		qb := qemu.Backend{Accel: c.Accel, Log: cfg.Log, Kernel: true}
+		qb := qemu.Backend{Accel: c.Accel, Log: cfg.Log, Kernel: true, Minimal: minimal}
 		if cfg.Kernel == "" {
 			qb.KernelImage = testkernel.ELF
 		}

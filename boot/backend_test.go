@@ -227,3 +227,21 @@ func TestProbeHostUsesCache(t *testing.T) {
 		t.Errorf("the file should not say it was cached: %s", b)
 	}
 }
+
+// TestMachineOption: --machine takes pc (the default) and minimal, and
+// refuses anything else before any backend is chosen.
+func TestMachineOption(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		minimal bool
+		ok      bool
+	}{{"", false, true}, {MachinePC, false, true}, {MachineMinimal, true, true}, {"isapc", false, false}} {
+		minimal, err := minimalMachine(tc.in)
+		if minimal != tc.minimal || (err == nil) != tc.ok {
+			t.Errorf("%q: minimal %v, error %v", tc.in, minimal, err)
+		}
+	}
+	if _, err := Backend(context.Background(), Config{VMM: VMMKVM, Machine: "q35"}); err == nil || !strings.Contains(err.Error(), "--machine=q35: want pc or minimal") {
+		t.Errorf("Backend with --machine=q35: %v", err)
+	}
+}

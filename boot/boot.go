@@ -46,7 +46,10 @@ type Config struct {
 	// NoCache decompresses the kernel even when an earlier run cached it.
 	NoCache bool
 
-	VMM          string // "auto", "kvm", "qemu", "qemu-kernel"
+	VMM string // "auto", "kvm", "qemu", "qemu-kernel"
+	// Machine is "pc" (the default: a PC's devices, ACPI tables, under
+	// QEMU an HPET) or "minimal" (no ACPI tables; under QEMU the ISA PC).
+	Machine      string
 	Accel        string // QEMU accelerator: "auto", "kvm", "tcg"
 	Timeout      time.Duration
 	Expect       *regexp.Regexp

@@ -40,6 +40,11 @@ type Platform struct {
 	// I8042 says the machine has an 8042 keyboard controller (ports 60h
 	// and 64h).
 	I8042 bool
+	// PCI says the machine has a PCI host bridge (configuration mechanism
+	// 1 at 0xCF8): the DSDT then describes it, bus 0 to 255, the I/O
+	// ports but 0xCF8-0xCFF, the VGA window and the memory from the end
+	// of RAM to the I/O APIC.
+	PCI bool
 }
 
 // HPET describes an HPET.
@@ -121,11 +126,11 @@ func ACPISignatures(p Platform) []string {
 	return append(s, "DSDT", "FACS")
 }
 
-// ACPITables builds the tables describing p for the page at addr (a plan's
-// ACPIRegion) and the RSDP that points at them (realmode.RSDPSize bytes,
-// for the firmware image's F segment). Every pointer is 32-bit: the page
-// must lie below 4 GiB.
-func ACPITables(p Platform, addr uint64) (tables, rsdp []byte, err error) {
+// ACPITables builds the tables describing p, with memSize bytes of RAM
+// from address 0, for the page at addr (a plan's ACPI page) and the RSDP
+// that points at them (realmode.RSDPSize bytes, for the firmware image's
+// F segment). Every pointer is 32-bit: the page must lie below 4 GiB.
+func ACPITables(p Platform, addr, memSize uint64) (tables, rsdp []byte, err error) {
 	switch {
 	case p.CPUs < 1 || p.CPUs > ACPIMaxCPUs:
 		return nil, nil, fmt.Errorf("ACPI tables: %d processors, want 1 to %d", p.CPUs, ACPIMaxCPUs)
@@ -133,10 +138,12 @@ func ACPITables(p Platform, addr uint64) (tables, rsdp []byte, err error) {
 		return nil, nil, fmt.Errorf("ACPI tables: machine name %q is longer than the 8 characters of an OEM table ID", p.Name)
 	case addr%acpiFACSSize != 0 || addr+ACPITablesSize > 1<<32:
 		return nil, nil, fmt.Errorf("ACPI tables at %#x: want a 64-byte aligned page below 4 GiB", addr)
+	case p.PCI && memSize >= ACPIIOAPICAddr:
+		return nil, nil, fmt.Errorf("ACPI tables: %s of RAM leaves no PCI memory below the I/O APIC", FormatSize(memSize))
 	}
 	w := &acpiWriter{p: p, base: addr}
 	facs := w.add(acpiFACS())
-	dsdt := w.add(w.table("DSDT", 2, acpiDSDTBody()))
+	dsdt := w.add(w.table("DSDT", 2, acpiDSDTBody(p, memSize)))
 	listed := []uint32{
 		w.add(w.table("FACP", 6, acpiFADTBody(p, facs, dsdt))),
 		w.add(w.table("APIC", 5, acpiMADTBody(p))),
@@ -227,15 +234,92 @@ func acpiFACS() []byte {
 	return b
 }
 
-// acpiDSDTBody is the DSDT's AML: Name (_S5, Package (4) {0, 0, 0, 0}):
-// soft-off is SLP_TYP 0 in PM1a_CNT, as on QEMU's PIIX4 and our KVM
-// machine's PM block.
-func acpiDSDTBody() []byte {
-	return []byte{
-		0x08, '_', 'S', '5', '_', // NameOp, NameString
-		0x12, 0x06, 0x04, // PackageOp, PkgLength 6, 4 elements
-		0x00, 0x00, 0x00, 0x00, // ZeroOp x 4
+// AML opcodes (ACPI 6.3, 20.3).
+const (
+	amlZero      = 0x00
+	amlName      = 0x08
+	amlDWord     = 0x0C
+	amlScope     = 0x10
+	amlBuffer    = 0x11
+	amlPackage   = 0x12
+	amlWord      = 0x0B
+	amlExtPrefix = 0x5B
+	amlDevice    = 0x82 // after amlExtPrefix
+	amlRoot      = '\\'
+)
+
+// acpiDSDTBody is the DSDT's AML:
+//
+//	Name (_S5, Package (4) {0, 0, 0, 0})   soft-off is SLP_TYP 0 in
+//	                                        PM1a_CNT, as on a PIIX4
+//	Scope (\_SB) { Device (PCI0) {...} }   with p.PCI: acpiPCI0
+func acpiDSDTBody(p Platform, memSize uint64) []byte {
+	b := []byte{amlName, '_', 'S', '5', '_', amlPackage, 0x06, 0x04, amlZero, amlZero, amlZero, amlZero}
+	if p.PCI {
+		b = append(b, amlScope)
+		b = append(b, amlPkg(append([]byte{amlRoot, '_', 'S', 'B', '_'}, acpiPCI0(memSize)...))...)
 	}
+	return b
+}
+
+// amlPkg is body behind its PkgLength, which counts itself (one byte up
+// to 63 bytes in all, else two: 12 bits).
+func amlPkg(body []byte) []byte {
+	if n := len(body) + 1; n < 0x40 {
+		return append([]byte{byte(n)}, body...)
+	}
+	n := len(body) + 2
+	return append([]byte{0x40 | byte(n&0x0F), byte(n >> 4)}, body...)
+}
+
+// acpiPCI0 is the PCI host bridge of a PC, as an OS needs it to scan bus 0:
+//
+//	Device (PCI0) {
+//	    Name (_HID, EisaId ("PNP0A03"))
+//	    Name (_UID, 0)
+//	    Name (_CRS, ResourceTemplate () {
+//	        WordBusNumber  0-0xFF
+//	        IO             0xCF8, 8 bytes (configuration ports, consumed)
+//	        WordIO         0-0xCF7, 0xD00-0xFFFF
+//	        DWordMemory    0xA0000-0xBFFFF (VGA window)
+//	        DWordMemory    memSize-0xFEBFFFFF (below the I/O APIC)
+//	    })
+//	}
+func acpiPCI0(memSize uint64) []byte {
+	le := binary.LittleEndian
+	// Address space descriptors: large item, length, type, flags (the
+	// bridge produces it, min and max fixed), type-specific flags, then
+	// granularity, min, max, translation and length in words or dwords.
+	word := func(typ, specific byte, min, max uint16) []byte {
+		b := []byte{0x88, 13, 0, typ, 0x0C, specific, 0, 0}
+		for _, v := range []uint16{min, max, 0, max - min + 1} {
+			b = le.AppendUint16(b, v)
+		}
+		return b
+	}
+	dword := func(specific byte, min, max uint32) []byte {
+		b := []byte{0x87, 23, 0, 0, 0x0C, specific, 0, 0, 0, 0}
+		for _, v := range []uint32{min, max, 0, max - min + 1} {
+			b = le.AppendUint32(b, v)
+		}
+		return b
+	}
+	const ioEntireRange, memCacheableRW, memUncachedRW = 3, 0x03, 0x01
+	var crs []byte
+	crs = append(crs, word(2, 0, 0, 0xFF)...)                         // bus numbers
+	crs = append(crs, 0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08) // IO (Decode16, 0xCF8, 0xCF8, 1, 8)
+	crs = append(crs, word(1, ioEntireRange, 0, 0xCF7)...)
+	crs = append(crs, word(1, ioEntireRange, 0xD00, 0xFFFF)...)
+	crs = append(crs, dword(memCacheableRW, 0xA0000, 0xBFFFF)...)
+	crs = append(crs, dword(memUncachedRW, uint32(memSize), ACPIIOAPICAddr-1)...)
+	crs = append(crs, 0x79, 0) // end tag, no checksum
+	buf := append([]byte{amlWord}, le.AppendUint16(nil, uint16(len(crs)))...)
+	dev := []byte{'P', 'C', 'I', '0'}
+	dev = append(dev, amlName, '_', 'H', 'I', 'D', amlDWord, 0x41, 0xD0, 0x0A, 0x03) // EisaId ("PNP0A03")
+	dev = append(dev, amlName, '_', 'U', 'I', 'D', amlZero)
+	dev = append(dev, amlName, '_', 'C', 'R', 'S', amlBuffer)
+	dev = append(dev, amlPkg(append(buf, crs...))...)
+	return append([]byte{amlExtPrefix, amlDevice}, amlPkg(dev)...)
 }
 
 // gas is a generic address structure.

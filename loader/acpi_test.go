@@ -123,7 +123,7 @@ func madtEntries(t *testing.T, madt []byte) []madtEntry {
 }
 
 func TestACPITables(t *testing.T) {
-	qemuPC := Platform{Name: "qemu-pc", CPUs: 1, HPET: &HPET{BlockID: 0x8086A201}, I8042: true}
+	qemuPC := Platform{Name: "qemu-pc", CPUs: 1, HPET: &HPET{BlockID: 0x8086A201}, I8042: true, PCI: true}
 	for _, tc := range []struct {
 		name string
 		p    Platform
@@ -131,10 +131,11 @@ func TestACPITables(t *testing.T) {
 	}{
 		{"kvm", Platform{Name: "kvm", CPUs: 1}, 256<<20 - ACPITablesSize},
 		{"qemu-pc", qemuPC, 0x3fff000},
-		{"255 CPUs", Platform{Name: "big", CPUs: ACPIMaxCPUs, HPET: qemuPC.HPET}, 0xBFFFF000},
+		{"255 CPUs", Platform{Name: "big", CPUs: ACPIMaxCPUs, HPET: qemuPC.HPET, PCI: true}, 0xBFFFF000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tables, rsdp, err := ACPITables(tc.p, tc.at)
+			mem := tc.at + ACPITablesSize
+			tables, rsdp, err := ACPITables(tc.p, tc.at, mem)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -165,11 +166,86 @@ func TestACPITables(t *testing.T) {
 					t.Errorf("HPET table % x", h)
 				}
 			}
-			// The DSDT holds _S5: soft-off is SLP_TYP 0.
-			if d := found["DSDT"]; !bytes.Equal(d[acpiHeaderSize:], []byte{0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x04, 0, 0, 0, 0}) {
-				t.Errorf("DSDT AML % x", d[acpiHeaderSize:])
-			}
+			checkDSDT(t, found["DSDT"][acpiHeaderSize:], tc.p, mem)
 		})
+	}
+}
+
+// amlPkgBody reads a PkgLength at b and returns what it covers after
+// itself, failing unless that is all of b.
+func amlPkgBody(t *testing.T, b []byte) []byte {
+	t.Helper()
+	n, hdr := int(b[0]&0x3F), 1
+	if b[0]>>6 == 1 {
+		n, hdr = int(b[0]&0x0F)|int(b[1])<<4, 2
+	}
+	if b[0]>>6 > 1 || n != len(b) {
+		t.Fatalf("PkgLength % x says %d bytes, %d follow", b[:hdr], n, len(b))
+	}
+	return b[hdr:]
+}
+
+// checkDSDT reads the DSDT's AML: _S5, then with p.PCI the \_SB scope
+// holding PCI0, whose _CRS resource template is walked to its end tag.
+func checkDSDT(t *testing.T, aml []byte, p Platform, memSize uint64) {
+	t.Helper()
+	s5 := []byte{0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x04, 0, 0, 0, 0} // soft-off is SLP_TYP 0
+	if !bytes.HasPrefix(aml, s5) {
+		t.Fatalf("DSDT AML % x: no _S5 package first", aml)
+	}
+	rest := aml[len(s5):]
+	if !p.PCI {
+		if len(rest) != 0 {
+			t.Errorf("DSDT of a machine without PCI goes on: % x", rest)
+		}
+		return
+	}
+	if rest[0] != amlScope {
+		t.Fatalf("after _S5: % x", rest)
+	}
+	scope := amlPkgBody(t, rest[1:])
+	if !bytes.HasPrefix(scope, []byte("\\_SB_\x5b\x82")) {
+		t.Fatalf("scope % x", scope)
+	}
+	dev := amlPkgBody(t, scope[7:])
+	hid := []byte("PCI0\x08_HID\x0c\x41\xd0\x0a\x03\x08_UID\x00\x08_CRS\x11")
+	if !bytes.HasPrefix(dev, hid) {
+		t.Fatalf("PCI0 % x", dev)
+	}
+	buf := amlPkgBody(t, dev[len(hid):])
+	le := binary.LittleEndian
+	if buf[0] != amlWord || int(le.Uint16(buf[1:])) != len(buf)-3 {
+		t.Fatalf("_CRS buffer size % x for %d bytes", buf[:3], len(buf)-3)
+	}
+	var got []string
+	for r := buf[3:]; ; {
+		if r[0]&0x80 == 0 { // small item: type in bits 3-6, length in 0-2
+			typ, n := r[0]>>3&0x0F, int(r[0]&7)
+			if typ == 0x0F {
+				if n != 1 || len(r) != 2 {
+					t.Errorf("end tag % x", r)
+				}
+				break
+			}
+			if typ == 0x08 {
+				got = append(got, fmt.Sprintf("io %#x+%d", le.Uint16(r[2:]), r[7]))
+			}
+			r = r[1+n:]
+			continue
+		}
+		n := int(le.Uint16(r[1:]))
+		switch r[0] {
+		case 0x88:
+			got = append(got, fmt.Sprintf("%s %#x-%#x len %#x", map[byte]string{1: "io", 2: "bus"}[r[3]], le.Uint16(r[8:]), le.Uint16(r[10:]), le.Uint16(r[14:])))
+		case 0x87:
+			got = append(got, fmt.Sprintf("mem %#x-%#x len %#x", le.Uint32(r[10:]), le.Uint32(r[14:]), le.Uint32(r[22:])))
+		}
+		r = r[3+n:]
+	}
+	want := []string{"bus 0x0-0xff len 0x100", "io 0xcf8+8", "io 0x0-0xcf7 len 0xcf8", "io 0xd00-0xffff len 0xf300",
+		"mem 0xa0000-0xbffff len 0x20000", fmt.Sprintf("mem %#x-0xfebfffff len %#x", memSize, ACPIIOAPICAddr-memSize)}
+	if !slices.Equal(got, want) {
+		t.Errorf("PCI0._CRS:\n got  %q\n want %q", got, want)
 	}
 }
 
@@ -268,9 +344,12 @@ func TestACPITablesRefused(t *testing.T) {
 		{Platform{Name: "x", CPUs: 1}, 0x100010, "aligned"},
 		{Platform{Name: "x", CPUs: 1}, 1 << 32, "below 4 GiB"},
 	} {
-		if _, _, err := ACPITables(tc.p, tc.at); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, _, err := ACPITables(tc.p, tc.at, 64<<20); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v at %#x: %v, want %q", tc.p, tc.at, err, tc.want)
 		}
+	}
+	if _, _, err := ACPITables(Platform{Name: "x", CPUs: 1, PCI: true}, 0x100000, ACPIIOAPICAddr); err == nil || !strings.Contains(err.Error(), "no PCI memory") {
+		t.Errorf("RAM up to the I/O APIC with PCI: %v", err)
 	}
 }
 
