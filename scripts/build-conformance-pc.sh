@@ -29,3 +29,10 @@ as --32 -I ../../biostest -o "$out/ticks.o" ticks.S
 ld "${LDFLAGS[@]}" -o "$out/ticks.elf" "$out/ticks.o"
 cp "$out/ticks.elf" ticks.elf
 echo "e2e/conformance/pc/ticks.elf: $(stat -c %s ticks.elf) bytes"
+
+# The ACPI table reader: C behind a Multiboot entry.
+as --32 -o "$out/mbentry.o" mbentry.S
+"$CC" "${CFLAGS[@]}" -c acpi.c -o "$out/acpi.o"
+ld "${LDFLAGS[@]}" -o "$out/acpi.elf" "$out/mbentry.o" "$out/acpi.o"
+cp "$out/acpi.elf" acpi.elf
+echo "e2e/conformance/pc/acpi.elf: $(stat -c %s acpi.elf) bytes"
