@@ -1,9 +1,10 @@
 // Package kvm is kvmboot's own virtual machine on /dev/kvm: i386 guest RAM
 // in memory slots with bad RAM left out (so that every guest access to it
 // exits and is recorded), one vCPU that starts at the x86 reset vector in
-// our firmware image, KVM's in-kernel irqchip and PIT, and the few devices
-// of machine/devices. The ioctls come from github.com/bobuhiro11/gokvm/kvm
-// where its wrappers are right; abi.go and kvm_unsafe.go hold the rest.
+// our firmware image, KVM's in-kernel irqchip and PIT wired as a PC's
+// (pcGSIRouting), and the few devices of machine/devices. The ioctls come
+// from github.com/bobuhiro11/gokvm/kvm where its wrappers are right; abi.go
+// and kvm_unsafe.go hold the rest.
 package kvm
 
 import (
