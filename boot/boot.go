@@ -46,11 +46,9 @@ type Config struct {
 	// NoCache decompresses the kernel even when an earlier run cached it.
 	NoCache bool
 
-	VMM string // "auto", "kvm", "qemu", "qemu-kernel"
-	// Machine is "pc" (the default: a PC's devices, ACPI tables, under
-	// QEMU an HPET) or "minimal" (no ACPI tables; under QEMU the ISA PC).
-	Machine      string
+	VMM          string // "auto", "kvm", "qemu", "qemu-kernel"
 	Accel        string // QEMU accelerator: "auto", "kvm", "tcg"
+	Machine      string // "pc" (default: ACPI tables; under QEMU an HPET) or "minimal" (no ACPI; QEMU's ISA PC)
 	Timeout      time.Duration
 	Expect       *regexp.Regexp
 	BadRAMPolicy machine.BadRAMPolicy

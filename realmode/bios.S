@@ -24,8 +24,9 @@
  * is not an output of the service (32-bit halves too); it reports CF (and
  * ZF for int 16h AH=01h) by editing the FLAGS image that `int` pushed, so
  * that `iret` gives the caller back its own IF and DF; it never enables
- * interrupts (the IRQ handlers run with them off too).  An unknown service returns CF=1 (int 13h: AH=01h, int 15h:
- * AH=86h, int 10h/16h/1Ah: AX unchanged) and is recorded in the log.
+ * interrupts (the IRQ handlers run with them off too).  An unknown service
+ * returns CF=1 (int 13h: AH=01h, int 15h: AH=86h, int 10h/16h/1Ah: AX
+ * unchanged) and is recorded in the log.
  */
 
 	.set ROM_BASE,       0xF0000
