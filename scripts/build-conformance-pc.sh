@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the PC conformance programs in e2e/conformance/pc/ (Multiboot ELFs
-# that e2e/conformance_test.go boots on every backend and under QEMU's
+# that e2e/conformance_pc_test.go boots on every backend and under QEMU's
 # -kernel): ticks.S, the real-mode timer check, and acpi.c, the ACPI table
 # reader. The ELFs are committed so that `go test` needs no compiler; CI
 # rebuilds them and fails if they differ (`make check-blobs`). The output

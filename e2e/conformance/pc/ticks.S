@@ -21,7 +21,7 @@
  *
  * Every step prints a "pc: " line on COM1; the verdict goes to the
  * debug-exit port (0 pass, else the number of the failed check below).
- * e2e/conformance_test.go boots it on every backend beside QEMU's -kernel
+ * e2e/conformance_pc_test.go boots it on every backend beside QEMU's -kernel
  * (SeaBIOS). Build: scripts/build-conformance-pc.sh.
  */
 	.set MB_MAGIC,     0x1BADB002
