@@ -63,6 +63,7 @@ testkernel:
 check-blobs: stubs plugin testkernel
 	scripts/build-biostest.sh
 	scripts/build-conformance-loader.sh
+	scripts/build-conformance-pc.sh
 	git diff --exit-code -- realmode/firmware.bin realmode/probe.bin realmode/memtest.bin machine/qemu/plugin/kvmboot-tcg.so boot/testkernel/testkernel.elf boot/testkernel/realmode.bin e2e/biostest/ e2e/conformance/
 
 kernel:

@@ -39,6 +39,20 @@ func (v VMM) String() string { return string(v) }
 // others are qemu.AccelKVM and qemu.AccelTCG.
 const AccelAuto = "auto"
 
+// Machine is the PC a backend presents (Config.Machine, --machine).
+type Machine string
+
+// The machines.
+const (
+	MachinePC      Machine = "pc"      // a PC with ACPI tables (and under QEMU an HPET, PIIX4 PM, PCI); "" means pc
+	MachineMinimal Machine = "minimal" // no ACPI tables; under QEMU the ISA PC, which starts sooner
+)
+
+// Machines lists every machine name.
+var Machines = []Machine{MachinePC, MachineMinimal}
+
+func (m Machine) String() string { return string(m) }
+
 // Choice is the backend a boot runs on, and why.
 type Choice struct {
 	VMM   VMM    `json:"vmm"`             // kvm, qemu or qemu-kernel
@@ -58,6 +72,7 @@ func (c Choice) String() string {
 // host for auto). Its Name is the VMM; choiceOf tells the accelerator and
 // the reason.
 func newBackend(ctx context.Context, cfg Config) (machine.Backend, error) {
+	minimal := cfg.Machine == MachineMinimal
 	c, err := choose(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -65,11 +80,11 @@ func newBackend(ctx context.Context, cfg Config) (machine.Backend, error) {
 	var b machine.Backend
 	switch c.VMM {
 	case VMMKVM:
-		b = kvm.Backend{Log: cfg.Log}
+		b = kvm.Backend{Log: cfg.Log, Minimal: minimal}
 	case VMMQEMU:
-		b = qemu.Backend{Accel: c.Accel, Log: cfg.Log}
+		b = qemu.Backend{Accel: c.Accel, Log: cfg.Log, Minimal: minimal}
 	case VMMQEMUKernel:
-		qb := qemu.Backend{Accel: c.Accel, Log: cfg.Log, Kernel: true}
+		qb := qemu.Backend{Accel: c.Accel, Log: cfg.Log, Kernel: true, Minimal: minimal}
 		if cfg.Kernel == "" {
 			qb.KernelImage, qb.KernelName = testkernel.ELF, testkernel.FileName
 		}

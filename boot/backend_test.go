@@ -245,3 +245,17 @@ func TestProbeHostUsesCache(t *testing.T) {
 		t.Errorf("the file should not say it was cached: %s", b)
 	}
 }
+
+// TestMachineOption: --machine takes pc (the default) and minimal, and
+// Validate refuses anything else before any backend is chosen.
+func TestMachineOption(t *testing.T) {
+	for _, tc := range []struct {
+		in Machine
+		ok bool
+	}{{"", true}, {MachinePC, true}, {MachineMinimal, true}, {"q35", false}} {
+		err := (&Config{VMM: VMMKVM, Machine: tc.in}).Validate()
+		if (err == nil) != tc.ok || err != nil && !strings.Contains(err.Error(), "--machine=q35: want pc or minimal") {
+			t.Errorf("%q: %v", tc.in, err)
+		}
+	}
+}

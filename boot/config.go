@@ -35,8 +35,9 @@ type Config struct {
 	// NoCache decompresses the kernel even when an earlier run cached it.
 	NoCache bool
 
-	VMM          VMM    // "" is VMMAuto
-	Accel        string // QEMU accelerator: "auto", "kvm", "tcg"
+	VMM          VMM     // "" is VMMAuto
+	Accel        string  // QEMU accelerator: "auto", "kvm", "tcg"
+	Machine      Machine // "" is MachinePC
 	Timeout      time.Duration
 	Expect       *regexp.Regexp
 	BadRAMPolicy machine.BadRAMPolicy // "" is machine.BadRAMStop
@@ -58,7 +59,7 @@ type Config struct {
 	// AfterPlace is a test hook run with guest RAM after the plan is placed.
 	AfterPlace func(ram []byte)
 
-	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (KVM backend only); memtest.go
+	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (our KVM machine, QEMU with TCG); memtest.go
 	Seed          uint64         // --seed: memtest patterns and the flip fault model
 	Memtest       string         // --memtest: "" (none), "quick" or "thorough": test RAM in the guest first; memtest.go
 	MemtestRanges []loader.Range // --memtest-range: what the memtest covers (nil: all usable RAM)
@@ -105,6 +106,9 @@ func (c *Config) memSize() uint64 {
 func (c *Config) Validate() error {
 	if err := CheckBackend(c.VMM, c.Accel); err != nil {
 		return err
+	}
+	if c.Machine != "" && !slices.Contains(Machines, c.Machine) {
+		return fmt.Errorf("--machine=%s: want pc or minimal", c.Machine)
 	}
 	if err := machine.CheckMemSize(c.memSize()); err != nil {
 		return err

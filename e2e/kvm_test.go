@@ -325,7 +325,10 @@ func TestKVMJSONContract(t *testing.T) {
 }
 
 // TestKVMStubCost counts, by single-stepping, what our entry stub costs
-// from the reset vector to the kernel's first instruction.
+// from the reset vector to the kernel's first instruction. Most exits are
+// the BIOS's POST: the RTC read for the tick count (4 registers, 6 when a
+// second passes in between, 2 exits each), the PCI probe for a PIIX4 (2)
+// and the A20 gate (2).
 func TestKVMStubCost(t *testing.T) {
 	requireKVM(t)
 	res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{CountStub: true, NoVerify: true}))
@@ -334,8 +337,8 @@ func TestKVMStubCost(t *testing.T) {
 		t.Fatal("no stub count")
 	}
 	t.Logf("stub: %d instructions, %d VM exits from reset to the kernel's entry", res.Stub.Instructions, res.Stub.Exits)
-	if res.Stub.Instructions > 300 || res.Stub.Exits > 10 {
-		t.Errorf("stub costs %d instructions and %d exits; budget 300 and 10", res.Stub.Instructions, res.Stub.Exits)
+	if res.Stub.Instructions > 300 || res.Stub.Exits > 16 {
+		t.Errorf("stub costs %d instructions and %d exits; budget 300 and 16", res.Stub.Instructions, res.Stub.Exits)
 	}
 }
 

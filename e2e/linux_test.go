@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -70,13 +71,15 @@ func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestRep
 }
 
 // checkLinux asserts what every good Linux boot must show: the init's
-// checks passed, the kernel's code lies where the plan put it, and no
-// System RAM overlaps bad RAM.
+// checks passed, the kernel's code lies where the plan put it, no System
+// RAM overlaps bad RAM, and the kernel took our ACPI tables (FACP and
+// APIC among them) without an ACPI error, warning or firmware bug.
 func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, console string, bad []loader.Range) {
 	t.Helper()
 	if res.Outcome != machine.Pass || rep == nil || !rep.Pass {
 		t.Fatalf("outcome %s (%d): %s\n%s", res.Outcome, res.ExitCode, res.Reason, tail(console, 40))
 	}
+	checkACPI(t, rep)
 	if rep.MemtestErrors != 0 || (!rep.MemtestSkipped && rep.MemtestBytes < 32<<20) {
 		t.Errorf("guest memtest: %d bytes, %d errors", rep.MemtestBytes, rep.MemtestErrors)
 	}
@@ -96,6 +99,20 @@ func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, cons
 		if rep.KernelCode.Overlaps(r) || rep.KernelData.Overlaps(r) || rep.KernelBss.Overlaps(r) {
 			t.Errorf("the kernel (%v %v %v) overlaps bad RAM %v", rep.KernelCode, rep.KernelData, rep.KernelBss, r)
 		}
+	}
+}
+
+// checkACPI asserts that Linux found our ACPI tables, FACP and APIC among
+// them, and had nothing to say against them.
+func checkACPI(t *testing.T, rep *initramfs.GuestReport) {
+	t.Helper()
+	for _, want := range []string{"FACP", "APIC"} {
+		if !slices.Contains(rep.ACPITables, want) {
+			t.Errorf("the kernel's ACPI tables %q lack %s", rep.ACPITables, want)
+		}
+	}
+	if rep.ACPIProblemCount != 0 {
+		t.Errorf("%d ACPI problems in the kernel log: %q", rep.ACPIProblemCount, rep.ACPIProblems)
 	}
 }
 

@@ -83,13 +83,17 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	if need := k.memoryNeed(); need > cfg.MemSize {
 		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", FormatSize(need), FormatSize(cfg.MemSize))}
 	}
-	m := bootMap(cfg.MemSize, cfg.BadRAM)
+	m, acpi, err := bootMap(cfg.MemSize, cfg.BadRAM)
+	if err != nil {
+		return nil, err
+	}
 	plan := &Plan{
 		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format, Protocol: proto},
 		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
 		Map:     m,
 		Verify:  cfg.Verify,
+		ACPI:    acpi,
 	}
 	a, err := firmwareAllocator(m)
 	if err != nil {
@@ -97,6 +101,8 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	}
 	plan.add(Placement{What: "stub", Name: "GDT, TSS, stack", Start: realmode.StubLow, Size: realmode.ParamsAddr - realmode.StubLow})
 	plan.add(Placement{What: "bios", Name: "interrupt vectors, BIOS data area", Start: 0, Size: biosDataEnd})
+	// The backend fills the page with the tables of its machine (ACPITables).
+	plan.add(Placement{What: "acpi", Name: "ACPI tables", Start: acpi.Start, Size: acpi.Size()})
 	var disk *Disk
 	if cfg.Disk != nil {
 		if disk, err = placeDisk(plan, a, cfg.Disk); err != nil {
@@ -124,11 +130,13 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 }
 
 // bootMap is the memory map every boot starts from: RAM of mem bytes,
-// bad the given ranges, the BIOS areas reserved.
-func bootMap(mem uint64, bad []Range) *MemoryMap {
+// bad the given ranges, the BIOS areas reserved, and the page the backend
+// fills with ACPI tables (returned) reserved at the top of good RAM.
+func bootMap(mem uint64, bad []Range) (*MemoryMap, Range, error) {
 	m := NewBadRAMMap(mem, bad)
 	MarkBIOSAreas(m)
-	return m
+	acpi, err := ReserveACPI(m)
+	return m, acpi, err
 }
 
 // firmwareAllocator is an allocator over m holding what every boot claims

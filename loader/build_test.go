@@ -167,8 +167,13 @@ func TestBuildDefault(t *testing.T) {
 		t.Errorf("boot_info placement at %#x size %#x", info.Start, info.Size)
 	}
 	mi := decodeMBInfo(t, info.Data, uint32(info.Start))
-	if mi.cmdline != "tk.elf kt.exit=0" || mi.loaderName != "kvmboot" || mi.memLower != 639 || mi.memUpper != 63*1024 || len(mi.mods) != 0 {
+	// The last page of RAM holds the ACPI tables.
+	if mi.cmdline != "tk.elf kt.exit=0" || mi.loaderName != "kvmboot" || mi.memLower != 639 || mi.memUpper != 63*1024-4 || len(mi.mods) != 0 {
 		t.Errorf("info: %+v", mi)
+	}
+	acpi := planPlacement(t, p, "acpi")
+	if p.ACPI != (Range{64*btMiB - ACPITablesSize, 64 * btMiB}) || acpi.Range() != p.ACPI || len(acpi.Data) != 0 || acpi.Verify || !p.Map.IsAll(p.ACPI, KindACPI) {
+		t.Errorf("ACPI page %v, placement %+v, map %v", p.ACPI, acpi.Range(), p.Map.Regions())
 	}
 	params := planPlacement(t, p, "params")
 	if params.Start != 0x7000 || params.Size != 0x1000 || params.Verify {
@@ -308,7 +313,7 @@ func TestBuildBadRAMRelocates(t *testing.T) {
 func TestBuildPolicies(t *testing.T) {
 	k := loadTK(t)
 	const mem = 64 * btMiB
-	highest := (mem - k.size) &^ 0xFFF
+	highest := (mem - ACPITablesSize - k.size) &^ 0xFFF // below the ACPI tables' page
 	for _, tc := range []struct {
 		policy Policy
 		bad    []Range
@@ -319,7 +324,7 @@ func TestBuildPolicies(t *testing.T) {
 		{PolicyLowest, nil, 0x100000},                           // lowest fit at or above 1 MiB
 		{PolicyLowest, []Range{{0x100000, 0x100001}}, 0x101000}, // page-aligned past a bad byte
 		{PolicyHighest, nil, highest},
-		{PolicyHighest, []Range{{mem - 1, mem}}, (mem - 1 - k.size) &^ 0xFFF}, // bad RAM is byte-exact in the plan
+		{PolicyHighest, []Range{{mem - 1, mem}}, (mem - 2*ACPITablesSize - k.size) &^ 0xFFF}, // the ACPI page moves below the bad byte
 	} {
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: mem, Policy: tc.policy, BadRAM: tc.bad, Verify: true})
 		if err != nil {
@@ -592,6 +597,7 @@ func TestBuildErrors(t *testing.T) {
 		{"empty file", Config{MemSize: 64 * btMiB}, "empty file"},
 		{"ELF without a Multiboot header", Config{Kernel: twoLoads().bytes(), MemSize: 64 * btMiB}, "no Multiboot header"},
 		{"no room for kernel", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{btMiB, 64 * btMiB}}}, "no room for kernel"},
+		{"no room for the ACPI tables", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{0x8000, 64 * btMiB}}}, "no room for ACPI tables"},
 		{"bad RAM over the stub", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{0x7000, 0x7001}}}, "entry stub"},
 		{"guest too small for the kernel", Config{Kernel: testkernel.ELF, MemSize: btMiB + 0x4000}, "no room for kernel"},
 	} {
@@ -617,8 +623,9 @@ func checkNoOverlap(t *testing.T, p *Plan, bad []Range) {
 				t.Errorf("%s %s at %v overlaps bad RAM %v", pl.What, pl.Name, r, b)
 			}
 		}
-		if !p.Map.IsAll(r, KindRAM) {
-			t.Errorf("%s %s at %v is not all RAM", pl.What, pl.Name, r)
+		// The ACPI tables' page is marked as such; everything else is RAM.
+		if want := map[bool]Kind{false: KindRAM, true: KindACPI}[pl.What == "acpi"]; !p.Map.IsAll(r, want) {
+			t.Errorf("%s %s at %v is not all %s", pl.What, pl.Name, r, want.describe())
 		}
 		for _, q := range s[i+1:] {
 			if q.Range().Size() > 0 && q.Range().Overlaps(r) {

@@ -55,17 +55,20 @@ type Kind uint8
 const (
 	KindRAM      Kind = 1 // usable RAM
 	KindReserved Kind = 2 // firmware, ROM, holes: never hand out
+	KindACPI     Kind = 3 // the ACPI tables (E820 "ACPI data"): never hand out
 	KindBad      Kind = 5 // faulty RAM (E820 "unusable"): never hand out, trapped when touched
 )
 
-// String returns "ram", "reserved" or "bad", the names used in the result
-// JSON; other E820 types render as "e820-N".
+// String returns "ram", "reserved", "acpi" or "bad", the names used in
+// the result JSON; other E820 types render as "e820-N".
 func (k Kind) String() string {
 	switch k {
 	case KindRAM:
 		return "ram"
 	case KindReserved:
 		return "reserved"
+	case KindACPI:
+		return "acpi"
 	case KindBad:
 		return "bad"
 	}
@@ -78,7 +81,7 @@ func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 // UnmarshalText reads what MarshalText writes, so result JSON round-trips.
 func (k *Kind) UnmarshalText(b []byte) error {
 	s := string(b)
-	for _, c := range []Kind{KindRAM, KindReserved, KindBad} {
+	for _, c := range []Kind{KindRAM, KindReserved, KindACPI, KindBad} {
 		if s == c.String() {
 			*k = c
 			return nil
@@ -86,7 +89,7 @@ func (k *Kind) UnmarshalText(b []byte) error {
 	}
 	var n uint8
 	if _, err := fmt.Sscanf(s, "e820-%d", &n); err != nil || Kind(n).String() != s {
-		return fmt.Errorf("memory kind %q: want ram, reserved, bad or e820-N", s)
+		return fmt.Errorf("memory kind %q: want ram, reserved, acpi, bad or e820-N", s)
 	}
 	*k = Kind(n)
 	return nil
@@ -99,6 +102,8 @@ func (k Kind) describe() string {
 		return "RAM"
 	case KindReserved:
 		return "reserved memory"
+	case KindACPI:
+		return "the ACPI tables"
 	case KindBad:
 		return "bad RAM"
 	}

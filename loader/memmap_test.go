@@ -76,7 +76,7 @@ func TestKindStringAndJSON(t *testing.T) {
 		k    Kind
 		want string
 	}{
-		{KindRAM, "ram"}, {KindReserved, "reserved"}, {KindBad, "bad"}, {Kind(3), "e820-3"},
+		{KindRAM, "ram"}, {KindReserved, "reserved"}, {KindACPI, "acpi"}, {KindBad, "bad"}, {Kind(4), "e820-4"},
 	} {
 		if got := tt.k.String(); got != tt.want {
 			t.Errorf("Kind(%d).String() = %q, want %q", tt.k, got, tt.want)
@@ -350,7 +350,7 @@ func TestMemoryMapCopiesAreIndependent(t *testing.T) {
 }
 
 func TestKindTextRoundTrip(t *testing.T) {
-	for _, k := range []Kind{KindRAM, KindReserved, KindBad, 3} {
+	for _, k := range []Kind{KindRAM, KindReserved, KindACPI, KindBad, 4} {
 		b, _ := k.MarshalText()
 		var got Kind
 		if err := got.UnmarshalText(b); err != nil || got != k {

@@ -105,6 +105,10 @@ type Plan struct {
 	Why string
 	// Verify asks the stub to check every placement's checksum.
 	Verify bool
+	// ACPI is the page reserved (KindACPI) for the ACPI tables, which the
+	// backend writes for its machine (ACPITables); empty in a plan made
+	// by hand without one.
+	ACPI Range
 
 	checks []PieceCheck
 }

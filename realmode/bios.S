@@ -24,8 +24,9 @@
  * is not an output of the service (32-bit halves too); it reports CF (and
  * ZF for int 16h AH=01h) by editing the FLAGS image that `int` pushed, so
  * that `iret` gives the caller back its own IF and DF; it never enables
- * interrupts.  An unknown service returns CF=1 (int 13h: AH=01h, int 15h:
- * AH=86h, int 10h/16h/1Ah: AX unchanged) and is recorded in the log.
+ * interrupts (the IRQ handlers run with them off too).  An unknown service
+ * returns CF=1 (int 13h: AH=01h, int 15h: AH=86h, int 10h/16h/1Ah: AX
+ * unchanged) and is recorded in the log.
  */
 
 	.set ROM_BASE,       0xF0000
@@ -75,6 +76,8 @@
 	.set BDA_EQUIPMENT,  0x410
 	.set BDA_BASE_KB,    0x413
 	.set BDA_VIDEO_MODE, 0x449       /* u8 mode, then u16 columns at 0x44a */
+	.set BDA_TICKS,      0x46c       /* u32 timer ticks since midnight */
+	.set BDA_MIDNIGHT,   0x470       /* u8 1 once the count passed midnight */
 	.set BDA_HARD_DISKS, 0x475
 	.set BDA_ROWS,       0x484       /* u8 rows-1, then u16 character height */
 	.set EBDA_SEG,       0x9fc0
@@ -82,6 +85,25 @@
 	/* equipment: math coprocessor (bit 1), 80x25 colour (bits 4-5 = 10),
 	 * one serial port (bits 9-11) */
 	.set EQUIPMENT,      0x0222
+
+	/* The timer: PIT channel 0 counts 65536 of its 1.193182 MHz: 18.2 Hz,
+	 * 0x1800B0 ticks a day; an RTC second is 19663/1080 ticks. */
+	.set TICKS_PER_DAY,  0x1800b0
+	.set PIT_MODE2,      0x34        /* channel 0, low then high byte, mode 2, binary */
+	/* The 8259s' masks at hand-off: IRQ 0 (timer), 1 (keyboard) and 2
+	 * (the cascade) on, as SeaBIOS leaves them for these two. */
+	.set PIC_MASTER_MASK, 0xf8
+	.set PIC_SLAVE_MASK, 0xff
+
+	/* ACPI power management I/O block (loader/acpi.go describes it):
+	 * PM1a event at +0, PM1a control at +4 (SCI_EN is bit 0), PM timer
+	 * at +8.  QEMU's PC has it in the PIIX4's function 3 (00:01.3), where
+	 * firmware must place and enable it; our KVM machine has it fixed. */
+	.set PM_BASE,        0x600
+	.set PIIX4_PM_CFG,   0x80000b00  /* PCI configuration address of 00:01.3 */
+	.set PIIX4_PM_ID,    0x71138086  /* Intel 82371AB PIIX4 ACPI */
+	.set PIIX4_PMBA,     0x40        /* its I/O base register */
+	.set PIIX4_PMREGMISC, 0x80       /* bit 0: the I/O block is on */
 
 	.set COM1,           0x3f8
 	.set DEBUG_EXIT,     0xf4
@@ -122,14 +144,17 @@
 bios_code_start:
 
 /*
- * bios_init: IVT, BDA, EBDA and the interrupt controllers.  Called once by
+ * bios_init: IVT, BDA, EBDA, the interrupt controllers, the timer and the
+ * ACPI power-management block: what a PC's POST leaves.  Called once by
  * the stub (near call) in real mode with CS=0xF000, DS=ES=0, IF=0, DF=0 and
  * a valid stack.  Clobbers EAX, CX, DI, SI and the flags; everything else,
- * DX and the segment registers included, is preserved.  Straight-line code
- * (rep counts once) so that it fits the stub's instruction budget.
+ * EDX and the segment registers included, is preserved.  Straight-line code
+ * (forward branches only, rep counts once) so that it fits the stub's
+ * instruction budget.
  */
 	.globl bios_init
 bios_init:
+	pushl	%edx
 	/* Every vector to an iret, the BDA zeroed (DI runs on into it). */
 	movl	$(ROM_SEG << 16) + bios_iret, %eax
 	xorw	%di, %di
@@ -147,7 +172,10 @@ bios_init:
 	movw	$0x70 * 4, %di
 	movb	$8, %cl
 	rep stosl
-	/* Services: the segment is ROM_SEG already. */
+	/* The timer, the keyboard and the services: the segment is ROM_SEG
+	 * already. */
+	movw	$bios_irq0, 0x08 * 4
+	movw	$bios_irq1, 0x09 * 4
 	movw	$bios_int10, 0x10 * 4
 	movw	$bios_int11, 0x11 * 4
 	movw	$bios_int12, 0x12 * 4
@@ -176,13 +204,68 @@ bios_init:
 	movw	%ax, %es
 	movw	$EBDA_KB, %es:0
 	popw	%es
+	/* Ticks since midnight from the RTC's time of day (BCD, 24-hour).
+	 * The seconds are read first and last; when they differ, a second
+	 * passed and the minutes and hours are read again, since the update
+	 * may have carried into them.  DL, DH, CL: seconds, minutes, hours. */
+	movb	$0x00, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	movb	%al, %dl
+	movb	$0x02, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	movb	%al, %dh
+	movb	$0x04, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	movb	%al, %cl
+	movb	$0x00, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	cmpb	%al, %dl
+	je	2f
+	movb	%al, %dl
+	movb	$0x02, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	movb	%al, %dh
+	movb	$0x04, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	movb	%al, %cl
+2:	movb	%cl, %al                   /* BCD to binary: AL = AL>>4 * 10 + AL&15 */
+	movb	%al, %ah
+	shrb	$4, %ah
+	andb	$0x0f, %al
+	aad
+	imulw	$60, %ax, %cx              /* CX = hours * 60 */
+	movb	%dh, %al
+	movb	%al, %ah
+	shrb	$4, %ah
+	andb	$0x0f, %al
+	aad
+	addw	%ax, %cx                   /* CX = minutes since midnight */
+	movb	%dl, %al
+	movb	%al, %ah
+	shrb	$4, %ah
+	andb	$0x0f, %al
+	aad
+	movzwl	%cx, %ecx
+	imull	$60, %ecx, %ecx
+	movzwl	%ax, %eax
+	addl	%ecx, %eax                 /* seconds since midnight */
+	imull	$19663, %eax, %eax         /* ticks = seconds * 1573040 / 86400 */
+	xorl	%edx, %edx
+	movl	$1080, %ecx
+	divl	%ecx
+	movl	%eax, BDA_TICKS
 	/* 8259s: ICW1 (edge, cascade, ICW4 follows), then on each data port
 	 * ICW2 (vector base), ICW3 (cascade on IRQ 2), ICW4 (8086 mode) and
-	 * the mask: everything masked but the cascade. */
+	 * the mask. */
 	movb	$0x11, %al
 	outb	%al, $0x20
 	outb	%al, $0xa0
-	movw	%dx, %di
 	movw	$bios_pic_init, %si
 	movw	$0x21, %dx
 	movw	$4, %cx
@@ -190,7 +273,39 @@ bios_init:
 	movb	$0xa1, %dl
 	movb	$4, %cl
 	rep outsb %cs:(%si), (%dx)
-	movw	%di, %dx
+	/* PIT channel 0: mode 2, count 65536, IRQ 0 at 18.2 Hz. */
+	movb	$PIT_MODE2, %al
+	outb	%al, $0x43
+	movb	$0, %al
+	outb	%al, $0x40
+	outb	%al, $0x40
+	/* QEMU's PC: the PIIX4's power management at PM_BASE, in ACPI mode
+	 * (the tables say SMI_CMD 0: no mode switch).  Where there is no
+	 * such function (our KVM machine, the ISA PC) the probe reads
+	 * all-ones. */
+	movw	$0xcf8, %dx
+	movl	$PIIX4_PM_CFG, %eax
+	outl	%eax, %dx
+	movb	$0xfc, %dl
+	inl	%dx, %eax
+	cmpl	$PIIX4_PM_ID, %eax
+	jne	3f
+	movb	$0xf8, %dl
+	movl	$PIIX4_PM_CFG + PIIX4_PMBA, %eax
+	outl	%eax, %dx
+	movb	$0xfc, %dl
+	movl	$PM_BASE + 1, %eax         /* bit 0: an I/O address */
+	outl	%eax, %dx
+	movb	$0xf8, %dl
+	movl	$PIIX4_PM_CFG + PIIX4_PMREGMISC, %eax
+	outl	%eax, %dx
+	movb	$0xfc, %dl
+	movb	$1, %al
+	outb	%al, %dx
+	movw	$PM_BASE + 4, %dx
+	movw	$1, %ax                    /* PM1a_CNT: SCI_EN */
+	outw	%ax, %dx
+3:	popl	%edx
 	ret
 
 /* ---- common exits and helpers ---------------------------------------- */
@@ -820,12 +935,15 @@ bios_int19:
 	hlt
 	jmp	3b
 
-/* ---- int 1Ah: time, from the RTC (BCD, 24-hour, as PCs and QEMU keep it) -- */
+/* ---- int 1Ah: time: the tick count int 08h keeps, and the RTC (BCD,
+ * 24-hour, as PCs and QEMU keep it) ----------------------------------------- */
 bios_int1a:
 	pushw	%bp
 	movw	%sp, %bp
 	cmpb	$0x00, %ah
 	je	t_ticks
+	cmpb	$0x01, %ah
+	je	t_set_ticks
 	cmpb	$0x02, %ah
 	je	t_time
 	cmpb	$0x04, %ah
@@ -834,17 +952,10 @@ bios_int1a:
 	call	log_unknown
 	jmp	iret_cf1
 
-/* cmos_read: AL = RTC/CMOS register AL.  cmos_bin: the same, BCD to binary. */
+/* cmos_read: AL = RTC/CMOS register AL. */
 cmos_read:
 	outb	%al, $0x70
 	inb	$0x71, %al
-	ret
-cmos_bin:
-	call	cmos_read
-	movb	%al, %ah
-	shrb	$4, %ah
-	andb	$0x0f, %al
-	aad
 	ret
 
 /* rtc_wait: wait until no update is in progress; CF=1 if it never ends.
@@ -905,40 +1016,65 @@ t_date:	/* AH=04h: CH century, CL year, DH month, DL day */
 	xorb	%ah, %ah
 	jmp	iret_cf0
 
-/* AH=00h: CX:DX ticks since midnight (18.2 Hz, 0x1800B0 a day) computed
- * from the RTC's time of day, so they advance a second at a time; AL=0
- * (no midnight passed). */
+/* AH=00h: CX:DX ticks since midnight, AL the midnight flag, which the
+ * call clears.  Interrupts are off in the handler: the count cannot
+ * change between its halves. */
 t_ticks:
-	pushw	%ax
-	call	rtc_wait
-	jc	t_busy
-	popw	%ax
-	pushal
-	movb	$0x04, %al
-	call	cmos_bin
-	movzbl	%al, %ebx
-	imull	$3600, %ebx, %ebx
-	movb	$0x02, %al
-	call	cmos_bin
-	movzbl	%al, %eax
-	imull	$60, %eax, %eax
-	addl	%eax, %ebx
-	movb	$0x00, %al
-	call	cmos_bin
-	movzbl	%al, %eax
-	addl	%ebx, %eax                 /* seconds since midnight */
-	imull	$19663, %eax, %eax         /* ticks = s * 1573040 / 86400 */
-	xorl	%edx, %edx
-	movl	$1080, %ecx
-	divl	%ecx
-	movw	%ax, F_DX(%bp)
-	shrl	$16, %eax
-	movw	%ax, F_CX(%bp)
-	movw	$0, F_AL(%bp)
-	popal
+	pushw	%ds
+	pushw	$0
+	popw	%ds
+	movw	BDA_TICKS, %dx
+	movw	BDA_TICKS + 2, %cx
+	movb	BDA_MIDNIGHT, %al
+	movb	$0, BDA_MIDNIGHT
+	popw	%ds
 	jmp	iret_cf0
 
-/* ---- hardware interrupts: acknowledge and return ---------------------------- */
+/* AH=01h: the count from CX:DX, the midnight flag cleared, AH=0. */
+t_set_ticks:
+	pushw	%ds
+	pushw	$0
+	popw	%ds
+	movw	%dx, BDA_TICKS
+	movw	%cx, BDA_TICKS + 2
+	movb	$0, BDA_MIDNIGHT
+	popw	%ds
+	xorb	%ah, %ah
+	jmp	iret_cf0
+
+/* ---- hardware interrupts -------------------------------------------------------- */
+
+/* IRQ 0, int 08h: one more tick since midnight (0 again after 0x1800B0,
+ * with the midnight flag set), int 1Ch (an iret unless someone hooks it),
+ * then the EOI. */
+bios_irq0:
+	pushw	%ds
+	pushw	$0
+	popw	%ds
+	incl	BDA_TICKS
+	cmpl	$TICKS_PER_DAY, BDA_TICKS
+	jb	1f
+	movl	$0, BDA_TICKS
+	movb	$1, BDA_MIDNIGHT
+1:	popw	%ds
+	int	$0x1c
+	pushw	%ax
+	movb	$0x20, %al
+	outb	%al, $0x20
+	popw	%ax
+	iret
+
+/* IRQ 1, int 09h: the keyboard controller's byte is read (which frees its
+ * output buffer) and dropped: int 16h reports no keys. */
+bios_irq1:
+	pushw	%ax
+	inb	$0x60, %al
+	movb	$0x20, %al
+	outb	%al, $0x20
+	popw	%ax
+	iret
+
+/* The other IRQs: acknowledge and return. */
 bios_irq_master:
 	pushw	%ax
 	movb	$0x20, %al
@@ -976,11 +1112,24 @@ bios_config:
 
 /* 8259 initialisation words after ICW1: master, then slave */
 bios_pic_init:
-	.byte	0x08, 0x04, 0x01, 0xfb
-	.byte	0x70, 0x02, 0x01, 0xff
+	.byte	0x08, 0x04, 0x01, PIC_MASTER_MASK
+	.byte	0x70, 0x02, 0x01, PIC_SLAVE_MASK
 
 bios_msg19:
 	.asciz	"kvmboot bios: int 19h: no boot device, halting\r\n"
+
+/*
+ * ACPI's root pointer (RSDP), in the F segment where the standard search
+ * finds it (16-byte aligned in 0xE0000-0xFFFFF; some programs look only
+ * from 0xF0000).  Zero in the image: the backend writes the one the loader
+ * built for its machine (loader.ACPITables) into its copy of the image, as
+ * a PC's firmware builds it in its shadowed F segment.  firmware.ld puts it
+ * at RSDP_SLOT.
+ */
+	.set RSDP_SLOT,      0xff80
+	.set RSDP_SIZE,      36
+	.section .rsdp, "a"
+	.space	RSDP_SIZE
 
 /*
  * Where the BIOS lies in the image, for the Go tests (bios.go): the code

@@ -1,6 +1,7 @@
 package realmode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,14 +41,40 @@ import (
 //
 // Other guest memory the BIOS sets up: the IVT at 0, the BDA at 0x400
 // (COM1 at 0x400, EBDA segment at 0x40E, equipment word at 0x410, base
-// memory at 0x413, video mode 3 and 80x25 at 0x449/0x484, hard disks at
-// 0x475) and the EBDA at EBDAAddr, 1 KiB, which the memory map reserves.
+// memory at 0x413, video mode 3 and 80x25 at 0x449/0x484, timer ticks at
+// BDATicks and the midnight flag at BDAMidnight, hard disks at 0x475) and
+// the EBDA at EBDAAddr, 1 KiB, which the memory map reserves.
 //
 // bios_init (near call, real mode, CS=0xF000, DS=ES=0, IF=0; clobbers EAX,
-// CX, DI, SI and the flags) points every vector at an iret, IRQ 0-7 (08h)
-// and 8-15 (70h) at handlers that send the 8259s an EOI, and the services
-// at their handlers; it programs the 8259s (bases 08h and 70h, everything
-// masked but the cascade). It is straight-line code of 54 instructions.
+// CX, DI, SI and the flags) leaves the machine as a PC's POST does:
+//
+//   - every vector at an iret; IRQ 0 (08h) at the timer handler, IRQ 1
+//     (09h) at the keyboard handler, the other IRQs 0-7 (08h) and 8-15
+//     (70h) at handlers that send the 8259s an EOI; the services at their
+//     handlers;
+//   - the 8259s at vector bases 08h and 70h, the timer, the keyboard and
+//     the cascade unmasked (PICMasterMask, PICSlaveMask), as SeaBIOS
+//     leaves the timer and keyboard;
+//   - PIT channel 0 in mode 2 with count 65536: IRQ 0 at 18.2 Hz;
+//   - the tick count since midnight from the RTC's time of day
+//     (seconds*19663/1080, TicksFromRTC), the midnight flag 0;
+//   - on QEMU's PC, the PIIX4's ACPI power-management function (PCI
+//     00:01.3, 8086:7113) with its I/O block at PMBase and SCI_EN set, as
+//     the loader's ACPI tables describe it (our KVM machine has that block
+//     at PMBase from the start; the probe reads all-ones there).
+//
+// It is straight-line code (forward branches only) of at most 135
+// instructions. Interrupts stay off: the stub enters every kernel with
+// IF=0, as the boot protocols ask; real-mode code that turns them on
+// (Linux's setup code does) gets the timer ticking.
+//
+// Hardware interrupts (all with interrupts off, registers kept):
+//
+//	int 08h  IRQ 0: the tick count +1 (at TicksPerDay it goes to 0 and the
+//	         midnight flag to 1), int 1Ch, EOI.
+//	int 09h  IRQ 1: the keyboard controller's byte read (port 60h) and
+//	         dropped, EOI.
+//	others   EOI (IRQ 8-15: to both 8259s).
 //
 // Services and what they do with bad input (CF=1 is an error; AH its code):
 //
@@ -80,10 +107,11 @@ import (
 //	         03h: nothing to do. Others: CF=1, logged.
 //	int 19h  a message on COM1, BIOSExitBootstrap to the debug-exit port,
 //	         halt.
-//	int 1Ah  00h: CX:DX ticks from the RTC's time of day (advancing a
-//	         second at a time), AL=0; 02h: time, 04h: date, in BCD from
-//	         the RTC (CMOS ports 70h/71h, BCD and 24-hour mode assumed).
-//	         An RTC update that never ends: CF=1. Others: CF=1, logged.
+//	int 1Ah  00h: CX:DX the tick count, AL the midnight flag (then 0);
+//	         01h: the count from CX:DX, the flag 0, AH=0; 02h: time, 04h:
+//	         date, in BCD from the RTC (CMOS ports 70h/71h, BCD and 24-hour
+//	         mode assumed). An RTC update that never ends: CF=1. Others:
+//	         CF=1, logged.
 //
 // All other vectors: iret. The log counts calls per (vector, AX).
 const (
@@ -126,6 +154,22 @@ const (
 	EBDAAddr = 0x9FC00
 	EBDASize = 0x400
 	BDAAddr  = 0x400
+	// BDATicks is the u32 count of timer ticks since midnight, and
+	// BDAMidnight the byte int 08h sets when the count wraps.
+	BDATicks    = 0x46C
+	BDAMidnight = 0x470
+	// TicksPerDay is where the count wraps: 18.2 Hz (1193182/65536) for
+	// 86400 s.
+	TicksPerDay = 0x1800B0
+	// PICMasterMask and PICSlaveMask are the 8259 masks at hand-off:
+	// IRQ 0 (timer), 1 (keyboard) and 2 (cascade) unmasked.
+	PICMasterMask = 0xF8
+	PICSlaveMask  = 0xFF
+	// PMBase is the ACPI power-management I/O block: PM1a event (4
+	// bytes) at +0, PM1a control (2 bytes, SCI_EN in bit 0) at +4, the
+	// 24-bit PM timer at +8. bios_init puts the PIIX4's there on QEMU's
+	// PC; our KVM machine has one there (machine/devices).
+	PMBase = 0x600
 	// BIOSEquipment is the int 11h word: a coprocessor, 80x25 colour,
 	// one serial port.
 	BIOSEquipment = 0x0222
@@ -135,7 +179,30 @@ const (
 
 	// BIOSLayoutOffset is where firmware.ld puts the BIOS layout table.
 	BIOSLayoutOffset = 0xFFC0
+
+	// RSDPOffset is where the image keeps ACPI's root pointer, RSDPSize
+	// bytes (linear 0xFFF80, in the F segment the standard search scans);
+	// zero as built. WithRSDP writes one.
+	RSDPOffset = 0xFF80
+	RSDPSize   = 36
 )
+
+// WithRSDP returns a copy of the firmware image with rsdp (an ACPI root
+// pointer, loader.ACPITables) in its F segment.
+func WithRSDP(rsdp []byte) ([]byte, error) {
+	if len(rsdp) != RSDPSize || string(rsdp[:8]) != "RSD PTR " {
+		return nil, fmt.Errorf("firmware image: an RSDP is %d bytes starting \"RSD PTR \", not % x", RSDPSize, rsdp[:min(len(rsdp), 8)])
+	}
+	img := bytes.Clone(Firmware)
+	copy(img[RSDPOffset:], rsdp)
+	return img, nil
+}
+
+// TicksFromRTC is the tick count bios_init sets from the RTC's time of
+// day: seconds since midnight * 1573040 / 86400, rounded down.
+func TicksFromRTC(hour, min, sec int) uint32 {
+	return uint32(hour*3600+min*60+sec) * 19663 / 1080
+}
 
 // BIOSLayout says where the BIOS lies in the firmware image.
 type BIOSLayout struct {

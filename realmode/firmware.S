@@ -9,8 +9,9 @@
  *   real mode:  segments and stack, A20 on (port 0x92), GDT and TSS copied to
  *               RAM, CR0.PE, far jump to 32-bit code;
  *   32-bit:     flat segments, TR, an empty IDT (an early fault is a clean
- *               triple fault, not a jump through the real-mode IVT), optional
- *               CRC-32C check of every placed piece;
+ *               triple fault, not a jump through the real-mode IVT), the
+ *               local APIC in virtual-wire mode, optional CRC-32C check of
+ *               every placed piece;
  *   real mode again, when the plan asks: far-call a real-mode part (as
  *               Gujin's kernels carried one) and/or far-jump to a real-mode
  *               entry (the Linux 16-bit protocol's setup code);
@@ -67,6 +68,15 @@
 	.set DEBUG_EXIT,  0xf4
 	.set EXIT_STUB_FAILED, 125    /* outside the 0..123 a guest reports */
 	.set COM1,        0x3f8
+
+	/* local APIC (its base comes from IA32_APIC_BASE) */
+	.set MSR_APIC_BASE, 0x1b
+	.set APIC_SVR,    0xf0
+	.set APIC_LINT0,  0x350
+	.set APIC_LINT1,  0x360
+	.set APIC_SW_ENABLE, 0x100
+	.set LVT_EXTINT,  0x8700      /* ExtINT, level */
+	.set LVT_NMI,     0x8400      /* NMI, level */
 
 	.set SEL_CODE,    0x10
 	.set SEL_DATA,    0x18
@@ -192,6 +202,24 @@ start32:
 	movw	$SEL_TSS, %ax
 	ltr	%ax
 
+	/* The local APIC in virtual-wire mode, as a PC BIOS leaves it: the
+	 * 8259's interrupts reach the CPU through LINT0 (ExtINT), NMIs through
+	 * LINT1.  From reset both are masked, and real-mode code that turns
+	 * interrupts on (Linux's setup code, a guest's sti; hlt) would never
+	 * see the timer. */
+	movl	$1, %eax
+	cpuid
+	btl	$9, %edx                /* an APIC */
+	jnc	1f
+	movl	$MSR_APIC_BASE, %ecx
+	rdmsr
+	btl	$11, %eax               /* globally enabled */
+	jnc	1f
+	andl	$0xfffff000, %eax
+	orl	$APIC_SW_ENABLE, APIC_SVR(%eax)
+	movl	$LVT_EXTINT, APIC_LINT0(%eax)
+	movl	$LVT_NMI, APIC_LINT1(%eax)
+1:
 	cmpl	$PARAM_MAGIC, PARAMS + P_MAGIC
 	jne	no_params
 	cmpl	$PARAM_VERSION, PARAMS + P_VERSION

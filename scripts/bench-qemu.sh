@@ -8,7 +8,8 @@
 # Usage: scripts/bench-qemu.sh [RUNS] [KERNEL]
 #   KERNEL defaults to the built-in test kernel.
 # Environment: KVMBOOT (a built kvmboot binary; built into a temp dir when
-#   unset), HYPERFINE=1 to run hyperfine instead (when installed).
+#   unset), MACHINE (our side's --machine: pc, the default, or minimal),
+#   HYPERFINE=1 to run hyperfine instead (when installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,7 @@ if [ -z "$bin" ]; then
 	CGO_ENABLED=0 go build -o "$bin" ./cmd/kvmboot
 fi
 
-ours=("$bin" run --vmm=qemu --accel=tcg --console "$tmp/ours.log")
+ours=("$bin" run --vmm=qemu --accel=tcg --machine="${MACHINE:-pc}" --console "$tmp/ours.log")
 ref=("$bin" run --vmm=qemu-kernel --accel=tcg --console "$tmp/ref.log")
 if [ -n "$kernel" ]; then
 	ours+=("$kernel")

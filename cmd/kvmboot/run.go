@@ -26,6 +26,7 @@ func runCommand() *cobra.Command {
 		exitCode    string
 		vmm         string
 		accel       string
+		machineName string
 		badPolicy   string
 		trace       string
 		traceLimit  int
@@ -59,7 +60,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			if err := mt.apply(&cfg); err != nil {
 				return err
 			}
-			cfg.VMM, cfg.Accel, cfg.Timeout, cfg.CountStub = boot.VMM(vmm), accel, timeout, countStub
+			cfg.VMM, cfg.Accel, cfg.Machine, cfg.Timeout, cfg.CountStub = boot.VMM(vmm), accel, boot.Machine(machineName), timeout, countStub
 			switch exitCode {
 			case "native":
 			case "qemu":
@@ -147,6 +148,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 	fs.StringVar(&svgPath, "svg", "", "also draw the plan as an SVG picture of guest memory into `FILE` (with --memtest: its findings marked)")
 	completeValues(cmd, "vmm", "auto", "kvm", "qemu", "qemu-kernel")
 	completeValues(cmd, "accel", "auto", "kvm", "tcg")
+	completeValues(cmd, "machine", "pc", "minimal")
 	completeValues(cmd, "exit-code", "native", "qemu")
 	completeValues(cmd, "bad-ram-policy", "stop", "record")
 	completeValues(cmd, "trace", "real", "all")
@@ -157,6 +159,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 	fs.StringVar(&exitCode, "exit-code", "native", "`MODE` native: the guest's debug-exit value; qemu: (v<<1)|1 as isa-debug-exit")
 	fs.StringVar(&vmm, "vmm", "auto", "`BACKEND`: auto, kvm (our VM), qemu (our bootloader under QEMU), qemu-kernel (QEMU's own -kernel, a reference)")
 	fs.StringVar(&accel, "accel", "auto", "QEMU accelerator `ACCEL`: auto, kvm or tcg")
+	fs.StringVar(&machineName, "machine", "pc", "`MACHINE`: pc (ACPI tables; under QEMU an HPET too) or minimal (no ACPI; QEMU's ISA PC)")
 	fs.StringVar(&badPolicy, "bad-ram-policy", "stop", "`POLICY` on a guest access to bad RAM: stop (status 125) or record and go on")
 	fs.StringVar(&trace, "trace", "", "print each instruction the guest runs, `WHAT`: real (real mode, up to the kernel's 32-bit entry) or all (our KVM machine single-steps; QEMU with TCG traces through kvmboot's plugin)")
 	fs.IntVar(&traceLimit, "trace-limit", 10000, "most instructions --trace prints")

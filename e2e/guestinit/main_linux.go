@@ -143,6 +143,7 @@ func main() {
 	for _, l := range IomemLines(entries) {
 		say("%s", l)
 	}
+	reportACPI()
 
 	if opts.Peek != 0 {
 		v, err := peek(opts.Peek)
@@ -193,6 +194,29 @@ func main() {
 		os.Exit(1)
 	}
 	exit(ExitStatus(opts, pass))
+}
+
+// reportACPI prints the ACPI tables the kernel found and the kernel log's
+// complaints about them.
+func reportACPI() {
+	names := []string{"none"}
+	if entries, err := os.ReadDir("/sys/firmware/acpi/tables"); err == nil && len(entries) > 0 {
+		names = ACPITableNames(entries)
+	}
+	say("acpi tables %s", strings.Join(names, " "))
+	n, err := unix.Klogctl(unix.SYSLOG_ACTION_SIZE_BUFFER, nil)
+	if err != nil {
+		fail("kernel log size: %v", err)
+	}
+	buf := make([]byte, n)
+	if n, err = unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf); err != nil {
+		fail("kernel log: %v", err)
+	}
+	problems := ACPIProblems(string(buf[:n]))
+	for _, p := range problems[:min(len(problems), MaxACPIProblemLines)] {
+		say("acpi problem %s", p)
+	}
+	say("acpi problems %d", len(problems))
 }
 
 func mountAll() error {

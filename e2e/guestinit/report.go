@@ -19,6 +19,11 @@
 //	gi: iomem <start>-<end> <name>     one per System RAM, Kernel code/rodata/data/bss,
 //	                                   Unusable memory and Reserved range of /proc/iomem
 //	                                   (hex as there, end inclusive, indentation dropped)
+//	gi: acpi tables <names>            the tables in /sys/firmware/acpi/tables, sorted,
+//	                                   or "none"
+//	gi: acpi problem <line>            a kernel log line reporting an ACPI error or
+//	                                   warning or a firmware bug (at most 8)
+//	gi: acpi problems <N>              how many such lines the kernel log holds
 //	gi: memtotal <kB>
 //	gi: memavailable <kB>
 //	gi: memtest bytes=<N> errors=<M> ms=<T>    or "gi: memtest skipped"
@@ -53,6 +58,8 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -233,6 +240,47 @@ func IomemLines(entries []IomemEntry) []string {
 		}
 	}
 	return lines
+}
+
+// ACPITableNames are the names of the tables in /sys/firmware/acpi/tables
+// from its entries: the regular files (its directories hold dynamic
+// tables and data), sorted.
+func ACPITableNames(entries []fs.DirEntry) []string {
+	var names []string
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// acpiProblemMarks are what ACPICA and the kernel print for trouble with
+// the firmware's tables: "ACPI Error", "ACPI BIOS Error (bug)", their
+// warnings, and FW_BUG/FW_WARN.
+var acpiProblemMarks = []string{"ACPI Error", "ACPI BIOS Error", "ACPI Warning", "ACPI BIOS Warning", "[Firmware Bug]", "[Firmware Warn]"}
+
+// MaxACPIProblemLines is how many problem lines the report prints.
+const MaxACPIProblemLines = 8
+
+// ACPIProblems returns the lines of the kernel log (as syslog(2) reads it:
+// "<level>[time] text") that report an ACPI or firmware problem, the
+// level and time stamp dropped.
+func ACPIProblems(klog string) []string {
+	var out []string
+	for _, line := range strings.Split(klog, "\n") {
+		if _, rest, ok := strings.Cut(line, "] "); ok && strings.HasPrefix(line, "<") {
+			line = rest
+		}
+		for _, m := range acpiProblemMarks {
+			if strings.Contains(line, m) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // ParseMeminfo returns the kB values of /proc/meminfo by field name

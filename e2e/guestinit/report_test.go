@@ -1,9 +1,12 @@
 package main
 
 import (
+	"io/fs"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -181,5 +184,39 @@ func TestExitStatus(t *testing.T) {
 	o.Exit = 9
 	if ExitStatus(o, false) != 9 || ExitStatus(o, true) != 9 {
 		t.Error("gi.exit does not override")
+	}
+}
+
+func TestACPITableNames(t *testing.T) {
+	sys := fstest.MapFS{
+		"tables/FACP": {}, "tables/APIC": {}, "tables/DSDT": {}, "tables/FACS": {},
+		"tables/dynamic/SSDT1": {}, "tables/data/BERT": {},
+	}
+	entries, err := fs.ReadDir(sys, "tables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ACPITableNames(entries); !slices.Equal(got, []string{"APIC", "DSDT", "FACP", "FACS"}) {
+		t.Errorf("names %q", got)
+	}
+}
+
+// TestACPIProblems: the kernel log's ACPI errors and warnings and
+// firmware bugs, and nothing else, without level and time stamp.
+func TestACPIProblems(t *testing.T) {
+	klog := "<6>[    0.000000] ACPI: RSDP 0x00000000000FFF80 000024 (v02 KVMBT )\n" +
+		"<3>[    0.000000] ACPI BIOS Error (bug): A valid RSDP was not found (20220331/tbxfroot-210)\n" +
+		"<4>[    0.012000] ACPI Warning: FADT (revision 6) is longer than ACPI 5.0 version\n" +
+		"<4>[    0.700000] acpi PNP0A03:00: [Firmware Bug]: no secondary bus range in _CRS\n" +
+		"<6>[    0.900000] ACPI: Interpreter enabled\n" +
+		"ACPI Error: a line without a prefix\n"
+	want := []string{
+		"ACPI BIOS Error (bug): A valid RSDP was not found (20220331/tbxfroot-210)",
+		"ACPI Warning: FADT (revision 6) is longer than ACPI 5.0 version",
+		"acpi PNP0A03:00: [Firmware Bug]: no secondary bus range in _CRS",
+		"ACPI Error: a line without a prefix",
+	}
+	if got := ACPIProblems(klog); !slices.Equal(got, want) {
+		t.Errorf("problems\n%q\nwant\n%q", got, want)
 	}
 }

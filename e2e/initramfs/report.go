@@ -39,6 +39,13 @@ type GuestReport struct {
 
 	MemTotalKB, MemAvailableKB uint64
 
+	// ACPITables are the tables the kernel found (nil when the init did
+	// not say; empty for "none"); ACPIProblems the kernel log's ACPI and
+	// firmware complaints the init printed, ACPIProblemCount all of them.
+	ACPITables       []string
+	ACPIProblems     []string
+	ACPIProblemCount int
+
 	MemtestSkipped bool
 	MemtestBytes   uint64
 	MemtestErrors  uint64
@@ -164,6 +171,8 @@ func (g *GuestReport) parseLine(key, rest string) error {
 		return parseUint(rest, &g.MemAvailableKB)
 	case "memtest":
 		return g.parseMemtest(rest)
+	case "acpi":
+		return g.parseACPI(rest)
 	case "result":
 		if rest != "pass" && rest != "fail" {
 			return fmt.Errorf("result %q is neither pass nor fail", rest)
@@ -222,6 +231,30 @@ func (g *GuestReport) parseIomem(s string) error {
 		g.KernelData = r
 	case "Kernel bss":
 		g.KernelBss = r
+	}
+	return nil
+}
+
+// parseACPI reads "tables NAME...", "tables none", "problem LINE" and
+// "problems N".
+func (g *GuestReport) parseACPI(s string) error {
+	key, rest, _ := strings.Cut(s, " ")
+	switch key {
+	case "tables":
+		g.ACPITables = []string{}
+		if rest != "none" {
+			g.ACPITables = strings.Fields(rest)
+		}
+	case "problem":
+		g.ACPIProblems = append(g.ACPIProblems, rest)
+	case "problems":
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 {
+			return fmt.Errorf("acpi problems %q is not a count", rest)
+		}
+		g.ACPIProblemCount = n
+	default:
+		return fmt.Errorf("unknown acpi line %q", s)
 	}
 	return nil
 }

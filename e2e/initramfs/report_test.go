@@ -79,6 +79,9 @@ func TestParseGuestReport(t *testing.T) {
 		"gi: iomem 00100000-0ffdffff System RAM\r\n" +
 		"gi: iomem 01000000-02ffffff Unusable memory\r\n" +
 		"gi: iomem 03000000-03abcdef Kernel code\r\n" +
+		"gi: acpi tables APIC DSDT FACP FACS\r\n" +
+		"gi: acpi problem ACPI BIOS Error (bug): Failure creating named object [\\_SB.PCI0], AE_ALREADY_EXISTS\r\n" +
+		"gi: acpi problems 3\r\n" +
 		"gi: memtotal 243536\r\n" +
 		"gi: memtest skipped\r\n" +
 		"gi: future-keyword 1 2 3\r\n" +
@@ -90,8 +93,13 @@ func TestParseGuestReport(t *testing.T) {
 	}
 	if g.Cmdline != "console=ttyS0 quiet gi.memtest=0" || !g.MemtestSkipped || !g.Pass || g.Exit != 7 ||
 		g.MemTotalKB != 243536 || len(g.Unusable) != 1 || g.Unusable[0] != (Range{0x1000000, 0x3000000}) ||
-		g.KernelCode != (Range{0x3000000, 0x3abcdf0}) || len(g.SystemRAM) != 1 {
+		g.KernelCode != (Range{0x3000000, 0x3abcdf0}) || len(g.SystemRAM) != 1 ||
+		!reflect.DeepEqual(g.ACPITables, []string{"APIC", "DSDT", "FACP", "FACS"}) || g.ACPIProblemCount != 3 ||
+		!reflect.DeepEqual(g.ACPIProblems, []string{`ACPI BIOS Error (bug): Failure creating named object [\_SB.PCI0], AE_ALREADY_EXISTS`}) {
 		t.Errorf("parsed %+v", g)
+	}
+	if g, err := ParseGuestReport("gi: hello\ngi: acpi tables none\ngi: result pass\n"); err != nil || g.ACPITables == nil || len(g.ACPITables) != 0 {
+		t.Errorf("no ACPI: %v %+v", err, g)
 	}
 
 	failing := "gi: hello\ngi: memtest error addr=0x1000 got=0x0 want=0x1\n" +
@@ -118,6 +126,7 @@ func TestParseGuestReport(t *testing.T) {
 		"bad range":  {"gi: hello\ngi: iomem 2000-1000 System RAM\n", "bad iomem range", true},
 		"bad result": {"gi: hello\ngi: result maybe\n", "neither pass nor fail", true},
 		"bad number": {"gi: hello\ngi: memtotal lots\n", "not a number", true},
+		"bad acpi":   {"gi: hello\ngi: acpi problems many\n", "not a count", true},
 	} {
 		g, err := ParseGuestReport(tc.console)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -316,7 +316,7 @@ func (s *svgWriter) region(l *layout, r loader.Region, found []loader.Range) {
 	if !ok {
 		stroke = "#6b7bb5"
 	}
-	name := map[loader.Kind]string{loader.KindRAM: "RAM", loader.KindReserved: "reserved", loader.KindBad: "bad RAM"}[r.Kind]
+	name := map[loader.Kind]string{loader.KindRAM: "RAM", loader.KindReserved: "reserved", loader.KindACPI: "ACPI tables", loader.KindBad: "bad RAM"}[r.Kind]
 	if name == "" {
 		name = r.Kind.String()
 	}

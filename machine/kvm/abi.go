@@ -67,6 +67,22 @@ const (
 	// KVM_SET_GUEST_DEBUG is a vCPU ioctl; gokvm's SingleStep issues it on
 	// the VM fd and sets a hardware-breakpoint bit by accident.
 	ioctlSetGuestDebug = 1<<30 | 72<<16 | 0xAE<<8 | 0x9B
+	// KVM_SET_GSI_ROUTING takes struct kvm_irq_routing (u32 nr, u32
+	// flags, then the entries); gokvm's wrapper lays each entry out in 24
+	// bytes, the kernel's struct kvm_irq_routing_entry has 48.
+	ioctlSetGSIRouting = 1<<30 | 8<<16 | 0xAE<<8 | 0x6A
+)
+
+// struct kvm_irq_routing_entry: u32 gsi, u32 type, u32 flags, u32 pad,
+// then a 32-byte union whose irqchip member is u32 irqchip, u32 pin.
+const (
+	irqRoutingHeaderSize = 8
+	irqRoutingEntrySize  = 48
+	irqRoutingIRQChip    = 1 // KVM_IRQ_ROUTING_IRQCHIP
+	irqchipPICMaster     = 0 // KVM_IRQCHIP_PIC_MASTER
+	irqchipPICSlave      = 1
+	irqchipIOAPIC        = 2
+	ioapicPins           = 24
 )
 
 // struct kvm_guest_debug control bits.

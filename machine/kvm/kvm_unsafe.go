@@ -17,6 +17,16 @@ func setIdentityMapAddr(vmFd uintptr, addr uint64) error {
 	return nil
 }
 
+// setGSIRouting issues KVM_SET_GSI_ROUTING with a table in the kernel's
+// layout (pcGSIRouting).
+func setGSIRouting(vmFd uintptr, table []byte) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, vmFd, ioctlSetGSIRouting, uintptr(unsafe.Pointer(&table[0])))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
 // guestDebug is struct kvm_guest_debug for x86.
 type guestDebug struct {
 	control  uint32

@@ -24,6 +24,23 @@ import (
 type Backend struct {
 	// Log receives notes about the run (unhandled ports, ROM writes).
 	Log func(string)
+	// Minimal leaves the ACPI tables out: a PC from before ACPI.
+	Minimal bool
+}
+
+// Platform is our VM as the ACPI tables describe it (loader.ACPITables):
+// one processor, the in-kernel local APIC, I/O APIC (with a PC's IRQ
+// routing, pcGSIRouting), 8259s and PIT, the PM block of
+// devices.ACPIPM, the RTC and reset port of devices.System; no HPET and
+// no 8042 keyboard controller (port 64h only answers the reset command).
+var Platform = loader.Platform{Name: "kvmboot", CPUs: 1}
+
+// platform is the machine b describes to the guest, nil for none.
+func (b Backend) platform() *loader.Platform {
+	if b.Minimal {
+		return nil
+	}
+	return &Platform
 }
 
 // Name implements machine.Backend.
@@ -37,7 +54,11 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err != nil {
 		return nil, err
 	}
-	vm, err := newVM(plan.MemSize, opts.BadRAM, faulty)
+	rom, plan, err := machine.ForPlatform(plan, b.platform())
+	if err != nil {
+		return nil, err
+	}
+	vm, err := newVM(plan.MemSize, opts.BadRAM, faulty, rom)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +143,8 @@ func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)
 	}
 	sys := &devices.System{MemSize: plan.MemSize, Exit: r.guestExit, Reset: r.reset}
 	sys.Attach(&r.bus)
+	pm := &devices.ACPIPM{PowerOff: func() { r.finish(machine.Crashed("guest shut the machine down (ACPI soft-off): %s", r.cpuState())) }}
+	pm.Attach(&r.bus)
 	return r
 }
 

@@ -1,12 +1,14 @@
 // Package kvm is kvmboot's own virtual machine on /dev/kvm: i386 guest RAM
 // in memory slots with bad RAM left out (so that every guest access to it
 // exits and is recorded), one vCPU that starts at the x86 reset vector in
-// our firmware image, KVM's in-kernel irqchip and PIT, and the few devices
-// of machine/devices. The ioctls come from github.com/bobuhiro11/gokvm/kvm
-// where its wrappers are right; abi.go and kvm_unsafe.go hold the rest.
+// our firmware image, KVM's in-kernel irqchip and PIT wired as a PC's
+// (pcGSIRouting), and the few devices of machine/devices. The ioctls come
+// from github.com/bobuhiro11/gokvm/kvm where its wrappers are right; abi.go
+// and kvm_unsafe.go hold the rest.
 package kvm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -72,10 +74,14 @@ func openDevice() (*os.File, error) {
 }
 
 // New creates a VM with memSize bytes of RAM, leaving the pages that hold
-// any byte of bad out of its memory slots.
-func New(memSize uint64, bad []loader.Range) (*VM, error) { return newVM(memSize, bad, nil) }
+// any byte of bad out of its memory slots, and the firmware image as built.
+func New(memSize uint64, bad []loader.Range) (*VM, error) {
+	return newVM(memSize, bad, nil, realmode.Firmware)
+}
 
-func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err error) {
+// newVM is New with faulty RAM and the firmware image rom (the plan's,
+// machine.ForPlatform).
+func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set, rom []byte) (vm *VM, err error) {
 	if err := machine.CheckMemSize(memSize); err != nil {
 		return nil, err
 	}
@@ -99,7 +105,7 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err 
 	vm.vmFd = int(fd)
 	// Memory slots first: on kvm_pvm a slot added after the irqchip and
 	// PIT exist costs 5-8 ms (memslot updates wait for their users).
-	if err := vm.mapMemory(memSize); err != nil {
+	if err := vm.mapMemory(memSize, rom); err != nil {
 		return nil, err
 	}
 	if err := gokvm.SetTSSAddr(fd, tssAddr); err != nil {
@@ -111,6 +117,9 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err 
 	if err := gokvm.CreateIRQChip(fd); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_IRQCHIP: %w", err)
 	}
+	if err := setGSIRouting(fd, pcGSIRouting()); err != nil {
+		return nil, fmt.Errorf("KVM_SET_GSI_ROUTING: %w", err)
+	}
 	if err := gokvm.CreatePIT2(fd); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_PIT2: %w", err)
 	}
@@ -120,8 +129,45 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err 
 	return vm, nil
 }
 
-// mapMemory maps guest RAM and the firmware image and registers the slots.
-func (vm *VM) mapMemory(memSize uint64) error {
+// pcGSIRouting is a PC's interrupt routing for KVM's in-kernel irqchip,
+// as QEMU sets it: ISA IRQs 0-15 to the 8259s (but IRQ 2, the cascade),
+// and to the I/O APIC pin of the same number, except IRQ 0, which a PC
+// wires to pin 2 (the MADT's override, loader.ACPITables); GSIs 16-23 to
+// the I/O APIC alone. KVM's default puts IRQ 0, the PIT, on pin 0. The
+// table is struct kvm_irq_routing with its entries.
+func pcGSIRouting() []byte {
+	type route struct{ gsi, chip, pin uint32 }
+	var routes []route
+	for irq := range uint32(16) {
+		if irq != 2 {
+			routes = append(routes, route{irq, irqchipPICMaster + irq/8, irq % 8})
+		}
+	}
+	for gsi := range uint32(ioapicPins) {
+		switch gsi {
+		case 0:
+			routes = append(routes, route{0, irqchipIOAPIC, 2})
+		case 2:
+		default:
+			routes = append(routes, route{gsi, irqchipIOAPIC, gsi})
+		}
+	}
+	le := binary.LittleEndian
+	b := make([]byte, irqRoutingHeaderSize+irqRoutingEntrySize*len(routes))
+	le.PutUint32(b, uint32(len(routes)))
+	for i, r := range routes {
+		e := b[irqRoutingHeaderSize+irqRoutingEntrySize*i:]
+		le.PutUint32(e, r.gsi)
+		le.PutUint32(e[4:], irqRoutingIRQChip)
+		le.PutUint32(e[16:], r.chip)
+		le.PutUint32(e[20:], r.pin)
+	}
+	return b
+}
+
+// mapMemory maps guest RAM and the firmware image rom and registers the
+// slots.
+func (vm *VM) mapMemory(memSize uint64, rom []byte) error {
 	var err error
 	vm.ram, err = unix.Mmap(-1, 0, int(memSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
@@ -132,7 +178,7 @@ func (vm *VM) mapMemory(memSize uint64) error {
 	if err != nil {
 		return fmt.Errorf("mapping the firmware image: %w", err)
 	}
-	copy(vm.rom, realmode.Firmware)
+	copy(vm.rom, rom)
 
 	vm.backed = backedRanges(memSize, append(slices.Clone(vm.bad), vm.faulty.Ranges()...))
 	limit, _ := gokvm.CheckExtension(vm.dev.Fd(), gokvm.CapNRMemSlots)

@@ -1,8 +1,11 @@
 package kvm
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
+	"strings"
 	"testing"
 
 	gokvm "github.com/bobuhiro11/gokvm/kvm"
@@ -171,4 +174,36 @@ func TestMaskCPUID(t *testing.T) {
 		}
 	}
 	maskCPUID(nil) // no entries: nothing to do
+}
+
+// TestPCGSIRouting: the table KVM_SET_GSI_ROUTING gets is a PC's, in the
+// kernel's layout: every ISA IRQ but the cascade to its 8259 pin and to the
+// I/O APIC pin of its number, IRQ 0 to pin 2, GSIs 16-23 to the I/O APIC.
+func TestPCGSIRouting(t *testing.T) {
+	b := pcGSIRouting()
+	le := binary.LittleEndian
+	n := int(le.Uint32(b))
+	if len(b) != irqRoutingHeaderSize+n*irqRoutingEntrySize || le.Uint32(b[4:]) != 0 {
+		t.Fatalf("%d bytes for %d entries, flags %#x", len(b), n, le.Uint32(b[4:]))
+	}
+	routes := map[uint32][]string{}
+	for i := range n {
+		e := b[irqRoutingHeaderSize+i*irqRoutingEntrySize:]
+		if le.Uint32(e[4:]) != irqRoutingIRQChip || le.Uint32(e[8:]) != 0 || !bytes.Equal(e[24:irqRoutingEntrySize], make([]byte, 24)) {
+			t.Errorf("entry %d: % x", i, e[:irqRoutingEntrySize])
+		}
+		chip := map[uint32]string{irqchipPICMaster: "pic0", irqchipPICSlave: "pic1", irqchipIOAPIC: "ioapic"}[le.Uint32(e[16:])]
+		routes[le.Uint32(e)] = append(routes[le.Uint32(e)], fmt.Sprintf("%s:%d", chip, le.Uint32(e[20:])))
+	}
+	for gsi, want := range map[uint32]string{
+		0: "pic0:0 ioapic:2", 1: "pic0:1 ioapic:1", 2: "", 4: "pic0:4 ioapic:4",
+		8: "pic1:0 ioapic:8", 9: "pic1:1 ioapic:9", 15: "pic1:7 ioapic:15", 16: "ioapic:16", 23: "ioapic:23",
+	} {
+		if got := strings.Join(routes[gsi], " "); got != want {
+			t.Errorf("GSI %d goes to %q, want %q", gsi, got, want)
+		}
+	}
+	if len(routes) != ioapicPins-1 {
+		t.Errorf("%d GSIs routed, want %d", len(routes), ioapicPins-1)
+	}
 }

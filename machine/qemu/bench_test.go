@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"kvmboot/loader"
 	"kvmboot/machine"
 )
 
@@ -14,24 +13,24 @@ var exitCode = []byte{0x31, 0xc0, 0xe7, 0xf4, 0xf4}
 
 // BenchmarkQEMUExitAtEntry times runs whose guest exits at its first
 // instruction: the floor of any boot through this backend (QEMU's start,
-// our firmware, QEMU's exit), on the ISA PC that non-Linux plans get and on
-// the PC that Linux plans get. setup-ms is QEMU's start until it answers
-// QMP, boot-ms the guest until QEMU has exited.
+// our firmware, QEMU's exit), on the PC every plan gets (ACPI PM block and
+// HPET included) and on the ISA PC of --machine minimal. setup-ms is
+// QEMU's start until it answers QMP, boot-ms the guest until QEMU has
+// exited.
 func BenchmarkQEMUExitAtEntry(b *testing.B) {
 	requireQEMU(b)
 	for _, tc := range []struct {
-		machine  string
-		protocol loader.Protocol
+		machine string
+		backend Backend
 	}{
-		{"isapc", loader.ProtocolELF},
-		{"pc", loader.ProtocolLinux32},
+		{"pc", Backend{}},
+		{"isapc", Backend{Minimal: true}},
 	} {
 		b.Run(tc.machine, func(b *testing.B) {
 			plan := codePlan(b, exitCode)
-			plan.Kernel.Protocol = tc.protocol
 			var setup, boot time.Duration
 			for b.Loop() {
-				res, err := Backend{}.Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second})
+				res, err := tc.backend.Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second})
 				if err != nil || res.Outcome != machine.Pass {
 					b.Fatalf("%v %+v", err, res)
 				}

@@ -32,8 +32,8 @@ type launch struct {
 	RAMPath string // memory-backend-file path (shared with kvmboot)
 	// BIOS is our firmware image; empty means QEMU's own (SeaBIOS).
 	BIOS string
-	// ISA picks QEMU's ISA PC for our firmware (see the package doc);
-	// Linux plans get the PC.
+	// ISA picks QEMU's ISA PC for our firmware (Backend.Minimal; see
+	// the package doc); otherwise it runs on the PC.
 	ISA     bool
 	Loaders []loaderFile
 	// Kernel, Append and Initrd are for the reference run (-kernel).
@@ -58,17 +58,17 @@ func (l *launch) args() []string {
 	}
 	machine := "pc,memory-backend=ram"
 	switch {
+	case l.ISA:
+		machine = "isapc,memory-backend=ram"
 	case l.BIOS == "":
 		// The reference run: QEMU's default PC, as `qemu -kernel` users
 		// know it.
-	case l.ISA:
-		machine = "isapc,memory-backend=ram"
 	default:
-		// Our firmware hands the guest no ACPI tables, so the devices only
-		// ACPI describes (PM timer, SMBus, HPET) and the VMware port are
-		// left out, and so is the TPR-patching ROM: QEMU starts about 5 ms
-		// sooner.
-		machine += ",acpi=off,hpet=off,smbus=off,vmport=off"
+		// A PC: its ACPI PM block (the PIIX4's, which our firmware
+		// enables) and HPET, as our ACPI tables describe them (PCPlatform).
+		// The SMBus's SPD EEPROMs and the VMware port are left out, and so
+		// is the TPR-patching ROM.
+		machine += ",smbus=off,vmport=off"
 	}
 	a := []string{
 		"-nodefaults", "-no-user-config", "-display", "none",

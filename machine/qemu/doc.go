@@ -18,15 +18,16 @@
 // are removed as soon as QEMU first answers (it has opened them all by
 // then), so a kvmboot killed by SIGKILL leaves nothing behind.
 //
-// The machine is QEMU's ISA PC (isapc): the devices our KVM machine has
-// (PIC, PIT, RTC, serial ports, keyboard controller, port 0x92) and no PCI,
-// about 4 ms cheaper to start and stop than a PC (BenchmarkQEMUExitAtEntry).
-// Linux plans get the PC, trimmed of what only ACPI would describe (our
-// firmware passes no ACPI tables): -machine
-// pc,acpi=off,hpet=off,smbus=off,vmport=off and no TPR-patching ROM;
-// without a PCI host bridge Linux prints "PCI: Fatal".
-// Debian's qemu-system-i386 is a shell script that runs
-// /usr/libexec/qemu-system-i386; kvmboot runs that binary directly.
+// The machine is QEMU's PC (-machine pc,smbus=off,vmport=off, no
+// TPR-patching ROM): i440FX, PIIX3, the PIIX4's ACPI PM block (which our
+// firmware places at 0x600 and switches to ACPI mode), HPET, 8042, PIT,
+// RTC, serial ports. The backend writes ACPI tables describing it
+// (PCPlatform, machine.ForPlatform). With Minimal it is the ISA PC
+// (isapc): no PCI, I/O APIC, HPET or PM block, no ACPI tables, and a few
+// ms cheaper to start and stop (BenchmarkQEMUExitAtEntry); Linux boots
+// there but prints "PCI: Fatal". Debian's qemu-system-i386 is a shell
+// script that runs /usr/libexec/qemu-system-i386; kvmboot runs that
+// binary directly.
 //
 // What the guest does becomes an outcome this way:
 //

@@ -49,6 +49,26 @@ type Backend struct {
 	// Multiboot kernel as argv[0]).
 	KernelImage []byte
 	KernelName  string
+	// Minimal runs our firmware on QEMU's ISA PC (no PCI, I/O APIC, HPET
+	// or ACPI PM block) with no ACPI tables, rather than on the PC.
+	Minimal bool
+}
+
+// PCPlatform is QEMU's PC as our ACPI tables describe it: one processor
+// (QEMU's default), its local APIC and I/O APIC (ID 0, IRQ 0 on pin 2),
+// the i440FX's PCI host bridge, the PIIX4's PM block that our firmware
+// puts at realmode.PMBase (SCI on IRQ 9), its HPET and 8042. QEMU 7.2's HPET has 3 timers, a 64-bit
+// counter, legacy routing, revision 1, vendor 8086: the capabilities'
+// low word the HPET table repeats.
+var PCPlatform = loader.Platform{Name: "qemu-pc", CPUs: 1, HPET: &loader.HPET{BlockID: 0x8086A201}, I8042: true, PCI: true}
+
+// platform is the machine our firmware runs on under b, nil for one
+// without ACPI.
+func (b Backend) platform() *loader.Platform {
+	if b.Minimal {
+		return nil
+	}
+	return &PCPlatform
 }
 
 // Name implements machine.Backend: "qemu/tcg", "qemu-kernel/kvm", ...
@@ -228,6 +248,7 @@ func (r *run) prepare() error {
 	if r.opts.CountStub {
 		r.log("--count-stub needs the KVM backend (single-stepping); QEMU runs without it")
 	}
+	l.ISA = r.b.Minimal
 	if r.opts.COM2 != nil {
 		l.COM2Path = filepath.Join(r.dir, "com2")
 	}
@@ -323,17 +344,15 @@ var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
 // preparePlan writes the firmware image and one file per placement.
 func (r *run) preparePlan() error {
-	r.rom = realmode.Firmware
-	var err error
-	if r.launch.BIOS, err = r.writeFile("firmware.bin", realmode.Firmware); err != nil {
+	rom, plan, err := machine.ForPlatform(r.plan, r.b.platform())
+	if err != nil {
 		return err
 	}
-	switch r.plan.Kernel.Protocol {
-	case loader.ProtocolLinux32, loader.ProtocolLinux16:
-	default:
-		r.launch.ISA = true
+	r.rom = rom
+	if r.launch.BIOS, err = r.writeFile("firmware.bin", rom); err != nil {
+		return err
 	}
-	placements := append([]loader.Placement(nil), r.plan.Placements...)
+	placements := append([]loader.Placement(nil), plan.Placements...)
 	if r.accel == AccelKVM && machine.EmulatingKVM() {
 		// As machine/kvm does: this KVM's emulator lacks crc32, which
 		// its CPUID (and QEMU's -cpu host) still offers.
@@ -350,7 +369,7 @@ func (r *run) preparePlan() error {
 		// The hook sees guest RAM with the plan placed, as under KVM;
 		// what it changes reaches the guest: placement bytes through the
 		// loader files cut from RAM below, the rest through the RAM file.
-		placed := *r.plan
+		placed := *plan
 		placed.Placements = placements
 		if err := r.mem.Load(&placed); err != nil {
 			return fmt.Errorf("placing the plan: %w", err)
