@@ -662,7 +662,6 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		st       *os.ProcessState
 		deadline <-chan time.Time
 		qmpDone  = r.qmp.Closed()
-		qctx     = context.Background()
 	)
 	if r.opts.Timeout > 0 {
 		t := time.NewTimer(r.opts.Timeout)
@@ -674,7 +673,9 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 	if len(r.canary.ranges) == 0 {
 		poll.Stop()
 	}
-	cmdCtx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(qctx, 5*time.Second) }
+	cmdCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 5*time.Second)
+	}
 
 	for res == nil && shutdown == nil {
 		select {
@@ -686,31 +687,9 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 				if res != nil || shutdown != nil {
 					break
 				}
-				switch ev.Event {
-				case "SHUTDOWN":
-					var d shutdownData
-					_ = json.Unmarshal(ev.Data, &d)
-					if !d.Guest {
-						res, end = &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU was shut down from the host (" + d.Reason + ")"}, endKill
-						break
-					}
-					c, cancel := cmdCtx()
-					shutdown = &shutdownInfo{reason: d.Reason, regs: r.registers(c)}
-					cancel()
-					end, byGuest = endPaused, true
-				case "STOP":
-					c, cancel := cmdCtx()
-					status, err := r.qmp.status(c)
-					if err == nil && (status == "internal-error" || status == "guest-panicked") {
-						regs := r.registers(c)
-						msg := "QEMU stopped the guest: " + status + stderrNote(r.stderr.String())
-						if r.accel == AccelKVM && status == "internal-error" {
-							msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
-						}
-						res, end, byGuest = machine.Crashed("%s: %s", msg, regs), endPaused, true
-					}
-					cancel()
-				}
+				c, cancel := cmdCtx()
+				res, shutdown, end, byGuest = r.event(c, ev)
+				cancel()
 			}
 		case <-qmpDone:
 			qmpDone = nil // QEMU is exiting: its status follows
@@ -785,6 +764,33 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		r.log("QEMU said: " + e)
 	}
 	return res
+}
+
+// event handles one QMP event: a guest that reset or powered off the
+// machine (shutdown, with its registers), a host shutdown, or a guest
+// stopped by an emulation failure or a panic device (res); anything else
+// leaves the run going (both nil). ctx bounds the QMP commands it sends.
+func (r *run) event(ctx context.Context, ev qmpEvent) (res *machine.Result, shutdown *shutdownInfo, end stopReason, byGuest bool) {
+	switch ev.Event {
+	case "SHUTDOWN":
+		var d shutdownData
+		_ = json.Unmarshal(ev.Data, &d)
+		if !d.Guest {
+			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU was shut down from the host (" + d.Reason + ")"}, nil, endKill, false
+		}
+		return nil, &shutdownInfo{reason: d.Reason, regs: r.registers(ctx)}, endPaused, true
+	case "STOP":
+		status, err := r.qmp.status(ctx)
+		if err == nil && (status == "internal-error" || status == "guest-panicked") {
+			regs := r.registers(ctx)
+			msg := "QEMU stopped the guest: " + status + stderrNote(r.stderr.String())
+			if r.accel == AccelKVM && status == "internal-error" {
+				msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
+			}
+			return machine.Crashed("%s: %s", msg, regs), nil, endPaused, true
+		}
+	}
+	return nil, nil, endKill, false
 }
 
 const badRAMPrefix = "guest touched bad RAM"
