@@ -22,8 +22,8 @@ import (
 // conformanceVMMs are the backends each image boots on.
 var conformanceVMMs = []boot.VMM{boot.VMMQEMU, boot.VMMKVM, boot.VMMQEMUKernel}
 
-// loaderImage is the path of a committed conformance image.
-func loaderImage(name string) string {
+// conformanceImage is the path of a committed conformance image.
+func conformanceImage(name string) string {
 	return filepath.Join(repoRoot(), "e2e", "conformance", name)
 }
 
@@ -37,7 +37,7 @@ func bootImage(t *testing.T, vmm boot.VMM, cfg boot.Config) (*boot.Result, strin
 		cfg.Accel = "tcg"
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 30 * time.Second
+		cfg.Timeout = 60 * time.Second
 	}
 	res, _, console := bootTestKernel(t, cfg)
 	return res, console
@@ -64,14 +64,14 @@ func TestConformanceLoader(t *testing.T) {
 		{image: "linux-raw-203.bin", want: []string{`linux-raw: command line "` + cmdline + `"`, "linux-raw: pass"}},
 		{image: "linux-raw-207.bin", want: []string{`linux-raw: command line "` + cmdline + `"`, "linux-raw: pass"}},
 		{image: "linux-raw-212.bin", want: []string{`linux-raw: command line "` + cmdline + `"`, "linux-raw: pass"}},
-		{image: "multiboot-argv0.elf", want: []string{`multiboot-argv0: argv[0] "` + loaderImage("multiboot-argv0.elf") + `"`, "multiboot-argv0: pass"}},
+		{image: "multiboot-argv0.elf", want: []string{`multiboot-argv0: argv[0] "` + conformanceImage("multiboot-argv0.elf") + `"`, "multiboot-argv0: pass"}},
 		{image: "multiboot-twoseg.elf", want: []string{"multiboot-twoseg: pass"}, qemuBreaks: true},
 	} {
 		t.Run(tc.image, func(t *testing.T) {
 			verdicts := map[boot.VMM]string{}
 			for _, vmm := range conformanceVMMs {
 				t.Run(vmm.String(), func(t *testing.T) {
-					res, console := bootImage(t, vmm, boot.Config{Kernel: loaderImage(tc.image), Cmdline: cmdline})
+					res, console := bootImage(t, vmm, boot.Config{Kernel: conformanceImage(tc.image), Cmdline: cmdline})
 					verdicts[vmm] = verdict(res)
 					if vmm == boot.VMMQEMUKernel && tc.qemuBreaks {
 						if res.Outcome == machine.Pass {
@@ -118,11 +118,11 @@ func TestConformanceLoaderBadRAM(t *testing.T) {
 	bad := badRanges(t, "1M-2M")
 	for _, image := range []string{"linux-raw-207.bin", "linux-raw-212.bin"} {
 		t.Run(image, func(t *testing.T) {
-			res, console := bootImage(t, boot.VMMQEMU, boot.Config{Kernel: loaderImage(image), BadRAM: bad})
+			res, console := bootImage(t, boot.VMMQEMU, boot.Config{Kernel: conformanceImage(image), BadRAM: bad})
 			if res.Outcome != machine.Pass || res.LoadAddress != 2<<20 || len(res.BadRAMAccesses) != 0 || !strings.Contains(console, ", at 0x00200000\r\n") {
 				t.Errorf("%s at %#x, %d bad-RAM accesses: %s\n%s", verdict(res), res.LoadAddress, len(res.BadRAMAccesses), res.Reason, tail(console, 10))
 			}
-			res, _ = bootImage(t, boot.VMMQEMUKernel, boot.Config{Kernel: loaderImage(image), BadRAM: bad})
+			res, _ = bootImage(t, boot.VMMQEMUKernel, boot.Config{Kernel: conformanceImage(image), BadRAM: bad})
 			if res.Outcome != machine.Crash || len(res.BadRAMAccesses) == 0 {
 				t.Errorf("QEMU's -kernel: %s, %+v: want its loader caught writing bad RAM", verdict(res), res.BadRAMAccesses)
 			}
@@ -130,7 +130,7 @@ func TestConformanceLoaderBadRAM(t *testing.T) {
 	}
 	t.Run("linux-raw-203.bin", func(t *testing.T) {
 		requireQEMU(t)
-		res, err := boot.Run(t.Context(), boot.Config{Kernel: loaderImage("linux-raw-203.bin"), BadRAM: bad, VMM: boot.VMMQEMU, Accel: "tcg"})
+		res, err := boot.Run(t.Context(), boot.Config{Kernel: conformanceImage("linux-raw-203.bin"), BadRAM: bad, VMM: boot.VMMQEMU, Accel: "tcg"})
 		if err == nil || res.ExitCode != machine.StatusError || !strings.Contains(err.Error(), "the kernel cannot move: boot protocol 2.03, relocatable_kernel 0") {
 			t.Errorf("%v, status %d: want a refusal saying the image cannot move", err, res.ExitCode)
 		}

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"kvmboot/boot"
 	"kvmboot/loader"
@@ -20,27 +19,12 @@ import (
 // for pass. Each boots on our two backends and under QEMU's own -kernel
 // (SeaBIOS), which must agree.
 
-// pcBackends are the backends every conformance program boots on.
-var pcBackends = []boot.VMM{boot.VMMKVM, boot.VMMQEMU, boot.VMMQEMUKernel}
-
-// pcProgram is a conformance program's path.
-func pcProgram(name string) string {
-	return filepath.Join(repoRoot(), "e2e", "conformance", "pc", name)
-}
-
-// bootPC boots a conformance program on vmm and returns the result and
-// its "pc: " lines.
+// bootPC boots a conformance program of e2e/conformance/pc on vmm and
+// returns the result and its "pc: " lines.
 func bootPC(t *testing.T, vmm boot.VMM, program string, cfg boot.Config) (*boot.Result, []string, string) {
 	t.Helper()
-	requireBackend(t, vmm)
-	cfg.Kernel, cfg.VMM = pcProgram(program), vmm
-	if vmm != "kvm" {
-		cfg.Accel = "tcg"
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 60 * time.Second
-	}
-	res, _, console := bootTestKernel(t, cfg)
+	cfg.Kernel = conformanceImage(filepath.Join("pc", program))
+	res, console := bootImage(t, vmm, cfg)
 	return res, prefixedLines(console, "pc: "), console
 }
 
@@ -50,7 +34,7 @@ func bootPC(t *testing.T, vmm boot.VMM, program string, cfg boot.Config) (*boot.
 // int 1Ch, int 1Ah reading and setting the count, the midnight flag; on
 // the PC and on the minimal machine alike.
 func TestConformancePCTicks(t *testing.T) {
-	for _, vmm := range pcBackends {
+	for _, vmm := range conformanceVMMs {
 		for _, mach := range []boot.Machine{boot.MachinePC, boot.MachineMinimal} {
 			t.Run(vmm.String()+"/"+mach.String(), func(t *testing.T) {
 				res, lines, console := bootPC(t, vmm, "ticks.elf", boot.Config{Machine: mach})
@@ -79,7 +63,7 @@ func TestConformancePCTicks(t *testing.T) {
 // SeaBIOS on the ISA PC as with our firmware.
 func TestConformancePCACPI(t *testing.T) {
 	listed := map[boot.VMM]*loader.Platform{boot.VMMKVM: &kvm.Platform, boot.VMMQEMU: &qemu.PCPlatform}
-	for _, vmm := range pcBackends {
+	for _, vmm := range conformanceVMMs {
 		t.Run(vmm.String(), func(t *testing.T) {
 			res, lines, console := bootPC(t, vmm, "acpi.elf", boot.Config{})
 			if res.Outcome != machine.Pass || res.ExitCode != 0 || len(lines) == 0 || lines[len(lines)-1] != "pc: verdict pass" {
