@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,27 @@ func requireKVM(t testing.TB) {
 	}
 }
 
+var (
+	pagingOnce sync.Once
+	pagingErr  error
+)
+
+// requireKVMPaging skips or fails unless our KVM machine runs a guest that
+// turns on 32-bit paging (the probe's paging guest), as a Linux boot needs:
+// a real KVM, not kvm_pvm (DESIGN.md §7).
+func requireKVMPaging(t testing.TB) {
+	t.Helper()
+	requireKVM(t)
+	pagingOnce.Do(func() {
+		if p := kvm.Probe(context.Background()); !p.Paging32 {
+			pagingErr = fmt.Errorf("this host's KVM (%s) cannot run 32-bit paging: %s", p.Module, p.PagingDetail)
+		}
+	})
+	if pagingErr != nil {
+		missing(t, "KVMBOOT_REQUIRE_KVM_PAGING", pagingErr.Error())
+	}
+}
+
 // requireQEMU skips or fails when qemu-system-i386 is missing.
 func requireQEMU(t testing.TB) {
 	t.Helper()
@@ -63,8 +85,13 @@ func requireBackend(t testing.TB, vmm string) {
 	}
 }
 
-// repoRoot is the module root, found from this file's location.
+// repoRoot is the module root, found from this file's location, or
+// $KVMBOOT_SOURCE_DIR: where a test binary run away from its source (the
+// nested KVM lab) finds the files it reads (e2e/testdata, docs).
 func repoRoot() string {
+	if d := os.Getenv("KVMBOOT_SOURCE_DIR"); d != "" {
+		return d
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Dir(filepath.Dir(file))
 }
@@ -105,9 +132,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cli builds the kvmboot command once per test binary.
+// cli builds the kvmboot command once per test binary, or returns
+// $KVMBOOT_CLI, a kvmboot built already (the nested KVM lab has no Go
+// toolchain).
 func cli(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("KVMBOOT_CLI"); p != "" {
+		return p
+	}
 	cliOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kvmboot-e2e-")
 		if err != nil {

@@ -25,9 +25,14 @@ var (
 	initrdErr  error
 )
 
-// guestInitrd builds the initramfs with our guest init once per test binary.
+// guestInitrd builds the initramfs with our guest init once per test
+// binary, or returns $KVMBOOT_GUEST_INITRD, one built already (the nested
+// KVM lab has no Go toolchain).
 func guestInitrd(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("KVMBOOT_GUEST_INITRD"); p != "" {
+		return p
+	}
 	initrdOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kvmboot-initrd-")
 		if err != nil {
