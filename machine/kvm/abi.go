@@ -67,7 +67,16 @@ const (
 	// KVM_SET_GUEST_DEBUG is a vCPU ioctl; gokvm's SingleStep issues it on
 	// the VM fd and sets a hardware-breakpoint bit by accident.
 	ioctlSetGuestDebug = 1<<30 | 72<<16 | 0xAE<<8 | 0x9B
+	// KVM_CREATE_PIT2 takes struct kvm_pit_config (64 bytes).
+	ioctlCreatePIT2 = 1<<30 | 64<<16 | 0xAE<<8 | 0x77
+	// KVM_RUN has no argument: _IO(KVMIO, 0x80).
+	ioctlRun = 0xAE<<8 | 0x80
 )
+
+// pitSpeakerDummy (KVM_PIT_SPEAKER_DUMMY) makes the in-kernel PIT answer
+// port 0x61 too: channel 2's gate (bit 0) and output (bit 5), which
+// Linux's TSC calibration against the PIT reads.
+const pitSpeakerDummy = 1
 
 // struct kvm_guest_debug control bits.
 const (
@@ -84,6 +93,18 @@ const (
 	cpuidLeaf7EBXRDSEED = 1 << 18
 	cpuidMaxSupported   = 256 // entries asked of KVM_GET_SUPPORTED_CPUID
 )
+
+// The hypervisor CPUID leaves Linux looks for before it uses KVM's
+// paravirtual features (kvmclock among them): leaf 1's hypervisor bit, the
+// signature leaf and the features leaf (KVM_CPUID_SIGNATURE, _FEATURES).
+const (
+	cpuidLeaf1ECXHypervisor = 1 << 31
+	cpuidKVMSignature       = 0x40000000
+	cpuidKVMFeatures        = 0x40000001
+)
+
+// kvmSignature is "KVMKVMKVM\0\0\0" as EBX, ECX, EDX.
+var kvmSignature = [3]uint32{0x4b4d564b, 0x564b4d56, 0x0000004d}
 
 // Addresses KVM needs for its own structures on Intel hosts: an identity
 // page table for real mode and a TSS (three pages), both well above RAM.

@@ -171,7 +171,12 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 		r.traceNext()
 	}
 	for r.result == nil {
-		if err := gokvm.Run(uintptr(r.vm.vcpuFd)); err != nil {
+		if err := runVCPU(uintptr(r.vm.vcpuFd)); err == unix.EINTR {
+			// A signal (ours or any other) or immediate_exit: kvm_run
+			// still holds the previous exit, already handled.
+			r.stopIfAsked(why.Load())
+			continue
+		} else if err != nil {
 			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: fmt.Sprintf("KVM_RUN: %v", err)}
 		}
 		reason := binary.LittleEndian.Uint32(r.vm.run[runExitReason:])
@@ -196,12 +201,7 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 		case exitDebug:
 			r.handleStep()
 		case exitIntr:
-			switch why.Load() {
-			case stopTimeout:
-				r.finish(machine.TimedOut(r.opts.Timeout))
-			case stopCancel:
-				r.finish(machine.Interrupted())
-			}
+			r.stopIfAsked(why.Load())
 		case exitShutdown:
 			if r.pagingRefused() {
 				r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
@@ -239,6 +239,28 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 	r.result.Stub = r.stub
 	r.result.CPU = r.cpu
 	return r.result
+}
+
+// runVCPU is KVM_RUN. Unlike gokvm's Run, which turns EINTR into success,
+// it returns EINTR: the run was interrupted before any new exit.
+func runVCPU(vcpuFd uintptr) error {
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, vcpuFd, ioctlRun, 0); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// stopIfAsked ends the run when the watcher asked it to stop; a timeout's
+// reason says where the guest stood (diagnose).
+func (r *runner) stopIfAsked(why int32) {
+	switch why {
+	case stopTimeout:
+		res := machine.TimedOut(r.opts.Timeout)
+		res.Reason += "; " + r.diagnose()
+		r.finish(res)
+	case stopCancel:
+		r.finish(machine.Interrupted())
+	}
 }
 
 // watch interrupts KVM_RUN when the deadline passes or ctx is cancelled:

@@ -93,7 +93,7 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set) (vm *VM, err 
 	if err := gokvm.CreateIRQChip(fd); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_IRQCHIP: %w", err)
 	}
-	if err := gokvm.CreatePIT2(fd); err != nil {
+	if err := createPIT2(fd, pitSpeakerDummy); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_PIT2: %w", err)
 	}
 	if err := vm.createVCPU(); err != nil {
@@ -178,31 +178,47 @@ func (vm *VM) createVCPU() error {
 	return vm.setCPUID()
 }
 
-// setCPUID gives the vCPU what KVM supports, minus RDRAND and RDSEED.
+// setCPUID gives the vCPU what KVM supports (guestCPUID).
 func (vm *VM) setCPUID() error {
 	cpuid := &gokvm.CPUID{Nent: cpuidMaxSupported, Entries: make([]gokvm.CPUIDEntry2, cpuidMaxSupported)}
 	if err := gokvm.GetSupportedCPUID(vm.dev.Fd(), cpuid); err != nil {
 		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
 	}
-	cpuid.Entries = cpuid.Entries[:cpuid.Nent]
-	maskCPUID(cpuid.Entries)
+	cpuid.Entries = guestCPUID(cpuid.Entries[:cpuid.Nent])
+	cpuid.Nent = uint32(len(cpuid.Entries))
 	if err := gokvm.SetCPUID2(uintptr(vm.vcpuFd), cpuid); err != nil {
 		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
 	}
 	return nil
 }
 
-// maskCPUID hides RDRAND and RDSEED from the guest.
-func maskCPUID(entries []gokvm.CPUIDEntry2) {
+// guestCPUID is the guest's CPUID from what KVM supports: RDRAND and
+// RDSEED hidden, and the guest told it runs on KVM (leaf 1's hypervisor
+// bit and KVM's signature leaf pointing at its features leaf), as a Linux
+// guest needs to use kvmclock and KVM's other paravirtual features. The
+// features leaf is KVM's own; without one, no signature is made up.
+func guestCPUID(entries []gokvm.CPUIDEntry2) []gokvm.CPUIDEntry2 {
+	hasFeatures := slices.ContainsFunc(entries, func(e gokvm.CPUIDEntry2) bool { return e.Function == cpuidKVMFeatures })
+	signature := false
 	for i := range entries {
 		e := &entries[i]
 		switch {
 		case e.Function == 1:
 			e.Ecx &^= cpuidLeaf1ECXRDRAND
+			e.Ecx |= cpuidLeaf1ECXHypervisor
 		case e.Function == 7 && e.Index == 0:
 			e.Ebx &^= cpuidLeaf7EBXRDSEED
+		case e.Function == cpuidKVMSignature && hasFeatures:
+			e.Eax = max(e.Eax, cpuidKVMFeatures)
+			e.Ebx, e.Ecx, e.Edx = kvmSignature[0], kvmSignature[1], kvmSignature[2]
+			signature = true
 		}
 	}
+	if hasFeatures && !signature {
+		entries = append(entries, gokvm.CPUIDEntry2{Function: cpuidKVMSignature, Eax: cpuidKVMFeatures,
+			Ebx: kvmSignature[0], Ecx: kvmSignature[1], Edx: kvmSignature[2]})
+	}
+	return entries
 }
 
 // useTableCRC tells the stub not to trust CPUID's SSE4.2 for its checksums.
