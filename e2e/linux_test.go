@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -47,12 +48,16 @@ func guestInitrd(t testing.TB) string {
 	return initrdPath
 }
 
-// bootLinux boots Debian's kernel (or cfg.Kernel) with our guest init on
-// the QEMU backend (TCG: no i386 Linux runs on this host's KVM) and parses
-// the init's report.
+// bootLinux boots Debian's kernel (or cfg.Kernel) with our guest init and
+// parses the init's report: on the QEMU backend with TCG unless cfg.VMM
+// says kvm, which needs a KVM that runs 32-bit paging (requireKVMPaging).
 func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestReport, string) {
 	t.Helper()
-	requireQEMU(t)
+	if cfg.VMM == "kvm" {
+		requireKVMPaging(t)
+	} else {
+		requireQEMU(t)
+	}
 	if cfg.Kernel == "" {
 		cfg.Kernel = requireDebianKernel(t)
 	}
@@ -73,9 +78,11 @@ func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestRep
 	return res, rep, console
 }
 
-// checkLinux asserts what every good Linux boot must show: the init's
-// checks passed, the kernel's code lies where the plan put it, and no
-// System RAM overlaps bad RAM.
+// checkLinux asserts what every good Linux boot must show, on every
+// backend: the init's checks passed, the kernel's code lies where the plan
+// put it, no System RAM overlaps bad RAM, and above 1 MiB the guest's
+// /proc/iomem is the plan's memory map (System RAM where it has RAM,
+// Unusable memory where it has bad RAM).
 func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, console string, bad []loader.Range) {
 	t.Helper()
 	if res.Outcome != machine.Pass || rep == nil || !rep.Pass {
@@ -101,6 +108,46 @@ func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, cons
 			t.Errorf("the kernel (%v %v %v) overlaps bad RAM %v", rep.KernelCode, rep.KernelData, rep.KernelBss, r)
 		}
 	}
+	for typ, guest := range map[loader.Kind][]initramfs.Range{loader.KindRAM: rep.SystemRAM, loader.KindBad: rep.Unusable} {
+		if want, got := planRanges(res, typ), aboveOneMiB(guest); !slices.Equal(got, want) {
+			t.Errorf("/proc/iomem above 1 MiB has %s %v, the plan %v", typ, got, want)
+		}
+	}
+}
+
+// planRanges are the plan's memory-map ranges of type typ above 1 MiB,
+// merged, as /proc/iomem shows them.
+func planRanges(res *boot.Result, typ loader.Kind) []initramfs.Range {
+	var out []initramfs.Range
+	for _, m := range res.MemoryMap {
+		if m.Type != typ || m.End <= mib {
+			continue
+		}
+		r := initramfs.Range{Start: max(m.Start, mib), End: m.End}
+		if n := len(out); n > 0 && out[n-1].End == r.Start {
+			out[n-1].End = r.End
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// aboveOneMiB is rs cut to what lies at or above 1 MiB, neighbours merged.
+func aboveOneMiB(rs []initramfs.Range) []initramfs.Range {
+	var out []initramfs.Range
+	for _, r := range rs {
+		if r.End <= mib {
+			continue
+		}
+		r.Start = max(r.Start, mib)
+		if n := len(out); n > 0 && out[n-1].End == r.Start {
+			out[n-1].End = r.End
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func badRanges(t testing.TB, specs ...string) []loader.Range {
@@ -109,8 +156,15 @@ func badRanges(t testing.TB, specs ...string) []loader.Range {
 }
 
 // TestLinuxBoot boots Debian's stock i386 kernel to our guest init through
-// the compressed-ELF path around several bad-RAM layouts.
-func TestLinuxBoot(t *testing.T) {
+// the compressed-ELF path around several bad-RAM layouts, under QEMU.
+func TestLinuxBoot(t *testing.T) { testLinuxBoot(t, "") }
+
+// TestKVMLinuxBoot makes the same boots on our own VMM, where the KVM runs
+// 32-bit paging: the same placements, memory maps and guest /proc/iomem.
+// Linux there finds KVM (CPUID), uses kvmclock and calibrates its TSC.
+func TestKVMLinuxBoot(t *testing.T) { testLinuxBoot(t, "kvm") }
+
+func testLinuxBoot(t *testing.T, vmm string) {
 	for _, tc := range []struct {
 		name     string
 		bad      []string
@@ -126,8 +180,15 @@ func TestLinuxBoot(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := badRanges(t, tc.bad...)
-			res, rep, console := bootLinux(t, boot.Config{BadRAM: bad})
+			cfg := boot.Config{VMM: vmm, BadRAM: bad}
+			if vmm == "kvm" && tc.name == "clean" {
+				cfg.Cmdline = strings.Replace(linuxCmdline, " quiet", "", 1) // the clock lines are informational
+			}
+			res, rep, console := bootLinux(t, cfg)
 			checkLinux(t, res, rep, console, bad)
+			if cfg.Cmdline != "" {
+				checkKVMClock(t, console)
+			}
 			if res.LoadAddress != tc.wantLoad {
 				t.Errorf("kernel loaded at %#x, want %#x", res.LoadAddress, tc.wantLoad)
 			}
@@ -142,12 +203,34 @@ func TestLinuxBoot(t *testing.T) {
 	}
 }
 
+// checkKVMClock asserts that Linux on our VMM found KVM and took its
+// clocks from it: kvmclock, and a TSC frequency without PIT calibration
+// failing (the in-kernel PIT answers port 0x61).
+func checkKVMClock(t *testing.T, console string) {
+	t.Helper()
+	for _, want := range []string{"Hypervisor detected: KVM", "kvm-clock: Using msrs", "tsc: Detected", "Switched to clocksource kvm-clock"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("the console lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"Fast TSC calibration failed", "Unable to calibrate against PIT", "Marking TSC unstable"} {
+		if strings.Contains(console, bad) {
+			t.Errorf("the console says %q", bad)
+		}
+	}
+}
+
 // TestLinuxPanicEndsRunAtOnce: a kernel that panics ends the run with 125
-// and the panic line in the reason, long before the timeout.
-func TestLinuxPanicEndsRunAtOnce(t *testing.T) {
+// and the panic line in the reason, long before the timeout, under QEMU
+// and on our VMM.
+func TestLinuxPanicEndsRunAtOnce(t *testing.T) { testLinuxPanic(t, "") }
+
+func TestKVMLinuxPanicEndsRunAtOnce(t *testing.T) { testLinuxPanic(t, "kvm") }
+
+func testLinuxPanic(t *testing.T, vmm string) {
 	start := time.Now()
 	// rdinit: our initramfs has an /init, which init= alone would not replace.
-	res, _, console := bootLinux(t, boot.Config{Cmdline: "console=ttyS0 cryptomgr.notests noisapnp panic=-1 rdinit=/nonexistent init=/nonexistent", Timeout: 100 * time.Second})
+	res, _, console := bootLinux(t, boot.Config{VMM: vmm, Cmdline: "console=ttyS0 cryptomgr.notests noisapnp panic=-1 rdinit=/nonexistent init=/nonexistent", Timeout: 100 * time.Second})
 	if res.Outcome != machine.Crash || res.ExitCode != 125 || !strings.Contains(res.Reason, "Kernel panic") {
 		t.Fatalf("outcome %s (%d): %s\n%s", res.Outcome, res.ExitCode, res.Reason, tail(console, 20))
 	}

@@ -111,3 +111,36 @@ func TestKVMTraceShowsRealModePart(t *testing.T) {
 		t.Fatalf("the trace does not show the part's first instructions %q at segment %s (found %d)", want, seg, found)
 	}
 }
+
+// TestKVMLinuxTraceReal traces Debian's kernel's real-mode setup code on
+// our own VMM (--protocol linux16 --trace=real), where the KVM runs 32-bit
+// paging: the trace starts at the reset vector, shows the setup code's
+// first instructions at its segment and nothing in protected mode, and
+// the kernel still boots to init.
+func TestKVMLinuxTraceReal(t *testing.T) {
+	var lines []string
+	res, rep, console := bootLinux(t, boot.Config{VMM: "kvm", Protocol: loader.ProtocolLinux16,
+		Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 20000})
+	checkLinux(t, res, rep, console, nil)
+	setup := placement(res, "setup")
+	if setup == nil || len(lines) == 0 {
+		t.Fatalf("setup %+v, %d trace lines", setup, len(lines))
+	}
+	if !strings.HasPrefix(lines[0], "16 f000:fff0 ") {
+		t.Errorf("the trace starts with %q, want the reset vector", lines[0])
+	}
+	seg := fmt.Sprintf("16 %04x:", setup.Start>>4+0x20) // the setup code's entry segment
+	inSetup := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, seg) {
+			inSetup++
+		}
+		if !strings.HasPrefix(l, "16 ") {
+			t.Fatalf("a protected-mode line in --trace=real: %q", l)
+		}
+	}
+	if inSetup < 100 {
+		t.Errorf("%d of %d trace lines in the setup code's segment %s", inSetup, len(lines), seg)
+	}
+	t.Logf("%d trace lines, %d in Linux's setup code", len(lines), inSetup)
+}
