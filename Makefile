@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= kvmboot
 FUZZTIME ?= 60s
 
-.PHONY: all build demo test unit e2e vet stubs testkernel kernel check-blobs bench fuzz clean
+.PHONY: all build demo test test-kvm unit e2e vet stubs testkernel kernel check-blobs bench fuzz clean
 
 all: build
 
@@ -22,6 +22,15 @@ demo:
 # (KVMBOOT_REQUIRE_*=1) turns those skips into failures.
 test: vet
 	$(GO) test -count=1 -timeout 25m ./...
+
+# Every KVM-backend test against a real KVM: this host's when its KVM runs
+# 32-bit paging, else inside the nested KVM lab (e2e/lab: an outer VM under
+# QEMU's TCG with SVM, Debian's amd64 kernel and kvm_amd, fetched once by
+# scripts/fetch-lab.sh). KVMBOOT_LAB_SET=ci runs CI's selection;
+# LABFLAGS=-json prints go test -json events.
+test-kvm:
+	scripts/fetch-lab.sh
+	$(GO) run ./e2e/cmd/kvmlab test $(LABFLAGS)
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)

@@ -44,17 +44,20 @@ func NewCollector(job Job, open func(step int) io.WriteCloser, notes func(string
 
 // Line takes one line of the results channel, without its newline.
 func (c *Collector) Line(s string) {
-	if i := strings.Index(s, markerPrefix); i >= 0 {
-		if i > 0 {
-			c.output(s[:i])
-		}
-		c.blank = false
-		c.marker(strings.Fields(s[i+len(markerPrefix):]))
+	i := strings.Index(s, markerPrefix)
+	if i == 0 {
+		c.blank = false // the job script's, before its marker
+		c.marker(strings.Fields(s[len(markerPrefix):]))
 		return
 	}
 	if c.blank {
 		c.blank = false
 		c.output("")
+	}
+	if i > 0 { // a last line without a newline, then the marker
+		c.output(s[:i])
+		c.marker(strings.Fields(s[i+len(markerPrefix):]))
+		return
 	}
 	if s == "" && c.step >= 0 {
 		c.blank = true

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"kvmboot/e2e/initramfs"
 	"kvmboot/e2e/lab"
 	"kvmboot/machine/kvm"
+	"kvmboot/machine/qemu"
 )
 
 // testPackages hold the KVM-backend tests, each run as a test binary.
@@ -44,8 +46,8 @@ const (
 )
 
 type options struct {
-	cache, cpu, mem, appendArgs, kvmAMD, set string
-	json, forceLab, keep                     bool
+	cache, cpu, mem, appendArgs, kvmAMD, set, packages string
+	json, forceLab, keep, withQEMU                     bool
 	freezes, repeat                          int
 	timeout                                  time.Duration
 }
@@ -66,10 +68,12 @@ func main() {
 	flags.IntVar(&o.freezes, "max-freezes", 8, "give up after this many outer VMs froze")
 	flags.DurationVar(&o.timeout, "timeout", 90*time.Minute, "bound on one outer VM's run")
 	flags.BoolVar(&o.keep, "keep", false, "keep the attempts' console logs")
+	flags.BoolVar(&o.withQEMU, "qemu", false, "put this host's qemu-system-i386 in the lab (QEMU with KVM beside our VMM)")
 	if mode == "test" {
 		flags.StringVar(&o.set, "set", envOr("KVMBOOT_LAB_SET", "full"), "which tests: full (every test of the KVM packages) or ci (the selection CI runs)")
 		flags.BoolVar(&o.json, "json", false, "print go test -json events (through go tool test2json)")
 		flags.BoolVar(&o.forceLab, "lab", false, "use the lab even when the host's KVM runs 32-bit paging")
+		flags.StringVar(&o.packages, "packages", strings.Join(testPackages, ","), "the packages whose tests run")
 	} else {
 		flags.IntVar(&o.repeat, "repeat", 1, "run the command this many times, each retried on an outer VM freeze")
 	}
@@ -128,10 +132,11 @@ func runTests(ctx context.Context, o options, extra []string) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	pkgs := strings.Split(o.packages, ",")
 	if !o.forceLab {
 		if p := kvm.Probe(ctx); p.Paging32 {
 			note(fmt.Sprintf("this host's KVM (%s) runs 32-bit paging: go test here", p.Module))
-			return hostTests(ctx, o, append(setFlags, extra...))
+			return hostTests(ctx, o, pkgs, append(setFlags, extra...))
 		}
 	}
 	dir, err := os.MkdirTemp("", "kvmlab-")
@@ -139,12 +144,12 @@ func runTests(ctx context.Context, o options, extra []string) (int, error) {
 		return 1, err
 	}
 	defer cleanup(o, dir)
-	files, err := buildFixtures(ctx, dir)
+	files, err := buildFixtures(ctx, o, dir)
 	if err != nil {
 		return 1, err
 	}
 	var job lab.Job
-	for _, pkg := range testPackages {
+	for _, pkg := range pkgs {
 		bin := filepath.Base(pkg) + ".test"
 		note("building " + bin)
 		out := filepath.Join(dir, bin)
@@ -157,7 +162,7 @@ func runTests(ctx context.Context, o options, extra []string) (int, error) {
 		}
 		files = append(files, initramfs.File{Name: labBin[1:] + "/" + bin, Perm: 0o755, Data: data})
 		argv := append([]string{labBin + "/" + bin, "-test.v=test2json", "-test.count=1", "-test.timeout=80m"}, setFlags...)
-		job.Steps = append(job.Steps, lab.Step{Name: pkg, Argv: append(argv, extra...), Env: labEnv(), Tests: true})
+		job.Steps = append(job.Steps, lab.Step{Name: pkg, Argv: append(argv, extra...), Env: labEnv(o), Tests: true})
 	}
 	l, err := newLab(o, dir, files)
 	if err != nil {
@@ -184,15 +189,19 @@ func runTests(ctx context.Context, o options, extra []string) (int, error) {
 }
 
 // labEnv points the test binaries at the lab's fixtures and makes every
-// missing KVM or kernel a failure.
-func labEnv() []string {
-	return []string{"KVMBOOT_CLI=" + labCLI, "KVMBOOT_KERNEL_DIR=" + labKernelDir, "KVMBOOT_GUEST_INITRD=" + labInitrd,
+// missing KVM or kernel a failure (and QEMU, when the lab has it).
+func labEnv(o options) []string {
+	env := []string{"KVMBOOT_CLI=" + labCLI, "KVMBOOT_KERNEL_DIR=" + labKernelDir, "KVMBOOT_GUEST_INITRD=" + labInitrd,
 		"KVMBOOT_SOURCE_DIR=" + labSource, "KVMBOOT_REQUIRE_KVM=1", "KVMBOOT_REQUIRE_KVM_PAGING=1", "KVMBOOT_REQUIRE_KERNEL=1"}
+	if o.withQEMU {
+		env = append(env, "KVMBOOT_REQUIRE_QEMU=1")
+	}
+	return env
 }
 
 // hostTests is go test of the KVM packages on this host, every KVM test
 // required.
-func hostTests(ctx context.Context, o options, flags []string) (int, error) {
+func hostTests(ctx context.Context, o options, pkgs, flags []string) (int, error) {
 	args := []string{"test", "-count=1", "-timeout", "80m"}
 	if o.json {
 		args = append(args, "-json")
@@ -200,7 +209,7 @@ func hostTests(ctx context.Context, o options, flags []string) (int, error) {
 	for i := 0; i+1 < len(flags); i += 2 { // test binary flags as go test takes them
 		args = append(args, strings.Replace(flags[i], "-test.", "-", 1), flags[i+1])
 	}
-	args = append(args, testPackages...)
+	args = append(args, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Env = append(os.Environ(), "KVMBOOT_REQUIRE_KVM=1", "KVMBOOT_REQUIRE_KERNEL=1")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
@@ -222,7 +231,7 @@ func runCommand(ctx context.Context, o options, argv []string) (int, error) {
 		return 1, err
 	}
 	defer cleanup(o, dir)
-	files, err := buildFixtures(ctx, dir)
+	files, err := buildFixtures(ctx, o, dir)
 	if err != nil {
 		return 1, err
 	}
@@ -232,7 +241,7 @@ func runCommand(ctx context.Context, o options, argv []string) (int, error) {
 	}
 	var job lab.Job
 	for i := 0; i < o.repeat; i++ {
-		job.Steps = append(job.Steps, lab.Step{Name: fmt.Sprintf("run %d", i+1), Argv: argv, Env: labEnv()})
+		job.Steps = append(job.Steps, lab.Step{Name: fmt.Sprintf("run %d", i+1), Argv: argv, Env: labEnv(o)})
 	}
 	col := lab.NewCollector(job, func(int) io.WriteCloser { return nopCloser{os.Stdout} }, note)
 	rep, err := l.Run(ctx, job, col)
@@ -258,8 +267,8 @@ func runCommand(ctx context.Context, o options, argv []string) (int, error) {
 }
 
 // buildFixtures builds kvmboot and the guest initramfs and gathers what
-// the tests inside read.
-func buildFixtures(ctx context.Context, dir string) ([]initramfs.File, error) {
+// the tests inside read (and QEMU, with -qemu).
+func buildFixtures(ctx context.Context, o options, dir string) ([]initramfs.File, error) {
 	note("building kvmboot and the guest initramfs")
 	cli := filepath.Join(dir, "kvmboot")
 	if err := goCmd(ctx, "build", "-o", cli, "./cmd/kvmboot"); err != nil {
@@ -294,7 +303,49 @@ func buildFixtures(ctx context.Context, dir string) ([]initramfs.File, error) {
 		files = append(files, initramfs.File{Name: labSource[1:] + "/" + filepath.ToSlash(p), Perm: 0o644, Data: data})
 		return err
 	})
-	return files, err
+	if err != nil || !o.withQEMU {
+		return files, err
+	}
+	q, err := qemuFiles(ctx)
+	return append(files, q...), err
+}
+
+// qemuFirmware are the files qemu-system-i386 reads to boot a PC with
+// -kernel (SeaBIOS, the option ROMs that load the kernel, the TPR patcher).
+var qemuFirmware = []string{"bios-256k.bin", "linuxboot_dma.bin", "linuxboot.bin", "kvmvapic.bin", "multiboot_dma.bin", "multiboot.bin"}
+
+// qemuFiles are this host's qemu-system-i386 (from Debian's package), the
+// shared libraries ldd names for it and its firmware, at their paths.
+func qemuFiles(ctx context.Context) ([]initramfs.File, error) {
+	bin, err := qemu.BinaryPath()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, "ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, err)
+	}
+	paths := map[string]string{bin: "bin/qemu-system-i386"}
+	for _, l := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(l) {
+			if strings.HasPrefix(f, "/") {
+				paths[f] = f[1:]
+			}
+		}
+	}
+	for _, fw := range qemuFirmware {
+		paths["/usr/share/qemu/"+fw] = "usr/share/qemu/" + fw
+	}
+	var files []initramfs.File
+	for from, to := range paths {
+		data, err := os.ReadFile(from) // through symlinks: the archive holds plain files
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, initramfs.File{Name: to, Perm: 0o755, Data: data})
+	}
+	slices.SortFunc(files, func(a, b initramfs.File) int { return strings.Compare(a.Name, b.Name) })
+	return files, nil
 }
 
 func newLab(o options, dir string, files []initramfs.File) (*lab.Lab, error) {
