@@ -48,8 +48,8 @@ const (
 type options struct {
 	cache, cpu, mem, appendArgs, kvmAMD, set, packages string
 	json, forceLab, keep, withQEMU                     bool
-	freezes, repeat                          int
-	timeout                                  time.Duration
+	freezes, repeat                                    int
+	timeout                                            time.Duration
 }
 
 func main() {
