@@ -148,7 +148,7 @@ func runTests(ctx context.Context, o options, extra []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	var job lab.Job
+	job := lab.Job{ModParams: modParams(o)}
 	for _, pkg := range pkgs {
 		bin := filepath.Base(pkg) + ".test"
 		note("building " + bin)
@@ -186,6 +186,14 @@ func runTests(ctx context.Context, o options, extra []string) (int, error) {
 		return 1, nil
 	}
 	return 0, nil
+}
+
+// modParams are the insmod parameters -kvm-amd gives.
+func modParams(o options) map[string]string {
+	if o.kvmAMD == "" {
+		return nil
+	}
+	return map[string]string{"kvm-amd.ko": o.kvmAMD}
 }
 
 // labEnv points the test binaries at the lab's fixtures and makes every
@@ -239,7 +247,7 @@ func runCommand(ctx context.Context, o options, argv []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	var job lab.Job
+	job := lab.Job{ModParams: modParams(o)}
 	for i := 0; i < o.repeat; i++ {
 		job.Steps = append(job.Steps, lab.Step{Name: fmt.Sprintf("run %d", i+1), Argv: argv, Env: labEnv(o)})
 	}
