@@ -4,6 +4,8 @@
 # (ttyS1) and powers off. Everything it says to the host starts with "@@".
 /bin/busybox mkdir -p /usr/bin /usr/sbin /sbin
 /bin/busybox --install -s
+# busybox's xz only decompresses: tests that need one that compresses skip.
+rm -f /usr/bin/xz
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp
 mkdir -p /tmp /root /lab/work
 mount -t proc proc /proc

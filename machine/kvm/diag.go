@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	gokvm "github.com/bobuhiro11/gokvm/kvm"
@@ -89,15 +90,40 @@ func apicVectors(regs []byte, off int) []int {
 // interrupt from one that gets none.
 var statNames = []string{"exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "irq_window_exits", "irq_injections", "request_irq_exits", "signal_exits", "insn_emulation"}
 
-// vmStats reads this VM's counters from KVM's debugfs folder
-// (/sys/kernel/debug/kvm/PID-FD), "" when debugfs is not mounted.
+// vmStats reads this VM's counters, "" without debugfs.
 func vmStats(vmFd int) string {
-	dir := filepath.Join("/sys/kernel/debug/kvm", fmt.Sprintf("%d-%d", os.Getpid(), vmFd))
+	dir := statsDir(vmFd)
+	if dir == "" {
+		return ""
+	}
 	var out []string
 	for _, n := range statNames {
-		if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil {
-			out = append(out, n+"="+strings.TrimSpace(string(b)))
+		if v, ok := readStat(dir, n); ok {
+			out = append(out, fmt.Sprintf("%s=%d", n, v))
 		}
 	}
 	return strings.Join(out, " ")
+}
+
+// statsDir is this VM's folder in KVM's debugfs, "" when there is none.
+// KVM names it TID-FD after the thread that created the VM: the one
+// whose TID is a thread of this process.
+func statsDir(vmFd int) string {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/kernel/debug/kvm", fmt.Sprintf("*-%d", vmFd)))
+	for _, d := range dirs {
+		tid, _, _ := strings.Cut(filepath.Base(d), "-")
+		if _, err := os.Stat(filepath.Join("/proc/self/task", tid)); err == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+func readStat(dir, name string) (uint64, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return v, err == nil
 }

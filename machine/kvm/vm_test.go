@@ -196,3 +196,29 @@ func TestGuestCPUID(t *testing.T) {
 		t.Errorf("no entries: %+v", got)
 	}
 }
+
+// lostInterrupts fires after five seconds of HLT exits without one
+// injected interrupt, and not for a guest whose interrupts arrive or
+// that sleeps.
+func TestLostInterrupts(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		halts, injections []uint64
+		want              bool
+	}{
+		{"hlt loop", []uint64{0, 100, 5000, 9000, 20000, 30000, 40000}, []uint64{7, 7, 7, 7, 7, 7, 7}, true},
+		{"one second short", []uint64{0, 5000, 9000, 20000, 30000}, []uint64{7, 7, 7, 7, 7}, false},
+		{"ticking", []uint64{0, 250, 500, 750, 1000, 1250, 1500}, []uint64{0, 250, 500, 750, 1000, 1250, 1500}, false},
+		{"asleep", []uint64{3, 3, 3, 3, 3, 3, 3}, []uint64{0, 0, 0, 0, 0, 0, 0}, false},
+		{"a slow second breaks the run", []uint64{0, 1000, 2000, 2050, 3000, 4000, 5000, 6000}, []uint64{1, 1, 1, 1, 1, 1, 1, 1}, false},
+	} {
+		var l lostInterrupts
+		got := false
+		for i := range tc.halts {
+			got = l.sample(tc.halts[i], tc.injections[i])
+		}
+		if got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
