@@ -45,6 +45,12 @@ func requestImmediateExit(run []byte) {
 	atomic.OrUint32((*uint32)(unsafe.Pointer(&run[0])), 1<<(8*runImmediateExit))
 }
 
+// clearImmediateExit undoes requestImmediateExit, for a vCPU that runs on
+// after a nudge.
+func clearImmediateExit(run []byte) {
+	atomic.AndUint32((*uint32)(unsafe.Pointer(&run[0])), ^uint32(1<<(8*runImmediateExit)))
+}
+
 // pitConfig is struct kvm_pit_config.
 type pitConfig struct {
 	flags uint32

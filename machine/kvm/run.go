@@ -72,6 +72,9 @@ const (
 	stopTimeout
 	stopCancel
 	stopLostInterrupts
+	// stopNudge is no stop: the loop makes KVM look at the guest's
+	// pending interrupts again (nudge) and runs on.
+	stopNudge
 )
 
 type runner struct {
@@ -86,6 +89,7 @@ type runner struct {
 	badAccesses []machine.BadAccess
 	loggedPages map[uint64]bool
 
+	nudges     int // nudge calls
 	stepping   bool
 	steps      uint64
 	stepExits  uint64
@@ -175,6 +179,10 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 		if err := runVCPU(uintptr(r.vm.vcpuFd)); err == unix.EINTR {
 			// A signal (ours or any other) or immediate_exit: kvm_run
 			// still holds the previous exit, already handled.
+			if why.CompareAndSwap(stopNudge, stopNone) {
+				clearImmediateExit(r.vm.run)
+				r.nudge()
+			}
 			r.stopIfAsked(why.Load())
 			continue
 		} else if err != nil {
@@ -268,10 +276,32 @@ func (r *runner) stopIfAsked(why int32) {
 
 // LostInterrupts starts the reason of a run that this host's KVM stopped:
 // the guest halts and KVM wakes it at once, for an interrupt it then never
-// injects (lostInterrupts). QEMU 7.2's emulated SVM does this to a KVM
-// nested in it (README, "The nested KVM lab"); the run could go on only
-// to its timeout.
+// injects (lostInterrupts), and nudging KVM (nudge) did not help. The run
+// could go on only to its timeout.
 const LostInterrupts = "this host's KVM stopped injecting interrupts"
+
+// maxNudges is how many nudges in a row may fail to get an interrupt
+// injected before the run ends with LostInterrupts.
+const maxNudges = 10
+
+// nudge makes KVM look at the guest's pending interrupts again, as it
+// does after any change to the registers (KVM_SET_REGS raises
+// KVM_REQ_EVENT). KVM waits for the guest to be able to take an
+// interrupt through an interrupt window, a VM exit the CPU reports;
+// QEMU 7.2's emulated SVM sometimes never reports it, and a KVM nested in
+// it then holds the interrupt for good (README, "The nested KVM lab").
+func (r *runner) nudge() {
+	regs, err := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	if err == nil {
+		err = gokvm.SetRegs(uintptr(r.vm.vcpuFd), regs)
+	}
+	r.nudges++
+	if err != nil {
+		r.log(fmt.Sprintf("nudging KVM to inject a pending interrupt: %v", err))
+		return
+	}
+	r.log(fmt.Sprintf("KVM woke the halted guest for an interrupt it did not inject, %d s in a row: nudged it (%d)", lostAfter, r.nudges))
+}
 
 // lostInterrupts recognises a KVM that keeps a guest from its interrupts:
 // for lostAfter samples in a row, the guest's HLT exits grew by at least
@@ -285,11 +315,12 @@ type lostInterrupts struct {
 }
 
 const (
-	lostAfter = 5   // one-second samples
+	lostAfter = 3   // one-second samples
 	minHalts  = 100 // HLT exits a second
 )
 
-// sample takes the VM's counters; it reports whether they show the defect.
+// sample takes the VM's counters; it reports whether they show the defect
+// (and starts counting again).
 func (l *lostInterrupts) sample(halts, injections uint64) bool {
 	if l.seen && injections == l.injections && halts >= l.halts+minHalts {
 		l.run++
@@ -297,7 +328,11 @@ func (l *lostInterrupts) sample(halts, injections uint64) bool {
 		l.run = 0
 	}
 	l.halts, l.injections, l.seen = halts, injections, true
-	return l.run >= lostAfter
+	if l.run >= lostAfter {
+		l.run = 0
+		return true
+	}
+	return false
 }
 
 // watch interrupts KVM_RUN when the deadline passes or ctx is cancelled:
@@ -309,8 +344,12 @@ func (r *runner) watch(ctx context.Context, tid int, why *atomic.Int32, done <-c
 		defer t.Stop()
 		deadline = t.C
 	}
-	// KVM's counters for this VM, when debugfs has them.
+	// KVM's counters for this VM, when debugfs has them: a KVM that
+	// holds back an interrupt is nudged, up to maxNudges times in a row
+	// without an injection between them.
 	var lost lostInterrupts
+	var nudges int
+	var nudgedAt uint64
 	var tick <-chan time.Time
 	stats := statsDir(r.vm.vmFd)
 	if stats != "" {
@@ -332,9 +371,20 @@ wait:
 		case <-tick:
 			halts, ok1 := readStat(stats, "halt_exits")
 			injections, ok2 := readStat(stats, "irq_injections")
-			if ok1 && ok2 && lost.sample(halts, injections) {
+			if !ok1 || !ok2 || !lost.sample(halts, injections) {
+				continue
+			}
+			if nudges > 0 && injections != nudgedAt {
+				nudges = 0 // the last nudge helped
+			}
+			if nudges++; nudges > maxNudges {
 				why.Store(stopLostInterrupts)
 				break wait
+			}
+			nudgedAt = injections
+			if why.CompareAndSwap(stopNone, stopNudge) {
+				requestImmediateExit(r.vm.run)
+				unix.Tgkill(unix.Getpid(), tid, unix.SIGURG)
 			}
 		}
 	}
