@@ -361,9 +361,21 @@ func TestKVMStubCost(t *testing.T) {
 	if res.Stub == nil {
 		t.Fatal("no stub count")
 	}
+	skipIfSteppingLost(t, res)
 	t.Logf("stub: %d instructions, %d VM exits from reset to the kernel's entry", res.Stub.Instructions, res.Stub.Exits)
 	if res.Stub.Instructions > 300 || res.Stub.Exits > 10 {
 		t.Errorf("stub costs %d instructions and %d exits; budget 300 and 10", res.Stub.Instructions, res.Stub.Exits)
+	}
+}
+
+// skipIfSteppingLost skips a test whose run single-stepped the stub but did
+// not reach the kernel's entry: the host's KVM lost the single-step trap
+// (the nested lab's emulated SVM does, after some port I/O), so nothing
+// stepped measures the stub.
+func skipIfSteppingLost(t *testing.T, res *boot.Result) {
+	t.Helper()
+	if res.Stub == nil || !res.Stub.Complete {
+		t.Skipf("skipped: single-stepping stopped before the kernel's entry (%+v): this host's KVM lost the single-step trap", res.Stub)
 	}
 }
 
@@ -377,6 +389,7 @@ func TestKVMTraceMatchesStub(t *testing.T) {
 	if res.Outcome != machine.Pass {
 		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
 	}
+	skipIfSteppingLost(t, res)
 	lay, err := realmode.ReadLayout(realmode.Firmware)
 	if err != nil {
 		t.Fatal(err)

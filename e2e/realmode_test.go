@@ -95,6 +95,7 @@ func TestKVMTraceShowsRealModePart(t *testing.T) {
 	if res.Outcome != machine.Pass {
 		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
 	}
+	skipIfSteppingLost(t, res)
 	part := placement(res, "realmode")
 	if part == nil {
 		t.Fatalf("no real-mode part in the placements %+v", res.Placements)
@@ -133,6 +134,9 @@ func TestKVMLinuxTraceReal(t *testing.T) {
 		t.Errorf("the trace starts with %q, want the reset vector", lines[0])
 	}
 	seg := fmt.Sprintf("16 %04x:", setup.Start>>4+0x20) // the setup code's entry segment
+	if !strings.Contains(strings.Join(lines, "\n"), "\n"+seg) {
+		skipIfSteppingLost(t, res) // never got there: no Stub, as the real-mode entry is Linux's
+	}
 	inSetup := 0
 	for _, l := range lines {
 		if strings.HasPrefix(l, seg) {

@@ -242,7 +242,7 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 			}
 		}
 	}
-	if r.stub == nil && r.opts.CountStub {
+	if r.stub == nil && r.opts.CountStub { // stepping stopped short of the entry
 		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
 	}
 	r.result.Stub = r.stub
@@ -613,6 +613,12 @@ func (r *runner) handleStep() {
 		return // one more iteration of the same instruction, not a new one
 	}
 	r.steps++
+	if p := r.afterSSLoad(pc); p != nil {
+		// A load of SS holds back the single-step trap for one
+		// instruction: that one ran too.
+		r.steps++
+		r.trace(p)
+	}
 	r.lastPC = pc
 	if p := r.afterExit; p != nil {
 		// kvm_pvm runs the instruction after a completed I/O or MMIO
@@ -625,7 +631,7 @@ func (r *runner) handleStep() {
 	}
 	atEntry := pc == uint64(r.plan.Entry.EIP) && r.plan.Entry.RealModeEntry == 0
 	if r.stub == nil && atEntry {
-		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
+		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits, Complete: true}
 	}
 	r.traceNext()
 	// --trace=real follows the real-mode code of the stub and of the image
@@ -634,6 +640,29 @@ func (r *runner) handleStep() {
 	if !keepTracing && (r.stub != nil || !r.opts.CountStub) {
 		r.stopStepping()
 	}
+}
+
+// afterSSLoad is, when the last stop was on an instruction that loads SS
+// (mov ss, pop ss), the instruction after it, which ran without a stop of
+// its own: the CPU holds back the trap for one instruction after a load
+// of SS. nil otherwise, or when the vCPU stopped there after all.
+func (r *runner) afterSSLoad(pc uint64) *insnAt {
+	at := r.next()
+	if at == nil {
+		return nil
+	}
+	code := r.readPhys(r.lastPC, 15)
+	inst, err := x86asm.Decode(code, at.mode)
+	if err != nil || !(inst.Op == x86asm.MOV && inst.Args[0] == x86asm.SS || inst.Op == x86asm.POP && inst.Args[0] == x86asm.SS) {
+		return nil
+	}
+	next := r.lastPC + uint64(inst.Len)
+	if next == pc {
+		return nil
+	}
+	skipped := *at
+	skipped.linear, skipped.eip = next, at.eip-(pc-next)
+	return &skipped
 }
 
 // repeating reports a vCPU stopped on a rep-prefixed string instruction:
