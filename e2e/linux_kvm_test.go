@@ -24,7 +24,7 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	requireKVM(t)
 	vmlinuz := requireDebianKernel(t)
 	if !machine.EmulatingKVM() {
-		t.Skip("this host's KVM runs paged guests: the Debian boot tests on the QEMU backend cover it")
+		t.Skip("this host's KVM runs paged guests: TestKVMLinuxBoot boots Debian there")
 	}
 	bad := []loader.Range{{Start: 16 * mib, End: 48 * mib}}
 	res, _, console := bootTestKernel(t, boot.Config{
