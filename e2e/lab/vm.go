@@ -133,6 +133,9 @@ func (f Freeze) String() string {
 type Report struct {
 	Attempts int
 	Freezes  []Freeze
+	// Thawed counts freezes that a byte on the outer VM's serial port
+	// ended (thaw): the run went on in the same outer VM.
+	Thawed int
 }
 
 // Run runs job to its end: an attempt that the outer VM ends early goes
@@ -145,7 +148,7 @@ func (l *Lab) Run(ctx context.Context, job Job, col *Collector) (*Report, error)
 			return rep, nil
 		}
 		rep.Attempts++
-		fr, err := l.attempt(ctx, job, col, from, skip, rep.Attempts)
+		fr, err := l.attempt(ctx, job, col, from, skip, rep)
 		if err != nil {
 			return rep, err
 		}
@@ -165,7 +168,8 @@ func (l *Lab) Run(ctx context.Context, job Job, col *Collector) (*Report, error)
 // attempt boots one outer VM for the job's steps from index from on. It
 // returns nil when the job script ran to its end, a Freeze when the outer
 // VM froze, stalled or ended early, or an error when it could not start.
-func (l *Lab) attempt(ctx context.Context, job Job, col *Collector, from int, skip []string, n int) (*Freeze, error) {
+func (l *Lab) attempt(ctx context.Context, job Job, col *Collector, from int, skip []string, rep *Report) (*Freeze, error) {
+	n := rep.Attempts
 	dir, err := os.MkdirTemp(l.Dir, fmt.Sprintf("attempt%d-", n))
 	if err != nil {
 		return nil, err
@@ -265,6 +269,7 @@ func (l *Lab) attempt(ctx context.Context, job Job, col *Collector, from int, sk
 	defer tick.Stop()
 	deadline := time.After(l.Timeout)
 	frozenChecks, done, beaten := 0, false, false
+	thawing := "" // a frozen CPU's state, while a byte sent to wake it is on its way
 	for {
 		select {
 		case s, ok := <-results:
@@ -299,6 +304,11 @@ func (l *Lab) attempt(ctx context.Context, job Job, col *Collector, from int, sk
 			beaten = beaten || beat.line != ""
 			beat.Unlock()
 			if silent < checkAfter {
+				if thawing != "" {
+					rep.Thawed++
+					l.Notes(fmt.Sprintf("attempt %d: outer VM frozen (%s), woken by a byte on its serial port", n, thawing))
+					thawing = ""
+				}
 				frozenChecks = 0
 				continue
 			}
@@ -309,8 +319,14 @@ func (l *Lab) attempt(ctx context.Context, job Job, col *Collector, from int, sk
 				frozenChecks = 0
 			}
 			switch {
+			case frozenChecks >= 2 && thawing == "":
+				// The CPU waits for an interrupt it has: another one
+				// (the serial port's, through the I/O APIC) may make
+				// QEMU look at its local APIC again.
+				thawing, frozenChecks = detail, 0
+				conns["console"].Write([]byte("\n"))
 			case frozenChecks >= 2:
-				return freeze("frozen", detail), nil
+				return freeze("frozen", detail+"; a byte on its serial port did not wake it"), nil
 			case !beaten && silent > bootLimit, beaten && silent > stallAfter:
 				return freeze("stalled", fmt.Sprintf("no heartbeat for %.0f s; %s", silent.Seconds(), detail)), nil
 			}

@@ -386,7 +386,7 @@ func report(rep *lab.Report) {
 	for _, f := range rep.Freezes {
 		kinds[f.Kind]++
 	}
-	note(fmt.Sprintf("%d outer VM boots; %d froze, %d stalled, %d ended early (each retried)", rep.Attempts, kinds["frozen"], kinds["stalled"], kinds["ended"]))
+	note(fmt.Sprintf("%d outer VM boots; %d froze and woke up again; %d froze, %d stalled, %d ended early (each retried)", rep.Attempts, rep.Thawed, kinds["frozen"], kinds["stalled"], kinds["ended"]))
 }
 
 func cleanup(o options, dir string) {
