@@ -203,6 +203,10 @@ func (l *Lab) attempt(ctx context.Context, job Job, col *Collector, from int, sk
 	cmd := exec.Command(l.Outer.QEMU, l.Outer.args(initrd, socks["console"].Addr().String(), socks["results"].Addr().String(), socks["monitor"].Addr().String())...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	if f, err := os.Create(filepath.Join(dir, "qemu.log")); err == nil { // kept: QEMU's own last words
+		defer f.Close()
+		cmd.Stderr = io.MultiWriter(&stderr, f)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: starting %s: %w", l.Outer.QEMU, err)

@@ -316,12 +316,20 @@ func buildFixtures(ctx context.Context, o options, dir string) ([]initramfs.File
 }
 
 // qemuFirmware are the files qemu-system-i386 reads to boot a PC with
-// -kernel (SeaBIOS, the option ROMs that load the kernel, the TPR patcher).
-var qemuFirmware = []string{"bios-256k.bin", "linuxboot_dma.bin", "linuxboot.bin", "kvmvapic.bin", "multiboot_dma.bin", "multiboot.bin"}
+// -kernel: SeaBIOS (Debian's QEMU looks in /usr/share/seabios too), the
+// option ROMs that load the kernel, the TPR patcher.
+var qemuFirmware = []string{"/usr/share/seabios/bios-256k.bin", "/usr/share/qemu/linuxboot_dma.bin", "/usr/share/qemu/linuxboot.bin",
+	"/usr/share/qemu/kvmvapic.bin", "/usr/share/qemu/multiboot_dma.bin", "/usr/share/qemu/multiboot.bin"}
 
-// qemuFiles are this host's qemu-system-i386 (from Debian's package), the
-// shared libraries ldd names for it and its firmware, at their paths.
+// qemuFiles are this host's qemu-system-i386 (from Debian's package: PATH's
+// wrapper script and the binary it runs, which finds its firmware beside
+// itself, in ../share), the shared libraries ldd names for it and its
+// firmware, at their paths.
 func qemuFiles(ctx context.Context) ([]initramfs.File, error) {
+	wrapper, err := exec.LookPath(qemu.DefaultBinary)
+	if err != nil {
+		return nil, err
+	}
 	bin, err := qemu.BinaryPath()
 	if err != nil {
 		return nil, err
@@ -330,7 +338,7 @@ func qemuFiles(ctx context.Context) ([]initramfs.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ldd %s: %w", bin, err)
 	}
-	paths := map[string]string{bin: "bin/qemu-system-i386"}
+	paths := map[string]string{wrapper: wrapper[1:], bin: bin[1:]}
 	for _, l := range strings.Split(string(out), "\n") {
 		for _, f := range strings.Fields(l) {
 			if strings.HasPrefix(f, "/") {
@@ -339,7 +347,7 @@ func qemuFiles(ctx context.Context) ([]initramfs.File, error) {
 		}
 	}
 	for _, fw := range qemuFirmware {
-		paths["/usr/share/qemu/"+fw] = "usr/share/qemu/" + fw
+		paths[fw] = fw[1:]
 	}
 	var files []initramfs.File
 	for from, to := range paths {
