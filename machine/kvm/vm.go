@@ -41,6 +41,10 @@ type VM struct {
 	run    []byte // mmap'd struct kvm_run
 	ram    []byte // guest RAM, host mapping; offset = guest physical address
 	rom    []byte // firmware image, host mapping
+	// empty is all-ones, read-only, mapped over the low-memory hole below
+	// the firmware: reads there (Linux scans it for ROMs and tables) need
+	// no exit; writes still exit, and are ignored.
+	empty []byte
 	mem    *machine.GuestMemory
 	// backed lists the guest-physical ranges in memory slots; an access
 	// outside them exits as MMIO.
@@ -115,14 +119,28 @@ func (vm *VM) mapMemory(memSize uint64) error {
 		return fmt.Errorf("mapping the firmware image: %w", err)
 	}
 	copy(vm.rom, realmode.Firmware)
+	vm.empty, err = unix.Mmap(-1, 0, realmode.ROMBase-lowRAMEnd, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("mapping the low-memory hole: %w", err)
+	}
+	for i := range vm.empty {
+		vm.empty[i] = 0xFF
+	}
 
-	vm.backed = backedRanges(memSize, append(slices.Clone(vm.bad), vm.faulty.Ranges()...))
+	unbacked := append(slices.Clone(vm.bad), vm.faulty.Ranges()...)
+	vm.backed = backedRanges(memSize, unbacked)
+	hole := holeRanges(unbacked)
 	limit, _ := gokvm.CheckExtension(vm.dev.Fd(), gokvm.CapNRMemSlots)
-	if need := len(vm.backed) + 2; limit > 0 && need > int(limit) {
-		return fmt.Errorf("bad RAM splits guest memory into %d pieces; this KVM allows %d memory slots", len(vm.backed), limit-2)
+	if need := len(vm.backed) + len(hole) + 2; limit > 0 && need > int(limit) {
+		return fmt.Errorf("bad RAM splits guest memory into %d pieces; this KVM allows %d memory slots", len(vm.backed), int(limit)-len(hole)-2)
 	}
 	for _, r := range vm.backed {
 		if err := vm.addSlot(r.Start, vm.ram[r.Start:r.End], false); err != nil {
+			return err
+		}
+	}
+	for _, r := range hole {
+		if err := vm.addSlot(r.Start, vm.empty[r.Start-lowRAMEnd:r.End-lowRAMEnd], true); err != nil {
 			return err
 		}
 	}
@@ -154,11 +172,22 @@ func (vm *VM) addSlot(guest uint64, host []byte, readOnly bool) error {
 // backedRanges is guest RAM minus the PC's low-memory hole minus every page
 // that holds a byte of bad RAM.
 func backedRanges(memSize uint64, bad []loader.Range) []loader.Range {
+	return loader.SubtractRanges([]loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, pageHoles(bad))
+}
+
+// holeRanges is the low-memory hole below the firmware image, minus every
+// page that holds a byte of bad (declared bad RAM there stays trapped).
+func holeRanges(bad []loader.Range) []loader.Range {
+	return loader.SubtractRanges([]loader.Range{{Start: lowRAMEnd, End: realmode.ROMBase}}, pageHoles(bad))
+}
+
+// pageHoles are the pages that hold a byte of bad.
+func pageHoles(bad []loader.Range) []loader.Range {
 	holes := make([]loader.Range, len(bad))
 	for i, b := range bad {
 		holes[i] = loader.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
 	}
-	return loader.SubtractRanges([]loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, holes)
+	return holes
 }
 
 func (vm *VM) createVCPU() error {
@@ -236,12 +265,12 @@ func (vm *VM) Memory() *machine.GuestMemory { return vm.mem }
 
 // Close releases everything the VM holds. It is safe on a partly built VM.
 func (vm *VM) Close() error {
-	for _, m := range [][]byte{vm.run, vm.ram, vm.rom} {
+	for _, m := range [][]byte{vm.run, vm.ram, vm.rom, vm.empty} {
 		if m != nil {
 			unix.Munmap(m)
 		}
 	}
-	vm.run, vm.ram, vm.rom = nil, nil, nil
+	vm.run, vm.ram, vm.rom, vm.empty = nil, nil, nil, nil
 	for _, fd := range []*int{&vm.vcpuFd, &vm.vmFd} {
 		if *fd >= 0 {
 			unix.Close(*fd)

@@ -224,3 +224,15 @@ func TestLostInterrupts(t *testing.T) {
 		}
 	}
 }
+
+// holeRanges is the hole between 640K and the firmware image, whole pages
+// of declared bad RAM left out (to stay trapped).
+func TestHoleRanges(t *testing.T) {
+	if got, want := holeRanges(nil), []loader.Range{{Start: 0xA0000, End: 0xF0000}}; !slices.Equal(got, want) {
+		t.Errorf("no bad RAM: %v, want %v", got, want)
+	}
+	got := holeRanges([]loader.Range{{Start: 0xB8010, End: 0xB8020}, {Start: 16 << 20, End: 32 << 20}})
+	if want := []loader.Range{{Start: 0xA0000, End: 0xB8000}, {Start: 0xB9000, End: 0xF0000}}; !slices.Equal(got, want) {
+		t.Errorf("bad RAM in the hole: %v, want %v", got, want)
+	}
+}
