@@ -45,7 +45,7 @@ type VM struct {
 	// the firmware: reads there (Linux scans it for ROMs and tables) need
 	// no exit; writes still exit, and are ignored.
 	empty []byte
-	mem    *machine.GuestMemory
+	mem   *machine.GuestMemory
 	// backed lists the guest-physical ranges in memory slots; an access
 	// outside them exits as MMIO.
 	backed []loader.Range
