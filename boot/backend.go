@@ -345,13 +345,13 @@ func (h *HostProbe) decide() {
 }
 
 // AutoChoice is --vmm=auto: our KVM machine when this host's KVM runs
-// 32-bit paging at hardware speed, else QEMU with KVM when that runs a
+// 32-bit paging fast enough (kvm.SlowSpeed), else QEMU with KVM when that runs a
 // paged guest, else QEMU with TCG; with no QEMU, our KVM machine for
 // kernels that need no paging.
 func (h *HostProbe) AutoChoice() (Choice, error) {
 	k, q := h.KVM, h.QEMU
 	if k.CanBootLinux() {
-		return Choice{VMM: VMMKVM, Why: fmt.Sprintf("this host's KVM (%s) runs 32-bit paging at hardware speed (%.3g guest instructions/s)", k.Module, k.InstructionsPerSecond)}, nil
+		return Choice{VMM: VMMKVM, Why: fmt.Sprintf("this host's KVM (%s) runs 32-bit paging (the probe's guest loop ran %.3g instructions/s)", k.Module, k.InstructionsPerSecond)}, nil
 	}
 	why := kvmLimit(k)
 	if q.CanBootLinuxKVM() {
@@ -392,7 +392,7 @@ func kvmLimit(k *kvm.ProbeResult) string {
 	case !k.Paging32:
 		return fmt.Sprintf("this host's KVM (%s) cannot run 32-bit paging (%.3g guest instructions/s)", k.Module, k.InstructionsPerSecond)
 	default:
-		return fmt.Sprintf("this host's KVM (%s) emulates guests at %.3g instructions/s, below hardware speed (%.0e)", k.Module, k.InstructionsPerSecond, kvm.HardwareSpeed)
+		return fmt.Sprintf("this host's KVM (%s) runs 32-bit paging, but the probe's guest loop ran only %.3g instructions/s (below %.0e: it emulates guest code)", k.Module, k.InstructionsPerSecond, kvm.SlowSpeed)
 	}
 }
 

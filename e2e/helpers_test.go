@@ -66,8 +66,13 @@ func requireBackend(t testing.TB, vmm boot.VMM) {
 	}
 }
 
-// repoRoot is the module root, found from this file's location.
+// repoRoot is the module root, found from this file's location, or
+// $KVMBOOT_SOURCE_DIR: where a test binary run away from its source (the
+// nested KVM lab) finds the files it reads (e2e/testdata, docs).
 func repoRoot() string {
+	if d := os.Getenv("KVMBOOT_SOURCE_DIR"); d != "" {
+		return d
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Dir(filepath.Dir(file))
 }
@@ -90,9 +95,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cli builds the kvmboot command once per test binary.
+// cli builds the kvmboot command once per test binary, or returns
+// $KVMBOOT_CLI, a kvmboot built already (the nested KVM lab has no Go
+// toolchain).
 func cli(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("KVMBOOT_CLI"); p != "" {
+		return p
+	}
 	cliOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kvmboot-e2e-")
 		if err != nil {

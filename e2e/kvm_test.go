@@ -336,9 +336,21 @@ func TestKVMStubCost(t *testing.T) {
 	if res.Stub == nil {
 		t.Fatal("no stub count")
 	}
+	skipIfSteppingLost(t, res)
 	t.Logf("stub: %d instructions, %d VM exits from reset to the kernel's entry", res.Stub.Instructions, res.Stub.Exits)
 	if res.Stub.Instructions > 300 || res.Stub.Exits > 16 {
 		t.Errorf("stub costs %d instructions and %d exits; budget 300 and 16", res.Stub.Instructions, res.Stub.Exits)
+	}
+}
+
+// skipIfSteppingLost skips a test whose run single-stepped the stub but did
+// not reach the kernel's entry: the host's KVM lost the single-step trap
+// (the nested lab's emulated SVM does, after some port I/O), so nothing
+// stepped measures the stub.
+func skipIfSteppingLost(t *testing.T, res *boot.Result) {
+	t.Helper()
+	if res.Stub == nil || !res.Stub.Complete {
+		t.Skipf("skipped: single-stepping stopped before the kernel's entry (%+v): this host's KVM lost the single-step trap", res.Stub)
 	}
 }
 
@@ -369,6 +381,9 @@ func TestTraceMatchesStub(t *testing.T) {
 			res, _, _ := bootTestKernel(t, onBackend(vmm, boot.Config{Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 1000}))
 			if res.Outcome != machine.Pass {
 				t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
+			}
+			if vmm == boot.VMMKVM {
+				skipIfSteppingLost(t, res)
 			}
 			// A rep string instruction shows once per iteration (or, on
 			// kvm_pvm, in chunks): the same line repeats.

@@ -380,6 +380,22 @@ func TestMemtestDebianAvoidsFound(t *testing.T) {
 	}
 }
 
+// TestKVMMemtestDebianAvoidsFound is the same on our own VMM in one run,
+// where the KVM runs 32-bit paging: the memtest guest finds the faulty RAM
+// and Debian's kernel boots around it, placed and mapped as under QEMU.
+func TestKVMMemtestDebianAvoidsFound(t *testing.T) {
+	res, rep, console := bootLinux(t, boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "20M-21M:stuck0"),
+		Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}}})
+	found := memtestFailing(res)
+	if !slices.Equal(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
+		t.Fatalf("memtest found %v (%s: %s)", found, res.Outcome, res.Reason)
+	}
+	checkLinux(t, res, rep, console, found)
+	if res.LoadAddress != 32*mib {
+		t.Errorf("Debian's kernel at %#x, want 0x2000000 (its 16 MiB-aligned fit above the fault)", res.LoadAddress)
+	}
+}
+
 // BenchmarkMemtestQEMU runs the memtest guest over all of a 256 MiB guest
 // under QEMU with TCG, driving qemu-system-i386 directly (the QEMU backend
 // does not connect COM2 yet): our firmware image as -bios, the plan's

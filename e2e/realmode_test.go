@@ -99,6 +99,9 @@ func TestTraceShowsRealModePart(t *testing.T) {
 			if res.Outcome != machine.Pass {
 				t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
 			}
+			if vmm == boot.VMMKVM {
+				skipIfSteppingLost(t, res)
+			}
 			part := placement(res, "realmode")
 			if part == nil {
 				t.Fatalf("no real-mode part in the placements %+v", res.Placements)
@@ -116,4 +119,43 @@ func TestTraceShowsRealModePart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKVMLinuxTraceReal traces Debian's kernel's real-mode setup code on
+// our own VMM (--protocol linux16 --trace=real), where the KVM runs 32-bit
+// paging: the trace starts at the reset vector, shows the setup code's
+// first instructions at its segment and nothing in protected mode, and
+// the kernel still boots to init.
+func TestKVMLinuxTraceReal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short: the lab's CI selection leaves out this Debian boot (single-stepped, the slowest)")
+	}
+	var lines []string
+	res, rep, console := bootLinux(t, boot.Config{VMM: "kvm", Protocol: loader.ProtocolLinux16,
+		Trace: func(l string) { lines = append(lines, l) }, TraceLimit: 20000})
+	checkLinux(t, res, rep, console, nil)
+	setup := placement(res, "setup")
+	if setup == nil || len(lines) == 0 {
+		t.Fatalf("setup %+v, %d trace lines", setup, len(lines))
+	}
+	if !strings.HasPrefix(lines[0], "16 f000:fff0 ") {
+		t.Errorf("the trace starts with %q, want the reset vector", lines[0])
+	}
+	seg := fmt.Sprintf("16 %04x:", setup.Start>>4+0x20) // the setup code's entry segment
+	if !strings.Contains(strings.Join(lines, "\n"), "\n"+seg) {
+		skipIfSteppingLost(t, res) // never got there: no Stub, as the real-mode entry is Linux's
+	}
+	inSetup := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, seg) {
+			inSetup++
+		}
+		if !strings.HasPrefix(l, "16 ") {
+			t.Fatalf("a protected-mode line in --trace=real: %q", l)
+		}
+	}
+	if inSetup < 100 {
+		t.Errorf("%d of %d trace lines in the setup code's segment %s", inSetup, len(lines), seg)
+	}
+	t.Logf("%d trace lines, %d in Linux's setup code", len(lines), inSetup)
 }

@@ -106,6 +106,10 @@ type Options struct {
 type StubCount struct {
 	Instructions uint64 `json:"instructions"`
 	Exits        uint64 `json:"exits"`
+	// Complete: single-stepping reached the kernel's entry. A host KVM
+	// that loses single-step traps leaves it false, and the counts cover
+	// only what was stepped (they do not measure the stub).
+	Complete bool `json:"complete"`
 }
 
 // Result is what a backend reports about one run.

@@ -9,11 +9,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -31,27 +33,68 @@ func Build(initBinary []byte, extra map[string][]byte) ([]byte, error) {
 	if len(initBinary) == 0 {
 		return nil, errors.New("initramfs: empty init binary")
 	}
-	recs := []cpio.Record{
-		cpio.Directory("dev", 0o755),
-		cpio.CharDev("dev/console", 0o600, 5, 1),
-		cpio.Directory("proc", 0o755),
-		cpio.Directory("sys", 0o755),
-		cpio.StaticRecord(initBinary, cpio.Info{Name: "init", Mode: cpio.S_IFREG | 0o755}),
-	}
-	seen := map[string]bool{"dev": true, "dev/console": true, "proc": true, "sys": true, "init": true}
-
+	files := []File{{Name: "init", Perm: 0o755, Data: initBinary}}
 	names := make([]string, 0, len(extra))
 	for name := range extra {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		clean := cpio.Normalize(name)
+		files = append(files, File{Name: name, Perm: 0o644, Data: extra[name]})
+	}
+	recs, err := Records(Base(), files)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if err := Write(zw, recs); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// File is a regular file for Records: its path inside the archive, its
+// permission bits and its bytes.
+type File struct {
+	Name string
+	Perm uint64
+	Data []byte
+}
+
+// Base is what an initramfs needs before any file: /dev with the node
+// /dev/console, /proc and /sys.
+func Base() []cpio.Record {
+	return []cpio.Record{
+		cpio.Directory("dev", 0o755),
+		cpio.CharDev("dev/console", 0o600, 5, 1),
+		cpio.Directory("proc", 0o755),
+		cpio.Directory("sys", 0o755),
+	}
+}
+
+// Records returns base followed by every file, each after the directories
+// (mode 0755) it needs that are not in base or made already. A name may be
+// given once, and only inside the archive.
+func Records(base []cpio.Record, files []File) ([]cpio.Record, error) {
+	recs := slices.Clone(base)
+	seen := map[string]bool{}
+	for _, r := range base {
+		seen[cpio.Normalize(r.Name)] = true
+	}
+	for _, f := range files {
+		clean := cpio.Normalize(f.Name)
 		if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
-			return nil, fmt.Errorf("initramfs: extra file %q is not a path inside the archive", name)
+			return nil, fmt.Errorf("initramfs: file %q is not a path inside the archive", f.Name)
 		}
 		if seen[clean] {
-			return nil, fmt.Errorf("initramfs: extra file %q is already in the archive", name)
+			return nil, fmt.Errorf("initramfs: file %q is already in the archive", f.Name)
 		}
 		var dirs []string
 		for d := path.Dir(clean); d != "."; d = path.Dir(d) {
@@ -63,16 +106,17 @@ func Build(initBinary []byte, extra map[string][]byte) ([]byte, error) {
 				seen[dirs[i]] = true
 			}
 		}
-		recs = append(recs, cpio.StaticRecord(extra[name], cpio.Info{Name: clean, Mode: cpio.S_IFREG | 0o644}))
+		recs = append(recs, cpio.StaticRecord(f.Data, cpio.Info{Name: clean, Mode: cpio.S_IFREG | f.Perm&0o7777}))
 		seen[clean] = true
 	}
+	return recs, nil
+}
 
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	if err != nil {
-		return nil, err
-	}
-	w := cpio.Newc.Writer(zw)
+// Write writes recs to w as a newc cpio archive with its trailer,
+// reproducibly (no times, owners or host inode numbers). Archives written
+// by Write can be concatenated: the kernel unpacks one after the other.
+func Write(w io.Writer, recs []cpio.Record) error {
+	cw := cpio.Newc.Writer(w)
 	for i, r := range recs {
 		r = cpio.MakeReproducible(r)
 		// Distinct inode numbers and one link each: the kernel's unpacker
@@ -82,17 +126,14 @@ func Build(initBinary []byte, extra map[string][]byte) ([]byte, error) {
 		if r.Mode&cpio.S_IFMT == cpio.S_IFDIR {
 			r.NLink = 2
 		}
-		if err := w.WriteRecord(r); err != nil {
-			return nil, fmt.Errorf("initramfs: writing %s: %w", r.Name, err)
+		if err := cw.WriteRecord(r); err != nil {
+			return fmt.Errorf("initramfs: writing %s: %w", r.Name, err)
 		}
 	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return nil, fmt.Errorf("initramfs: writing trailer: %w", err)
+	if err := cpio.WriteTrailer(cw); err != nil {
+		return fmt.Errorf("initramfs: writing trailer: %w", err)
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return nil
 }
 
 // GuestInit cross-compiles e2e/guestinit for the guest (GOOS=linux

@@ -71,6 +71,10 @@ const (
 	// flags, then the entries); gokvm's wrapper lays each entry out in 24
 	// bytes, the kernel's struct kvm_irq_routing_entry has 48.
 	ioctlSetGSIRouting = 1<<30 | 8<<16 | 0xAE<<8 | 0x6A
+	// KVM_CREATE_PIT2 takes struct kvm_pit_config (64 bytes).
+	ioctlCreatePIT2 = 1<<30 | 64<<16 | 0xAE<<8 | 0x77
+	// KVM_RUN has no argument: _IO(KVMIO, 0x80).
+	ioctlRun = 0xAE<<8 | 0x80
 )
 
 // struct kvm_irq_routing_entry: u32 gsi, u32 type, u32 flags, u32 pad,
@@ -84,6 +88,11 @@ const (
 	irqchipIOAPIC        = 2
 	ioapicPins           = 24
 )
+
+// pitSpeakerDummy (KVM_PIT_SPEAKER_DUMMY) makes the in-kernel PIT answer
+// port 0x61 too: channel 2's gate (bit 0) and output (bit 5), which
+// Linux's TSC calibration against the PIT reads.
+const pitSpeakerDummy = 1
 
 // struct kvm_guest_debug control bits.
 const (
@@ -100,6 +109,18 @@ const (
 	cpuidLeaf7EBXRDSEED = 1 << 18
 	cpuidMaxSupported   = 256 // entries asked of KVM_GET_SUPPORTED_CPUID
 )
+
+// The hypervisor CPUID leaves Linux looks for before it uses KVM's
+// paravirtual features (kvmclock among them): leaf 1's hypervisor bit, the
+// signature leaf and the features leaf (KVM_CPUID_SIGNATURE, _FEATURES).
+const (
+	cpuidLeaf1ECXHypervisor = 1 << 31
+	cpuidKVMSignature       = 0x40000000
+	cpuidKVMFeatures        = 0x40000001
+)
+
+// kvmSignature is "KVMKVMKVM\0\0\0" as EBX, ECX, EDX.
+var kvmSignature = [3]uint32{0x4b4d564b, 0x564b4d56, 0x0000004d}
 
 // Addresses KVM needs for its own structures on Intel hosts: an identity
 // page table for real mode and a TSS (three pages), both well above RAM.

@@ -55,9 +55,27 @@ func requestImmediateExit(run []byte) {
 	atomic.OrUint32((*uint32)(unsafe.Pointer(&run[0])), 1<<(8*runImmediateExit))
 }
 
-// clearImmediateExit undoes requestImmediateExit.
+// clearImmediateExit undoes requestImmediateExit, for a vCPU that runs on
+// after a nudge.
 func clearImmediateExit(run []byte) {
 	atomic.AndUint32((*uint32)(unsafe.Pointer(&run[0])), ^uint32(1<<(8*runImmediateExit)))
+}
+
+// pitConfig is struct kvm_pit_config.
+type pitConfig struct {
+	flags uint32
+	_     [15]uint32
+}
+
+// createPIT2 creates the in-kernel PIT with flags; gokvm's CreatePIT2
+// passes none.
+func createPIT2(vmFd uintptr, flags uint32) error {
+	c := pitConfig{flags: flags}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, vmFd, ioctlCreatePIT2, uintptr(unsafe.Pointer(&c)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // hostAddr is the host virtual address of a mapping, for memory slots.

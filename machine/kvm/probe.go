@@ -24,19 +24,24 @@ type ProbeResult struct {
 	ProtectedMode bool   `json:"protected_mode"`
 	Paging32      bool   `json:"paging32"`
 	PagingDetail  string `json:"paging_detail,omitempty"`
-	// InstructionsPerSecond is measured on a guest loop in protected mode.
+	// InstructionsPerSecond is measured on a guest loop in protected mode
+	// (no exits): how fast this KVM runs guest code, whatever runs it
+	// underneath (hardware, or an emulator such as kvm_pvm, or QEMU's TCG
+	// for a KVM nested in it).
 	InstructionsPerSecond float64 `json:"instructions_per_second"`
 	// SetupMillis is VM creation to the first KVM_RUN.
 	SetupMillis float64 `json:"setup_ms"`
 }
 
-// HardwareSpeed is the rate above which guest code runs natively rather
-// than emulated: emulating KVMs manage a few million instructions a second.
-const HardwareSpeed = 100e6
+// SlowSpeed is the probe loop's rate below which a KVM is not worth
+// booting Linux on: kvm_pvm, which emulates every instruction, manages a
+// few million a second, QEMU's TCG some hundreds of millions.
+const SlowSpeed = 100e6
 
-// CanBootLinux says whether an i386 Linux kernel can run on this KVM.
+// CanBootLinux says whether an i386 Linux kernel can run on this KVM at
+// a useful speed.
 func (p *ProbeResult) CanBootLinux() bool {
-	return p.Usable && p.Paging32 && p.InstructionsPerSecond >= HardwareSpeed
+	return p.Usable && p.Paging32 && p.InstructionsPerSecond >= SlowSpeed
 }
 
 // vendorModules are the KVM modules kvmboot knows, in the order probed.

@@ -92,6 +92,10 @@ const (
 	stopNone int32 = iota
 	stopTimeout
 	stopCancel
+	stopLostInterrupts
+	// stopNudge is no stop: the loop makes KVM look at the guest's
+	// pending interrupts again (nudge) and runs on.
+	stopNudge
 )
 
 type runner struct {
@@ -106,6 +110,7 @@ type runner struct {
 	badAccesses []machine.BadAccess
 	loggedPages map[uint64]bool
 
+	nudges     int // nudge calls
 	stepping   bool
 	steps      uint64
 	stepExits  uint64
@@ -194,7 +199,16 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 		r.traceNext()
 	}
 	for r.result == nil {
-		if err := gokvm.Run(uintptr(r.vm.vcpuFd)); err != nil {
+		if err := runVCPU(uintptr(r.vm.vcpuFd)); err == unix.EINTR {
+			// A signal (ours or any other) or immediate_exit: kvm_run
+			// still holds the previous exit, already handled.
+			if why.CompareAndSwap(stopNudge, stopNone) {
+				clearImmediateExit(r.vm.run)
+				r.nudge()
+			}
+			r.stopIfAsked(why.Load())
+			continue
+		} else if err != nil {
 			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: fmt.Sprintf("KVM_RUN: %v", err)}
 		}
 		reason := binary.LittleEndian.Uint32(r.vm.run[runExitReason:])
@@ -219,12 +233,7 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 		case exitDebug:
 			r.handleStep()
 		case exitIntr:
-			switch why.Load() {
-			case stopTimeout:
-				r.finish(machine.TimedOut(r.opts.Timeout))
-			case stopCancel:
-				r.finish(machine.Interrupted())
-			}
+			r.stopIfAsked(why.Load())
 		case exitShutdown:
 			if r.pagingRefused() {
 				r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
@@ -256,12 +265,97 @@ func (r *runner) loop(ctx context.Context) *machine.Result {
 			}
 		}
 	}
-	if r.stub == nil && r.opts.CountStub {
+	if r.stub == nil && r.opts.CountStub { // stepping stopped short of the entry
 		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
 	}
 	r.result.Stub = r.stub
 	r.result.CPU = r.cpu
 	return r.result
+}
+
+// runVCPU is KVM_RUN. Unlike gokvm's Run, which turns EINTR into success,
+// it returns EINTR: the run was interrupted before any new exit.
+func runVCPU(vcpuFd uintptr) error {
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, vcpuFd, ioctlRun, 0); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// stopIfAsked ends the run when the watcher asked it to stop; a timeout's
+// reason says where the guest stood (diagnose).
+func (r *runner) stopIfAsked(why int32) {
+	switch why {
+	case stopTimeout:
+		res := machine.TimedOut(r.opts.Timeout)
+		res.Reason += "; " + r.diagnose()
+		r.finish(res)
+	case stopCancel:
+		r.finish(machine.Interrupted())
+	case stopLostInterrupts:
+		r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: LostInterrupts + ": " + r.diagnose()})
+	}
+}
+
+// LostInterrupts starts the reason of a run that this host's KVM stopped:
+// the guest halts and KVM wakes it at once, for an interrupt it then never
+// injects (lostInterrupts), and nudging KVM (nudge) did not help. The run
+// could go on only to its timeout.
+const LostInterrupts = "this host's KVM stopped injecting interrupts"
+
+// maxNudges is how many nudges in a row may fail to get an interrupt
+// injected before the run ends with LostInterrupts.
+const maxNudges = 10
+
+// nudge makes KVM look at the guest's pending interrupts again, as it
+// does after any change to the registers (KVM_SET_REGS raises
+// KVM_REQ_EVENT). KVM waits for the guest to be able to take an
+// interrupt through an interrupt window, a VM exit the CPU reports;
+// QEMU 7.2's emulated SVM sometimes never reports it, and a KVM nested in
+// it then holds the interrupt for good (README, "The nested KVM lab").
+func (r *runner) nudge() {
+	regs, err := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+	if err == nil {
+		err = gokvm.SetRegs(uintptr(r.vm.vcpuFd), regs)
+	}
+	r.nudges++
+	if err != nil {
+		r.log(fmt.Sprintf("nudging KVM to inject a pending interrupt: %v", err))
+		return
+	}
+	r.log(fmt.Sprintf("KVM woke the halted guest for an interrupt it did not inject, %d s in a row: nudged it (%d)", lostAfter, r.nudges))
+}
+
+// lostInterrupts recognises a KVM that keeps a guest from its interrupts:
+// for lostAfter samples in a row, the guest's HLT exits grew by at least
+// minHalts (KVM saw an event pending, so the guest did not sleep) while
+// KVM injected nothing. A guest waiting with interrupts off sleeps in HLT,
+// and one whose timer ticks gets them injected: neither looks like this.
+type lostInterrupts struct {
+	halts, injections uint64
+	run               int
+	seen              bool
+}
+
+const (
+	lostAfter = 3   // one-second samples
+	minHalts  = 100 // HLT exits a second
+)
+
+// sample takes the VM's counters; it reports whether they show the defect
+// (and starts counting again).
+func (l *lostInterrupts) sample(halts, injections uint64) bool {
+	if l.seen && injections == l.injections && halts >= l.halts+minHalts {
+		l.run++
+	} else {
+		l.run = 0
+	}
+	l.halts, l.injections, l.seen = halts, injections, true
+	if l.run >= lostAfter {
+		l.run = 0
+		return true
+	}
+	return false
 }
 
 // watch interrupts KVM_RUN when the deadline passes or ctx is cancelled:
@@ -273,13 +367,49 @@ func (r *runner) watch(ctx context.Context, tid int, why *atomic.Int32, done <-c
 		defer t.Stop()
 		deadline = t.C
 	}
-	select {
-	case <-done:
-		return
-	case <-ctx.Done():
-		why.Store(stopCancel)
-	case <-deadline:
-		why.Store(stopTimeout)
+	// KVM's counters for this VM, when debugfs has them: a KVM that
+	// holds back an interrupt is nudged, up to maxNudges times in a row
+	// without an injection between them.
+	var lost lostInterrupts
+	var nudges int
+	var nudgedAt uint64
+	var tick <-chan time.Time
+	stats := statsDir(r.vm.vmFd)
+	if stats != "" {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+wait:
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			why.Store(stopCancel)
+			break wait
+		case <-deadline:
+			why.Store(stopTimeout)
+			break wait
+		case <-tick:
+			halts, ok1 := readStat(stats, "halt_exits")
+			injections, ok2 := readStat(stats, "irq_injections")
+			if !ok1 || !ok2 || !lost.sample(halts, injections) {
+				continue
+			}
+			if nudges > 0 && injections != nudgedAt {
+				nudges = 0 // the last nudge helped
+			}
+			if nudges++; nudges > maxNudges {
+				why.Store(stopLostInterrupts)
+				break wait
+			}
+			nudgedAt = injections
+			if why.CompareAndSwap(stopNone, stopNudge) {
+				requestImmediateExit(r.vm.run)
+				unix.Tgkill(unix.Getpid(), tid, unix.SIGURG)
+			}
+		}
 	}
 	pid := unix.Getpid()
 	for {
@@ -497,8 +627,17 @@ func (r *runner) cpuState() string {
 // handleStep handles a single-step exit: count the stub's instructions up
 // to the kernel's entry and print the trace.
 func (r *runner) handleStep() {
-	r.steps++
 	pc := binary.LittleEndian.Uint64(r.vm.run[debugPC:]) & 0xFFFFFFFF
+	if pc == r.lastPC && r.repeating() {
+		return // one more iteration of the same instruction, not a new one
+	}
+	r.steps++
+	if p := r.afterSSLoad(pc); p != nil {
+		// A load of SS holds back the single-step trap for one
+		// instruction: that one ran too.
+		r.steps++
+		r.trace(p)
+	}
 	r.lastPC = pc
 	if p := r.afterExit; p != nil {
 		// kvm_pvm runs the instruction after a completed I/O or MMIO
@@ -511,7 +650,7 @@ func (r *runner) handleStep() {
 	}
 	atEntry := pc == uint64(r.plan.Entry.EIP) && r.plan.Entry.RealModeEntry == 0
 	if r.stub == nil && atEntry {
-		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
+		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits, Complete: true}
 	}
 	r.traceNext()
 	// --trace=real follows the real-mode code of the stub and of the image
@@ -520,6 +659,48 @@ func (r *runner) handleStep() {
 	if !keepTracing && (r.stub != nil || !r.opts.CountStub) {
 		r.stopStepping()
 	}
+}
+
+// afterSSLoad is, when the last stop was on an instruction that loads SS
+// (mov ss, pop ss), the instruction after it, which ran without a stop of
+// its own: the CPU holds back the trap for one instruction after a load
+// of SS. nil otherwise, or when the vCPU stopped there after all.
+func (r *runner) afterSSLoad(pc uint64) *insnAt {
+	at := r.next()
+	if at == nil {
+		return nil
+	}
+	code := r.readPhys(r.lastPC, 15)
+	inst, err := x86asm.Decode(code, at.mode)
+	if err != nil || !(inst.Op == x86asm.MOV && inst.Args[0] == x86asm.SS || inst.Op == x86asm.POP && inst.Args[0] == x86asm.SS) {
+		return nil
+	}
+	next := r.lastPC + uint64(inst.Len)
+	if next == pc {
+		return nil
+	}
+	skipped := *at
+	skipped.linear, skipped.eip = next, at.eip-(pc-next)
+	return &skipped
+}
+
+// repeating reports a vCPU stopped on a rep-prefixed string instruction:
+// a hardware KVM's single step stops after each of its iterations.
+func (r *runner) repeating() bool {
+	at := r.next()
+	if at == nil {
+		return false
+	}
+	inst, err := x86asm.Decode(r.readPhys(at.linear, 15), at.mode)
+	if err != nil {
+		return false
+	}
+	for _, p := range inst.Prefix {
+		if b := p & 0xFF; b == x86asm.PrefixREP || b == x86asm.PrefixREPN {
+			return true
+		}
+	}
+	return false
 }
 
 // insnAt is where the vCPU is about to execute.

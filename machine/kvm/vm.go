@@ -43,7 +43,11 @@ type VM struct {
 	run    []byte // mmap'd struct kvm_run
 	ram    []byte // guest RAM, host mapping; offset = guest physical address
 	rom    []byte // firmware image, host mapping
-	mem    *machine.GuestMemory
+	// empty is all-ones, read-only, mapped over the low-memory hole below
+	// the firmware: reads there (Linux scans it for ROMs and tables) need
+	// no exit; writes still exit, and are ignored.
+	empty []byte
+	mem   *machine.GuestMemory
 	// backed lists the guest-physical ranges in memory slots; an access
 	// outside them exits as MMIO.
 	backed []loader.Range
@@ -120,7 +124,7 @@ func newVM(memSize uint64, bad []loader.Range, faulty *faults.Set, rom []byte) (
 	if err := setGSIRouting(fd, pcGSIRouting()); err != nil {
 		return nil, fmt.Errorf("KVM_SET_GSI_ROUTING: %w", err)
 	}
-	if err := gokvm.CreatePIT2(fd); err != nil {
+	if err := createPIT2(fd, pitSpeakerDummy); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_PIT2: %w", err)
 	}
 	if err := vm.createVCPU(); err != nil {
@@ -179,14 +183,28 @@ func (vm *VM) mapMemory(memSize uint64, rom []byte) error {
 		return fmt.Errorf("mapping the firmware image: %w", err)
 	}
 	copy(vm.rom, rom)
+	vm.empty, err = unix.Mmap(-1, 0, realmode.ROMBase-lowRAMEnd, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("mapping the low-memory hole: %w", err)
+	}
+	for i := range vm.empty {
+		vm.empty[i] = 0xFF
+	}
 
-	vm.backed = backedRanges(memSize, append(slices.Clone(vm.bad), vm.faulty.Ranges()...))
+	unbacked := append(slices.Clone(vm.bad), vm.faulty.Ranges()...)
+	vm.backed = backedRanges(memSize, unbacked)
+	hole := holeRanges(unbacked)
 	limit, _ := gokvm.CheckExtension(vm.dev.Fd(), gokvm.CapNRMemSlots)
-	if need := len(vm.backed) + 2; limit > 0 && need > int(limit) {
-		return fmt.Errorf("bad RAM splits guest memory into %d pieces; this KVM allows %d memory slots", len(vm.backed), limit-2)
+	if need := len(vm.backed) + len(hole) + 2; limit > 0 && need > int(limit) {
+		return fmt.Errorf("bad RAM splits guest memory into %d pieces; this KVM allows %d memory slots", len(vm.backed), int(limit)-len(hole)-2)
 	}
 	for _, r := range vm.backed {
 		if err := vm.addSlot(r.Start, vm.ram[r.Start:r.End], false); err != nil {
+			return err
+		}
+	}
+	for _, r := range hole {
+		if err := vm.addSlot(r.Start, vm.empty[r.Start-lowRAMEnd:r.End-lowRAMEnd], true); err != nil {
 			return err
 		}
 	}
@@ -218,11 +236,22 @@ func (vm *VM) addSlot(guest uint64, host []byte, readOnly bool) error {
 // backedRanges is guest RAM minus the PC's low-memory hole minus every page
 // that holds a byte of bad RAM.
 func backedRanges(memSize uint64, bad []loader.Range) []loader.Range {
+	return loader.SubtractRanges([]loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, pageHoles(bad))
+}
+
+// holeRanges is the low-memory hole below the firmware image, minus every
+// page that holds a byte of bad (declared bad RAM there stays trapped).
+func holeRanges(bad []loader.Range) []loader.Range {
+	return loader.SubtractRanges([]loader.Range{{Start: lowRAMEnd, End: realmode.ROMBase}}, pageHoles(bad))
+}
+
+// pageHoles are the pages that hold a byte of bad.
+func pageHoles(bad []loader.Range) []loader.Range {
 	holes := make([]loader.Range, len(bad))
 	for i, b := range bad {
 		holes[i] = loader.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
 	}
-	return loader.SubtractRanges([]loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, holes)
+	return holes
 }
 
 func (vm *VM) createVCPU() error {
@@ -242,31 +271,47 @@ func (vm *VM) createVCPU() error {
 	return vm.setCPUID()
 }
 
-// setCPUID gives the vCPU what KVM supports, minus RDRAND and RDSEED.
+// setCPUID gives the vCPU what KVM supports (guestCPUID).
 func (vm *VM) setCPUID() error {
 	cpuid := &gokvm.CPUID{Nent: cpuidMaxSupported, Entries: make([]gokvm.CPUIDEntry2, cpuidMaxSupported)}
 	if err := gokvm.GetSupportedCPUID(vm.dev.Fd(), cpuid); err != nil {
 		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
 	}
-	cpuid.Entries = cpuid.Entries[:cpuid.Nent]
-	maskCPUID(cpuid.Entries)
+	cpuid.Entries = guestCPUID(cpuid.Entries[:cpuid.Nent])
+	cpuid.Nent = uint32(len(cpuid.Entries))
 	if err := gokvm.SetCPUID2(uintptr(vm.vcpuFd), cpuid); err != nil {
 		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
 	}
 	return nil
 }
 
-// maskCPUID hides RDRAND and RDSEED from the guest.
-func maskCPUID(entries []gokvm.CPUIDEntry2) {
+// guestCPUID is the guest's CPUID from what KVM supports: RDRAND and
+// RDSEED hidden, and the guest told it runs on KVM (leaf 1's hypervisor
+// bit and KVM's signature leaf pointing at its features leaf), as a Linux
+// guest needs to use kvmclock and KVM's other paravirtual features. The
+// features leaf is KVM's own; without one, no signature is made up.
+func guestCPUID(entries []gokvm.CPUIDEntry2) []gokvm.CPUIDEntry2 {
+	hasFeatures := slices.ContainsFunc(entries, func(e gokvm.CPUIDEntry2) bool { return e.Function == cpuidKVMFeatures })
+	signature := false
 	for i := range entries {
 		e := &entries[i]
 		switch {
 		case e.Function == 1:
 			e.Ecx &^= cpuidLeaf1ECXRDRAND
+			e.Ecx |= cpuidLeaf1ECXHypervisor
 		case e.Function == 7 && e.Index == 0:
 			e.Ebx &^= cpuidLeaf7EBXRDSEED
+		case e.Function == cpuidKVMSignature && hasFeatures:
+			e.Eax = max(e.Eax, cpuidKVMFeatures)
+			e.Ebx, e.Ecx, e.Edx = kvmSignature[0], kvmSignature[1], kvmSignature[2]
+			signature = true
 		}
 	}
+	if hasFeatures && !signature {
+		entries = append(entries, gokvm.CPUIDEntry2{Function: cpuidKVMSignature, Eax: cpuidKVMFeatures,
+			Ebx: kvmSignature[0], Ecx: kvmSignature[1], Edx: kvmSignature[2]})
+	}
+	return entries
 }
 
 // useTableCRC tells the stub not to trust CPUID's SSE4.2 for its checksums.
@@ -284,12 +329,12 @@ func (vm *VM) Memory() *machine.GuestMemory { return vm.mem }
 
 // Close releases everything the VM holds. It is safe on a partly built VM.
 func (vm *VM) Close() error {
-	for _, m := range [][]byte{vm.run, vm.ram, vm.rom} {
+	for _, m := range [][]byte{vm.run, vm.ram, vm.rom, vm.empty} {
 		if m != nil {
 			unix.Munmap(m)
 		}
 	}
-	vm.run, vm.ram, vm.rom = nil, nil, nil
+	vm.run, vm.ram, vm.rom, vm.empty = nil, nil, nil, nil
 	for _, fd := range []*int{&vm.vcpuFd, &vm.vmFd} {
 		if *fd >= 0 {
 			unix.Close(*fd)

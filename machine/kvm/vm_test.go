@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 
@@ -147,33 +148,95 @@ func TestBackedRangesRandom(t *testing.T) {
 	}
 }
 
-// maskCPUID hides RDRAND (leaf 1 ECX bit 30) and RDSEED (leaf 7 subleaf 0
-// EBX bit 18), which end the run on this KVM, and nothing else.
-func TestMaskCPUID(t *testing.T) {
+// guestCPUID hides RDRAND (leaf 1 ECX bit 30) and RDSEED (leaf 7 subleaf 0
+// EBX bit 18), which end the run on kvm_pvm, sets the hypervisor bit (leaf
+// 1 ECX bit 31) and KVM's signature, and changes nothing else.
+func TestGuestCPUID(t *testing.T) {
 	const all = 0xFFFFFFFF
+	features := gokvm.CPUIDEntry2{Function: cpuidKVMFeatures, Eax: 0x01007afb}
 	entries := []gokvm.CPUIDEntry2{
 		{Function: 0, Eax: 0xD, Ebx: all, Ecx: all, Edx: all},
 		{Function: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
 		{Function: 7, Index: 0, Eax: all, Ebx: all, Ecx: all, Edx: all},
 		{Function: 7, Index: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
 		{Function: 0x80000001, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 1, Ecx: 0x00000001}, // RDRAND already clear: unchanged
+		{Function: 1, Ecx: 0x00000001}, // RDRAND already clear
+		features,
 	}
-	maskCPUID(entries)
+	got := guestCPUID(entries)
 	want := []gokvm.CPUIDEntry2{
 		{Function: 0, Eax: 0xD, Ebx: all, Ecx: all, Edx: all},
 		{Function: 1, Eax: all, Ebx: all, Ecx: 0xBFFFFFFF, Edx: all},
 		{Function: 7, Index: 0, Eax: all, Ebx: 0xFFFBFFFF, Ecx: all, Edx: all},
 		{Function: 7, Index: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
 		{Function: 0x80000001, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 1, Ecx: 0x00000001},
+		{Function: 1, Ecx: 0x80000001},
+		features,
+		{Function: cpuidKVMSignature, Eax: cpuidKVMFeatures, Ebx: 0x4b4d564b, Ecx: 0x564b4d56, Edx: 0x4d}, // "KVMKVMKVM\0\0\0"
 	}
-	for i := range want {
-		if entries[i] != want[i] {
-			t.Errorf("entry %d = %+v, want %+v", i, entries[i], want[i])
+	if !slices.Equal(got, want) {
+		t.Errorf("guestCPUID:\n got %+v\nwant %+v", got, want)
+	}
+	var sig []byte
+	for _, r := range []uint32{got[7].Ebx, got[7].Ecx, got[7].Edx} {
+		sig = binary.LittleEndian.AppendUint32(sig, r)
+	}
+	if string(sig) != "KVMKVMKVM\x00\x00\x00" {
+		t.Errorf("signature %q", sig)
+	}
+
+	// KVM's own signature leaf is kept, its signature written over; a
+	// KVM without a features leaf gets no signature.
+	got = guestCPUID([]gokvm.CPUIDEntry2{{Function: cpuidKVMSignature, Eax: 0x40000001, Ebx: 1}, features})
+	if len(got) != 2 || got[0].Ebx != 0x4b4d564b || got[0].Eax != cpuidKVMFeatures {
+		t.Errorf("with KVM's signature leaf: %+v", got)
+	}
+	if got = guestCPUID([]gokvm.CPUIDEntry2{{Function: 1}}); len(got) != 1 || got[0].Ecx != cpuidLeaf1ECXHypervisor {
+		t.Errorf("without a features leaf: %+v", got)
+	}
+	if got = guestCPUID(nil); len(got) != 0 {
+		t.Errorf("no entries: %+v", got)
+	}
+}
+
+// lostInterrupts fires after three seconds of HLT exits without one
+// injected interrupt, then counts again, and never for a guest whose
+// interrupts arrive or that sleeps.
+func TestLostInterrupts(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		halts, injections []uint64
+		want              int // times it fires
+	}{
+		{"hlt loop", []uint64{0, 100, 5000, 9000, 20000, 30000, 40000}, []uint64{7, 7, 7, 7, 7, 7, 7}, 2},
+		{"one second short", []uint64{0, 5000, 9000}, []uint64{7, 7, 7}, 0},
+		{"ticking", []uint64{0, 250, 500, 750, 1000, 1250, 1500}, []uint64{0, 250, 500, 750, 1000, 1250, 1500}, 0},
+		{"asleep", []uint64{3, 3, 3, 3, 3, 3, 3}, []uint64{0, 0, 0, 0, 0, 0, 0}, 0},
+		{"a slow second breaks the run", []uint64{0, 1000, 2000, 2050, 3000, 4000}, []uint64{1, 1, 1, 1, 1, 1}, 0},
+	} {
+		var l lostInterrupts
+		got := 0
+		for i := range tc.halts {
+			if l.sample(tc.halts[i], tc.injections[i]) {
+				got++
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: fired %d times, want %d", tc.name, got, tc.want)
 		}
 	}
-	maskCPUID(nil) // no entries: nothing to do
+}
+
+// holeRanges is the hole between 640K and the firmware image, whole pages
+// of declared bad RAM left out (to stay trapped).
+func TestHoleRanges(t *testing.T) {
+	if got, want := holeRanges(nil), []loader.Range{{Start: 0xA0000, End: 0xF0000}}; !slices.Equal(got, want) {
+		t.Errorf("no bad RAM: %v, want %v", got, want)
+	}
+	got := holeRanges([]loader.Range{{Start: 0xB8010, End: 0xB8020}, {Start: 16 << 20, End: 32 << 20}})
+	if want := []loader.Range{{Start: 0xA0000, End: 0xB8000}, {Start: 0xB9000, End: 0xF0000}}; !slices.Equal(got, want) {
+		t.Errorf("bad RAM in the hole: %v, want %v", got, want)
+	}
 }
 
 // TestPCGSIRouting: the table KVM_SET_GSI_ROUTING gets is a PC's, in the
