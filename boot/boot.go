@@ -74,7 +74,7 @@ func plan(cfg Config) (*loader.Plan, error) {
 		cache = kcache.Default()
 	}
 	lcfg := loader.Config{
-		Path: name, Kernel: data, MemSize: cfg.memSize(), BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
+		Path: name, Kernel: data, MemSize: cfg.memSize(), CPUs: cfg.CPUs, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
 	}

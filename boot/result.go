@@ -17,6 +17,7 @@ type Result struct {
 	Accel    string            `json:"accel,omitempty"` // QEMU's accelerator
 	VMMWhy   string            `json:"why,omitempty"`   // why this backend
 
+	CPUs            int    `json:"cpus"` // the machine's processors (--smp)
 	LoadAddress     uint64 `json:"load_address"`
 	LinkAddress     uint64 `json:"link_address"`
 	Entry           uint64 `json:"entry"`
@@ -71,7 +72,7 @@ type Timings struct {
 }
 
 func (r *Result) fromPlan(p *loader.Plan) {
-	r.Kernel = p.Kernel
+	r.Kernel, r.CPUs = p.Kernel, p.NumCPUs()
 	r.LoadAddress, r.LinkAddress, r.Entry = p.LoadAddress, p.LinkAddress, uint64(p.Entry.EIP)
 	r.Relocations, r.SkippedAbsolute, r.Why = p.Relocations, p.SkippedAbsolute, p.Why
 	r.Placements = r.Placements[:0]

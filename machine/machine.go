@@ -48,6 +48,19 @@ func CheckMemSize(size uint64) error {
 	return nil
 }
 
+// MaxCPUs is the most processors a machine has (--smp): far below what
+// KVM, QEMU's PC and the firmware tables allow (the MP table's slot
+// holds about 180), as many as kvmboot's users boot.
+const MaxCPUs = 64
+
+// CheckCPUs rejects a processor count no backend runs.
+func CheckCPUs(n int) error {
+	if n < 1 || n > MaxCPUs {
+		return fmt.Errorf("%d processors: want 1 to %d", n, MaxCPUs)
+	}
+	return nil
+}
+
 // Millis is d in milliseconds, to the microsecond, for reports.
 func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

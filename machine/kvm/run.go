@@ -28,12 +28,13 @@ type Backend struct {
 	Minimal bool
 }
 
-// Platform is our VM as the ACPI tables describe it (loader.ACPITables):
-// one processor, the in-kernel local APIC, I/O APIC (with a PC's IRQ
-// routing, pcGSIRouting), 8259s and PIT, the PM block of
-// devices.ACPIPM, the RTC and reset port of devices.System; no HPET and
-// no 8042 keyboard controller (port 64h only answers the reset command).
-var Platform = loader.Platform{Name: "kvmboot", CPUs: 1}
+// Platform is our VM as the firmware tables describe it (loader.MPTable,
+// loader.ACPITables): the plan's processors, each with KVM's in-kernel
+// local APIC, the in-kernel I/O APIC (with a PC's IRQ routing,
+// pcGSIRouting), 8259s and PIT, the PM block of devices.ACPIPM, the RTC
+// and reset port of devices.System; no HPET and no 8042 keyboard
+// controller (port 64h only answers the reset command).
+var Platform = loader.Platform{Name: "kvmboot"}
 
 // platform is the machine b describes to the guest, nil for none.
 func (b Backend) platform() *loader.Platform {

@@ -54,13 +54,13 @@ type Backend struct {
 	Minimal bool
 }
 
-// PCPlatform is QEMU's PC as our ACPI tables describe it: one processor
-// (QEMU's default), its local APIC and I/O APIC (ID 0, IRQ 0 on pin 2),
+// PCPlatform is QEMU's PC as our firmware tables describe it: the plan's
+// processors (-smp), their local APICs and the I/O APIC (ID 0, IRQ 0 on pin 2),
 // the i440FX's PCI host bridge, the PIIX4's PM block that our firmware
 // puts at realmode.PMBase (SCI on IRQ 9), its HPET and 8042. QEMU 7.2's HPET has 3 timers, a 64-bit
 // counter, legacy routing, revision 1, vendor 8086: the capabilities'
 // low word the HPET table repeats.
-var PCPlatform = loader.Platform{Name: "qemu-pc", CPUs: 1, HPET: &loader.HPET{BlockID: 0x8086A201}, I8042: true, PCI: true}
+var PCPlatform = loader.Platform{Name: "qemu-pc", HPET: &loader.HPET{BlockID: 0x8086A201}, I8042: true, PCI: true}
 
 // platform is the machine our firmware runs on under b, nil for one
 // without ACPI.
