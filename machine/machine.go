@@ -90,6 +90,9 @@ type BadAccess struct {
 	Write bool   `json:"write"`
 	IP    uint64 `json:"ip"`             // linear address of the instruction, when known
 	Insn  string `json:"insn,omitempty"` // the instruction disassembled in the vCPU's mode
+	// CPU is the processor that made the access (0 the bootstrap
+	// processor), -1 when the backend cannot tell (QEMU's canaries).
+	CPU int `json:"cpu"`
 }
 
 // Options are the per-run settings every backend honours.
@@ -204,8 +207,9 @@ func Interrupted() *Result {
 // QEMU's isa-debug-exit gives, for harnesses written against QEMU.
 func QEMUStatus(v uint32) int { return int((v<<1)|1) & 0xff }
 
-// CPUState is the vCPU's state at a crash, for reports.
+// CPUState is a vCPU's state at a crash, for reports.
 type CPUState struct {
+	CPU    int    `json:"cpu"` // which processor: 0 is the bootstrap processor
 	Mode   string `json:"mode"`
 	CS     uint16 `json:"cs"`
 	EIP    uint32 `json:"eip"`
@@ -241,6 +245,6 @@ func ModeName(cr0 uint64, bits int) string {
 }
 
 func (c *CPUState) String() string {
-	return fmt.Sprintf("%s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
-		c.Mode, c.CS, c.EIP, c.Linear, c.EAX, c.EBX, c.ECX, c.EDX, c.ESI, c.EDI, c.EBP, c.ESP, c.EFLAGS, c.CR0, c.CR3, c.CR4, c.Insn)
+	return fmt.Sprintf("CPU %d, %s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
+		c.CPU, c.Mode, c.CS, c.EIP, c.Linear, c.EAX, c.EBX, c.ECX, c.EDX, c.ESI, c.EDI, c.EBP, c.ESP, c.EFLAGS, c.CR0, c.CR3, c.CR4, c.Insn)
 }

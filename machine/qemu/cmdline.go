@@ -29,6 +29,7 @@ type loaderFile struct {
 type launch struct {
 	Accel   string
 	MemSize uint64
+	CPUs    int    // -smp; 0 or 1 leaves QEMU's default, one
 	RAMPath string // memory-backend-file path (shared with kvmboot)
 	// BIOS is our firmware image; empty means QEMU's own (SeaBIOS).
 	BIOS string
@@ -74,12 +75,18 @@ func (l *launch) args() []string {
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-S", // paused until kvmboot has QMP
 		"-machine", machine,
-		"-accel", l.Accel,
+		"-accel", l.accelOption(),
 		"-cpu", cpu,
 		// -m as well: left out, it means 128M, more than a smaller
 		// backend, which the ISA PC (no memory hotplug) refuses.
 		"-m", fmt.Sprintf("%dk", l.MemSize>>10),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", l.MemSize, optEscape(l.RAMPath)),
+	}
+	if l.CPUs > 1 {
+		// A socket each, as on our KVM machine: QEMU 7.2 makes them
+		// cores of one socket, and SeaBIOS's MP table (the reference
+		// run's) then lists only the socket's first.
+		a = append(a, "-smp", fmt.Sprintf("%d,sockets=%d", l.CPUs, l.CPUs))
 	}
 	if l.BIOS != "" {
 		a = append(a, "-bios", l.BIOS, "-global", "apic-common.vapic=off")
@@ -116,6 +123,19 @@ func (l *launch) args() []string {
 		a = append(a, "-trace", "kvm_run_exit")
 	}
 	return a
+}
+
+// accelOption is -accel's value. Several processors under TCG run each
+// on a thread of its own (QEMU 7.2 does so for an i386 guest on an x86
+// host), except with kvmboot's plugin: it watches guest RAM by
+// protecting pages, and one vCPU let through a page for an access would
+// open it to the others' accesses; on one thread (thread=single) the
+// vCPUs take turns and none slips through.
+func (l *launch) accelOption() string {
+	if l.Accel == AccelTCG && l.CPUs > 1 && l.Plugin != "" {
+		return AccelTCG + ",thread=single"
+	}
+	return l.Accel
 }
 
 // multibootInitrd joins Multiboot module strings (path first) into QEMU's

@@ -242,7 +242,7 @@ func (r *run) prepare() error {
 		return err
 	}
 	l := &r.launch
-	l.Accel, l.MemSize, l.RAMPath = r.accel, r.plan.MemSize, r.ramPath
+	l.Accel, l.MemSize, l.CPUs, l.RAMPath = r.accel, r.plan.MemSize, r.plan.NumCPUs(), r.ramPath
 	l.QMPPath = filepath.Join(r.dir, "qmp.sock")
 	l.LogPath = filepath.Join(r.dir, "qemu.log")
 	if r.opts.CountStub {
@@ -819,20 +819,34 @@ func firstLine(s string) string {
 	return line
 }
 
-// registers reads the vCPU's registers through QMP, keeps them for the
-// result and describes them.
+// registers reads the vCPUs' registers through QMP, keeps the bootstrap
+// processor's for the result and describes them all: QEMU does not say
+// which processor reset the machine or stopped.
 func (r *run) registers(ctx context.Context) string {
-	text, err := r.qmp.hmp(ctx, "info registers")
-	if err != nil {
-		return "registers unavailable: " + err.Error()
+	n := r.plan.NumCPUs()
+	var states []string
+	if n > 1 {
+		states = append(states, fmt.Sprintf("QEMU does not say which of the %d processors", n))
 	}
-	regs, ok := parseRegisters(text)
-	if !ok {
-		return "registers unavailable: " + firstLine(text)
+	for cpu := range n {
+		text, err := r.qmp.hmpOn(ctx, cpu, "info registers")
+		if err != nil {
+			states = append(states, fmt.Sprintf("CPU %d: registers unavailable: %v", cpu, err))
+			continue
+		}
+		regs, ok := parseRegisters(text)
+		if !ok {
+			states = append(states, fmt.Sprintf("CPU %d: registers unavailable: %s", cpu, firstLine(text)))
+			continue
+		}
+		state := regs.state(r.read())
+		state.CPU = cpu
+		if cpu == 0 {
+			r.regs, r.cpu = regs, state
+		}
+		states = append(states, state.String())
 	}
-	r.regs = regs
-	r.cpu = regs.state(r.read())
-	return r.cpu.String()
+	return strings.Join(states, "; ")
 }
 
 // read fetches guest physical memory for disassembly.

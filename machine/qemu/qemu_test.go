@@ -60,14 +60,24 @@ func TestArgsOurFirmware(t *testing.T) {
 			t.Errorf("args lack %q:\n%q", want, a)
 		}
 	}
-	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") {
-		t.Errorf("unexpected -kernel, KVM trace or plugin: %q", a)
+	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") || slices.Contains(a, "-smp") {
+		t.Errorf("unexpected -kernel, KVM trace, plugin or -smp: %q", a)
 	}
 	l.Plugin = pluginArg
-	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") {
+	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") || !hasSeq(a, "-accel", "tcg") {
 		t.Errorf("plugin args: %q", a)
 	}
+	// Several processors: a thread each, but one for all of them when
+	// the plugin watches guest RAM.
+	l.CPUs = 4
+	if a = l.args(); !hasSeq(a, "-smp", "4,sockets=4") || !hasSeq(a, "-accel", "tcg,thread=single") {
+		t.Errorf("SMP args with the plugin: %q", a)
+	}
 	l.Plugin = ""
+	if a = l.args(); !hasSeq(a, "-smp", "4,sockets=4") || !hasSeq(a, "-accel", "tcg") {
+		t.Errorf("SMP args: %q", a)
+	}
+	l.CPUs = 0
 
 	l.Accel = AccelKVM
 	a = l.args()
@@ -306,7 +316,7 @@ func TestCanaryWatch(t *testing.T) {
 	}
 	binary.LittleEndian.PutUint32(ram[0x18000:], 0)
 	acc := w.check()
-	if len(acc) != 1 || acc[0] != (machine.BadAccess{Addr: 0x18000, Size: 4, Write: true}) {
+	if len(acc) != 1 || acc[0] != (machine.BadAccess{Addr: 0x18000, Size: 4, Write: true, CPU: -1}) {
 		t.Fatalf("got %+v", acc)
 	}
 	if acc := w.check(); len(acc) != 0 {
