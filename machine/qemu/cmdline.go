@@ -12,10 +12,14 @@ const (
 )
 
 // CPU models: TCG offers everything it emulates (SSE4.2 for the stub's
-// crc32, RDRAND too: TCG implements it); under KVM the host's CPU, without
-// the MSR that makes QEMU 7.2 abort on nested KVMs (DESIGN.md §7).
+// crc32, RDRAND too: TCG implements it), as an AMD family 6 model 6, whose
+// stepping 1 makes it an Athlon that Linux takes as fit for SMP (with QEMU's
+// stepping 3 and no MP bit, which QEMU cannot set, every processor but the
+// first warns "This combination of AMD processors is not suitable for SMP"
+// and taints the kernel); under KVM the host's CPU, without the MSR that
+// makes QEMU 7.2 abort on nested KVMs (DESIGN.md §7).
 const (
-	cpuTCG = "max"
+	cpuTCG = "max,stepping=1"
 	cpuKVM = "host,arch-capabilities=off"
 )
 

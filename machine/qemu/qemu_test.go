@@ -44,7 +44,7 @@ func TestArgsOurFirmware(t *testing.T) {
 		{"-machine", "isapc,memory-backend=ram"},
 		{"-m", "262144k"},
 		{"-accel", "tcg"},
-		{"-cpu", "max"},
+		{"-cpu", "max,stepping=1"},
 		{"-object", "memory-backend-file,id=ram,size=268435456,mem-path=/dev/shm/kvmboot-1,share=on"},
 		{"-bios", "/tmp/d/firmware.bin"},
 		{"-device", "loader,file=/tmp/d,,x/00-kernel.bin,addr=0x1000000,force-raw=on"},
