@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/realmode"
@@ -351,7 +353,7 @@ func TestKVMStubCost(t *testing.T) {
 func skipIfSteppingLost(t *testing.T, res *boot.Result) {
 	t.Helper()
 	if res.Stub == nil || !res.Stub.Complete {
-		t.Skipf("skipped: single-stepping stopped before the kernel's entry (%+v): this host's KVM lost the single-step trap", res.Stub)
+		hosttest.Skip(t, hosttest.KVM, fmt.Sprintf("single-stepping stopped before the kernel's entry (%+v): this host's KVM lost the single-step trap", res.Stub))
 	}
 }
 

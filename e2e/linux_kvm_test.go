@@ -25,7 +25,7 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	requireKVM(t)
 	vmlinuz := hosttest.DebianKernel(t)
 	if !machine.EmulatingKVM() {
-		t.Skip("this host's KVM runs paged guests: TestKVMLinuxBoot boots Debian there")
+		hosttest.Skip(t, hosttest.KVM, "this host's KVM runs paged guests: TestKVMLinuxBoot boots Debian there")
 	}
 	bad := []loader.Range{{Start: 16 * mib, End: 48 * mib}}
 	res, _, console := bootTestKernel(t, boot.Config{
