@@ -583,7 +583,7 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 	}
 	pi.Link, pi.Size, pi.Align, pi.MinStart, pi.MaxEnd, pi.Relocatable = ki.base, ki.size, ki.align, ki.lowest(), ki.max, ki.movable()
 
-	m, _, err := bootMap(opts.MemSize, opts.BadRAM)
+	m, _, err := BootMap(opts.MemSize, opts.BadRAM)
 	if err != nil {
 		return pi // no room for the ACPI tables leaves none for a kernel: pi.Error says why
 	}
