@@ -23,7 +23,6 @@ import (
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
-	"kvmboot/realmode"
 )
 
 // DefaultBinary is the QEMU kvmboot runs, looked up in PATH.
@@ -354,16 +353,7 @@ func (r *run) preparePlan() error {
 	}
 	placements := append([]loader.Placement(nil), plan.Placements...)
 	if r.accel == AccelKVM && machine.EmulatingKVM() {
-		// As machine/kvm does: this KVM's emulator lacks crc32, which
-		// its CPUID (and QEMU's -cpu host) still offers.
-		for i, p := range placements {
-			if p.Start == realmode.ParamsAddr && len(p.Data) > realmode.OffFlags {
-				d := bytes.Clone(p.Data)
-				d[realmode.OffFlags] |= realmode.FlagTableCRC
-				placements[i].Data = d
-				r.log("KVM is kvm_pvm: the stub computes checksums with a table, not SSE4.2's crc32 (this KVM's emulator lacks it); RDRAND cannot be hidden from the guest here, and a guest that runs it stops with a KVM internal error")
-			}
-		}
+		r.log("KVM is kvm_pvm: RDRAND cannot be hidden from the guest here, and a guest that runs it stops with a KVM internal error")
 	}
 	if r.opts.AfterPlace != nil {
 		// The hook sees guest RAM with the plan placed, as under KVM;

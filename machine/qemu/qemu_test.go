@@ -145,7 +145,7 @@ func stubFailedRAM(t *testing.T) (*machine.GuestMemory, *loader.Plan) {
 	}
 	ram := make([]byte, 1<<20)
 	block := ram[realmode.ParamsAddr:]
-	binary.LittleEndian.PutUint32(block[realmode.OffStatus:], realmode.StatusBadCRC)
+	binary.LittleEndian.PutUint32(block[realmode.OffStatus:], realmode.StatusBadSum)
 	binary.LittleEndian.PutUint32(block[realmode.OffDetail:], 0)
 	binary.LittleEndian.PutUint32(block[realmode.OffGot:], 0x1234)
 	return machine.NewGuestMemory(ram), plan
