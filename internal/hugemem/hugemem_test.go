@@ -80,3 +80,23 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// BenchmarkReadFile is the read stage of a boot (boot.ReadInput): a
+// kernel or initrd from the page cache into a buffer from Make. MB/s must
+// not fall as files grow.
+func BenchmarkReadFile(b *testing.B) {
+	for _, mib := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+			p := filepath.Join(b.TempDir(), "f")
+			if err := os.WriteFile(p, make([]byte, mib<<20), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(mib << 20))
+			for b.Loop() {
+				if _, err := ReadFile(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

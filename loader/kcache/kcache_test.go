@@ -101,3 +101,23 @@ func TestConcurrentPut(t *testing.T) {
 		t.Error(fmt.Sprint("final entry missing or wrong: ", ok))
 	}
 }
+
+// BenchmarkGet is a warm hit: reading the entry and checking its length
+// and CRC. MB/s must not fall as entries grow.
+func BenchmarkGet(b *testing.B) {
+	for _, mib := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+			c := &Cache{Dir: b.TempDir()}
+			key := Key([]byte{byte(mib)})
+			if err := c.Put(key, bytes.Repeat([]byte("kernel!!"), mib<<17)); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(mib << 20))
+			for b.Loop() {
+				if _, ok := c.Get(key); !ok {
+					b.Fatal("miss")
+				}
+			}
+		})
+	}
+}
