@@ -33,13 +33,15 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p, _, err := plan(cfg)
+	cache := cfg.cache()
+	defer cache.Wait()
+	p, _, err := plan(cfg, cache)
 	return p, err
 }
 
-// plan is Plan for a validated cfg; read is how long reading the files
-// took.
-func plan(cfg Config) (p *loader.Plan, read time.Duration, err error) {
+// plan is Plan for a validated cfg, through cache (nil: none); read is
+// how long reading the files took.
+func plan(cfg Config, cache *kcache.Cache) (p *loader.Plan, read time.Duration, err error) {
 	start := time.Now()
 	data, name := testkernel.ELF, testkernel.FileName
 	if cfg.Kernel != "" {
@@ -73,10 +75,6 @@ func plan(cfg Config) (p *loader.Plan, read time.Duration, err error) {
 		initrd = &loader.Module{Path: cfg.Initrd, Data: b}
 	}
 	read = time.Since(start)
-	var cache *kcache.Cache
-	if !cfg.NoCache {
-		cache = kcache.Default()
-	}
 	lcfg := loader.Config{
 		Path: name, Kernel: data, MemSize: cfg.memSize(), BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
@@ -91,6 +89,14 @@ func plan(cfg Config) (p *loader.Plan, read time.Duration, err error) {
 		p.Kernel.Path = BuiltinKernelName
 	}
 	return p, read, err
+}
+
+// cache is the decompression cache cfg asks for: nil with NoCache.
+func (cfg Config) cache() *kcache.Cache {
+	if cfg.NoCache {
+		return nil
+	}
+	return kcache.Default()
 }
 
 // ReadInput reads a kernel, module or initrd the user named, refusing in
@@ -152,8 +158,10 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	if started != nil {
 		defer started.Close()
 	}
+	cache := cfg.cache()
+	defer cache.Wait() // a kernel never seen is stored while it runs
 	readStart := time.Now()
-	p, read, err := plan(cfg)
+	p, read, err := plan(cfg, cache)
 	if err != nil {
 		return errorResult(cfg, start, err)
 	}

@@ -168,6 +168,7 @@ func BenchmarkBuildWarm(b *testing.B) {
 			if _, err := Build(cfg); err != nil { // fills the cache
 				b.Fatal(err)
 			}
+			cfg.Cache.Wait()
 			var st Stages
 			b.SetBytes(int64(mib << 20))
 			for b.Loop() {

@@ -50,7 +50,9 @@ type Config struct {
 	Verify      bool    // the stub checks every piece before the jump
 	// Limit caps decompressed sizes (DefaultLimit when 0).
 	Limit int64
-	// Cache, when not nil, keeps decompressed kernels between runs.
+	// Cache, when not nil, keeps decompressed kernels between runs. A
+	// kernel it misses is stored in the background: the caller waits for
+	// that (Cache.Wait) before it exits.
 	Cache *kcache.Cache
 }
 

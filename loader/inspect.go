@@ -205,7 +205,7 @@ type LoadWindow struct {
 type InspectOptions struct {
 	Path  string
 	Limit int64
-	Cache *kcache.Cache
+	Cache *kcache.Cache // as Config's: the caller waits for its stores
 	// MemSize, when not 0, makes Inspect plan the kernel for a guest of
 	// that size with BadRAM declared bad.
 	MemSize uint64

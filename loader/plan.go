@@ -121,7 +121,7 @@ type Plan struct {
 // caller reads them).
 type Stages struct {
 	// Cache is the decompression cache: the input's hash, the lookup and
-	// the entry's verification (and storing an entry after a miss).
+	// the entry's verification (a miss is stored in the background).
 	Cache time.Duration
 	// Decompress is decoding a compressed kernel: a cache miss, or no cache.
 	Decompress time.Duration
