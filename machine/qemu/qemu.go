@@ -759,33 +759,8 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 			res, end, byGuest = r.exitResult(st), endExited, true
 		case <-r.qmp.Events():
 			for _, ev := range r.qmp.takeEvents() {
-				if res != nil || shutdown != nil {
-					break
-				}
-				switch ev.Event {
-				case "SHUTDOWN":
-					var d shutdownData
-					_ = json.Unmarshal(ev.Data, &d)
-					if !d.Guest {
-						res, end = &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU was shut down from the host (" + d.Reason + ")"}, endKill
-						break
-					}
-					c, cancel := cmdCtx()
-					shutdown = &shutdownInfo{reason: d.Reason, regs: r.registers(c)}
-					cancel()
-					end, byGuest = endPaused, true
-				case "STOP":
-					c, cancel := cmdCtx()
-					status, err := r.qmp.status(c)
-					if err == nil && (status == "internal-error" || status == "guest-panicked") {
-						regs := r.registers(c)
-						msg := "QEMU stopped the guest: " + status + stderrNote(r.stderr.String())
-						if r.accel == AccelKVM && status == "internal-error" {
-							msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
-						}
-						res, end, byGuest = machine.Crashed("%s: %s", msg, regs), endPaused, true
-					}
-					cancel()
+				if res == nil && shutdown == nil {
+					res, shutdown, end, byGuest = r.qmpEvent(ev)
 				}
 			}
 		case <-qmpDone:
@@ -863,6 +838,35 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		r.log("QEMU said: " + e)
 	}
 	return res
+}
+
+// qmpEvent reads an event QEMU sent while the guest ran: a reset or
+// power-off by the guest (shutdown, the registers read now), a shutdown
+// from the host, or a stop for an emulation failure or a guest panic.
+// Other events change nothing: all results are zero.
+func (r *run) qmpEvent(ev qmpEvent) (res *machine.Result, shutdown *shutdownInfo, end stopReason, byGuest bool) {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch ev.Event {
+	case "SHUTDOWN":
+		var d shutdownData
+		_ = json.Unmarshal(ev.Data, &d)
+		if !d.Guest {
+			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU was shut down from the host (" + d.Reason + ")"}, nil, endKill, false
+		}
+		return nil, &shutdownInfo{reason: d.Reason, regs: r.registers(c)}, endPaused, true
+	case "STOP":
+		status, err := r.qmp.status(c)
+		if err == nil && (status == "internal-error" || status == "guest-panicked") {
+			regs := r.registers(c)
+			msg := "QEMU stopped the guest: " + status + stderrNote(r.stderr.String())
+			if r.accel == AccelKVM && status == "internal-error" {
+				msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
+			}
+			return machine.Crashed("%s: %s", msg, regs), nil, endPaused, true
+		}
+	}
+	return nil, nil, 0, false
 }
 
 const badRAMPrefix = "guest touched bad RAM"
