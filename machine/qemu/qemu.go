@@ -560,9 +560,6 @@ func (r *run) handshake(ctx context.Context) error {
 		return err
 	}
 	r.qmp = newQMP(conn)
-	if r.plug != nil {
-		r.plug.serve()
-	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := r.qmp.awaitGreeting(hctx); err != nil {
@@ -601,7 +598,12 @@ func (r *run) awaitHandshake() error {
 }
 
 // cont lets the guest run: its first instruction is QEMU's next turn.
+// kvmboot's plugin is answered from now on: its first message that needs
+// an answer comes when the guest starts, and it reads the plan.
 func (r *run) cont(ctx context.Context) error {
+	if r.plug != nil {
+		r.plug.serve()
+	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err := r.qmp.execute(hctx, "cont", nil)
