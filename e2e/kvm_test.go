@@ -220,9 +220,8 @@ func TestKVMModules(t *testing.T) {
 }
 
 // TestChecksumCatchesCorruption flips a byte of the kernel after it is
-// placed: the stub's CRC-32C check must refuse to jump, on our KVM machine
-// (table CRC on kvm_pvm) and under QEMU (SSE4.2 crc32 under TCG; the loader
-// files are cut from the hooked RAM).
+// placed: the stub's XXH32 check must refuse to jump, on our KVM machine
+// and under QEMU.
 func TestChecksumCatchesCorruption(t *testing.T) {
 	for _, b := range []struct {
 		name string

@@ -314,16 +314,6 @@ func guestCPUID(entries []gokvm.CPUIDEntry2) []gokvm.CPUIDEntry2 {
 	return entries
 }
 
-// useTableCRC tells the stub not to trust CPUID's SSE4.2 for its checksums.
-func (vm *VM) useTableCRC() error {
-	flags, err := vm.mem.Slice(realmode.ParamsAddr+realmode.OffFlags, 4)
-	if err != nil {
-		return err
-	}
-	flags[0] |= realmode.FlagTableCRC
-	return nil
-}
-
 // Memory returns guest RAM.
 func (vm *VM) Memory() *machine.GuestMemory { return vm.mem }
 

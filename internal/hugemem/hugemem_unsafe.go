@@ -1,0 +1,31 @@
+//go:build linux
+
+package hugemem
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// makeHuge allocates n elements (size bytes) rounded up to whole huge
+// pages plus one page of slack, takes the huge-page-aligned part and
+// advises it. A large allocation fresh from the operating system is not
+// touched by the runtime (it knows the memory is zero), so the advice
+// comes before the first fault; memory the heap reuses is already backed,
+// and the advice changes nothing.
+func makeHuge[T any](n int, size uintptr) []T {
+	var zero T
+	elem := unsafe.Sizeof(zero)
+	rounded := (size + PageSize - 1) &^ (PageSize - 1)
+	s := make([]T, (rounded+PageSize)/elem+1)
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(s)))
+	aligned := (p + PageSize - 1) &^ (PageSize - 1)
+	if (aligned-p)%elem != 0 {
+		return s[:n:n] // no element starts on the boundary: plain memory
+	}
+	s = s[(aligned-p)/elem:]
+	// Advice only: refused, the memory works as it is.
+	_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), rounded), unix.MADV_HUGEPAGE)
+	return s[:n:n]
+}
