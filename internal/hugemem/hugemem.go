@@ -13,7 +13,6 @@ package hugemem
 import (
 	"io"
 	"os"
-	"unsafe"
 )
 
 // PageSize is the size of a transparent huge page on x86-64.
@@ -24,20 +23,6 @@ const PageSize = 2 << 20
 // faults' worth of time; from 512 KiB on, one huge page costs less time
 // than the faults it saves (0.8 against 1.8 ms here).
 const Threshold = 512 << 10
-
-// Make returns a zeroed slice of n elements. When it takes at least
-// Threshold bytes, its memory starts on a huge-page boundary and the
-// kernel is asked (madvise MADV_HUGEPAGE) to back it with huge pages;
-// elsewhere, or when the kernel refuses, it is plain heap memory. The
-// slice belongs to Go's heap either way: the garbage collector frees it.
-func Make[T any](n int) []T {
-	var zero T
-	size := uintptr(n) * unsafe.Sizeof(zero)
-	if size < Threshold || unsafe.Sizeof(zero) == 0 {
-		return make([]T, n)
-	}
-	return makeHuge[T](n, size)
-}
 
 // ReadFile is os.ReadFile into a buffer from Make: the file as long as
 // it was when opened (a file that claims no size, as /proc's do, is read

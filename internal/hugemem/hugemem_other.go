@@ -2,5 +2,5 @@
 
 package hugemem
 
-// makeHuge is plain heap memory where there is no madvise(MADV_HUGEPAGE).
-func makeHuge[T any](n int, _ uintptr) []T { return make([]T, n) }
+// Make is plain heap memory where there is no madvise(MADV_HUGEPAGE).
+func Make[T any](n int) []T { return make([]T, n) }

@@ -8,6 +8,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Make returns a zeroed slice of n elements. When it takes at least
+// Threshold bytes, its memory starts on a huge-page boundary and the
+// kernel is asked (madvise MADV_HUGEPAGE) to back it with huge pages;
+// elsewhere, or when the kernel refuses, it is plain heap memory. The
+// slice belongs to Go's heap either way: the garbage collector frees it.
+func Make[T any](n int) []T {
+	var zero T
+	size := uintptr(n) * unsafe.Sizeof(zero)
+	if size < Threshold || unsafe.Sizeof(zero) == 0 {
+		return make([]T, n)
+	}
+	return makeHuge[T](n, size)
+}
+
 // makeHuge allocates n elements (size bytes) rounded up to whole huge
 // pages plus one page of slack, takes the huge-page-aligned part and
 // advises it. A large allocation fresh from the operating system is not
