@@ -78,12 +78,15 @@ check-blobs: stubs plugin testkernel
 kernel:
 	scripts/fetch-kernel.sh
 
-# Go benchmarks, then the side-by-side boots against QEMU's own -kernel path
-# (the README's figures): the test kernel and Debian's kernel (make kernel).
+# Go benchmarks (every stage of a boot, over input sizes), then the
+# side-by-side boots against plain qemu-system-i386 -kernel (the README's
+# figures): the test kernel, Debian's kernel (make kernel) and the floor
+# that Linux itself sets, seen from inside QEMU.
 bench:
-	$(GO) test -run XXX -bench . -benchtime 7x ./machine/... ./e2e/... ./loader/... ./smoke/...
+	$(GO) test -run XXX -bench . -benchtime 7x ./internal/... ./realmode/... ./machine/... ./e2e/... ./loader/... ./smoke/...
 	scripts/bench-qemu.sh 7
-	scripts/bench-linux.sh 5
+	scripts/bench-linux.sh 7
+	scripts/bench-floor.sh 5
 
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)

@@ -111,6 +111,15 @@ func (c *chosen) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	return res, err
 }
 
+// starterOf returns b's backend as a machine.Starter, when it is one.
+func starterOf(b machine.Backend) (machine.Starter, bool) {
+	if c, ok := b.(*chosen); ok {
+		b = c.Backend
+	}
+	st, ok := b.(machine.Starter)
+	return st, ok
+}
+
 // choiceOf returns the accelerator and the reason for a backend that
 // newBackend returned ("" for others).
 func choiceOf(b machine.Backend) (accel, why string) {

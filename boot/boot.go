@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/internal/hugemem"
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
 	"kvmboot/machine"
@@ -32,16 +33,20 @@ func Plan(cfg Config) (*loader.Plan, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return plan(cfg)
+	cache := cfg.cache()
+	defer cache.Wait()
+	p, _, err := plan(cfg, cache)
+	return p, err
 }
 
-// plan is Plan for a validated cfg.
-func plan(cfg Config) (*loader.Plan, error) {
+// plan is Plan for a validated cfg, through cache (nil: none); read is
+// how long reading the files took.
+func plan(cfg Config, cache *kcache.Cache) (p *loader.Plan, read time.Duration, err error) {
+	start := time.Now()
 	data, name := testkernel.ELF, testkernel.FileName
 	if cfg.Kernel != "" {
-		var err error
 		if data, err = ReadInput(cfg.Kernel); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		name = cfg.Kernel
 	}
@@ -49,7 +54,7 @@ func plan(cfg Config) (*loader.Plan, error) {
 	for _, m := range cfg.Modules {
 		b, err := ReadInput(m.Path)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		mods = append(mods, loader.Module{Path: m.Path, Args: m.Args, Data: b})
 	}
@@ -57,7 +62,7 @@ func plan(cfg Config) (*loader.Plan, error) {
 	if cfg.Disk != "" {
 		b, err := ReadInput(cfg.Disk)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		disk = &loader.Module{Path: cfg.Disk, Data: b}
 	}
@@ -65,14 +70,11 @@ func plan(cfg Config) (*loader.Plan, error) {
 	if cfg.Initrd != "" {
 		b, err := ReadInput(cfg.Initrd)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		initrd = &loader.Module{Path: cfg.Initrd, Data: b}
 	}
-	var cache *kcache.Cache
-	if !cfg.NoCache {
-		cache = kcache.Default()
-	}
+	read = time.Since(start)
 	lcfg := loader.Config{
 		Path: name, Kernel: data, MemSize: cfg.memSize(), CPUs: cfg.CPUs, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
@@ -82,11 +84,19 @@ func plan(cfg Config) (*loader.Plan, error) {
 	if cfg.VMM == VMMQEMUKernel {
 		build = loader.Reference
 	}
-	p, err := build(lcfg)
+	p, err = build(lcfg)
 	if err == nil && cfg.Kernel == "" {
 		p.Kernel.Path = BuiltinKernelName
 	}
-	return p, err
+	return p, read, err
+}
+
+// cache is the decompression cache cfg asks for: nil with NoCache.
+func (cfg Config) cache() *kcache.Cache {
+	if cfg.NoCache {
+		return nil
+	}
+	return kcache.Default()
 }
 
 // ReadInput reads a kernel, module or initrd the user named, refusing in
@@ -102,7 +112,7 @@ func ReadInput(path string) ([]byte, error) {
 	if st.Size() > loader.DefaultLimit {
 		return nil, fmt.Errorf("%s: %s is larger than any kernel, module or initrd kvmboot loads (%s)", path, loader.FormatSize(uint64(st.Size())), loader.FormatSize(loader.DefaultLimit))
 	}
-	return os.ReadFile(path)
+	return hugemem.ReadFile(path)
 }
 
 // Run validates cfg, plans the boot and runs it. A non-nil error means
@@ -120,16 +130,45 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return run(ctx, cfg)
 }
 
-// run plans a validated cfg and runs it.
+// run plans a validated cfg and runs it. A backend that can start its
+// machine before the plan exists (QEMU: machine.Starter) starts first, so
+// that its start-up overlaps reading and planning the kernel; errors in
+// the input still come first.
 func run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
-	p, err := plan(cfg)
+	backend, berr := newBackend(ctx, cfg)
+	console := machine.NewConsole(cfg.Console, cfg.Expect)
+	opts := machine.Options{
+		Timeout: cfg.Timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy,
+		CountStub: cfg.CountStub, Trace: cfg.Trace, TraceLimit: cfg.TraceLimit, TraceAll: cfg.TraceAll,
+		AfterPlace: cfg.AfterPlace, Faulty: cfg.Faulty, FaultSeed: cfg.Seed,
+	}
+	var (
+		started machine.Started
+		serr    error
+		since   time.Duration // from start to the backend's start
+	)
+	if st, ok := starterOf(backend); berr == nil && ok {
+		if m, acpi, err := loader.BootMap(cfg.memSize(), cfg.BadRAM); err == nil { // else planning fails and says why
+			opts.BadRAM = m.Ranges(loader.KindBad)
+			since = time.Since(start)
+			started, serr = st.Start(ctx, machine.Shape{MemSize: cfg.memSize(), ACPI: acpi, CPUs: max(cfg.CPUs, 1)}, opts)
+		}
+	}
+	if started != nil {
+		defer started.Close()
+	}
+	cache := cfg.cache()
+	defer cache.Wait() // a kernel never seen is stored while it runs
+	readStart := time.Now()
+	p, read, err := plan(cfg, cache)
 	if err != nil {
 		return errorResult(cfg, start, err)
 	}
 	res := newResult(cfg)
 	res.fromPlan(p)
-	res.Timings.Load = machine.Millis(time.Since(start))
+	res.Timings.Load = machine.Millis(time.Since(readStart))
+	res.Timings.Read = machine.Millis(read)
 	if cfg.OnPlan != nil {
 		cfg.OnPlan(p)
 	}
@@ -138,23 +177,27 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Timings.Total = machine.Millis(time.Since(start))
 		return res, err
 	}
-
-	backend, err := newBackend(ctx, cfg)
-	if err != nil {
-		return fail(err)
+	for _, err := range []error{berr, serr} {
+		if err != nil {
+			return fail(explainNoKVM(err))
+		}
 	}
 	res.VMM = VMM(backend.Name())
 	res.Accel, res.VMMWhy = choiceOf(backend)
-	console := machine.NewConsole(cfg.Console, cfg.Expect)
-	mr, err := backend.Run(ctx, p, machine.Options{
-		Timeout: cfg.Timeout, Console: console, BadRAMPolicy: cfg.BadRAMPolicy, BadRAM: p.Map.Ranges(loader.KindBad),
-		CountStub: cfg.CountStub, Trace: cfg.Trace, TraceLimit: cfg.TraceLimit, TraceAll: cfg.TraceAll,
-		AfterPlace: cfg.AfterPlace, Faulty: cfg.Faulty, FaultSeed: cfg.Seed,
-	})
+	var mr *machine.Result
+	if started != nil {
+		if mr, err = started.Run(ctx, p); mr != nil {
+			mr.Backend = backend.Name()
+		}
+	} else {
+		opts.BadRAM = p.Map.Ranges(loader.KindBad)
+		since = time.Since(start)
+		mr, err = backend.Run(ctx, p, opts)
+	}
 	if err != nil {
 		return fail(explainNoKVM(err))
 	}
-	res.fromMachine(mr, cfg.QEMUExitCodes)
+	res.fromMachine(mr, cfg.QEMUExitCodes, since)
 	res.ConsoleBytes = console.Bytes()
 	res.ConsoleTail = console.Tail()
 	if err := console.Err(); err != nil {

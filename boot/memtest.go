@@ -149,7 +149,7 @@ func runMemtest(ctx context.Context, cfg Config) (*memtest.Report, *Result, erro
 			// The guest timed out, crashed or was interrupted: that is
 			// the run's outcome and status, as for a kernel (no error:
 			// kvmboot did boot).
-			res.fromMachine(me.Result, cfg.QEMUExitCodes)
+			res.fromMachine(me.Result, cfg.QEMUExitCodes, 0)
 			res.Reason = "memtest: " + me.Result.Reason
 			res.Memtest = rep
 			return rep, res, nil

@@ -1,6 +1,8 @@
 package boot
 
 import (
+	"time"
+
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
@@ -60,18 +62,42 @@ type RegionJSON struct {
 	Type  loader.Kind `json:"type"`
 }
 
-// Timings are in milliseconds: load is reading and planning, boot is the
-// backend's run (VM setup included), total is all of it; qemu_cpu is the
-// CPU time QEMU used (QEMU backends), which machine load does not inflate.
+// Timings are in milliseconds, where a run's time goes. Load is reading
+// and planning: Read (the kernel, initrd, modules and disk image), Cache
+// (the decompression cache's hash, lookup and verification), Decompress (a
+// cache miss), Relocate, and Plan (the rest of planning: parsing, placing,
+// boot information, checksums). Setup is the backend's start to the
+// guest's first instruction: QEMUExec (the run's start to QEMU's process
+// started), QEMUReady (QEMU's own start-up, to its first QMP answer) and
+// RAMWrite (the plan written into guest RAM) are parts of it. A backend
+// that can start before the plan exists (QEMU) starts first, so Load and
+// Setup overlap: FirstInstruction is the run's start to the guest's first
+// instruction, kvmboot's whole share. Guest is the first instruction to
+// the guest's end, Boot to the end of the backend's run (QEMU's exit
+// included), Total all of it; QEMUCPU is the CPU time QEMU used (QEMU
+// backends), which machine load does not inflate.
 type Timings struct {
-	Load    float64 `json:"load"`
-	Setup   float64 `json:"setup"`
-	Boot    float64 `json:"boot"`
-	Total   float64 `json:"total"`
-	QEMUCPU float64 `json:"qemu_cpu,omitempty"`
+	Load             float64 `json:"load"`
+	Read             float64 `json:"read"`
+	Cache            float64 `json:"cache"`
+	Decompress       float64 `json:"decompress"`
+	Relocate         float64 `json:"relocate"`
+	Plan             float64 `json:"plan"`
+	QEMUExec         float64 `json:"qemu_exec,omitempty"`
+	QEMUReady        float64 `json:"qemu_ready,omitempty"`
+	RAMWrite         float64 `json:"ram_write,omitempty"`
+	Setup            float64 `json:"setup"`
+	FirstInstruction float64 `json:"first_instruction"`
+	Guest            float64 `json:"guest,omitempty"`
+	Boot             float64 `json:"boot"`
+	Total            float64 `json:"total"`
+	QEMUCPU          float64 `json:"qemu_cpu,omitempty"`
 }
 
 func (r *Result) fromPlan(p *loader.Plan) {
+	st := p.Stages
+	r.Timings.Cache, r.Timings.Decompress, r.Timings.Relocate = machine.Millis(st.Cache), machine.Millis(st.Decompress), machine.Millis(st.Relocate)
+	r.Timings.Plan = machine.Millis(st.Build - st.Cache - st.Decompress - st.Relocate)
 	r.Kernel, r.CPUs = p.Kernel, p.NumCPUs()
 	r.LoadAddress, r.LinkAddress, r.Entry = p.LoadAddress, p.LinkAddress, uint64(p.Entry.EIP)
 	r.Relocations, r.SkippedAbsolute, r.Why = p.Relocations, p.SkippedAbsolute, p.Why
@@ -84,7 +110,9 @@ func (r *Result) fromPlan(p *loader.Plan) {
 	}
 }
 
-func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
+// fromMachine fills in what the backend reports; the backend started
+// since after the run's start.
+func (r *Result) fromMachine(m *machine.Result, qemuCodes bool, since time.Duration) {
 	r.Outcome, r.ExitCode, r.Reason = m.Outcome, m.Status, m.Reason
 	if m.GuestRan {
 		v := m.GuestValue
@@ -100,9 +128,14 @@ func (r *Result) fromMachine(m *machine.Result, qemuCodes bool) {
 	r.Stub, r.Exits, r.CPU, r.BIOSLog = m.Stub, m.Exits, m.CPU, m.BIOSLog
 	r.FaultyRAM = m.Faulty
 	r.VMM = VMM(m.Backend)
-	r.Timings.Setup = machine.Millis(m.Setup)
-	r.Timings.Boot = machine.Millis(m.Boot)
-	r.Timings.QEMUCPU = machine.Millis(m.QEMUCPU)
+	t := &r.Timings
+	t.Setup, t.FirstInstruction = machine.Millis(m.Setup), machine.Millis(since+m.Setup)
+	if m.Exec > 0 {
+		t.QEMUExec, t.QEMUReady = machine.Millis(since+m.Exec), machine.Millis(m.Ready)
+	}
+	t.RAMWrite, t.Guest = machine.Millis(m.RAMWrite), machine.Millis(m.Guest)
+	t.Boot = machine.Millis(m.Boot)
+	t.QEMUCPU = machine.Millis(m.QEMUCPU)
 }
 
 // PlanResult describes a plan in the result object's shape (no outcome),

@@ -93,7 +93,7 @@ func btPlan(t *testing.T, prog []byte, disk []byte, noTables bool, extra ...load
 		Verify: true,
 	}
 	if d != nil {
-		// Not verified: the stub's CRC of a megabyte costs seconds on an
+		// Not verified: the stub's checksum of a megabyte costs time on an
 		// emulating KVM, and the reads are checked byte for byte anyway.
 		plan.Placements = append(plan.Placements, loader.Placement{What: "disk", Start: d.Addr, Data: disk, Size: d.Span().Size()})
 	}

@@ -25,11 +25,11 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	requireKVM(t)
 	vmlinuz := hosttest.DebianKernel(t)
 	if !machine.EmulatingKVM() {
-		t.Skip("this host's KVM runs paged guests: TestKVMLinuxBoot boots Debian there")
+		hosttest.Skip(t, hosttest.KVM, "this host's KVM runs paged guests: TestKVMLinuxBoot boots Debian there")
 	}
 	bad := []loader.Range{{Start: 16 * mib, End: 48 * mib}}
 	res, _, console := bootTestKernel(t, boot.Config{
-		VMM: "kvm", Kernel: vmlinuz, BadRAM: bad, NoVerify: true, // a 16 MiB CRC under emulation takes a minute
+		VMM: "kvm", Kernel: vmlinuz, BadRAM: bad, NoVerify: true, // a 16 MiB checksum under emulation takes seconds
 		Cmdline: "console=ttyS0",
 	})
 	if res.Outcome != machine.Error || res.ExitCode != machine.StatusError || !strings.Contains(res.Reason, "cannot run paged 32-bit guests") {

@@ -230,7 +230,7 @@ func testLinuxBoot(t *testing.T, vmm boot.VMM) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if vmm == "kvm" && testing.Short() && tc.name != "clean" && tc.name != "bad-16M-48M" {
-				t.Skip("skipped in -short: the lab's CI selection boots Debian on our VMM clean and with 16M-48M bad")
+				hosttest.Skip(t, hosttest.KVMPaging, "left out in -short: the lab's CI selection boots Debian on our VMM clean and with 16M-48M bad")
 			}
 			bad := badRanges(t, tc.bad...)
 			cfg := boot.Config{VMM: vmm, BadRAM: bad}

@@ -9,6 +9,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 )
@@ -128,7 +129,7 @@ func TestTraceShowsRealModePart(t *testing.T) {
 // the kernel still boots to init.
 func TestKVMLinuxTraceReal(t *testing.T) {
 	if testing.Short() {
-		t.Skip("skipped in -short: the lab's CI selection leaves out this Debian boot (single-stepped, the slowest)")
+		hosttest.Skip(t, hosttest.KVMPaging, "left out in -short: the lab's CI selection leaves out this Debian boot (single-stepped, the slowest)")
 	}
 	var lines []string
 	res, rep, console := bootLinux(t, boot.Config{VMM: "kvm", Protocol: loader.ProtocolLinux16,

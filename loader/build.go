@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"time"
 
 	"kvmboot/loader/kcache"
 	"kvmboot/realmode"
@@ -52,7 +53,9 @@ type Config struct {
 	Verify      bool    // the stub checks every piece before the jump
 	// Limit caps decompressed sizes (DefaultLimit when 0).
 	Limit int64
-	// Cache, when not nil, keeps decompressed kernels between runs.
+	// Cache, when not nil, keeps decompressed kernels between runs. A
+	// kernel it misses is stored in the background: the caller waits for
+	// that (Cache.Wait) before it exits.
 	Cache *kcache.Cache
 }
 
@@ -68,11 +71,17 @@ const (
 // Build reads the kernel, plans where every piece goes and returns the
 // plan: relocated image, boot information, stub parameters.
 func Build(cfg Config) (*Plan, error) {
+	start := time.Now()
 	k, err := openKernel(cfg.Kernel, cfg.Limit, cfg.Cache, cfg.Protocol != ProtocolLinux16)
 	if err != nil {
 		return nil, err
 	}
-	return buildOpened(k, cfg)
+	p, err := buildOpened(k, cfg)
+	if p != nil {
+		p.Stages.Cache, p.Stages.Decompress = k.Stages.Cache, k.Stages.Decompress
+		p.Stages.Build = time.Since(start)
+	}
+	return p, err
 }
 
 // buildOpened is Build for a kernel already opened (cfg.Kernel is not read).
@@ -86,7 +95,7 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	if need := k.memoryNeed(); need > cfg.MemSize {
 		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", FormatSize(need), FormatSize(cfg.MemSize))}
 	}
-	m, acpi, err := bootMap(cfg.MemSize, cfg.BadRAM)
+	m, acpi, err := BootMap(cfg.MemSize, cfg.BadRAM)
 	if err != nil {
 		return nil, err
 	}
@@ -130,13 +139,16 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return plan, plan.Finish()
+	err = plan.Finish()
+	return plan, err
 }
 
-// bootMap is the memory map every boot starts from: RAM of mem bytes,
+// BootMap is the memory map every boot starts from: RAM of mem bytes,
 // bad the given ranges, the BIOS areas reserved, and the page the backend
-// fills with ACPI tables (returned) reserved at the top of good RAM.
-func bootMap(mem uint64, bad []Range) (*MemoryMap, Range, error) {
+// fills with ACPI tables (returned) reserved at the top of good RAM. It
+// needs no kernel: a backend can start its machine from it (the map's bad
+// ranges, the ACPI page) while the kernel is read and placed.
+func BootMap(mem uint64, bad []Range) (*MemoryMap, Range, error) {
 	m := NewBadRAMMap(mem, bad)
 	MarkBIOSAreas(m)
 	acpi, err := ReserveACPI(m)
@@ -346,7 +358,10 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	}
 	delta := uint32(load - ki.base)
 	if ki.relocs != nil {
-		if err := ki.relocs.Apply(ki.mem, ki.base, delta); err != nil {
+		start := time.Now()
+		err := ki.relocs.Apply(ki.mem, ki.base, delta)
+		plan.Stages.Relocate += time.Since(start)
+		if err != nil {
 			return err
 		}
 		plan.Relocations = len(ki.relocs.Sites)

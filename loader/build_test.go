@@ -123,7 +123,7 @@ func decodeParams(t *testing.T, b []byte) stubParams {
 		if o+12 > len(b) {
 			t.Fatalf("check %d of %d beyond the %d-byte block", i, p.n, len(b))
 		}
-		p.checks = append(p.checks, realmode.Check{Addr: u(o), Len: u(o + 4), CRC: u(o + 8)})
+		p.checks = append(p.checks, realmode.Check{Addr: u(o), Len: u(o + 4), Sum: u(o + 8)})
 	}
 	return p
 }
@@ -192,7 +192,7 @@ func TestBuildDefault(t *testing.T) {
 
 // checkParams decodes the parameter block and checks it against the plan:
 // entry state, verify flag, one check per verified piece with data, each
-// CRC computed from the piece's bytes.
+// checksum computed from the piece's bytes.
 func checkParams(t *testing.T, p *Plan) {
 	t.Helper()
 	pp := decodeParams(t, planPlacement(t, p, "params").Data)
@@ -206,7 +206,7 @@ func checkParams(t *testing.T, p *Plan) {
 	if p.Verify {
 		for _, pl := range p.Placements {
 			if pl.Verify && len(pl.Data) > 0 {
-				want = append(want, PieceCheck{pl.What, realmode.Check{Addr: uint32(pl.Start), Len: uint32(len(pl.Data)), CRC: realmode.CRC32C(pl.Data)}})
+				want = append(want, PieceCheck{pl.What, realmode.Check{Addr: uint32(pl.Start), Len: uint32(len(pl.Data)), Sum: realmode.XXH32(pl.Data)}})
 			}
 		}
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/therootcompany/xz"
 	"github.com/ulikunitz/xz/lzma"
+
+	"kvmboot/internal/hugemem"
 )
 
 // Compression names the compression of a kernel, a bzImage payload or an
@@ -175,10 +177,10 @@ func (d *decoder) initialCap() int {
 // readAll reads r to io.EOF into one buffer that never grows beyond limit+1
 // bytes, so that a decompression bomb costs at most that much memory.
 func (d *decoder) readAll(r io.Reader) ([]byte, error) {
-	buf := make([]byte, 0, d.initialCap())
+	buf := hugemem.Make[byte](d.initialCap())[:0]
 	for {
 		if len(buf) == cap(buf) {
-			grown := make([]byte, len(buf), min(2*int64(cap(buf)), d.limit+1))
+			grown := hugemem.Make[byte](int(min(2*int64(cap(buf)), d.limit+1)))[:len(buf)]
 			copy(grown, buf)
 			buf = grown
 		}

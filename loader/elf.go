@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+
+	"kvmboot/internal/hugemem"
 )
 
 // Segment is one PT_LOAD of an ELF image.
@@ -130,7 +132,7 @@ func (img *ELFImage) physical(a uint64) (uint64, bool) {
 // after FileEnd is not allocated (a small file can claim gigabytes of it):
 // a placement's Size covers it, and guest RAM starts zeroed.
 func (img *ELFImage) Memory() []byte {
-	m := make([]byte, img.FileEnd())
+	m := hugemem.Make[byte](int(img.FileEnd()))
 	for _, s := range img.Segments {
 		if s.FileSz > 0 {
 			copy(m[s.Paddr-img.Base:], s.Data)

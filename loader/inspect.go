@@ -205,7 +205,7 @@ type LoadWindow struct {
 type InspectOptions struct {
 	Path  string
 	Limit int64
-	Cache *kcache.Cache
+	Cache *kcache.Cache // as Config's: the caller waits for its stores
 	// MemSize, when not 0, makes Inspect plan the kernel for a guest of
 	// that size with BadRAM declared bad.
 	MemSize uint64
@@ -583,7 +583,7 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 	}
 	pi.Link, pi.Size, pi.Align, pi.MinStart, pi.MaxEnd, pi.Relocatable = ki.base, ki.size, ki.align, ki.lowest(), ki.max, ki.movable()
 
-	m, _, err := bootMap(opts.MemSize, opts.BadRAM)
+	m, _, err := BootMap(opts.MemSize, opts.BadRAM)
 	if err != nil {
 		return pi // no room for the ACPI tables leaves none for a kernel: pi.Error says why
 	}

@@ -186,6 +186,7 @@ func TestInspectDebian(t *testing.T) {
 	vmlinuz := realVmlinuz(t)
 	bad := []Range{{16 << 20, 48 << 20}}
 	cache := &kcache.Cache{Dir: t.TempDir()} // one decompression, not five
+	t.Cleanup(cache.Wait)                    // before the directory goes
 	in, err := Inspect(vmlinuz, InspectOptions{MemSize: 256 << 20, BadRAM: bad, Cache: cache})
 	if err != nil {
 		t.Fatal(err)

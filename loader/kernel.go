@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"time"
 
 	"kvmboot/loader/kcache"
 )
@@ -24,6 +25,8 @@ type Kernel struct {
 	// Note is kvmboot's note (kvmboot mkelf), verified. A LINUX_SETUP
 	// descriptor also sets BzImage, with the setup header only.
 	Note *Note
+	// Stages is how long opening took in the cache and in decompression.
+	Stages Stages
 }
 
 // OpenKernel identifies a kernel by its content (never its name),
@@ -55,7 +58,7 @@ func openKernel(file []byte, limit int64, cache *kcache.Cache, unpack bool) (*Ke
 			// Code to run as it is, or to unpack itself.
 			return k, nil
 		}
-		blob, err := decompressCached(bz.Compression, bz.Payload, limit, cache)
+		blob, err := decompressCached(bz.Compression, bz.Payload, limit, cache, &k.Stages)
 		if err != nil {
 			return nil, err
 		}
@@ -79,7 +82,7 @@ func openKernel(file []byte, limit int64, cache *kcache.Cache, unpack bool) (*Ke
 	k.Raw = file
 	k.Format = "elf32"
 	if k.Compression != CompressionNone {
-		raw, err := decompressCached(k.Compression, file, limit, cache)
+		raw, err := decompressCached(k.Compression, file, limit, cache, &k.Stages)
 		if err != nil {
 			return nil, err
 		}
@@ -112,18 +115,28 @@ func openKernel(file []byte, limit int64, cache *kcache.Cache, unpack bool) (*Ke
 	return k, nil
 }
 
-// decompressCached is Decompress through a cache of earlier results.
-func decompressCached(c Compression, src []byte, limit int64, cache *kcache.Cache) ([]byte, error) {
-	if cache == nil {
+// decompressCached is Decompress through a cache of earlier results. It
+// adds the time spent to st: the key, the lookup and the verification as
+// Cache, decoding as Decompress. A miss is stored in the background.
+func decompressCached(c Compression, src []byte, limit int64, cache *kcache.Cache, st *Stages) ([]byte, error) {
+	decompress := func() ([]byte, error) {
+		start := time.Now()
+		defer func() { st.Decompress += time.Since(start) }()
 		return Decompress(c, src, limit)
 	}
+	if cache == nil {
+		return decompress()
+	}
+	start := time.Now()
 	key := kcache.Key(src)
-	if out, ok := cache.Get(key); ok && int64(len(out)) <= limit {
+	out, ok := cache.Get(key)
+	st.Cache += time.Since(start)
+	if ok && int64(len(out)) <= limit {
 		return out, nil
 	}
-	out, err := Decompress(c, src, limit)
+	out, err := decompress()
 	if err == nil {
-		cache.Put(key, out) // best effort: a cache that cannot be written only costs time
+		cache.PutLater(key, out) // the caller waits for it (Cache.Wait); nothing changes out
 	}
 	return out, err
 }

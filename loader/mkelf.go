@@ -32,7 +32,8 @@ type MkELFOptions struct {
 	MaxEnd uint64
 	// RealMode, when not nil, is a real-mode part to carry (REALMODE).
 	RealMode *RealModePart
-	// Limit and Cache are OpenKernel's.
+	// Limit and Cache are OpenKernel's (the caller waits for the cache's
+	// stores: Cache.Wait).
 	Limit int64
 	Cache *kcache.Cache
 }

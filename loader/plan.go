@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"kvmboot/realmode"
 )
@@ -112,8 +113,24 @@ type Plan struct {
 	// backend writes for its machine (ACPITables); empty in a plan made
 	// by hand without one.
 	ACPI Range
+	// Stages is how long planning took, stage by stage.
+	Stages Stages
 
 	checks []PieceCheck
+}
+
+// Stages is where the loader's time went in making a plan. Build covers
+// all of Build (the others included, reading the files excluded: the
+// caller reads them).
+type Stages struct {
+	// Cache is the decompression cache: the input's hash, the lookup and
+	// the entry's verification (a miss is stored in the background).
+	Cache time.Duration
+	// Decompress is decoding a compressed kernel: a cache miss, or no cache.
+	Decompress time.Duration
+	// Relocate is applying the relocations for the load address.
+	Relocate time.Duration
+	Build    time.Duration
 }
 
 // PieceCheck is a checksum the entry stub verifies before the jump.

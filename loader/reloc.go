@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"kvmboot/internal/hugemem"
 )
 
 // linuxPageOffset is i386 Linux's __PAGE_OFFSET with the default 3G/1G split
@@ -63,7 +65,7 @@ func LinuxRelocs(blob []byte, elfEnd int) (*Relocs, error) {
 		return nil, relocError("no 0 entry ends the table in the %d bytes after the ELF file: not a relocatable kernel, or a truncated payload", len(blob)-elfEnd)
 	}
 	table := blob[stop+4:]
-	sites := make([]uint32, len(table)/4)
+	sites := hugemem.Make[uint32](len(table) / 4) // Debian's kernel: 276,083 sites
 	for i := range sites {
 		sites[i] = binary.LittleEndian.Uint32(table[4*i:]) - linuxPageOffset
 	}

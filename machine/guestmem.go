@@ -86,14 +86,14 @@ func (m *GuestMemory) BIOSLog() []string {
 // whose checksum did not match.
 func StubFailure(st realmode.StubState, plan *loader.Plan) string {
 	switch st.Status {
-	case realmode.StatusBadCRC:
+	case realmode.StatusBadSum:
 		checks := plan.Checks()
 		if int(st.Detail) < len(checks) {
 			c := checks[st.Detail]
-			return fmt.Sprintf("checksum mismatch in %s at %#x-%#x: stub computed crc32c %#08x, loader placed %#08x",
-				c.What, c.Addr, uint64(c.Addr)+uint64(c.Len), st.Got, c.CRC)
+			return fmt.Sprintf("checksum mismatch in %s at %#x-%#x: stub computed xxh32 %#08x, loader placed %#08x",
+				c.What, c.Addr, uint64(c.Addr)+uint64(c.Len), st.Got, c.Sum)
 		}
-		return fmt.Sprintf("checksum mismatch in piece %d (crc32c %#08x)", st.Detail, st.Got)
+		return fmt.Sprintf("checksum mismatch in piece %d (xxh32 %#08x)", st.Detail, st.Got)
 	case realmode.StatusNoParams:
 		return "entry stub found no valid parameter block"
 	}

@@ -148,10 +148,10 @@ func TestGuestMemoryStubState(t *testing.T) {
 	ram := make([]byte, 1<<20)
 	m := NewGuestMemory(ram)
 	le := binary.LittleEndian
-	le.PutUint32(ram[realmode.ParamsAddr+realmode.OffStatus:], realmode.StatusBadCRC)
+	le.PutUint32(ram[realmode.ParamsAddr+realmode.OffStatus:], realmode.StatusBadSum)
 	le.PutUint32(ram[realmode.ParamsAddr+realmode.OffDetail:], 3)
 	le.PutUint32(ram[realmode.ParamsAddr+realmode.OffGot:], 0xCAFEF00D)
-	want := realmode.StubState{Status: realmode.StatusBadCRC, Detail: 3, Got: 0xCAFEF00D}
+	want := realmode.StubState{Status: realmode.StatusBadSum, Detail: 3, Got: 0xCAFEF00D}
 	if got := m.StubState(); got != want {
 		t.Errorf("StubState = %+v, want %+v", got, want)
 	}

@@ -145,6 +145,13 @@ type Result struct {
 	Exits   uint64
 	Boot    time.Duration // first instruction to the end
 	Setup   time.Duration // backend start to first instruction
+	// What Setup and Boot are made of, for the backends that tell (zero
+	// otherwise). Exec is the backend's start to its VMM process's start
+	// (QEMU's exec), Ready that process's start to its first answer
+	// (QEMU's own start-up), RAMWrite the time spent writing the plan into
+	// guest RAM, Guest the first instruction to the guest's end (Boot
+	// without the teardown).
+	Exec, Ready, RAMWrite, Guest time.Duration
 	// QEMUCPU is the CPU time (user and system) QEMU used, for the QEMU
 	// backends: what a guest costs, whatever else the host runs.
 	QEMUCPU time.Duration
@@ -156,6 +163,41 @@ type Result struct {
 type Backend interface {
 	Name() string
 	Run(ctx context.Context, plan *loader.Plan, opts Options) (*Result, error)
+}
+
+// Shape is what a machine needs to know of a plan before the plan exists:
+// its RAM and the page it reserves for ACPI tables (loader.BootMap gives
+// both from the memory size and the bad RAM, without the kernel), and its
+// processors, which the firmware's MP and ACPI tables list.
+type Shape struct {
+	MemSize uint64
+	ACPI    loader.Range
+	CPUs    int
+}
+
+// ShapeOf is the shape of a plan.
+func ShapeOf(p *loader.Plan) Shape {
+	return Shape{MemSize: p.MemSize, ACPI: p.ACPI, CPUs: p.NumCPUs()}
+}
+
+// A Starter is a backend whose machine takes long enough to start that it
+// is worth starting while the plan is made: QEMU's process start-up
+// overlaps reading and relocating the kernel.
+type Starter interface {
+	Backend
+	// Start starts the machine for a plan of shape s, paused before its
+	// first instruction. opts.BadRAM must be the plan's bad ranges.
+	Start(ctx context.Context, s Shape, opts Options) (Started, error)
+}
+
+// Started is a machine waiting for its plan.
+type Started interface {
+	// Run places plan, which must have the shape the machine was started
+	// for, and runs it as Backend.Run does. It is called at most once.
+	Run(ctx context.Context, plan *loader.Plan) (*Result, error)
+	// Close stops the machine and frees what it holds. It may be called
+	// after Run, and more than once.
+	Close()
 }
 
 // GuestExit turns a debug-exit write into a result.

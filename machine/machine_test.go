@@ -99,13 +99,13 @@ func TestStubFailure(t *testing.T) {
 		st   realmode.StubState
 		want []string // substrings; nil means ""
 	}{
-		{realmode.StubState{Status: realmode.StatusBadCRC, Detail: 0, Got: 0xDEAD},
-			[]string{"kernel", "0x1000000-0x100000c", "0x0000dead", "crc32c"}},
-		{realmode.StubState{Status: realmode.StatusBadCRC, Detail: 1, Got: 1},
+		{realmode.StubState{Status: realmode.StatusBadSum, Detail: 0, Got: 0xDEAD},
+			[]string{"kernel", "0x1000000-0x100000c", "0x0000dead", "xxh32"}},
+		{realmode.StubState{Status: realmode.StatusBadSum, Detail: 1, Got: 1},
 			[]string{"boot_info", "0x8000-0x8004"}},
 		// An index the plan does not have (a corrupted block): still a
 		// sentence, without a name.
-		{realmode.StubState{Status: realmode.StatusBadCRC, Detail: 7, Got: 0xABC},
+		{realmode.StubState{Status: realmode.StatusBadSum, Detail: 7, Got: 0xABC},
 			[]string{"piece 7", "0x00000abc"}},
 		{realmode.StubState{Status: realmode.StatusNoParams}, []string{"no valid parameter block"}},
 		{realmode.StubState{Status: realmode.StatusJumped}, nil},
@@ -128,8 +128,8 @@ func TestStubFailure(t *testing.T) {
 		}
 	}
 	// The expected CRC printed is the one the loader computed.
-	got := StubFailure(realmode.StubState{Status: realmode.StatusBadCRC}, plan)
-	if want := fmt.Sprintf("%x", realmode.CRC32C(kernel)); !strings.Contains(got, want) {
+	got := StubFailure(realmode.StubState{Status: realmode.StatusBadSum}, plan)
+	if want := fmt.Sprintf("%x", realmode.XXH32(kernel)); !strings.Contains(got, want) {
 		t.Errorf("StubFailure = %q, want it to name the loader's crc %s", got, want)
 	}
 }

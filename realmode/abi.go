@@ -8,25 +8,21 @@
 //	        0x10 flat code, 0x18 flat data, 0x20 32-bit TSS, 0x28 and
 //	        0x30 16-bit code and data for the way back to real mode
 //	0x6080  TSS, 104 bytes
-//	0x6400  CRC-32C table, 1 KiB (only when the CPU lacks SSE4.2)
 //	0x7000  parameter block, 4 KiB; the stack grows down from here
 //
 // Parameter block (little endian, offsets in bytes):
 //
 //	0x00 u32 magic "KVMB" (0x424d564b)
-//	0x04 u32 version (1)
+//	0x04 u32 version (2: XXH32 checks; 1 had CRC-32C)
 //	0x08 u32 EIP   kernel entry, flat 32-bit protected mode, paging off
 //	0x0c u32 EAX   (Multiboot: 0x2BADB002)
 //	0x10 u32 EBX   (Multiboot: info address)
 //	0x14 u32 ESI   (Linux: zero page address)
 //	0x18 u32 ESP   0 = 0x7000
 //	0x1c u32 flags bit 0: verify checksums before the jump
-//	               bit 1: compute them with a table even if CPUID offers
-//	                      SSE4.2 (a backend sets it for hosts whose CPUID
-//	                      promises more than their emulator runs)
 //	0x20 u32 status, written by the stub (Status*)
 //	0x24 u32 detail: index of the failed check
-//	0x28 u32 the CRC the stub computed for it
+//	0x28 u32 the checksum the stub computed for it
 //	0x2c u32 number of checks (at most MaxChecks)
 //	0x30 u32 real-mode call, seg<<16|off: far-called in real mode after
 //	         the checks, with the BIOS up; it returns with lret (0 = none)
@@ -35,7 +31,7 @@
 //	         (the Linux 16-bit boot protocol; 0 = none)
 //	0x38 u16 segment for the real-mode entry
 //	0x3a u16 stack pointer for the real-mode entry
-//	0x40     checks: {u32 addr, u32 len, u32 crc32c} each
+//	0x40     checks: {u32 addr, u32 len, u32 xxh32} each (XXH32, seed 0)
 //
 // On entry ECX, EDX, EDI and EBP are 0; interrupts are off; the IDT is empty
 // so that an early fault is a triple fault rather than a jump through the
@@ -46,7 +42,6 @@ package realmode
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 )
 
 // Guest physical addresses the stub uses.
@@ -54,7 +49,7 @@ const (
 	ROMBase    = 0xF0000    // the image below 1 MiB
 	ROMHigh    = 0xFFFF0000 // the image below 4 GiB (reset vector)
 	ROMSize    = 0x10000    // 64 KiB
-	GDTAddr    = 0x6000     // GDT, TSS, CRC table
+	GDTAddr    = 0x6000     // GDT, TSS
 	ParamsAddr = 0x7000     // parameter block; stack below it
 	ParamsSize = 0x1000     // bytes reserved for the block
 	StubLow    = GDTAddr    // first byte of RAM the stub writes
@@ -82,10 +77,9 @@ const (
 	OffChecks  = 0x40
 
 	Magic   = 0x424d564b
-	Version = 1
+	Version = 2
 
-	FlagVerify   = 1
-	FlagTableCRC = 2
+	FlagVerify = 1
 
 	checkSize = 12
 	// MaxChecks is how many pieces the stub can verify.
@@ -101,7 +95,7 @@ const (
 	StatusNone     = 0 // the stub never reached 32-bit code
 	StatusStarted  = 1
 	StatusJumped   = 2 // registers loaded, jumping to the entry
-	StatusBadCRC   = 3
+	StatusBadSum   = 3
 	StatusNoParams = 4
 )
 
@@ -109,27 +103,19 @@ const (
 type Check struct {
 	Addr uint32
 	Len  uint32
-	CRC  uint32 // CRC-32C (Castagnoli)
+	Sum  uint32 // XXH32
 }
 
 // NewCheck computes the check for data placed at addr.
 func NewCheck(addr uint32, data []byte) Check {
-	return Check{Addr: addr, Len: uint32(len(data)), CRC: CRC32C(data)}
+	return Check{Addr: addr, Len: uint32(len(data)), Sum: XXH32(data)}
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// CRC32C is the checksum the stub computes: CRC-32C, as the SSE4.2 crc32
-// instruction does, initial value and final xor 0xFFFFFFFF.
-func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // Params is the content of the parameter block.
 type Params struct {
 	EIP, EAX, EBX, ESI, ESP uint32
 	Verify                  bool
-	// TableCRC makes the stub ignore CPUID's SSE4.2 for its checksums.
-	TableCRC bool
-	Checks   []Check
+	Checks                  []Check
 	// RMCall and RMEntry are seg<<16|off real-mode addresses, 0 for none.
 	RMCall, RMEntry uint32
 	RMSeg, RMSP     uint16
@@ -153,9 +139,6 @@ func (p *Params) Encode() ([]byte, error) {
 	if p.Verify {
 		flags |= FlagVerify
 	}
-	if p.TableCRC {
-		flags |= FlagTableCRC
-	}
 	le.PutUint32(b[OffFlags:], flags)
 	le.PutUint32(b[OffRMCall:], p.RMCall)
 	le.PutUint32(b[OffRMEntry:], p.RMEntry)
@@ -166,7 +149,7 @@ func (p *Params) Encode() ([]byte, error) {
 		o := OffChecks + i*checkSize
 		le.PutUint32(b[o:], c.Addr)
 		le.PutUint32(b[o+4:], c.Len)
-		le.PutUint32(b[o+8:], c.CRC)
+		le.PutUint32(b[o+8:], c.Sum)
 	}
 	return b, nil
 }
@@ -175,7 +158,7 @@ func (p *Params) Encode() ([]byte, error) {
 type StubState struct {
 	Status uint32
 	Detail uint32 // failed check index
-	Got    uint32 // CRC computed for it
+	Got    uint32 // the checksum computed for it
 }
 
 // ReadStubState decodes the stub's status words from the parameter block.

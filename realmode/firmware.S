@@ -10,7 +10,7 @@
  *               RAM, CR0.PE, far jump to 32-bit code;
  *   32-bit:     flat segments, TR, an empty IDT (an early fault is a clean
  *               triple fault, not a jump through the real-mode IVT), the
- *               local APIC in virtual-wire mode, optional CRC-32C check of
+ *               local APIC in virtual-wire mode, optional XXH32 check of
  *               every placed piece;
  *   real mode again, when the plan asks: far-call a real-mode part (as
  *               Gujin's kernels carried one) and/or far-jump to a real-mode
@@ -31,7 +31,6 @@
 	.set GDT_ADDR,    0x6000      /* GDT copied here: the CPU writes the TSS busy bit */
 	.set TSS_ADDR,    0x6080      /* 104-byte 32-bit TSS, zeroed */
 	.set TSS_LEN,     104
-	.set CRC_TABLE,   0x6400      /* 1 KiB CRC-32C table built at run time */
 	.set STACK_TOP,   0x7000      /* stack grows down from the parameter block */
 	.set PARAMS,      0x7000
 
@@ -54,15 +53,14 @@
 	.set P_RM_SP,     0x3a        /* u16: SP for P_RM_ENTRY */
 	.set P_CHECKS,    0x40
 	.set PARAM_MAGIC, 0x424d564b  /* "KVMB" */
-	.set PARAM_VERSION, 1
+	.set PARAM_VERSION, 2
 	.set FLAG_VERIFY, 1
-	.set FLAG_TABLE_CRC, 2
 	.set MAX_CHECKS,  336
 
 	/* status values the stub leaves in P_STATUS for the host */
 	.set ST_STARTED,  1
 	.set ST_JUMPED,   2
-	.set ST_BADCRC,   3
+	.set ST_BADSUM,   3
 	.set ST_NOPARAMS, 4
 
 	.set DEBUG_EXIT,  0xf4
@@ -266,91 +264,126 @@ no_params:
 	jmp	fail
 
 /*
- * verify: CRC-32C (Castagnoli, reflected, init and final xor ~0) of each
- * {addr, len, crc} entry.  With SSE4.2 the crc32 instruction does 4 bytes at
- * a time; otherwise a table built here does a byte at a time.
+ * verify: XXH32 (seed 0) of each {addr, len, sum} entry.  A word-wise
+ * hash rather than a CRC: under QEMU's TCG the crc32 instruction is a
+ * helper that works bit by bit (about 140 ms for 16 MiB), where XXH32's
+ * multiplies and rotates are a few host instructions each; it needs no
+ * SSE4.2 either (an emulating KVM lacks crc32).  Every one-word change
+ * changes the sum (each step is a bijection of the lane); other damage
+ * passes once in about 2^32.
  */
+	.set XXH_P1, 0x9E3779B1
+	.set XXH_P2, 0x85EBCA77
+	.set XXH_P3, 0xC2B2AE3D
+	.set XXH_P4, 0x27D4EB2F
+	.set XXH_P5, 0x165667B1
 verify:
 	movl	PARAMS + P_NCHECKS, %ebx
 	cmpl	$MAX_CHECKS, %ebx
 	ja	no_params
-	xorl	%ebp, %ebp              /* ebp = 1: use the crc32 instruction */
-	testl	$FLAG_TABLE_CRC, PARAMS + P_FLAGS
-	jnz	1f
-	movl	$1, %eax
-	cpuid
-	btl	$20, %ecx               /* SSE4.2 */
-	adcl	$0, %ebp
-	testl	%ebp, %ebp
-	jnz	2f
-1:	call	build_table
-2:	movl	$PARAMS + P_CHECKS, %edi
+	movl	$PARAMS + P_CHECKS, %edi
 	xorl	%edx, %edx              /* edx = entry index */
 verify_next:
 	cmpl	PARAMS + P_NCHECKS, %edx
 	jae	verify_done
 	pushl	%edx
+	pushl	%edi
 	movl	0(%edi), %esi
 	movl	4(%edi), %ecx
-	movl	$0xffffffff, %eax
-	testl	%ebp, %ebp
-	jz	crc_bytes
-crc_words:
-	cmpl	$4, %ecx
-	jb	crc_tail_hw
-	crc32l	(%esi), %eax
-	addl	$4, %esi
-	subl	$4, %ecx
-	jmp	crc_words
-crc_tail_hw:
-	testl	%ecx, %ecx
-	jz	crc_done
-	crc32b	(%esi), %eax
-	incl	%esi
-	decl	%ecx
-	jmp	crc_tail_hw
-crc_bytes:
-	testl	%ecx, %ecx
-	jz	crc_done
-	movzbl	(%esi), %edx
-	xorb	%al, %dl
-	shrl	$8, %eax
-	xorl	CRC_TABLE(,%edx,4), %eax
-	incl	%esi
-	decl	%ecx
-	jmp	crc_bytes
-crc_done:
-	notl	%eax
+	call	xxh32
+	popl	%edi
 	popl	%edx
 	cmpl	8(%edi), %eax
-	jne	bad_crc
+	jne	bad_sum
 	addl	$12, %edi
 	incl	%edx
 	jmp	verify_next
 verify_done:
 	ret
 
-bad_crc:
-	movl	$ST_BADCRC, PARAMS + P_STATUS
+bad_sum:
+	movl	$ST_BADSUM, PARAMS + P_STATUS
 	movl	%edx, PARAMS + P_DETAIL
 	movl	%eax, PARAMS + P_GOT
-	movl	$(ROM_BASE + msg_badcrc), %esi
+	movl	$(ROM_BASE + msg_badsum), %esi
 	jmp	fail
 
-/* build_table: CRC_TABLE[i] = crc of byte i, reflected polynomial 0x82F63B78. */
-build_table:
-	xorl	%ecx, %ecx
-3:	movl	%ecx, %eax
-	movl	$8, %edx
-4:	shrl	$1, %eax
-	jnc	5f
-	xorl	$0x82f63b78, %eax
-5:	decl	%edx
-	jnz	4b
-	movl	%eax, CRC_TABLE(,%ecx,4)
-	incl	%ecx
-	cmpl	$256, %ecx
-	jb	3b
+/* xxh32: eax = XXH32 (seed 0) of the ecx bytes at esi.  Clobbers ebx,
+ * ecx, edx, esi, edi, ebp. */
+xxh32:
+	pushl	%ecx                    /* the length, added in before the tail */
+	leal	(%esi,%ecx), %edi       /* edi = end */
+	movl	$XXH_P5, %eax
+	cmpl	$16, %ecx
+	jb	xxh_tail
+	movl	$(XXH_P1 + XXH_P2) & 0xffffffff, %ebx   /* the four lanes */
+	movl	$XXH_P2, %ecx
+	xorl	%edx, %edx
+	movl	$(0 - XXH_P1) & 0xffffffff, %ebp
+	subl	$16, %edi               /* stripes of 16 bytes while esi <= end-16 */
+xxh_stripe:
+	imull	$XXH_P2, 0(%esi), %eax
+	addl	%eax, %ebx
+	roll	$13, %ebx
+	imull	$XXH_P1, %ebx, %ebx
+	imull	$XXH_P2, 4(%esi), %eax
+	addl	%eax, %ecx
+	roll	$13, %ecx
+	imull	$XXH_P1, %ecx, %ecx
+	imull	$XXH_P2, 8(%esi), %eax
+	addl	%eax, %edx
+	roll	$13, %edx
+	imull	$XXH_P1, %edx, %edx
+	imull	$XXH_P2, 12(%esi), %eax
+	addl	%eax, %ebp
+	roll	$13, %ebp
+	imull	$XXH_P1, %ebp, %ebp
+	addl	$16, %esi
+	cmpl	%edi, %esi
+	jbe	xxh_stripe
+	addl	$16, %edi
+	roll	$1, %ebx
+	roll	$7, %ecx
+	roll	$12, %edx
+	roll	$18, %ebp
+	leal	(%ebx,%ecx), %eax
+	addl	%edx, %eax
+	addl	%ebp, %eax
+xxh_tail:
+	popl	%ecx
+	addl	%ecx, %eax
+xxh_words:
+	leal	4(%esi), %ecx
+	cmpl	%edi, %ecx
+	ja	xxh_bytes
+	imull	$XXH_P3, (%esi), %ecx
+	addl	%ecx, %eax
+	roll	$17, %eax
+	imull	$XXH_P4, %eax, %eax
+	addl	$4, %esi
+	jmp	xxh_words
+xxh_bytes:
+	cmpl	%edi, %esi
+	jae	xxh_avalanche
+	movzbl	(%esi), %ecx
+	imull	$XXH_P5, %ecx, %ecx
+	addl	%ecx, %eax
+	roll	$11, %eax
+	imull	$XXH_P1, %eax, %eax
+	incl	%esi
+	jmp	xxh_bytes
+xxh_avalanche:
+	movl	%eax, %ecx
+	shrl	$15, %ecx
+	xorl	%ecx, %eax
+	imull	$XXH_P2, %eax, %eax
+	movl	%eax, %ecx
+	shrl	$13, %ecx
+	xorl	%ecx, %eax
+	imull	$XXH_P3, %eax, %eax
+	movl	%eax, %ecx
+	shrl	$16, %ecx
+	xorl	%ecx, %eax
 	ret
 
 /* fail: print the NUL-terminated message at %esi on COM1, report 125 on the
@@ -405,7 +438,7 @@ ivt_pointer:
 
 msg_noparams:
 	.asciz	"kvmboot stub: no valid parameter block at 0x7000\r\n"
-msg_badcrc:
+msg_badsum:
 	.asciz	"kvmboot stub: checksum mismatch, not jumping to the kernel\r\n"
 
 /*

@@ -63,7 +63,7 @@ func TestParamsEncode(t *testing.T) {
 		OffMagic: Magic, OffVersion: Version, OffEIP: 0x1000000, OffEAX: 0x2BADB002,
 		OffEBX: 0x9000, OffFlags: FlagVerify, OffNChecks: 1,
 		OffChecks: 0x1000000, OffChecks + 4: 9,
-		OffChecks + 8: 0xE3069283, // the CRC-32C check value of "123456789"
+		OffChecks + 8: 0x937BAD67, // XXH32 of "123456789" (xxhsum -H0)
 	} {
 		if got := le.Uint32(b[off:]); got != want {
 			t.Errorf("offset %#x = %#x, want %#x", off, got, want)
@@ -82,9 +82,9 @@ func TestFirmwareMatchesSource(t *testing.T) {
 		"P_EBX": OffEBX, "P_ESI": OffESI, "P_ESP": OffESP, "P_FLAGS": OffFlags,
 		"P_STATUS": OffStatus, "P_DETAIL": OffDetail, "P_GOT": OffGot,
 		"P_NCHECKS": OffNChecks, "P_RM_CALL": OffRMCall, "P_RM_ENTRY": OffRMEntry, "P_RM_SEG": OffRMSeg, "P_RM_SP": OffRMSP, "P_CHECKS": OffChecks, "PARAM_MAGIC": Magic,
-		"MAX_CHECKS": MaxChecks, "FLAG_VERIFY": FlagVerify, "FLAG_TABLE_CRC": FlagTableCRC, "EXIT_STUB_FAILED": ExitStubFailed,
+		"MAX_CHECKS": MaxChecks, "FLAG_VERIFY": FlagVerify, "PARAM_VERSION": Version, "EXIT_STUB_FAILED": ExitStubFailed,
 		"ST_STARTED": StatusStarted, "ST_JUMPED": StatusJumped,
-		"ST_BADCRC": StatusBadCRC, "ST_NOPARAMS": StatusNoParams,
+		"ST_BADSUM": StatusBadSum, "ST_NOPARAMS": StatusNoParams,
 	})
 }
 

@@ -51,6 +51,7 @@ func inspectCommand() *cobra.Command {
 			opts := loader.InspectOptions{Path: args[0], MemSize: mem.v}
 			if !noCache {
 				opts.Cache = kcache.Default()
+				defer opts.Cache.Wait()
 			}
 			if opts.BadRAM, err = parseBadRAMFlag("--bad-ram", badRAM, mem.v); err != nil {
 				return err

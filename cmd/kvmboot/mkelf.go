@@ -68,6 +68,7 @@ larger than the xz payload inside a bzImage.`,
 			}
 			if !noCache {
 				opts.Cache = kcache.Default()
+				defer opts.Cache.Wait()
 			}
 			start := time.Now()
 			res, err := loader.MkELF(in, opts)

@@ -101,3 +101,69 @@ func TestConcurrentPut(t *testing.T) {
 		t.Error(fmt.Sprint("final entry missing or wrong: ", ok))
 	}
 }
+
+// BenchmarkGet is a warm hit: reading the entry and checking its length
+// and CRC. MB/s must not fall as entries grow.
+func BenchmarkGet(b *testing.B) {
+	for _, mib := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+			c := &Cache{Dir: b.TempDir()}
+			key := Key([]byte{byte(mib)})
+			if err := c.Put(key, bytes.Repeat([]byte("kernel!!"), mib<<17)); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(mib << 20))
+			for b.Loop() {
+				if _, ok := c.Get(key); !ok {
+					b.Fatal("miss")
+				}
+			}
+		})
+	}
+}
+
+// TestPutLater: an entry being stored in the background is a hit in the
+// same process at once, and on disk once Wait returns.
+func TestPutLater(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	data := bytes.Repeat([]byte("kernel"), 1<<16)
+	key := Key([]byte("later"))
+	c.PutLater(key, data)
+	if got, ok := c.Get(key); !ok || !bytes.Equal(got, data) {
+		t.Fatalf("pending entry: ok=%v", ok)
+	}
+	c.Wait()
+	if got, ok := (&Cache{Dir: c.Dir}).Get(key); !ok || !bytes.Equal(got, data) {
+		t.Fatalf("stored entry, seen by another cache: ok=%v", ok)
+	}
+	left, _ := filepath.Glob(filepath.Join(c.Dir, ".tmp-*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	var none *Cache
+	none.Wait() // no cache, nothing to wait for
+}
+
+// TestStaleTempRemoved: a store whose process was killed leaves its
+// temporary file; the next store removes it once it is old enough that
+// no live store can own it.
+func TestStaleTempRemoved(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	stale, fresh := filepath.Join(c.Dir, ".tmp-1"), filepath.Join(c.Dir, ".tmp-2")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, []byte("half an entry"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * staleTemp)
+	os.Chtimes(stale, old, old)
+	if err := c.Put(Key([]byte("x")), []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file kept (%v)", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a store's fresh temporary file removed (%v)", err)
+	}
+}

@@ -67,11 +67,6 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err := vm.mem.Load(plan); err != nil {
 		return nil, fmt.Errorf("placing the plan: %w", err)
 	}
-	if machine.EmulatingKVM() {
-		if err := vm.useTableCRC(); err != nil {
-			return nil, err
-		}
-	}
 	if opts.AfterPlace != nil {
 		opts.AfterPlace(vm.ram)
 	}

@@ -311,16 +311,6 @@ func (vm *VM) maxVCPUs() int {
 	return 4
 }
 
-// useTableCRC tells the stub not to trust CPUID's SSE4.2 for its checksums.
-func (vm *VM) useTableCRC() error {
-	flags, err := vm.mem.Slice(realmode.ParamsAddr+realmode.OffFlags, 4)
-	if err != nil {
-		return err
-	}
-	flags[0] |= realmode.FlagTableCRC
-	return nil
-}
-
 // Memory returns guest RAM.
 func (vm *VM) Memory() *machine.GuestMemory { return vm.mem }
 

@@ -6,17 +6,27 @@
 //
 // The guest runs exactly the bytes it runs under our KVM machine: the
 // firmware image realmode.Firmware goes to QEMU as -bios (a 64 KiB image,
-// mapped below 1 MiB and below 4 GiB, entered at the reset vector), each
-// placement of the plan becomes a file loaded with -device
-// loader,file=...,addr=...,force-raw=on, and guest RAM is a file in /dev/shm
-// (-object memory-backend-file,share=on) that kvmboot maps too: file offset
-// = guest physical address, since QEMU's PCs keep up to 3.5 GiB below 4 GiB
-// and kvmboot allows at most 3 GiB. QEMU starts paused (-S); kvmboot sends
-// qmp_capabilities and cont as soon as QEMU greets (before its machine
-// init), so the guest starts the moment QEMU's main loop runs. The files
-// live in a private folder (mode 0700) and the RAM file in /dev/shm; both
-// are removed as soon as QEMU first answers (it has opened them all by
-// then), so a kvmboot killed by SIGKILL leaves nothing behind.
+// mapped below 1 MiB and below 4 GiB, entered at the reset vector), and
+// guest RAM is a file in /dev/shm (-object memory-backend-file,share=on)
+// that kvmboot maps too: file offset = guest physical address, since
+// QEMU's PCs keep up to 3.5 GiB below 4 GiB and kvmboot allows at most
+// 3 GiB. kvmboot writes every placement of the plan into that file itself
+// (pwrite: no copy through a loader file, no fault per page); QEMU loads
+// nothing into RAM (the firmware is a ROM, and there is no -kernel), so
+// the file can be written while QEMU starts.
+//
+// That is what Start (machine.Starter) does: the firmware and its ACPI
+// tables depend only on the memory size and the bad RAM (machine.Shape),
+// so QEMU starts, paused (-S), before the kernel is read, and its
+// start-up (its shared libraries, machine init: about 60-120 ms of CPU
+// here) overlaps the planning. A goroutine takes QEMU's QMP connection
+// and waits for its answer (after machine init); Run writes the plan, then
+// sends cont. The files live in a private folder (mode 0700) and the RAM
+// file in /dev/shm; both are removed as soon as QEMU first answers (it has
+// opened them all by then), so a kvmboot killed by SIGKILL from then on
+// leaves nothing behind. QEMU's malloc asks for huge pages
+// (GLIBC_TUNABLES=glibc.malloc.hugetlb=1), which saves a third of the
+// page faults of its start-up.
 //
 // The machine is QEMU's PC (-machine pc,smbus=off,vmport=off, no
 // TPR-patching ROM): i440FX, PIIX3, the PIIX4's ACPI PM block (which our

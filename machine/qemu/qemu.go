@@ -23,7 +23,6 @@ import (
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
-	"kvmboot/realmode"
 )
 
 // DefaultBinary is the QEMU kvmboot runs, looked up in PATH.
@@ -137,6 +136,20 @@ func unwrap(p string) string {
 // for failures to start QEMU (ErrNoQEMU among them); everything the guest
 // did is in the Result.
 func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Options) (*machine.Result, error) {
+	st, err := b.Start(ctx, machine.ShapeOf(plan), opts)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.Run(ctx, plan)
+}
+
+// Start implements machine.Starter: it starts QEMU, paused, for a plan of
+// shape s (guest RAM, firmware and ACPI tables, kvmboot's plugin), so
+// that QEMU's start-up (its shared libraries, machine init) overlaps the
+// planning. The reference run needs the plan on QEMU's command line
+// (-kernel, -append): it starts QEMU in Run.
+func (b Backend) Start(ctx context.Context, s machine.Shape, opts machine.Options) (machine.Started, error) {
 	start := time.Now()
 	accel := b.accel()
 	if accel != AccelTCG && accel != AccelKVM {
@@ -146,21 +159,46 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err != nil {
 		return nil, err
 	}
-	if err := machine.CheckMemSize(plan.MemSize); err != nil {
+	if err := machine.CheckMemSize(s.MemSize); err != nil {
 		return nil, err
 	}
-	r := &run{b: b, accel: accel, bin: bin, plan: plan, opts: opts, log: b.Log, start: start}
+	r := &run{b: b, accel: accel, bin: bin, shape: s, memSize: s.MemSize, opts: opts, log: b.Log, start: start}
 	if r.log == nil {
 		r.log = func(string) {}
 	}
 	if r.opts.Console == nil {
 		r.opts.Console = machine.NewConsole(nil, nil)
 	}
-	defer r.cleanup()
+	if b.Kernel {
+		return r, nil
+	}
 	if err := r.prepare(); err != nil {
+		r.Close()
 		return nil, err
 	}
-	err = r.startQEMU(ctx)
+	if err := r.spawn(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.handshakeLater(ctx)
+	return r, nil
+}
+
+// Run implements machine.Started: it writes plan into guest RAM, lets the
+// guest run and watches it until an outcome.
+func (r *run) Run(ctx context.Context, plan *loader.Plan) (*machine.Result, error) {
+	r.plan = plan
+	var err error
+	if r.b.Kernel {
+		r.start = time.Now() // Start did nothing: the planning is not QEMU's
+		if err = r.prepare(); err == nil {
+			if err = r.spawn(); err == nil {
+				err = r.handshake(ctx)
+			}
+		}
+	} else if err = r.place(); err == nil {
+		err = r.awaitHandshake()
+	}
 	if err != nil && ctx.Err() == nil && r.plug != nil && strings.Contains(err.Error(), "plugin") {
 		if r.faulty != nil || r.opts.Trace != nil {
 			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU need kvmboot's TCG plugin, which this QEMU did not load: %w", err)
@@ -172,21 +210,26 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 		r.plug.close()
 		r.plug, r.launch.Plugin = nil, ""
 		r.fillCanaries()
-		err = r.startQEMU(ctx)
+		if err = r.spawn(); err == nil {
+			err = r.handshake(ctx)
+		}
+	}
+	if err == nil {
+		err = r.cont(ctx)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			// Interrupted while QEMU came up (at any step of it): the
 			// outcome a signal has later in the run, not a start failure.
 			res := machine.Interrupted()
-			res.Backend = b.Name()
+			res.Backend = r.b.Name()
 			return res, nil
 		}
 		return nil, err
 	}
 	res := r.watch(ctx)
-	res.Backend = b.Name()
-	if !b.Kernel {
+	res.Backend = r.b.Name()
+	if !r.b.Kernel {
 		res.BIOSLog = r.mem.BIOSLog()
 	}
 	if r.com2File != nil {
@@ -197,21 +240,29 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	return res, nil
 }
 
+// Close implements machine.Started: QEMU is killed if it still runs, and
+// every file of the run removed.
+func (r *run) Close() { r.cleanup() }
+
 // run is one QEMU run.
 type run struct {
-	b     Backend
-	accel string
-	bin   string
-	plan  *loader.Plan
-	opts  machine.Options
-	log   func(string)
-	start time.Time
+	b       Backend
+	accel   string
+	bin     string
+	shape   machine.Shape // what Start was given; the plan must match it
+	memSize uint64
+	plan    *loader.Plan // nil until Run
+	opts    machine.Options
+	log     func(string)
+	start   time.Time
 
 	dir     string
 	ramPath string
-	ram     []byte
+	ramFile *os.File // guest RAM: the plan is written through it
+	ram     []byte   // guest RAM mapped, for what reads or patches it in place
 	mem     *machine.GuestMemory
 	rom     []byte // our firmware image, nil for the reference run
+	tables  []byte // the ACPI tables the firmware points at, nil for none
 	launch  launch
 	canary  *canaryWatch
 	badNote string      // why bad RAM could not be passed on (reference run)
@@ -224,7 +275,12 @@ type run struct {
 	exited    chan *os.ProcessState // the process state once QEMU is gone
 	conEOF    chan struct{}         // closed when QEMU's stdout is drained
 	qmp       *qmpClient
-	setupDone time.Time
+	execAt    time.Time     // QEMU's process started
+	readyAt   time.Time     // QEMU answered QMP
+	ramWrite  time.Duration // writing the plan into guest RAM
+	setupDone time.Time     // the guest's first instruction (cont answered)
+	shaken    chan error    // the handshake Start began, until Run takes it
+	closed    bool
 	accesses  []machine.BadAccess
 	logFile   *os.File          // QEMU's -D log, open past its removal
 	com2File  *os.File          // the guest's COM2 output, likewise
@@ -232,7 +288,8 @@ type run struct {
 	cpu       *machine.CPUState // the same, for the result
 }
 
-// prepare makes the private folder, the RAM file and the files QEMU loads.
+// prepare makes the private folder, the RAM file and what QEMU loads:
+// our firmware (Start), or for the reference run the plan's files.
 func (r *run) prepare() error {
 	var err error
 	if r.dir, err = os.MkdirTemp(shmDir(), "kvmboot-qemu-"); err != nil { // mode 0700
@@ -242,7 +299,7 @@ func (r *run) prepare() error {
 		return err
 	}
 	l := &r.launch
-	l.Accel, l.MemSize, l.CPUs, l.RAMPath = r.accel, r.plan.MemSize, r.plan.NumCPUs(), r.ramPath
+	l.Accel, l.MemSize, l.CPUs, l.RAMPath = r.accel, r.memSize, r.shape.CPUs, r.ramPath
 	l.QMPPath = filepath.Join(r.dir, "qmp.sock")
 	l.LogPath = filepath.Join(r.dir, "qemu.log")
 	if r.opts.CountStub {
@@ -255,7 +312,7 @@ func (r *run) prepare() error {
 	if r.b.Kernel {
 		err = r.prepareKernel()
 	} else {
-		err = r.preparePlan()
+		err = r.prepareFirmware()
 	}
 	if err != nil {
 		return err
@@ -269,7 +326,7 @@ func (r *run) prepare() error {
 	// around from QEMU's own threads) and QEMU's KVM accelerator (no
 	// plugins) keep the canaries.
 	trace := r.opts.Trace != nil && r.opts.TraceLimit > 0
-	bad := canaryRanges(r.opts.BadRAM, nil, r.plan.MemSize)
+	bad := canaryRanges(r.opts.BadRAM, nil, r.memSize)
 	if !r.b.Kernel && r.accel == AccelTCG && (len(bad) > 0 || r.faulty != nil || trace) {
 		if r.plug, err = newTCGPlugin(r, bad, r.faulty, trace); err != nil {
 			return err
@@ -283,7 +340,11 @@ func (r *run) prepare() error {
 	if trace {
 		r.log("--trace under QEMU needs --accel=tcg and --vmm=qemu (kvmboot's TCG plugin); this run is not traced")
 	}
-	r.fillCanaries()
+	if r.b.Kernel {
+		// Before QEMU starts: its -kernel loader writes guest RAM as it
+		// comes up, and is watched like the kernel.
+		r.fillCanaries()
+	}
 	return nil
 }
 
@@ -297,7 +358,7 @@ func (r *run) fillCanaries() {
 	if !r.b.Kernel {
 		placed = r.plan.Placements
 	}
-	bad := canaryRanges(r.opts.BadRAM, placed, r.plan.MemSize)
+	bad := canaryRanges(r.opts.BadRAM, placed, r.memSize)
 	for _, rg := range bad {
 		fillCanary(r.ram[rg.Start:rg.End], rg.Start)
 	}
@@ -305,18 +366,18 @@ func (r *run) fillCanaries() {
 }
 
 // makeRAM creates guest RAM as a file in /dev/shm (or the temporary
-// directory where there is no /dev/shm) and maps it.
+// directory where there is no /dev/shm), keeps it open for writing the
+// plan and maps it.
 func (r *run) makeRAM() error {
 	f, err := os.CreateTemp(shmDir(), "kvmboot-") // O_EXCL, mode 0600, unique name
 	if err != nil {
 		return fmt.Errorf("guest RAM file: %w", err)
 	}
-	defer f.Close()
-	r.ramPath = f.Name()
-	if err := f.Truncate(int64(r.plan.MemSize)); err != nil {
+	r.ramFile, r.ramPath = f, f.Name()
+	if err := f.Truncate(int64(r.memSize)); err != nil {
 		return fmt.Errorf("guest RAM file: %w", err)
 	}
-	r.ram, err = unix.Mmap(int(f.Fd()), 0, int(r.plan.MemSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	r.ram, err = unix.Mmap(int(f.Fd()), 0, int(r.memSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("mapping the guest RAM file: %w", err)
 	}
@@ -340,64 +401,52 @@ func (r *run) writeFile(name string, data []byte) (string, error) {
 	return p, os.WriteFile(p, data, 0o600)
 }
 
-var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
-
-// preparePlan writes the firmware image and one file per placement.
-func (r *run) preparePlan() error {
-	rom, plan, err := machine.ForPlatform(r.plan, r.b.platform())
+// prepareFirmware writes the firmware image for the machine and keeps the
+// ACPI tables it points at for the plan's ACPI page.
+func (r *run) prepareFirmware() error {
+	rom, tables, err := machine.Firmware(r.b.platform(), r.shape)
 	if err != nil {
 		return err
 	}
-	r.rom = rom
-	if r.launch.BIOS, err = r.writeFile("firmware.bin", rom); err != nil {
+	r.rom, r.tables = rom, tables
+	r.launch.BIOS, err = r.writeFile("firmware.bin", rom)
+	return err
+}
+
+// place writes the plan into guest RAM, which QEMU shares and has not
+// touched (its machine loads nothing into RAM: the firmware is a ROM), and
+// without the plugin fills bad RAM with canaries. QEMU may be starting
+// meanwhile; the guest runs only once connect sends cont.
+func (r *run) place() error {
+	if got := machine.ShapeOf(r.plan); got != r.shape {
+		return fmt.Errorf("the plan (%s of RAM, ACPI page %v, %d CPUs) does not fit the machine started for it (%s, %v, %d CPUs)",
+			loader.FormatSize(got.MemSize), got.ACPI, got.CPUs, loader.FormatSize(r.shape.MemSize), r.shape.ACPI, r.shape.CPUs)
+	}
+	plan, err := machine.WithACPITables(r.plan, r.tables)
+	if err != nil {
 		return err
 	}
-	placements := append([]loader.Placement(nil), plan.Placements...)
 	if r.accel == AccelKVM && machine.EmulatingKVM() {
-		// As machine/kvm does: this KVM's emulator lacks crc32, which
-		// its CPUID (and QEMU's -cpu host) still offers.
-		for i, p := range placements {
-			if p.Start == realmode.ParamsAddr && len(p.Data) > realmode.OffFlags {
-				d := bytes.Clone(p.Data)
-				d[realmode.OffFlags] |= realmode.FlagTableCRC
-				placements[i].Data = d
-				r.log("KVM is kvm_pvm: the stub computes checksums with a table, not SSE4.2's crc32 (this KVM's emulator lacks it); RDRAND cannot be hidden from the guest here, and a guest that runs it stops with a KVM internal error")
-			}
-		}
+		r.log("KVM is kvm_pvm: RDRAND cannot be hidden from the guest here, and a guest that runs it stops with a KVM internal error")
 	}
-	if r.opts.AfterPlace != nil {
-		// The hook sees guest RAM with the plan placed, as under KVM;
-		// what it changes reaches the guest: placement bytes through the
-		// loader files cut from RAM below, the rest through the RAM file.
-		placed := *plan
-		placed.Placements = placements
-		if err := r.mem.Load(&placed); err != nil {
-			return fmt.Errorf("placing the plan: %w", err)
-		}
-		r.opts.AfterPlace(r.ram)
-		for i, p := range placements {
-			if len(p.Data) > 0 {
-				d, err := r.mem.Slice(p.Start, uint64(len(p.Data)))
-				if err != nil {
-					return fmt.Errorf("%s: %w", p.What, err)
-				}
-				placements[i].Data = bytes.Clone(d)
-			}
-		}
-	}
-	for i, p := range placements {
-		if len(p.Data) == 0 {
-			continue // the RAM file starts zeroed: bss needs no bytes
-		}
-		if p.End() > r.plan.MemSize {
+	start := time.Now()
+	for _, p := range plan.Placements {
+		if p.End() > r.memSize || uint64(len(p.Data)) > p.Size {
 			return fmt.Errorf("%s at %#x-%#x is outside guest RAM", p.What, p.Start, p.End())
 		}
-		name := fmt.Sprintf("%02d-%s.bin", i, unsafeName.ReplaceAllString(p.What, "_"))
-		path, err := r.writeFile(name, p.Data)
-		if err != nil {
-			return err
+		// Through the file, not the mapping: the kernel copies into the
+		// page cache without a fault per page (the file is new: what a
+		// placement does not write is zero).
+		if _, err := r.ramFile.WriteAt(p.Data, int64(p.Start)); err != nil {
+			return fmt.Errorf("placing %s: %w", p.What, err)
 		}
-		r.launch.Loaders = append(r.launch.Loaders, loaderFile{Path: path, Addr: p.Start})
+	}
+	r.ramWrite = time.Since(start)
+	if r.opts.AfterPlace != nil {
+		r.opts.AfterPlace(r.ram) // what the hook changes reaches the guest: RAM is shared
+	}
+	if r.plug == nil {
+		r.fillCanaries()
 	}
 	return nil
 }
@@ -444,14 +493,16 @@ func (r *run) prepareKernel() error {
 	return nil
 }
 
-// startQEMU starts QEMU paused, connects QMP and lets the guest run.
-func (r *run) startQEMU(ctx context.Context) error {
+// spawn starts QEMU paused, listening first on the QMP socket QEMU
+// connects to.
+func (r *run) spawn() error {
 	var err error
 	r.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: r.launch.QMPPath, Net: "unix"})
 	if err != nil {
 		return fmt.Errorf("QMP socket: %w", err)
 	}
 	r.cmd = exec.Command(r.bin, r.launch.args()...)
+	r.cmd.Env = qemuEnv(os.Environ())
 	r.cmd.Stderr = &r.stderr
 	if r.plug != nil {
 		r.cmd.ExtraFiles = r.plug.files()
@@ -484,6 +535,7 @@ func (r *run) startQEMU(ctx context.Context) error {
 		r.cmd = nil
 		return fmt.Errorf("starting %s: %w", r.bin, err)
 	}
+	r.execAt = time.Now()
 	if r.plug != nil {
 		if err := r.plug.started(); err != nil {
 			return r.startError("starting QEMU", err)
@@ -495,32 +547,31 @@ func (r *run) startQEMU(ctx context.Context) error {
 		defer pr.Close()
 		io.CopyBuffer(r.opts.Console, pr, make([]byte, 16<<10))
 	}()
+	return nil
+}
 
+// handshake takes QEMU's QMP connection and waits until QEMU answers,
+// which it does from its main loop, after machine init: QEMU has then
+// opened every file of the run, and they are removed. The guest waits
+// (-S) for cont.
+func (r *run) handshake(ctx context.Context) error {
 	conn, err := r.accept(ctx)
 	if err != nil {
 		return err
 	}
 	r.qmp = newQMP(conn)
-	if r.plug != nil {
-		r.plug.serve()
-	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := r.qmp.awaitGreeting(hctx); err != nil {
 		return r.startError("QMP greeting", err)
 	}
-	// QEMU greets before machine init and runs commands after it: both go
-	// now, so that the guest starts as soon as QEMU can run it.
-	caps := r.qmp.send(hctx, "qmp_capabilities", nil)
-	cont := r.qmp.send(hctx, "cont", nil)
-	if _, err := caps.wait(hctx); err != nil {
+	if _, err := r.qmp.execute(hctx, "qmp_capabilities", nil); err != nil {
 		return r.startError("QMP handshake", err)
 	}
-	r.setupDone = time.Now()
-	// QEMU has read or opened every file by now (it answers QMP from its
-	// main loop, after machine init): remove them all, so that a kvmboot
-	// killed from here on leaves nothing behind (QEMU dies with it). Only
-	// QEMU's log is read later, through a descriptor opened now.
+	r.readyAt = time.Now()
+	// Remove every file now, so that a kvmboot killed from here on leaves
+	// nothing behind (QEMU dies with it). Only QEMU's log and COM2 are
+	// read later, through descriptors opened now.
 	r.logFile, _ = os.Open(r.launch.LogPath)
 	if r.launch.COM2Path != "" {
 		r.com2File, _ = os.Open(r.launch.COM2Path)
@@ -530,7 +581,34 @@ func (r *run) startQEMU(ctx context.Context) error {
 	if testHookStarted != nil {
 		testHookStarted(r.cmd.Process.Pid, r.dir, r.ramPath)
 	}
-	if _, err := cont.wait(hctx); err != nil {
+	return nil
+}
+
+// handshakeLater runs handshake while the plan is made; awaitHandshake
+// takes its outcome.
+func (r *run) handshakeLater(ctx context.Context) {
+	r.shaken = make(chan error, 1)
+	go func() { r.shaken <- r.handshake(ctx) }()
+}
+
+func (r *run) awaitHandshake() error {
+	err := <-r.shaken
+	r.shaken = nil
+	return err
+}
+
+// cont lets the guest run: its first instruction is QEMU's next turn.
+// kvmboot's plugin is answered from now on: its first message that needs
+// an answer comes when the guest starts, and it reads the plan.
+func (r *run) cont(ctx context.Context) error {
+	if r.plug != nil {
+		r.plug.serve()
+	}
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := r.qmp.execute(hctx, "cont", nil)
+	r.setupDone = time.Now()
+	if err != nil {
 		// A guest can run and exit before QEMU answers: QEMU then
 		// closes the connection, and its exit status is the outcome.
 		select {
@@ -542,7 +620,7 @@ func (r *run) startQEMU(ctx context.Context) error {
 	return nil
 }
 
-// abandonStart undoes a startQEMU that failed, so that it can run again:
+// abandonStart undoes a spawn and handshake that failed, so that they can run again:
 // QEMU is gone (startError killed it) and its console drained.
 func (r *run) abandonStart() {
 	if r.qmp != nil {
@@ -684,12 +762,9 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 			res, end, byGuest = r.exitResult(st), endExited, true
 		case <-r.qmp.Events():
 			for _, ev := range r.qmp.takeEvents() {
-				if res != nil || shutdown != nil {
-					break
+				if res == nil && shutdown == nil {
+					res, shutdown, end, byGuest = r.qmpEvent(ev)
 				}
-				c, cancel := cmdCtx()
-				res, shutdown, end, byGuest = r.event(c, ev)
-				cancel()
 			}
 		case <-qmpDone:
 			qmpDone = nil // QEMU is exiting: its status follows
@@ -756,9 +831,11 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 		res.CPU = r.cpu
 	}
 	res.Setup = r.setupDone.Sub(r.start)
-	res.Boot = ended.Sub(r.setupDone)
+	res.Exec, res.Ready, res.RAMWrite = r.execAt.Sub(r.start), r.readyAt.Sub(r.execAt), r.ramWrite
+	res.Guest = ended.Sub(r.setupDone)
 	st = <-r.exited // QEMU is gone: quit and kill waited for it
 	r.exited <- st
+	res.Boot = time.Since(r.setupDone)
 	res.QEMUCPU = st.UserTime() + st.SystemTime()
 	if e := strings.TrimSpace(r.stderr.String()); e != "" {
 		r.log("QEMU said: " + e)
@@ -766,11 +843,13 @@ func (r *run) watch(ctx context.Context) *machine.Result {
 	return res
 }
 
-// event handles one QMP event: a guest that reset or powered off the
-// machine (shutdown, with its registers), a host shutdown, or a guest
-// stopped by an emulation failure or a panic device (res); anything else
-// leaves the run going (both nil). ctx bounds the QMP commands it sends.
-func (r *run) event(ctx context.Context, ev qmpEvent) (res *machine.Result, shutdown *shutdownInfo, end stopReason, byGuest bool) {
+// qmpEvent reads an event QEMU sent while the guest ran: a reset or
+// power-off by the guest (shutdown, the registers read now), a shutdown
+// from the host, or a stop for an emulation failure or a guest panic.
+// Other events change nothing: all results are zero.
+func (r *run) qmpEvent(ev qmpEvent) (res *machine.Result, shutdown *shutdownInfo, end stopReason, byGuest bool) {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	switch ev.Event {
 	case "SHUTDOWN":
 		var d shutdownData
@@ -778,11 +857,11 @@ func (r *run) event(ctx context.Context, ev qmpEvent) (res *machine.Result, shut
 		if !d.Guest {
 			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "QEMU was shut down from the host (" + d.Reason + ")"}, nil, endKill, false
 		}
-		return nil, &shutdownInfo{reason: d.Reason, regs: r.registers(ctx)}, endPaused, true
+		return nil, &shutdownInfo{reason: d.Reason, regs: r.registers(c)}, endPaused, true
 	case "STOP":
-		status, err := r.qmp.status(ctx)
+		status, err := r.qmp.status(c)
 		if err == nil && (status == "internal-error" || status == "guest-panicked") {
-			regs := r.registers(ctx)
+			regs := r.registers(c)
 			msg := "QEMU stopped the guest: " + status + stderrNote(r.stderr.String())
 			if r.accel == AccelKVM && status == "internal-error" {
 				msg += " (an instruction this host's KVM cannot emulate? RDRAND cannot be hidden from guests here)"
@@ -790,7 +869,7 @@ func (r *run) event(ctx context.Context, ev qmpEvent) (res *machine.Result, shut
 			return machine.Crashed("%s: %s", msg, regs), nil, endPaused, true
 		}
 	}
-	return nil, nil, endKill, false
+	return nil, nil, 0, false
 }
 
 const badRAMPrefix = "guest touched bad RAM"
@@ -890,7 +969,19 @@ func (r *run) drainConsole() {
 }
 
 // cleanup kills QEMU if it still runs and removes every file of the run.
+// It runs once; later calls do nothing.
 func (r *run) cleanup() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	if r.shaken != nil {
+		// A handshake still under way (the plan never came): QEMU's
+		// death ends it, one way or another.
+		r.kill()
+		r.ln.Close()
+		r.awaitHandshake()
+	}
 	r.kill()
 	r.plug.close()
 	if r.qmp != nil {
@@ -900,7 +991,7 @@ func (r *run) cleanup() {
 		r.ln.Close()
 	}
 	r.drainConsole()
-	for _, f := range []*os.File{r.logFile, r.com2File} {
+	for _, f := range []*os.File{r.logFile, r.com2File, r.ramFile} {
 		if f != nil {
 			f.Close()
 		}

@@ -35,7 +35,6 @@ func TestArgsOurFirmware(t *testing.T) {
 	l := launch{
 		Accel: AccelTCG, MemSize: 256 << 20, RAMPath: "/dev/shm/kvmboot-1",
 		BIOS: "/tmp/d/firmware.bin", ISA: true,
-		Loaders: []loaderFile{{Path: "/tmp/d,x/00-kernel.bin", Addr: 0x1000000}, {Path: "/tmp/d/01-params.bin", Addr: 0x7000}},
 		QMPPath: "/tmp/d/qmp.sock", LogPath: "/tmp/d/qemu.log",
 	}
 	a := l.args()
@@ -47,8 +46,6 @@ func TestArgsOurFirmware(t *testing.T) {
 		{"-cpu", "max,stepping=1"},
 		{"-object", "memory-backend-file,id=ram,size=268435456,mem-path=/dev/shm/kvmboot-1,share=on"},
 		{"-bios", "/tmp/d/firmware.bin"},
-		{"-device", "loader,file=/tmp/d,,x/00-kernel.bin,addr=0x1000000,force-raw=on"},
-		{"-device", "loader,file=/tmp/d/01-params.bin,addr=0x7000,force-raw=on"},
 		{"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"},
 		{"-device", "isa-debug-exit,iobase=0xf4,iosize=4"},
 		{"-chardev", "socket,id=qmp,path=/tmp/d/qmp.sock", "-mon", "chardev=qmp,mode=control"},
@@ -62,6 +59,11 @@ func TestArgsOurFirmware(t *testing.T) {
 	}
 	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") || slices.Contains(a, "-smp") {
 		t.Errorf("unexpected -kernel, KVM trace, plugin or -smp: %q", a)
+	}
+	for _, arg := range a {
+		if strings.HasPrefix(arg, "loader,") {
+			t.Errorf("the plan goes straight into the shared RAM file, not through QEMU's loader: %q", a)
+		}
 	}
 	l.Plugin = pluginArg
 	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") || !hasSeq(a, "-accel", "tcg") {
@@ -155,7 +157,7 @@ func stubFailedRAM(t *testing.T) (*machine.GuestMemory, *loader.Plan) {
 	}
 	ram := make([]byte, 1<<20)
 	block := ram[realmode.ParamsAddr:]
-	binary.LittleEndian.PutUint32(block[realmode.OffStatus:], realmode.StatusBadCRC)
+	binary.LittleEndian.PutUint32(block[realmode.OffStatus:], realmode.StatusBadSum)
 	binary.LittleEndian.PutUint32(block[realmode.OffDetail:], 0)
 	binary.LittleEndian.PutUint32(block[realmode.OffGot:], 0x1234)
 	return machine.NewGuestMemory(ram), plan
@@ -523,5 +525,20 @@ func TestTailBuffer(t *testing.T) {
 	b.Write([]byte("end"))
 	if s := b.String(); len(s) != tailMax || !strings.HasSuffix(s, "xend") {
 		t.Errorf("len %d suffix %q", len(s), s[len(s)-4:])
+	}
+}
+
+// TestQEMUEnv: QEMU's malloc asks for huge pages, with what tunables the
+// user set kept, and the user's own choice of that tunable winning.
+func TestQEMUEnv(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"A=1"}, []string{"A=1", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"}},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.arena_max=2", "B=2"}, []string{"B=2", "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}, []string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}},
+		{[]string{"GLIBC_TUNABLES="}, []string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=1"}},
+	} {
+		if got := qemuEnv(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("qemuEnv(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

@@ -239,3 +239,55 @@ func TestQEMUDiesWithKvmboot(t *testing.T) {
 		}
 	}
 }
+
+// TestStartBeforePlan: QEMU starts before the plan exists
+// (machine.Starter); the plan goes straight into the shared RAM file
+// before cont, and the guest runs it. A plan of another shape is refused,
+// and a machine whose plan never comes is stopped by Close, its files
+// removed.
+func TestStartBeforePlan(t *testing.T) {
+	requireQEMU(t)
+	ctx := context.Background()
+	opts := machine.Options{Timeout: 20 * time.Second}
+	plan := codePlan(t, exitCode)
+	st, err := Backend{}.Start(ctx, machine.ShapeOf(plan), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.Run(ctx, plan)
+	st.Close()
+	if err != nil || res.Outcome != machine.Pass {
+		t.Fatalf("%v %+v", err, res)
+	}
+	if res.Exec <= 0 || res.Ready <= 0 || res.RAMWrite <= 0 || res.Guest <= 0 || res.Boot < res.Guest || res.Setup < res.Exec+res.Ready {
+		t.Errorf("stages: exec %v ready %v ram %v setup %v guest %v boot %v", res.Exec, res.Ready, res.RAMWrite, res.Setup, res.Guest, res.Boot)
+	}
+
+	stopped := func(st machine.Started) {
+		t.Helper()
+		r := st.(*run)
+		pid, dir, ram := r.cmd.Process.Pid, r.dir, r.ramPath
+		st.Close()
+		if alive(pid) {
+			t.Errorf("QEMU (pid %d) outlived Close", pid)
+		}
+		for _, f := range []string{dir, ram} {
+			if _, err := os.Stat(f); !os.IsNotExist(err) {
+				t.Errorf("%s left behind (%v)", f, err)
+			}
+		}
+	}
+	st, err = Backend{}.Start(ctx, machine.Shape{MemSize: 32 << 20}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Run(ctx, plan); err == nil || !strings.Contains(err.Error(), "does not fit the machine") {
+		t.Errorf("a plan for 16M on a 32M machine: %v", err)
+	}
+	stopped(st)
+	st, err = Backend{}.Start(ctx, machine.ShapeOf(plan), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped(st) // the plan never came
+}

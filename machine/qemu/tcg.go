@@ -86,7 +86,7 @@ func newTCGPlugin(r *run, bad []loader.Range, faulty *faults.Set, trace bool) (*
 	}
 	p := &tcgPlugin{
 		r: r, bad: bad, faulty: faulty,
-		config: plugin.Config{RAMSize: r.plan.MemSize, RAMMajor: unix.Major(st.Dev), RAMMinor: unix.Minor(st.Dev), RAMInode: st.Ino},
+		config: plugin.Config{RAMSize: r.memSize, RAMMajor: unix.Major(st.Dev), RAMMinor: unix.Minor(st.Dev), RAMInode: st.Ino},
 		stop:   make(chan machine.BadAccess, 1), failed: make(chan error, 1), done: make(chan struct{}),
 		restores: map[uint64][]saved{}, blocks: map[uint32]*tracedBlock{},
 	}
@@ -176,7 +176,7 @@ func (p *tcgPlugin) loop() error {
 			p.faulty.Materialize(p.r.ram)
 		case plugin.MsgFault:
 			var f plugin.Fault
-			if f, err = plugin.ParseFault(m.Payload); err == nil && f.Phys >= p.r.plan.MemSize {
+			if f, err = plugin.ParseFault(m.Payload); err == nil && f.Phys >= p.r.memSize {
 				err = fmt.Errorf("an access at %#x, beyond guest RAM", f.Phys)
 			}
 			if err == nil {
@@ -222,7 +222,7 @@ func (p *tcgPlugin) loop() error {
 // window is where an access at addr may reach: up to 16 bytes, within its
 // page and guest RAM.
 func (p *tcgPlugin) window(addr uint64) loader.Range {
-	return loader.Range{Start: addr, End: min(addr+16, (addr|0xFFF)+1, p.r.plan.MemSize)}
+	return loader.Range{Start: addr, End: min(addr+16, (addr|0xFFF)+1, p.r.memSize)}
 }
 
 // fault handles an access about to happen. It reports false when the run
@@ -279,7 +279,7 @@ func (p *tcgPlugin) done1(addr uint64) {
 
 // written applies the fault models to a write to faulty RAM.
 func (p *tcgPlugin) written(w plugin.Written) error {
-	if w.Window+uint64(len(w.Before)) > p.r.plan.MemSize {
+	if w.Window+uint64(len(w.Before)) > p.r.memSize {
 		return fmt.Errorf("write report beyond guest RAM: %#x+%d", w.Window, len(w.Before))
 	}
 	p.faulty.Wrote(p.r.ram, w.Window, w.Before)

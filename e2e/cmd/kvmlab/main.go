@@ -300,15 +300,21 @@ func buildFixtures(ctx context.Context, o options, dir string) ([]initramfs.File
 		}
 		files = append(files, initramfs.File{Name: f.to[1:], Perm: f.perm, Data: data})
 	}
-	err = filepath.WalkDir("e2e/testdata", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+	// The folders the e2e tests read through repoRoot.
+	for _, dir := range []string{"e2e/testdata", "e2e/conformance"} {
+		err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			files = append(files, initramfs.File{Name: labSource[1:] + "/" + filepath.ToSlash(p), Perm: 0o644, Data: data})
 			return err
+		})
+		if err != nil {
+			return nil, err
 		}
-		data, err := os.ReadFile(p)
-		files = append(files, initramfs.File{Name: labSource[1:] + "/" + filepath.ToSlash(p), Perm: 0o644, Data: data})
-		return err
-	})
-	if err != nil || !o.withQEMU {
+	}
+	if !o.withQEMU {
 		return files, err
 	}
 	q, err := qemuFiles(ctx)
