@@ -625,9 +625,7 @@ func (r *runner) logPage(a uint64, format string) {
 func (c *vcpuRunner) badAccess(addr uint64, n int, write bool) {
 	r := c.r
 	acc := machine.BadAccess{Addr: addr, Size: n, Write: write, CPU: c.c.id}
-	regs, err1 := gokvm.GetRegs(uintptr(c.c.fd))
-	sregs, err2 := gokvm.GetSregs(uintptr(c.c.fd))
-	if err1 == nil && err2 == nil {
+	if regs, sregs, err := c.registers(); err == nil {
 		cr := machine.Regs{DSBase: sregs.DS.Base, SSBase: sregs.SS.Base, ESBase: sregs.ES.Base, GPR: gprs(regs)}
 		acc.IP, acc.Insn = faultingInstruction(r.readPhys, linearIP(regs, sregs), cpuMode(sregs), cr, addr, write)
 	}
@@ -635,6 +633,19 @@ func (c *vcpuRunner) badAccess(addr uint64, n int, write bool) {
 	if r.opts.BadRAMPolicy != machine.BadRAMRecord {
 		r.finish(machine.BadRAMCrash(acc))
 	}
+}
+
+// registers reads the vCPU's general and segment registers.
+func (c *vcpuRunner) registers() (*gokvm.Regs, *gokvm.Sregs, error) {
+	regs, err := gokvm.GetRegs(uintptr(c.c.fd))
+	if err != nil {
+		return nil, nil, err
+	}
+	sregs, err := gokvm.GetSregs(uintptr(c.c.fd))
+	if err != nil {
+		return nil, nil, err
+	}
+	return regs, sregs, nil
 }
 
 // gprs maps the 32-bit general registers to their values.
@@ -688,9 +699,8 @@ func (c *vcpuRunner) pagingRefused() bool {
 		return false
 	}
 	r := c.r
-	regs, err1 := gokvm.GetRegs(uintptr(c.c.fd))
-	sregs, err2 := gokvm.GetSregs(uintptr(c.c.fd))
-	if err1 != nil || err2 != nil {
+	regs, sregs, err := c.registers()
+	if err != nil {
 		return false
 	}
 	gpr := gprs(regs)
@@ -703,11 +713,7 @@ func (c *vcpuRunner) pagingRefused() bool {
 // Only the vCPU's own thread, or any once the vCPUs are joined, asks.
 func (c *vcpuRunner) cpuState() string {
 	r := c.r
-	regs, err := gokvm.GetRegs(uintptr(c.c.fd))
-	if err != nil {
-		return fmt.Sprintf("CPU %d: registers unavailable: %v", c.c.id, err)
-	}
-	sregs, err := gokvm.GetSregs(uintptr(c.c.fd))
+	regs, sregs, err := c.registers()
 	if err != nil {
 		return fmt.Sprintf("CPU %d: registers unavailable: %v", c.c.id, err)
 	}
@@ -819,9 +825,8 @@ type insnAt struct {
 
 // next returns where the vCPU will execute next.
 func (c *vcpuRunner) next() *insnAt {
-	regs, err1 := gokvm.GetRegs(uintptr(c.c.fd))
-	sregs, err2 := gokvm.GetSregs(uintptr(c.c.fd))
-	if err1 != nil || err2 != nil {
+	regs, sregs, err := c.registers()
+	if err != nil {
 		return nil
 	}
 	return &insnAt{cs: sregs.CS.Selector, eip: regs.RIP, linear: linearIP(regs, sregs),
