@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
@@ -227,6 +228,9 @@ func TestGuestMisbehaviour(t *testing.T) {
 	}...) {
 		t.Run(tc.vmm+"/"+tc.name, func(t *testing.T) {
 			requireBackend(t, boot.VMM(tc.vmm))
+			if tc.cpus > 1 {
+				skipKVMSMPInShort(t, boot.VMM(tc.vmm), hosttest.KVM)
+			}
 			consoleFile := filepath.Join(t.TempDir(), "console")
 			timeout := "300s"
 			if tc.outcome == machine.Timeout {

@@ -271,6 +271,7 @@ func testLinuxSMP(t *testing.T, vmm boot.VMM) {
 		acpi bool
 	}{{"acpi", true}, {"acpi-off", false}} {
 		t.Run(tc.name, func(t *testing.T) {
+			skipKVMSMPInShort(t, vmm, hosttest.KVMPaging)
 			cfg := boot.Config{VMM: vmm, CPUs: 4, Cmdline: linuxCmdline, Timeout: 300 * time.Second}
 			if !tc.acpi {
 				cfg.Cmdline += " acpi=off"
