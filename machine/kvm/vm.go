@@ -78,6 +78,19 @@ func openDevice() (*os.File, error) {
 	return dev, nil
 }
 
+// createVM is KVM_CREATE_VM, again while a signal interrupts it: KVM
+// registers the VM's MMU notifier by taking every mapping lock of the
+// process, which gives up with EINTR when a signal is pending, and Go's
+// runtime signals its threads (SIGURG) to preempt goroutines.
+func createVM(dev *os.File) (uintptr, error) {
+	for {
+		fd, err := gokvm.CreateVM(dev.Fd())
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
 // vcpu is one virtual CPU.
 type vcpu struct {
 	id  int
@@ -114,7 +127,7 @@ func newVM(memSize uint64, cpus int, bad []loader.Range, faulty *faults.Set, rom
 			built.Close()
 		}
 	}()
-	fd, err := gokvm.CreateVM(dev.Fd())
+	fd, err := createVM(dev)
 	if err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
 	}
