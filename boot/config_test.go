@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 )
@@ -14,7 +15,7 @@ import (
 // TestValidate: every setting a configuration can get wrong is refused in
 // one line that names it, and the good ones pass.
 func TestValidate(t *testing.T) {
-	faulty := []faults.Range{{Range: loader.Range{Start: 20 << 20, End: 21 << 20}}}
+	faulty := []faults.Range{{Range: memmap.Range{Start: 20 << 20, End: 21 << 20}}}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -39,7 +40,7 @@ func TestValidate(t *testing.T) {
 		{"faulty RAM on QEMU's own loader", Config{VMM: VMMQEMUKernel, Faulty: faulty}, "--vmm=qemu-kernel (QEMU's own loader"},
 		{"faulty RAM with QEMU's KVM accelerator", Config{VMM: VMMQEMU, Accel: "kvm", Faulty: faulty}, "--accel=kvm cannot inject faults"},
 		{"memtest mode", Config{Memtest: "slow"}, "quick or thorough"},
-		{"memtest range alone", Config{MemtestRanges: []loader.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
+		{"memtest range alone", Config{MemtestRanges: []memmap.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
 	} {
 		err := tc.cfg.Validate()
 		switch {

@@ -17,6 +17,7 @@ import (
 	"github.com/ulikunitz/xz/lzma"
 
 	"kvmboot/internal/hugemem"
+	"kvmboot/loader/memmap"
 )
 
 // Compression names the compression of a kernel, a bzImage payload or an
@@ -132,7 +133,7 @@ type decoder struct {
 }
 
 func (d *decoder) tooBig() error {
-	return &FormatError{Context: string(d.c), Msg: "output exceeds the " + FormatSize(uint64(d.limit)) + " limit"}
+	return &FormatError{Context: string(d.c), Msg: "output exceeds the " + memmap.FormatSize(uint64(d.limit)) + " limit"}
 }
 
 func (d *decoder) truncated(produced int) error {

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/loader/memmap"
 )
 
 // samePlan builds src and out with cfg and checks that they boot the same:
@@ -96,7 +97,7 @@ func TestMkELFTestKernel(t *testing.T) {
 				t.Errorf("Multiboot header %+v, source %+v", k.Multiboot, src.Multiboot)
 			}
 			// Relocated (bad RAM at the link address) and not.
-			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Cmdline: "kt.exit=0", BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Cmdline: "kt.exit=0", BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Verify: true})
 		})
 	}
@@ -114,7 +115,7 @@ func TestMkELFRelocTable(t *testing.T) {
 	if r := k.Note.Relocs; r.Encoding != RelocEncodingDelta || len(r.Sites) != int(r.Count) || k.ELF.Relocs.Source != "emit-relocs" {
 		t.Fatalf("note relocs %+v, image relocs from %s", r, k.ELF.Relocs.Source)
 	}
-	samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 	// A second mkelf keeps the table without being asked.
 	again, err := MkELF(res.Output, MkELFOptions{Compression: CompressionNone})
 	if err != nil {
@@ -282,7 +283,7 @@ func TestMkELFAlignMax(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(Config{Kernel: res.Output, MemSize: 128 << 20, BadRAM: []Range{{1 << 20, 24 << 20}}}); err == nil || !strings.Contains(err.Error(), "no room") {
+	if _, err := Build(Config{Kernel: res.Output, MemSize: 128 << 20, BadRAM: []memmap.Range{{Start: 1 << 20, End: 24 << 20}}}); err == nil || !strings.Contains(err.Error(), "no room") {
 		t.Errorf("--max 20M with 1M-24M bad: %v, want no room", err)
 	}
 	for _, tc := range []struct {
@@ -327,7 +328,7 @@ func TestMkELFRealMode(t *testing.T) {
 	if err != nil || !bytes.Equal(again.ELF, res.ELF) {
 		t.Fatalf("mkelf of its own output: %v, same bytes %v", err, err == nil && bytes.Equal(again.ELF, res.ELF))
 	}
-	plan, err := Build(Config{Kernel: res.Output, MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	plan, err := Build(Config{Kernel: res.Output, MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +377,7 @@ func TestMkELFDebian(t *testing.T) {
 		t.Fatalf("note relocs %+v, source %d sites", r, len(src.ELF.Relocs.Sites))
 	}
 	initrd := &Module{Path: "initrd.img", Data: pattern(3<<20, 9)}
-	for _, bad := range [][]Range{nil, {{16 << 20, 48 << 20}}, {{16 << 20, 20 << 20}, {50 << 20, 52 << 20}}} {
+	for _, bad := range [][]memmap.Range{nil, {{Start: 16 << 20, End: 48 << 20}}, {{Start: 16 << 20, End: 20 << 20}, {Start: 50 << 20, End: 52 << 20}}} {
 		p := samePlan(t, vmlinuz, res.Output, Config{MemSize: 256 << 20, BadRAM: bad, Cmdline: "console=ttyS0 quiet", Initrd: initrd, Verify: true})
 		if p.Kernel.Protocol != ProtocolLinux32 || p.Relocations != len(src.ELF.Relocs.Sites) {
 			t.Errorf("protocol %s, %d relocations", p.Kernel.Protocol, p.Relocations)
@@ -423,5 +424,5 @@ func TestMkELFStrippedRelocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	samePlan(t, testkernel.ELF, withoutRelSections(t, res.ELF), Config{MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	samePlan(t, testkernel.ELF, withoutRelSections(t, res.ELF), Config{MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 }

@@ -3,6 +3,8 @@ package loader
 import (
 	"encoding/binary"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // Multiboot 1 constants (the Multiboot Specification, version 0.6.96).
@@ -125,7 +127,7 @@ type MultibootModule struct {
 
 // MultibootInfo is what the loader tells a Multiboot kernel.
 type MultibootInfo struct {
-	Map        *MemoryMap
+	Map        *memmap.Map
 	Cmdline    string
 	LoaderName string
 	Modules    []MultibootModule
@@ -196,7 +198,7 @@ func (mi *MultibootInfo) Encode(base uint32) []byte {
 // them: bad RAM ends either range.
 func (mi *MultibootInfo) memLowerUpper() (lower, upper uint32) {
 	regions := mi.Map.Regions()
-	lower = uint32(min(ramEnd(regions, 0), lowRAMEnd) >> 10)
-	upper = uint32((min(ramEnd(regions, highRAMBeg), 1<<32) - highRAMBeg) >> 10)
+	lower = uint32(min(ramEnd(regions, 0), memmap.LowRAMEnd) >> 10)
+	upper = uint32((min(ramEnd(regions, memmap.HighRAMStart), 1<<32) - memmap.HighRAMStart) >> 10)
 	return lower, upper
 }

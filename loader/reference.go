@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"debug/elf"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // Reference plans a boot that another loader performs, QEMU's -kernel: it
@@ -14,7 +16,7 @@ import (
 // never parsed further here (a payload kvmboot could not unpack, a header
 // its own loader would refuse).
 func Reference(cfg Config) (*Plan, error) {
-	m := NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
+	m := memmap.NewWithBadRAM(cfg.MemSize, FirmwareHigh, cfg.BadRAM)
 	MarkBIOSAreas(m)
 	plan := &Plan{Kernel: KernelInfo{Path: cfg.Path}, Cmdline: cfg.Cmdline, MemSize: cfg.MemSize, Map: m, Why: "QEMU's -kernel places it"}
 	refuse := func(format string, args ...any) (*Plan, error) {

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -31,7 +32,7 @@ func ForPlatform(plan *loader.Plan, p *loader.Platform) (rom []byte, placed *loa
 // needs comes from the memory size and the bad RAM (loader.BootMap gives
 // the page), so a backend can start its machine while the kernel is still
 // being read. No tables (nil) for a machine without ACPI or an empty page.
-func Firmware(p *loader.Platform, acpi loader.Range, mem uint64) (rom, tables []byte, err error) {
+func Firmware(p *loader.Platform, acpi memmap.Range, mem uint64) (rom, tables []byte, err error) {
 	if p == nil || acpi.Size() == 0 {
 		return realmode.Firmware, nil, nil
 	}

@@ -7,6 +7,7 @@ import (
 
 	"kvmboot/boot/testkernel"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -28,7 +29,7 @@ func TestForPlatform(t *testing.T) {
 	if !bytes.Equal(rom[realmode.RSDPOffset:realmode.RSDPOffset+realmode.RSDPSize], rsdp) {
 		t.Errorf("the image's RSDP slot holds % x", rom[realmode.RSDPOffset:realmode.RSDPOffset+realmode.RSDPSize])
 	}
-	if rsdt := uint64(binary.LittleEndian.Uint32(rsdp[16:])); !plan.ACPI.Contains(loader.Range{Start: rsdt, End: rsdt + 36}) {
+	if rsdt := uint64(binary.LittleEndian.Uint32(rsdp[16:])); !plan.ACPI.Contains(memmap.Range{Start: rsdt, End: rsdt + 36}) {
 		t.Errorf("RSDT at %#x, outside the ACPI page %v", rsdt, plan.ACPI)
 	}
 	var got []byte

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine/faults"
 	"kvmboot/realmode"
 )
@@ -43,7 +44,7 @@ const MaxMemory = 3 << 30
 // CheckMemSize rejects a guest RAM size no backend can give.
 func CheckMemSize(size uint64) error {
 	if size%4096 != 0 || size < 2<<20 || size > MaxMemory {
-		return fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(size), loader.FormatSize(MaxMemory))
+		return fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", memmap.FormatSize(size), memmap.FormatSize(MaxMemory))
 	}
 	return nil
 }
@@ -85,7 +86,7 @@ type Options struct {
 	Console      *Console
 	BadRAMPolicy BadRAMPolicy
 	// BadRAM lists the ranges the guest must not touch.
-	BadRAM []loader.Range
+	BadRAM []memmap.Range
 	// CountStub single-steps the stub and counts its instructions and exits
 	// up to the kernel's entry (KVM backend only).
 	CountStub bool
@@ -154,7 +155,7 @@ type Backend interface {
 // both from the memory size and the bad RAM, without the kernel).
 type Shape struct {
 	MemSize uint64
-	ACPI    loader.Range
+	ACPI    memmap.Range
 }
 
 // ShapeOf is the shape of a plan.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -82,7 +83,7 @@ func TestStubFailure(t *testing.T) {
 	info := []byte("info")
 	plan := &loader.Plan{
 		MemSize: 64 << 20,
-		Map:     loader.NewMemoryMap(64 << 20),
+		Map:     memmap.New(64<<20, loader.FirmwareHigh),
 		Verify:  true,
 		Placements: []loader.Placement{
 			{What: "kernel", Start: 0x1000000, Data: kernel, Size: 0x2000, Verify: true},

@@ -21,6 +21,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -451,7 +452,7 @@ type scenario struct {
 	level
 	index       int
 	loadAddress *uint64
-	region      *loader.Range
+	region      *memmap.Range
 	badPolicy   machine.BadRAMPolicy
 }
 
@@ -480,7 +481,7 @@ func (p *parser) size(s string, line int, what string) (uint64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	n, err := loader.ParseSize(s)
+	n, err := memmap.ParseSize(s)
 	if err != nil {
 		return 0, p.errf(line, "%s %q: %v", what, s, err)
 	}
@@ -721,7 +722,7 @@ func (p *parser) readScenario(i int, sy scenarioYAML, seen map[string]int) (*sce
 	for j, spec := range sy.BadRAM {
 		// The full check needs the case's memory size (resolve); a syntax
 		// error shows here already.
-		if _, err := loader.ParseBadRAM(spec, 4<<30); err != nil {
+		if _, err := memmap.ParseBadRAM(spec, 4<<30); err != nil {
 			return nil, p.errf(p.line("scenarios", i, "bad_ram", j), "bad_ram %q: %v", spec, err)
 		}
 	}
@@ -735,14 +736,14 @@ func (p *parser) readScenario(i int, sy scenarioYAML, seen map[string]int) (*sce
 		}
 	}
 	if sy.LoadAddress != "" {
-		a, err := loader.ParseSize(sy.LoadAddress)
+		a, err := memmap.ParseSize(sy.LoadAddress)
 		if err != nil {
 			return nil, p.errf(at("load_address"), "load_address %q: %v", sy.LoadAddress, err)
 		}
 		s.loadAddress = &a
 	}
 	if sy.Region != "" {
-		r, err := loader.ParseRange(sy.Region)
+		r, err := memmap.ParseRange(sy.Region)
 		if err != nil {
 			return nil, p.errf(at("region"), "region: %v", err)
 		}
@@ -997,9 +998,9 @@ func (p *parser) resolve(c candidate, used []bool) (*Case, error) {
 		Policy:  cmp.Or(s.policy, p.def.policy),
 	}
 	for i, spec := range s.BadRAM {
-		rs, err := loader.ParseBadRAM(spec, mem)
+		rs, err := memmap.ParseBadRAM(spec, mem)
 		if err != nil {
-			return nil, p.errf(p.line("scenarios", s.index, "bad_ram", i), "bad_ram %q with %s of RAM (case %s): %v", spec, loader.FormatSize(mem), c.name, err)
+			return nil, p.errf(p.line("scenarios", s.index, "bad_ram", i), "bad_ram %q with %s of RAM (case %s): %v", spec, memmap.FormatSize(mem), c.name, err)
 		}
 		cfg.BadRAM = append(cfg.BadRAM, rs...)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -124,10 +125,10 @@ func TestParseGood(t *testing.T) {
 	if cfg.MemSize != 256<<20 || cfg.Cmdline != "kt.exit=3" || cfg.Policy != loader.PolicyLowest {
 		t.Errorf("mem %d cmdline %q policy %q", cfg.MemSize, cfg.Cmdline, cfg.Policy)
 	}
-	if cfg.LoadAddress == nil || *cfg.LoadAddress != 0x3000000 || cfg.Region == nil || *cfg.Region != (loader.Range{Start: 32 << 20, End: 96 << 20}) {
+	if cfg.LoadAddress == nil || *cfg.LoadAddress != 0x3000000 || cfg.Region == nil || *cfg.Region != (memmap.Range{Start: 32 << 20, End: 96 << 20}) {
 		t.Errorf("load address %v region %v", cfg.LoadAddress, cfg.Region)
 	}
-	wantBad := []loader.Range{{Start: 16 << 20, End: 32 << 20}, {Start: 64 << 20, End: 80 << 20}, {Start: 0x08000000, End: 0x09000000}}
+	wantBad := []memmap.Range{{Start: 16 << 20, End: 32 << 20}, {Start: 64 << 20, End: 80 << 20}, {Start: 0x08000000, End: 0x09000000}}
 	if len(cfg.BadRAM) != len(wantBad) {
 		t.Fatalf("bad RAM %v", cfg.BadRAM)
 	}

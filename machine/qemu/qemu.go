@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 )
@@ -420,7 +421,7 @@ func (r *run) prepareFirmware() error {
 func (r *run) place() error {
 	if got := machine.ShapeOf(r.plan); got != r.shape {
 		return fmt.Errorf("the plan (%s of RAM, ACPI page %v) does not fit the machine started for it (%s, %v)",
-			loader.FormatSize(got.MemSize), got.ACPI, loader.FormatSize(r.shape.MemSize), r.shape.ACPI)
+			memmap.FormatSize(got.MemSize), got.ACPI, memmap.FormatSize(r.shape.MemSize), r.shape.ACPI)
 	}
 	plan, err := machine.WithACPITables(r.plan, r.tables)
 	if err != nil {
@@ -468,7 +469,7 @@ func (r *run) prepareKernel() error {
 	}
 	r.launch.Kernel = kernel
 	r.launch.Append = p.Cmdline
-	bad := loader.MergeRanges(r.opts.BadRAM)
+	bad := memmap.Merge(r.opts.BadRAM)
 	switch p.Kernel.Protocol {
 	case loader.ProtocolMultiboot:
 		if len(p.ModuleArgs) > 0 {
@@ -486,7 +487,7 @@ func (r *run) prepareKernel() error {
 		if p.Initrd != "" {
 			r.launch.Initrd = optEscape(p.Initrd)
 		}
-		if mm := loader.FormatMemmap(bad); mm != "" {
+		if mm := memmap.FormatMemmap(bad); mm != "" {
 			r.launch.Append = strings.TrimSpace(r.launch.Append + " " + mm)
 		}
 	}

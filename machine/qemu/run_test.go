@@ -14,6 +14,7 @@ import (
 
 	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -31,7 +32,7 @@ func codePlan(t testing.TB, code []byte) *loader.Plan {
 	plan := &loader.Plan{
 		Kernel:     loader.KernelInfo{Path: "(test code)", Format: "raw", Protocol: loader.ProtocolELF},
 		MemSize:    mem,
-		Map:        loader.NewMemoryMap(mem),
+		Map:        memmap.New(mem, loader.FirmwareHigh),
 		Placements: []loader.Placement{{What: "code", Start: 0x100000, Data: code, Size: uint64(len(code))}},
 		Entry:      loader.EntryState{EIP: 0x100000},
 	}

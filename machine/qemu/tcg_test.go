@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/qemu/plugin"
@@ -117,7 +117,7 @@ var storeLoadCode = []byte{
 	0xf4, // hlt
 }
 
-var badAt2M = []loader.Range{{Start: 2 << 20, End: 3 << 20}}
+var badAt2M = []memmap.Range{{Start: 2 << 20, End: 3 << 20}}
 
 // TestPluginBadRAM: kvmboot's plugin ends the run at the store, before it
 // lands, naming it; under the record policy the store is lost and the
@@ -150,7 +150,7 @@ func TestPluginCodeBesideBadRAM(t *testing.T) {
 	requireQEMU(t)
 	exit0 := []byte{0x31, 0xc0, 0xe7, 0xf4, 0xf4} // xor eax, eax; out 0xf4, eax; hlt
 	res, err := Backend{}.Run(context.Background(), codePlan(t, exit0), machine.Options{Timeout: 20 * time.Second,
-		BadRAM: []loader.Range{{Start: 0x100008, End: 0x100010}}})
+		BadRAM: []memmap.Range{{Start: 0x100008, End: 0x100010}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package loader
+package memmap
 
 import (
 	"math/rand/v2"
@@ -203,7 +203,7 @@ func TestBadPatternAgainstBruteForce(t *testing.T) {
 				want = append(want, Range{a, min(a+kib, memSize)})
 			}
 		}
-		want = MergeRanges(want)
+		want = Merge(want)
 		got := p.expand(nil, memSize)
 		if !slices.Equal(got, want) {
 			t.Fatalf("pattern %#x,%#x in %#x: got %v, want %v", addr, mask, memSize, got, want)
@@ -214,7 +214,7 @@ func TestBadPatternAgainstBruteForce(t *testing.T) {
 	}
 }
 
-func TestMergeRanges(t *testing.T) {
+func TestMerge(t *testing.T) {
 	tests := []struct {
 		in, want []Range
 	}{
@@ -229,11 +229,11 @@ func TestMergeRanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		in := slices.Clone(tt.in)
-		if got := MergeRanges(in); !slices.Equal(got, tt.want) {
-			t.Errorf("MergeRanges(%v) = %v, want %v", tt.in, got, tt.want)
+		if got := Merge(in); !slices.Equal(got, tt.want) {
+			t.Errorf("Merge(%v) = %v, want %v", tt.in, got, tt.want)
 		}
 		if !slices.Equal(in, tt.in) {
-			t.Errorf("MergeRanges modified its input: %v", in)
+			t.Errorf("Merge modified its input: %v", in)
 		}
 	}
 }
@@ -328,14 +328,14 @@ func TestFormatRoundTripRandom(t *testing.T) {
 // FormatMemmap exactly and FormatBadRAM widened to whole KiB.
 func checkFormatRoundTrip(t *testing.T, rs []Range, memSize uint64) {
 	t.Helper()
-	if got, err := parseFormatted(FormatMemmap(rs), memSize); err != nil || !slices.Equal(got, MergeRanges(rs)) {
+	if got, err := parseFormatted(FormatMemmap(rs), memSize); err != nil || !slices.Equal(got, Merge(rs)) {
 		t.Errorf("memmap round trip of %v in %#x: got %v, %v", rs, memSize, got, err)
 	}
 	want := widenRanges(rs)
 	for i := range want {
 		want[i].End = min(want[i].End, memSize)
 	}
-	want = MergeRanges(want)
+	want = Merge(want)
 	if got, err := parseFormatted(FormatBadRAM(rs), memSize); err != nil || !slices.Equal(got, want) {
 		t.Errorf("badram round trip of %v in %#x: %q gave %v, %v; want %v", rs, memSize, FormatBadRAM(rs), got, err, want)
 	}
@@ -372,7 +372,7 @@ func FuzzParseBadRAM(f *testing.F) {
 			t.Fatalf("%d ranges, more than %d", len(rs), maxBadRanges)
 		}
 		for i, r := range rs {
-			if r.empty() || r.End > memSize {
+			if r.Empty() || r.End > memSize {
 				t.Fatalf("range %v empty or beyond memSize %#x", r, memSize)
 			}
 			if i > 0 && r.Start <= rs[i-1].End {

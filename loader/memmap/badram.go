@@ -1,4 +1,4 @@
-package loader
+package memmap
 
 import (
 	"cmp"
@@ -297,13 +297,13 @@ func (p badPattern) expand(rs []Range, limit uint64) []Range {
 	return rs
 }
 
-// MergeRanges returns rs sorted by start with overlapping and adjacent
+// Merge returns rs sorted by start with overlapping and adjacent
 // ranges merged and empty ones dropped. rs is not modified.
-func MergeRanges(rs []Range) []Range { return mergeInPlace(slices.Clone(rs)) }
+func Merge(rs []Range) []Range { return mergeInPlace(slices.Clone(rs)) }
 
-// SubtractRanges returns the parts of rs that lie in none of cut, in the
+// Subtract returns the parts of rs that lie in none of cut, in the
 // order of rs.
-func SubtractRanges(rs, cut []Range) []Range {
+func Subtract(rs, cut []Range) []Range {
 	var out []Range
 	for _, r := range rs {
 		pieces := []Range{r}
@@ -328,7 +328,7 @@ func SubtractRanges(rs, cut []Range) []Range {
 	return out
 }
 
-// mergeInPlace is MergeRanges reusing rs for the result. Input that is
+// mergeInPlace is Merge reusing rs for the result. Input that is
 // already sorted, as one expanded pattern is, skips the sort.
 func mergeInPlace(rs []Range) []Range {
 	byStart := func(a, b Range) int { return cmp.Compare(a.Start, b.Start) }
@@ -337,7 +337,7 @@ func mergeInPlace(rs []Range) []Range {
 	}
 	out := rs[:0]
 	for _, r := range rs {
-		if r.empty() {
+		if r.Empty() {
 			continue
 		}
 		if n := len(out); n > 0 && r.Start <= out[n-1].End {
@@ -387,7 +387,7 @@ func FormatBadRAM(rs []Range) string {
 func widenRanges(rs []Range) []Range {
 	w := make([]Range, 0, len(rs))
 	for _, r := range rs {
-		if r.empty() {
+		if r.Empty() {
 			continue
 		}
 		endKiB := r.End / badRAMChunk
@@ -404,7 +404,7 @@ func widenRanges(rs []Range) []Range {
 // bytes. On a kernel command line inside grub.cfg the '$' needs quoting.
 func FormatMemmap(rs []Range) string {
 	var b strings.Builder
-	for _, r := range MergeRanges(rs) {
+	for _, r := range Merge(rs) {
 		if b.Len() == 0 {
 			b.WriteString("memmap=")
 		} else {
