@@ -254,6 +254,7 @@ func TestMachineOption(t *testing.T) {
 		ok bool
 	}{{"", true}, {MachinePC, true}, {MachineMinimal, true}, {"q35", false}} {
 		err := (&Config{VMM: VMMKVM, Machine: tc.in}).Validate()
+		// The CLI line, flag and choices, is the contract.
 		if (err == nil) != tc.ok || err != nil && !strings.Contains(err.Error(), "--machine=q35: want pc or minimal") {
 			t.Errorf("%q: %v", tc.in, err)
 		}

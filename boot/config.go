@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -85,7 +86,13 @@ func ParseModule(s string) (ModuleSpec, error) {
 	return ModuleSpec{Path: path, Args: line}, nil
 }
 
-func errNoModuleFile(module string) error { return fmt.Errorf("module %q: no file name", module) }
+// ErrNoModuleFile is the error of a module spec without a file name, for
+// errors.Is.
+var ErrNoModuleFile = errors.New("no file name")
+
+func errNoModuleFile(module string) error {
+	return fmt.Errorf("module %q: %w", module, ErrNoModuleFile)
+}
 
 // DefaultMemSize is the guest RAM when Config.MemSize is 0.
 const DefaultMemSize = 256 << 20

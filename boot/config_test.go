@@ -2,6 +2,7 @@ package boot
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		want string // "" = valid
+		want string // "" = valid; else what the one line names: the setting and its value, the contract here
 	}{
 		{"zero value", Config{}, ""},
 		{"all set", Config{VMM: VMMQEMU, Accel: "tcg", MemSize: 64 << 20, Protocol: loader.ProtocolMultiboot, Policy: loader.PolicyLowest,
@@ -58,11 +59,11 @@ func TestValidate(t *testing.T) {
 // before reading anything: a plan for 100G used to succeed.
 func TestPlanAndRunValidate(t *testing.T) {
 	bad := Config{Kernel: "/nonexistent/kernel", MemSize: 100 << 30}
-	if _, err := Plan(bad); err == nil || !strings.Contains(err.Error(), "guest memory") {
+	if _, err := Plan(bad); !errors.Is(err, machine.ErrMemSize) {
 		t.Errorf("Plan: %v, want the memory size refused", err)
 	}
 	res, err := Run(context.Background(), bad)
-	if err == nil || !strings.Contains(err.Error(), "guest memory") {
+	if !errors.Is(err, machine.ErrMemSize) {
 		t.Errorf("Run: %v, want the memory size refused", err)
 	}
 	if res == nil || res.Outcome != machine.Error || res.ExitCode != machine.StatusError || res.Reason != err.Error() || res.Kernel.Path != bad.Kernel {
@@ -84,7 +85,7 @@ func TestParseModule(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "   "} {
-		if _, err := ParseModule(bad); err == nil || !strings.Contains(err.Error(), "no file name") {
+		if _, err := ParseModule(bad); !errors.Is(err, ErrNoModuleFile) {
 			t.Errorf("ParseModule(%q): %v", bad, err)
 		}
 	}

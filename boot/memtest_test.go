@@ -56,6 +56,7 @@ func TestCheckFaulty(t *testing.T) {
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%+v: %v", tc.cfg, err)
+		// The message names what the faulty RAM collides with: its contract.
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%+v: %v, want an error about %q", tc.cfg, err, tc.want)
 		}

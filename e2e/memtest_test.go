@@ -319,6 +319,7 @@ func TestMemtestRefusals(t *testing.T) {
 		{boot.Config{VMM: "kvm", Memtest: "quick", MemtestRanges: []memmap.Range{{Start: 0xA0000, End: 0xC0000}}}, "no whole page"},
 	} {
 		res, err := boot.Run(ctx, tc.cfg)
+		// The message names the setting or what it collides with: its contract.
 		if err == nil || !strings.Contains(err.Error(), tc.want) || res.Outcome != machine.Error || res.ExitCode != machine.StatusError {
 			t.Errorf("%+v: %v (%+v), want an error about %q", tc.cfg, err, res, tc.want)
 		}

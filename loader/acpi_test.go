@@ -345,10 +345,12 @@ func TestACPITablesRefused(t *testing.T) {
 		{Platform{Name: "x", CPUs: 1}, 0x100010, "aligned"},
 		{Platform{Name: "x", CPUs: 1}, 1 << 32, "below 4 GiB"},
 	} {
+		// The message states the platform's limit: its contract.
 		if _, _, err := ACPITables(tc.p, tc.at, 64<<20); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v at %#x: %v, want %q", tc.p, tc.at, err, tc.want)
 		}
 	}
+	// The message states the platform's limit: its contract.
 	if _, _, err := ACPITables(Platform{Name: "x", CPUs: 1, PCI: true}, 0x100000, ACPIIOAPICAddr); err == nil || !strings.Contains(err.Error(), "no PCI memory") {
 		t.Errorf("RAM up to the I/O APIC with PCI: %v", err)
 	}

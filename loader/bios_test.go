@@ -164,6 +164,7 @@ func TestBIOSTablesRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := BIOSTables(tc.m, 64*mb, tc.disk)
+			// The message states the rule the tables break: its contract.
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
@@ -402,6 +403,7 @@ func FuzzBIOSTables(f *testing.F) {
 		}
 		b, err := BIOSTables(m, memSize, nil)
 		if err != nil {
+			// One line is the contract of every error kvmboot prints.
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error %q", err)
 			}

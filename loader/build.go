@@ -91,7 +91,7 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	// Refuse before laying the image out: a small file can claim gigabytes
 	// of bss.
 	if need := k.memoryNeed(); need > cfg.MemSize {
-		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", memmap.FormatSize(need), memmap.FormatSize(cfg.MemSize))}
+		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", memmap.FormatSize(need), memmap.FormatSize(cfg.MemSize)), Class: ErrNoRoom}
 	}
 	m, acpi, err := BootMap(cfg.MemSize, cfg.BadRAM)
 	if err != nil {
@@ -169,7 +169,7 @@ func firmwareAllocator(m *memmap.Map) (*Allocator, error) {
 		return nil, err
 	}
 	if !m.IsAll(EBDARange, memmap.KindReserved) {
-		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
+		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange), Class: ErrOverlapsBadRAM}
 	}
 	return a, nil
 }
@@ -196,7 +196,7 @@ func (k *Kernel) protocol(asked Protocol) (Protocol, error) {
 	case k.Multiboot != nil:
 		return ProtocolMultiboot, nil
 	}
-	return "", &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
+	return "", &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it", Class: ErrNoBootHeader}
 }
 
 // buildMultiboot places a Multiboot kernel, its modules and the info.
@@ -326,24 +326,24 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
 		if !ki.movable() && load != ki.base {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs), Class: ErrLoadAddress, Err: ErrCannotMove}
 		}
 		if ki.min != 0 && load < ki.min {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel runs at or above %#x", load, ki.min)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel runs at or above %#x", load, ki.min), Class: ErrLoadAddress}
 		}
 		if load%ki.align != 0 {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, memmap.FormatSize(ki.align))}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, memmap.FormatSize(ki.align)), Class: ErrLoadAddress}
 		}
 		if ki.max != 0 && load+ki.size > ki.max {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, memmap.FormatSize(ki.size), ki.max)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, memmap.FormatSize(ki.size), ki.max), Class: ErrLoadAddress}
 		}
 		if err := ki.claim(a, load); err != nil {
-			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
+			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error(), Class: ErrLoadAddress, Err: err}
 		}
 		plan.Why = "forced by --load-address"
 	case !ki.movable():
 		if err := ki.claim(a, load); err != nil {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err), Class: ErrCannotMove, Err: err}
 		}
 		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:

@@ -84,14 +84,15 @@ func planPlacement(t *testing.T, p *Plan, what string) Placement {
 }
 
 // builtAsWanted checks Build's error for a table case: a *PlaceError
-// mentioning wantErr when that is set, else none. It reports whether there
-// is a plan to check further.
-func builtAsWanted(t *testing.T, name string, err error, wantErr string) bool {
+// about the kernel that is wantErr when that is set, and gives the reason (a
+// message contract: the reason users act on) when set, else none. It
+// reports whether there is a plan to check further.
+func builtAsWanted(t *testing.T, name string, err, wantErr error, reason string) bool {
 	t.Helper()
-	if wantErr != "" {
+	if wantErr != nil {
 		var pe *PlaceError
-		if !errors.As(err, &pe) || !strings.Contains(err.Error(), wantErr) {
-			t.Errorf("%s: error %v, want a *PlaceError mentioning %q", name, err, wantErr)
+		if !errors.As(err, &pe) || pe.What != "kernel" || !errors.Is(err, wantErr) || !strings.Contains(err.Error(), reason) {
+			t.Errorf("%s: error %v, want a *PlaceError about the kernel that is %v (%q)", name, err, wantErr, reason)
 		}
 		return false
 	}
@@ -348,23 +349,24 @@ func TestBuildLoadAddress(t *testing.T) {
 	k := loadTK(t)
 	addr := func(v uint64) *uint64 { return &v }
 	for _, tc := range []struct {
-		name string
-		load uint64
-		bad  []memmap.Range
-		err  string // "" = accepted
+		name   string
+		load   uint64
+		bad    []memmap.Range
+		err    error // nil = accepted
+		reason string
 	}{
-		{"aligned, free", 0x3000000, nil, ""},
-		{"the link address", 0x1000000, nil, ""},
-		{"low, page aligned", 0x200000, nil, ""},
-		{"unaligned", 0x3000010, nil, "4K alignment"},
-		{"overlaps bad RAM", 0x3000000, []memmap.Range{{Start: 0x3004000, End: 0x3005000}}, "bad RAM"},
-		{"on bad RAM", 0x1000000, []memmap.Range{{Start: 16 * btMiB, End: 32 * btMiB}}, "bad RAM"},
-		{"in the 640K-1M hole", 0xA0000, nil, "--load-address refused"},
-		{"over the stub", 0x6000, nil, "--load-address refused"},
-		{"past the end of RAM", 64*btMiB - 0x1000, nil, "--load-address refused"},
+		{"aligned, free", 0x3000000, nil, nil, ""},
+		{"the link address", 0x1000000, nil, nil, ""},
+		{"low, page aligned", 0x200000, nil, nil, ""},
+		{"unaligned", 0x3000010, nil, ErrLoadAddress, "4K alignment"},
+		{"overlaps bad RAM", 0x3000000, []memmap.Range{{Start: 0x3004000, End: 0x3005000}}, ErrOverlapsBadRAM, ""},
+		{"on bad RAM", 0x1000000, []memmap.Range{{Start: 16 * btMiB, End: 32 * btMiB}}, ErrOverlapsBadRAM, ""},
+		{"in the 640K-1M hole", 0xA0000, nil, ErrLoadAddress, ""},
+		{"over the stub", 0x6000, nil, ErrLoadAddress, ""},
+		{"past the end of RAM", 64*btMiB - 0x1000, nil, ErrLoadAddress, ""},
 	} {
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: tc.bad, LoadAddress: addr(tc.load), Verify: true})
-		if !builtAsWanted(t, tc.name, err, tc.err) {
+		if !builtAsWanted(t, tc.name, err, tc.err, tc.reason) {
 			continue
 		}
 		if p.LoadAddress != tc.load || p.Why != "forced by --load-address" {
@@ -384,18 +386,18 @@ func TestBuildRegion(t *testing.T) {
 		bad    []memmap.Range
 		policy Policy
 		want   uint64
-		err    string
+		err    error
 	}{
-		{"region above the link address", memmap.Range{Start: 0x2000000, End: 0x3000000}, nil, PolicyPreferred, 0x2000000, ""},
-		{"region below it", memmap.Range{Start: 0x400000, End: 0x800000}, nil, PolicyHighest, 0x400000, ""},
-		{"bad RAM at the region's start", memmap.Range{Start: 0x2000000, End: 0x3000000}, []memmap.Range{{Start: 0x2000000, End: 0x2100000}}, PolicyPreferred, 0x2100000, ""},
-		{"unaligned region start", memmap.Range{Start: 0x2000800, End: 0x3000000}, nil, PolicyPreferred, 0x2001000, ""},
-		{"too small", memmap.Range{Start: 0x2000000, End: 0x2001000}, nil, PolicyPreferred, 0, "no room for kernel"},
-		{"all bad", memmap.Range{Start: 0x2000000, End: 0x3000000}, []memmap.Range{{Start: 0x2000000, End: 0x3000000}}, PolicyPreferred, 0, "no room"},
+		{"region above the link address", memmap.Range{Start: 0x2000000, End: 0x3000000}, nil, PolicyPreferred, 0x2000000, nil},
+		{"region below it", memmap.Range{Start: 0x400000, End: 0x800000}, nil, PolicyHighest, 0x400000, nil},
+		{"bad RAM at the region's start", memmap.Range{Start: 0x2000000, End: 0x3000000}, []memmap.Range{{Start: 0x2000000, End: 0x2100000}}, PolicyPreferred, 0x2100000, nil},
+		{"unaligned region start", memmap.Range{Start: 0x2000800, End: 0x3000000}, nil, PolicyPreferred, 0x2001000, nil},
+		{"too small", memmap.Range{Start: 0x2000000, End: 0x2001000}, nil, PolicyPreferred, 0, ErrNoRoom},
+		{"all bad", memmap.Range{Start: 0x2000000, End: 0x3000000}, []memmap.Range{{Start: 0x2000000, End: 0x3000000}}, PolicyPreferred, 0, ErrNoRoom},
 	} {
 		r := tc.region
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: tc.bad, Region: &r, Policy: tc.policy})
-		if !builtAsWanted(t, tc.name, err, tc.err) {
+		if !builtAsWanted(t, tc.name, err, tc.err, "") {
 			continue
 		}
 		if p.LoadAddress != tc.want {
@@ -506,10 +508,11 @@ func TestBuildKludgeKernel(t *testing.T) {
 	// It cannot move: a load address elsewhere, or bad RAM under it, is
 	// refused with the reason.
 	other := uint64(0x400000)
-	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, LoadAddress: &other}); err == nil || !strings.Contains(err.Error(), "address fields") {
+	// The reason, the address fields, is in the message users act on.
+	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, LoadAddress: &other}); !errors.Is(err, ErrCannotMove) || !strings.Contains(err.Error(), "address fields") {
 		t.Errorf("moving a kludge kernel: %v", err)
 	}
-	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, BadRAM: []memmap.Range{{Start: 0x301000, End: 0x301001}}}); err == nil || !strings.Contains(err.Error(), "cannot move") {
+	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, BadRAM: []memmap.Range{{Start: 0x301000, End: 0x301001}}}); !errors.Is(err, ErrCannotMove) || !errors.Is(err, ErrOverlapsBadRAM) {
 		t.Errorf("kludge kernel over bad RAM: %v", err)
 	}
 }
@@ -568,7 +571,9 @@ func TestBuildTwoSegments(t *testing.T) {
 		}
 	}
 	_, err = Build(Config{Kernel: kernel, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x41000, End: 0x41001}}})
-	if err == nil || !strings.Contains(err.Error(), "the kernel cannot move: it has no relocation info (link it with --emit-relocs); at its link address: kernel segment 0 at 0x00040000-0x00042000 overlaps bad RAM") {
+	// The whole sentence is the contract: what cannot move, why, what to do
+	// and where it collides.
+	if !errors.Is(err, ErrCannotMove) || !errors.Is(err, ErrOverlapsBadRAM) || !strings.Contains(err.Error(), "the kernel cannot move: it has no relocation info (link it with --emit-relocs); at its link address: kernel segment 0 at 0x00040000-0x00042000 overlaps bad RAM") {
 		t.Errorf("a segment over bad RAM: %v", err)
 	}
 }
@@ -593,18 +598,20 @@ func TestBuildErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		want string
+		is   error
+		what string // the *PlaceError's piece, "" when not a placement error
 	}{
-		{"empty file", Config{MemSize: 64 * btMiB}, "empty file"},
-		{"ELF without a Multiboot header", Config{Kernel: twoLoads().bytes(), MemSize: 64 * btMiB}, "no Multiboot header"},
-		{"no room for kernel", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: btMiB, End: 64 * btMiB}}}, "no room for kernel"},
-		{"no room for the ACPI tables", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x8000, End: 64 * btMiB}}}, "no room for ACPI tables"},
-		{"bad RAM over the stub", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x7000, End: 0x7001}}}, "entry stub"},
-		{"guest too small for the kernel", Config{Kernel: testkernel.ELF, MemSize: btMiB + 0x4000}, "no room for kernel"},
+		{"empty file", Config{MemSize: 64 * btMiB}, ErrEmptyFile, ""},
+		{"ELF without a Multiboot header", Config{Kernel: twoLoads().bytes(), MemSize: 64 * btMiB}, ErrNoBootHeader, ""},
+		{"no room for kernel", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: btMiB, End: 64 * btMiB}}}, ErrNoRoom, "kernel"},
+		{"no room for the ACPI tables", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x8000, End: 64 * btMiB}}}, ErrNoRoom, "ACPI tables"},
+		{"bad RAM over the stub", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x7000, End: 0x7001}}}, ErrOverlapsBadRAM, "entry stub"},
+		{"guest too small for the kernel", Config{Kernel: testkernel.ELF, MemSize: btMiB + 0x4000}, ErrNoRoom, "kernel"},
 	} {
 		_, err := Build(tc.cfg)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		var pe *PlaceError
+		if !errors.Is(err, tc.is) || tc.what != "" && (!errors.As(err, &pe) || pe.What != tc.what) {
+			t.Errorf("%s: error %v, want %v for %q", tc.name, err, tc.is, tc.what)
 		}
 	}
 }

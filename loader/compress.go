@@ -118,7 +118,7 @@ func Decompress(c Compression, src []byte, limit int64) ([]byte, error) {
 	case Bzip2:
 		return d.bzip2()
 	}
-	return nil, &FormatError{Context: "decompress", Msg: fmt.Sprintf("unknown compression %q", string(c))}
+	return nil, &FormatError{Context: "decompress", Msg: fmt.Sprintf("unknown compression %q", string(c)), Class: ErrUnknownCompression}
 }
 
 // A decoder holds what every format's decode needs: the input, the output cap
@@ -137,7 +137,7 @@ func (d *decoder) tooBig() error {
 }
 
 func (d *decoder) truncated(produced int) error {
-	return &FormatError{Context: string(d.c), Msg: fmt.Sprintf("truncated stream after %d bytes of output", produced)}
+	return &FormatError{Context: string(d.c), Msg: fmt.Sprintf("truncated stream after %d bytes of output", produced), Class: ErrTruncated}
 }
 
 func (d *decoder) corrupt(produced int, err error) error {

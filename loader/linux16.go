@@ -148,7 +148,7 @@ func buildLinux16(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	why := "fixed at 0x90000 by the protocol"
 	if fixed {
 		if err := a.Claim(what, memmap.Range{Start: linux16OldSeg, End: linux16OldSeg + window}); err != nil {
-			return &PlaceError{What: what, Msg: fmt.Sprintf("boot protocol %s (%s) runs its setup code at 0x90000: %v", versionString(h.Version), imageKind(h), err)}
+			return &PlaceError{What: what, Msg: fmt.Sprintf("boot protocol %s (%s) runs its setup code at 0x90000: %v", versionString(h.Version), imageKind(h), err), Err: err}
 		}
 		x = linux16OldSeg
 	} else {
@@ -207,7 +207,7 @@ func claimDecompression(plan *Plan, a *Allocator, h SetupHeader, pm memmap.Range
 	room := memmap.Range{Start: h.PrefAddress, End: h.PrefAddress + uint64(h.InitSize)}
 	for _, r := range memmap.Subtract([]memmap.Range{room}, []memmap.Range{pm}) {
 		if err := a.Claim("kernel (decompressed)", r); err != nil {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel is not relocatable and unpacks itself at pref_address %v: %v", room, err)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel is not relocatable and unpacks itself at pref_address %v: %v", room, err), Class: ErrCannotMove, Err: err}
 		}
 		plan.add(Placement{What: "kernel", Name: "where it unpacks itself", Start: r.Start, Size: r.Size()})
 	}

@@ -78,6 +78,7 @@ func TestBuildLinux32Synthetic(t *testing.T) {
 			if tc.wantErr != "" {
 				var fe *FormatError
 				var pe *PlaceError
+				// The message quotes the header's fields and the rule: its contract.
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || tc.wantFormat != errors.As(err, &fe) || !tc.wantFormat && !errors.As(err, &pe) {
 					t.Fatalf("error %v, want one saying %q (format error: %v)", err, tc.wantErr, tc.wantFormat)
 				}
@@ -249,6 +250,7 @@ func TestBuildLinux16Synthetic(t *testing.T) {
 				Protocol: ProtocolLinux16, LoadAddress: tc.load, Verify: true}
 			p, err := Build(cfg)
 			if tc.wantErr != "" {
+				// The message quotes the header's fields and the rule: its contract.
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
 				}
@@ -480,6 +482,7 @@ func FuzzBuildLinux16(f *testing.F) {
 		if err != nil {
 			var fe *FormatError
 			var pe *PlaceError
+			// One line is the contract of every error kvmboot prints.
 			if !errors.As(err, &fe) && !errors.As(err, &pe) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("error %T %q: want one line, a *FormatError or a *PlaceError", err, err)
 			}

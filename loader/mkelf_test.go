@@ -247,7 +247,8 @@ func TestMkELFChecksum(t *testing.T) {
 			for _, file := range [][]byte{bad, mustCompress(t, Gzip, bad)} {
 				_, err := OpenKernel(file, 0, nil)
 				var fe *FormatError
-				if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.want) {
+				// The message says which of the two checksums caught it.
+				if !errors.As(err, &fe) || !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("OpenKernel: %v, want a *FormatError with %q", err, tc.want)
 				}
 				if _, err := Build(Config{Kernel: file, MemSize: 64 << 20}); !errors.As(err, &fe) {
@@ -283,20 +284,22 @@ func TestMkELFAlignMax(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(Config{Kernel: res.Output, MemSize: 128 << 20, BadRAM: []memmap.Range{{Start: 1 << 20, End: 24 << 20}}}); err == nil || !strings.Contains(err.Error(), "no room") {
+	if _, err := Build(Config{Kernel: res.Output, MemSize: 128 << 20, BadRAM: []memmap.Range{{Start: 1 << 20, End: 24 << 20}}}); !errors.Is(err, ErrNoRoom) {
 		t.Errorf("--max 20M with 1M-24M bad: %v, want no room", err)
 	}
 	for _, tc := range []struct {
 		opts MkELFOptions
-		want string
+		is   error
+		want string // the option's rule, which the message states: its contract
 	}{
-		{MkELFOptions{Compression: Gzip, Align: 3 << 12}, "not a power of two"},
-		{MkELFOptions{Compression: Gzip, Align: 1024}, "below the image's own alignment"},
-		{MkELFOptions{Compression: Gzip, MaxEnd: 1 << 20}, "leaves no room"},
-		{MkELFOptions{Compression: LZ4}, "gzip, xz, zstd or none"},
+		{MkELFOptions{Compression: Gzip, Align: 3 << 12}, nil, "not a power of two"},
+		{MkELFOptions{Compression: Gzip, Align: 1024}, nil, "below the image's own alignment"},
+		{MkELFOptions{Compression: Gzip, MaxEnd: 1 << 20}, ErrNoRoom, ""},
+		{MkELFOptions{Compression: LZ4}, nil, "gzip, xz, zstd or none"},
 	} {
-		if _, err := MkELF(testkernel.ELF, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: %v, want %q", tc.opts, err, tc.want)
+		_, err := MkELF(testkernel.ELF, tc.opts)
+		if err == nil || tc.is != nil && !errors.Is(err, tc.is) || tc.want != "" && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %v %q", tc.opts, err, tc.is, tc.want)
 		}
 	}
 }
@@ -349,6 +352,7 @@ func TestMkELFRealMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The refusal must name the descriptor: that is what a user can look up.
 	if _, err := OpenKernel(out, 0, nil); err == nil || !strings.Contains(err.Error(), "REALMODE") {
 		t.Errorf("got %v, want a refusal naming REALMODE", err)
 	}
@@ -383,6 +387,7 @@ func TestMkELFDebian(t *testing.T) {
 			t.Errorf("protocol %s, %d relocations", p.Kernel.Protocol, p.Relocations)
 		}
 	}
+	// The message's pointer to linux32 is the contract: it says what to do.
 	if _, err := Build(Config{Kernel: res.Output, MemSize: 256 << 20, Protocol: ProtocolLinux16}); err == nil || !strings.Contains(err.Error(), "linux32") {
 		t.Errorf("linux16 on a mkelf image: %v, want a refusal pointing at linux32", err)
 	}
@@ -416,6 +421,7 @@ func TestMkELFStrippedRelocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Naming --reloc-table, the fix, is the message's contract.
 	if _, err := OpenKernel(withoutRelSections(t, res.ELF), 0, nil); err == nil || !strings.Contains(err.Error(), "--reloc-table") {
 		t.Errorf("got %v, want a refusal that names the .rel sections and --reloc-table", err)
 	}

@@ -65,7 +65,7 @@ func FindMultiboot(raw []byte) (*MultibootHeader, error) {
 		}
 		if h.Flags&MBAddressFields != 0 {
 			if off+32 > len(raw) {
-				return nil, &FormatError{Context: "Multiboot header", Msg: "address fields cut off by the end of the file"}
+				return nil, &FormatError{Context: "Multiboot header", Msg: "address fields cut off by the end of the file", Class: ErrTruncated}
 			}
 			h.HeaderAddr = le.Uint32(raw[off+12:])
 			h.LoadAddr = le.Uint32(raw[off+16:])
@@ -102,7 +102,7 @@ func (h *MultibootHeader) KludgeImage(raw []byte) (data []byte, load, memSize ui
 		}
 		end = start + int64(h.LoadEndAddr-h.LoadAddr)
 		if end > int64(len(raw)) {
-			return nil, 0, 0, bad("load_end_addr %#x is past the end of the file: truncated?", h.LoadEndAddr)
+			return nil, 0, 0, &FormatError{Context: "Multiboot address fields", Msg: fmt.Sprintf("load_end_addr %#x is past the end of the file: truncated?", h.LoadEndAddr), Class: ErrTruncated}
 		}
 	}
 	data = raw[start:end]

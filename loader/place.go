@@ -68,9 +68,21 @@ type Claimed struct {
 type PlaceError struct {
 	What string
 	Msg  string
+	// Class is which of the sentinel errors (ErrNoRoom, ErrCannotMove,
+	// ErrOverlapsBadRAM) this is, if any, for errors.Is.
+	Class error
+	// Err is the failure Msg reports on, if any (the claim that a kernel
+	// that cannot move failed); Msg already includes its text.
+	Err error
 }
 
 func (e *PlaceError) Error() string { return e.Msg }
+
+// Is reports whether target is e's Class.
+func (e *PlaceError) Is(target error) bool { return e.Class != nil && target == e.Class }
+
+// Unwrap returns Err, so that errors.Is sees its Class too.
+func (e *PlaceError) Unwrap() error { return e.Err }
 
 // Allocator hands out non-overlapping pieces of good RAM from a memory
 // map. Pieces never touch bad or reserved memory, nor each other. It works
@@ -103,10 +115,10 @@ func (a *Allocator) Claimed() []Claimed { return slices.Clone(a.claims) }
 // already claimed.
 func (a *Allocator) Claim(what string, r memmap.Range) error {
 	if r.Empty() {
-		return &PlaceError{what, fmt.Sprintf("%s at %s is empty", name(what), r)}
+		return &PlaceError{What: what, Msg: fmt.Sprintf("%s at %s is empty", name(what), r)}
 	}
-	if why := a.notFree(r); why != "" {
-		return &PlaceError{what, fmt.Sprintf("%s at %s %s", name(what), r, why)}
+	if why, class := a.notFree(r); why != "" {
+		return &PlaceError{What: what, Msg: fmt.Sprintf("%s at %s %s", name(what), r, why), Class: class}
 	}
 	a.add(what, r)
 	return nil
@@ -122,20 +134,24 @@ func (a *Allocator) add(what string, r memmap.Range) {
 
 // notFree returns "" if every byte of r is RAM and unclaimed, and
 // otherwise says why not, for a sentence about r: "overlaps bad RAM
-// 0x01000000-0x02000000".
-func (a *Allocator) notFree(r memmap.Range) string {
+// 0x01000000-0x02000000", with ErrOverlapsBadRAM as the class then.
+func (a *Allocator) notFree(r memmap.Range) (string, error) {
 	if g := a.m.FirstNot(r, memmap.KindRAM); g != nil {
-		if g.Kind == 0 {
-			return fmt.Sprintf("reaches %s, where the guest has no memory", g.Range)
+		var class error
+		switch g.Kind {
+		case 0:
+			return fmt.Sprintf("reaches %s, where the guest has no memory", g.Range), nil
+		case memmap.KindBad:
+			class = ErrOverlapsBadRAM
 		}
-		return fmt.Sprintf("overlaps %s %s", g.Kind.Describe(), g.Range)
+		return fmt.Sprintf("overlaps %s %s", g.Kind.Describe(), g.Range), class
 	}
 	i := sort.Search(len(a.byAddr), func(n int) bool { return a.byAddr[n].Range.End > r.Start })
 	if i < len(a.byAddr) && a.byAddr[i].Range.Start < r.End {
 		c := a.byAddr[i]
-		return fmt.Sprintf("overlaps %s at %s", name(c.What), c.Range)
+		return fmt.Sprintf("overlaps %s at %s", name(c.What), c.Range), nil
 	}
-	return ""
+	return "", nil
 }
 
 // name is what for messages, or a stand-in when the caller gave none.
@@ -174,7 +190,7 @@ func (a *Allocator) free() []memmap.Range {
 // were.
 func (a *Allocator) Find(req Request) (addr uint64, why string, err error) {
 	fail := func(format string, args ...any) (uint64, string, error) {
-		return 0, "", &PlaceError{req.What, fmt.Sprintf(format, args...)}
+		return 0, "", &PlaceError{What: req.What, Msg: fmt.Sprintf(format, args...)}
 	}
 	who := name(req.What)
 	align := max(req.Align, 1)
@@ -264,7 +280,8 @@ func (a *Allocator) preferredMiss(p, size, align uint64, window memmap.Range) st
 	if carry != 0 || !window.Contains(r) {
 		return "does not fit in " + windowString(window)
 	}
-	return a.notFree(r)
+	why, _ := a.notFree(r)
+	return why
 }
 
 // found claims the chosen piece and returns Find's results.
@@ -301,7 +318,7 @@ func (a *Allocator) noRoom(req Request, window memmap.Range, free []memmap.Range
 			fmt.Fprintf(&b, "%s (%s)", r, memmap.FormatSize(r.Size()))
 		}
 	}
-	return 0, "", &PlaceError{req.What, b.String()}
+	return 0, "", &PlaceError{What: req.What, Msg: b.String(), Class: ErrNoRoom}
 }
 
 // lowestFit returns the lowest address at which size bytes aligned to align

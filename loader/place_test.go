@@ -32,6 +32,7 @@ func TestParsePolicy(t *testing.T) {
 			t.Errorf("ParsePolicy(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
+	// Listing the choices is the message's contract.
 	if _, err := ParsePolicy("first-fit"); err == nil || !strings.Contains(err.Error(), "want preferred, lowest or highest") {
 		t.Errorf("ParsePolicy(first-fit) error = %v", err)
 	}

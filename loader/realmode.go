@@ -105,7 +105,7 @@ func placeRealMode(plan *Plan, a *Allocator, p *RealModePart, ki *kernelImage) e
 	if p.Flags&RealModeFixed != 0 {
 		at = uint64(p.Addr)
 		if err := a.Claim("real-mode part", memmap.Range{Start: at, End: at + size}); err != nil {
-			return &PlaceError{What: "real-mode part", Msg: "the real-mode part must run at its own address: " + err.Error()}
+			return &PlaceError{What: "real-mode part", Msg: "the real-mode part must run at its own address: " + err.Error(), Err: err}
 		}
 	} else {
 		var err error
@@ -149,7 +149,7 @@ func SymbolAddress(kernel []byte, name string) (uint32, error) {
 		return 0, err
 	}
 	if k.ELF == nil {
-		return 0, fmt.Errorf("%s: the kernel is not an ELF", name)
+		return 0, fmt.Errorf("%s: the kernel is %w", name, ErrNotELF)
 	}
 	syms, err := k.ELF.File.Symbols()
 	if err != nil {

@@ -25,7 +25,7 @@ func Reference(cfg Config) (*Plan, error) {
 	file := cfg.Kernel
 	switch c := Sniff(file); {
 	case len(file) == 0:
-		return nil, &FormatError{Context: "kernel", Msg: "empty file"}
+		return nil, &FormatError{Context: "kernel", Msg: "empty file", Class: ErrEmptyFile}
 	case IsBzImage(file):
 		// QEMU runs the image's own setup code, as linux16 does.
 		if cfg.Protocol != "" && cfg.Protocol != ProtocolLinux16 {
@@ -44,7 +44,7 @@ func Reference(cfg Config) (*Plan, error) {
 	case err != nil:
 		return nil, err
 	case h == nil:
-		return refuse("no Multiboot header in the first 8 KiB and not a Linux bzImage: QEMU's -kernel cannot enter it")
+		return nil, &FormatError{Context: "--vmm=qemu-kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: QEMU's -kernel cannot enter it", Class: ErrNoBootHeader}
 	case cfg.Protocol != "" && cfg.Protocol != ProtocolMultiboot:
 		return refuse("--protocol %s needs a Linux bzImage; this is a Multiboot kernel", cfg.Protocol)
 	}

@@ -6,6 +6,7 @@ package machine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -41,10 +42,13 @@ const (
 // the PCI hole and the firmware image at the top of the 32-bit space.
 const MaxMemory = 3 << 30
 
+// ErrMemSize is CheckMemSize's error, for errors.Is.
+var ErrMemSize = errors.New("must be a multiple of 4K between 2M and " + memmap.FormatSize(MaxMemory))
+
 // CheckMemSize rejects a guest RAM size no backend can give.
 func CheckMemSize(size uint64) error {
 	if size%4096 != 0 || size < 2<<20 || size > MaxMemory {
-		return fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", memmap.FormatSize(size), memmap.FormatSize(MaxMemory))
+		return fmt.Errorf("guest memory %s: %w", memmap.FormatSize(size), ErrMemSize)
 	}
 	return nil
 }
@@ -160,6 +164,10 @@ type Shape struct {
 
 // ShapeOf is the shape of a plan.
 func ShapeOf(p *loader.Plan) Shape { return Shape{MemSize: p.MemSize, ACPI: p.ACPI} }
+
+// ErrShapeMismatch is the error of running a plan on a machine started for
+// another shape, for errors.Is.
+var ErrShapeMismatch = errors.New("does not fit the machine started for it")
 
 // A Starter is a backend whose machine takes long enough to start that it
 // is worth starting while the plan is made: QEMU's process start-up

@@ -141,6 +141,7 @@ func TestParseBadRAMPolicy(t *testing.T) {
 			t.Errorf("%q: %q %v, want %q", in, got, err, want)
 		}
 	}
+	// Listing the choices is the message's contract.
 	if _, err := ParseBadRAMPolicy("ignore"); err == nil || !strings.Contains(err.Error(), "want stop or record") {
 		t.Errorf("ignore: %v", err)
 	}

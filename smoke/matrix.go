@@ -31,7 +31,11 @@ type MatrixError struct {
 	File string
 	Line int
 	Msg  string
+	Err  error // the error behind Msg, if any (reading the file); Msg already says it
 }
+
+// Unwrap returns Err, so that errors.Is(err, fs.ErrNotExist) works.
+func (e *MatrixError) Unwrap() error { return e.Err }
 
 func (e *MatrixError) Error() string {
 	if e.Line > 0 {
@@ -207,7 +211,7 @@ var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompi
 func Load(file string) (*Matrix, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, &MatrixError{File: file, Msg: errMsg(err)}
+		return nil, &MatrixError{File: file, Msg: errMsg(err), Err: err}
 	}
 	return Parse(data, file)
 }

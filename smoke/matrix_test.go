@@ -2,6 +2,7 @@ package smoke
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -277,8 +278,10 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestLoadMissingFile(t *testing.T) {
-	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
-	if err == nil || !strings.Contains(err.Error(), "nope.yaml: no such file") {
+	file := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := Load(file)
+	// The message must start with the file's name: that is its contract.
+	if !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), file+": ") {
 		t.Fatalf("%v", err)
 	}
 }

@@ -129,6 +129,7 @@ func TestParseGuestReport(t *testing.T) {
 		"bad acpi":   {"gi: hello\ngi: acpi problems many\n", "not a count", true},
 	} {
 		g, err := ParseGuestReport(tc.console)
+		// The message quotes what in the console is wrong: its contract.
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
 		}

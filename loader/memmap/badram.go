@@ -55,6 +55,12 @@ const maxBadRanges = 1 << 20
 //     does not say; its code clips each map entry to [FROM, TO), so the
 //     byte at TO is kept.
 func ParseBadRAM(spec string, memSize uint64) ([]Range, error) {
+	rs, err := parseBadRAM(spec, memSize)
+	return rs, syntax(err)
+}
+
+// parseBadRAM is ParseBadRAM without the ErrSyntax class.
+func parseBadRAM(spec string, memSize uint64) ([]Range, error) {
 	s := strings.TrimSpace(spec)
 	var (
 		rs  []Range
@@ -75,7 +81,7 @@ func ParseBadRAM(spec string, memSize uint64) ([]Range, error) {
 		rs, err = parseMemmap(s)
 	case strings.ContainsAny(s, "+-"):
 		var r Range
-		r, err = ParseRange(s)
+		r, err = parseRange(s)
 		rs = []Range{r}
 	default:
 		return nil, fmt.Errorf("unrecognised bad-RAM spec %q: %s", s, badRAMForms)
@@ -134,11 +140,11 @@ func parseMemmap(s string) ([]Range, error) {
 		case '%':
 			return nil, fmt.Errorf("memmap item %q converts memory types ('%%'), which kvmboot does not support; %s", item, memmapForms)
 		}
-		size, err := ParseSize(item[:i])
+		size, err := parseSize(item[:i])
 		if err != nil {
 			return nil, fmt.Errorf("memmap item %q: size: %v", item, err)
 		}
-		start, err := ParseSize(item[i+1:])
+		start, err := parseSize(item[i+1:])
 		if err != nil {
 			return nil, fmt.Errorf("memmap item %q: start: %v", item, err)
 		}
@@ -160,11 +166,11 @@ func parseCutmem(s string) ([]Range, error) {
 	if len(args) != 2 {
 		return nil, fmt.Errorf("cutmem takes 2 arguments, got %d; %s", len(args), cutmemForms)
 	}
-	from, err := ParseSize(args[0])
+	from, err := parseSize(args[0])
 	if err != nil {
 		return nil, fmt.Errorf("cutmem FROM: %v", err)
 	}
-	to, err := ParseSize(args[1])
+	to, err := parseSize(args[1])
 	if err != nil {
 		return nil, fmt.Errorf("cutmem TO: %v", err)
 	}

@@ -1,6 +1,7 @@
 package memmap
 
 import (
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -133,7 +134,8 @@ func TestParseBadRAMErrors(t *testing.T) {
 			t.Errorf("ParseBadRAM(%q) = %v, want an error containing %q", tt.spec, got, tt.want)
 			continue
 		}
-		if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+		// The reason, in one line, is the message's contract; the class is ErrSyntax.
+		if msg := err.Error(); !errors.Is(err, ErrSyntax) || !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
 			t.Errorf("ParseBadRAM(%q) error %q, want one line containing %q", tt.spec, msg, tt.want)
 		}
 	}
@@ -365,6 +367,9 @@ func FuzzParseBadRAM(f *testing.F) {
 		if err != nil {
 			if msg := err.Error(); msg == "" || strings.Contains(msg, "\n") {
 				t.Fatalf("error is not one line: %q", msg)
+			}
+			if !errors.Is(err, ErrSyntax) {
+				t.Fatalf("error %q is not ErrSyntax", err)
 			}
 			return
 		}

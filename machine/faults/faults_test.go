@@ -58,6 +58,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+	// Listing the models is the message's contract.
 	if _, err := Parse("20M-21M:bogus", 256*mib); err == nil || !strings.Contains(err.Error(), "stuck0[@BITS]") {
 		t.Errorf("unknown model error does not list the models: %v", err)
 	}

@@ -32,6 +32,10 @@ const DefaultBinary = "qemu-system-i386"
 // ErrNoQEMU reports that qemu-system-i386 cannot be found or run.
 var ErrNoQEMU = errors.New("qemu-system-i386 not found (install it: apt-get install qemu-system-x86)")
 
+// ErrNeedPlugin is the error of faulty RAM or a trace under a QEMU that
+// did not load kvmboot's TCG plugin, for errors.Is.
+var ErrNeedPlugin = errors.New("need kvmboot's TCG plugin")
+
 // Backend runs plans under qemu-system-i386, one QEMU process per run.
 type Backend struct {
 	// Accel is "tcg" (the default) or "kvm".
@@ -202,7 +206,7 @@ func (r *run) Run(ctx context.Context, plan *loader.Plan) (*machine.Result, erro
 	}
 	if err != nil && ctx.Err() == nil && r.plug != nil && strings.Contains(err.Error(), "plugin") {
 		if r.faulty != nil || r.opts.Trace != nil {
-			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU need kvmboot's TCG plugin, which this QEMU did not load: %w", err)
+			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU %w, which this QEMU did not load: %w", ErrNeedPlugin, err)
 		}
 		// A QEMU that cannot load plugins: bad RAM is watched as
 		// before the plugin, through canaries.
@@ -420,8 +424,8 @@ func (r *run) prepareFirmware() error {
 // meanwhile; the guest runs only once connect sends cont.
 func (r *run) place() error {
 	if got := machine.ShapeOf(r.plan); got != r.shape {
-		return fmt.Errorf("the plan (%s of RAM, ACPI page %v) does not fit the machine started for it (%s, %v)",
-			memmap.FormatSize(got.MemSize), got.ACPI, memmap.FormatSize(r.shape.MemSize), r.shape.ACPI)
+		return fmt.Errorf("the plan (%s of RAM, ACPI page %v) %w (%s, %v)",
+			memmap.FormatSize(got.MemSize), got.ACPI, machine.ErrShapeMismatch, memmap.FormatSize(r.shape.MemSize), r.shape.ACPI)
 	}
 	plan, err := machine.WithACPITables(r.plan, r.tables)
 	if err != nil {

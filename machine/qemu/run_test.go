@@ -3,6 +3,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -282,7 +283,7 @@ func TestStartBeforePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Run(ctx, plan); err == nil || !strings.Contains(err.Error(), "does not fit the machine") {
+	if _, err := st.Run(ctx, plan); !errors.Is(err, machine.ErrShapeMismatch) {
 		t.Errorf("a plan for 16M on a 32M machine: %v", err)
 	}
 	stopped(st)
