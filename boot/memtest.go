@@ -72,7 +72,7 @@ func checkFaulty(cfg Config) error {
 		}
 		return fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm) or QEMU with TCG (--vmm=qemu --accel=tcg), which see every access to faulty RAM; %s cannot inject faults", backend)
 	}
-	hole := memmap.Range{Start: 0xA0000, End: 0x100000}
+	hole := memmap.Range{Start: memmap.LowRAMEnd, End: memmap.HighRAMStart}
 	stub := memmap.Range{Start: realmode.StubLow, End: realmode.StubHigh}
 	guest := memmap.Range{Start: realmode.MemtestAddr, End: realmode.MemtestEnd}
 	for _, f := range cfg.Faulty {
