@@ -77,7 +77,7 @@ func plan(cfg Config, cache *kcache.Cache) (p *loader.Plan, read time.Duration, 
 	}
 	read = time.Since(start)
 	lcfg := loader.Config{
-		Path: name, Kernel: data, MemSize: cfg.memSize(), BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
+		Path: name, Kernel: data, MemSize: cfg.memSize(), CPUs: cfg.CPUs, BadRAM: cfg.BadRAM, Cmdline: cfg.Cmdline,
 		Modules: mods, Initrd: initrd, Disk: disk, Protocol: cfg.Protocol, Policy: cfg.Policy, LoadAddress: cfg.LoadAddress, Region: cfg.Region,
 		Verify: !cfg.NoVerify, Cache: cache,
 	}
@@ -153,7 +153,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 		if m, acpi, err := loader.BootMap(cfg.memSize(), cfg.BadRAM); err == nil { // else planning fails and says why
 			opts.BadRAM = m.Ranges(memmap.KindBad)
 			since = time.Since(start)
-			started, serr = st.Start(ctx, machine.Shape{MemSize: cfg.memSize(), ACPI: acpi}, opts)
+			started, serr = st.Start(ctx, machine.Shape{MemSize: cfg.memSize(), ACPI: acpi, CPUs: max(cfg.CPUs, 1)}, opts)
 		}
 	}
 	if started != nil {

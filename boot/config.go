@@ -21,6 +21,9 @@ type Config struct {
 	// Kernel is the kernel file; empty boots the built-in test kernel.
 	Kernel  string
 	MemSize uint64 // default 256 MiB
+	// CPUs is the number of processors (--smp), 1 to machine.MaxCPUs;
+	// 0 is 1.
+	CPUs    int
 	Cmdline string
 	Modules []ModuleSpec
 	// Initrd is a Linux initrd (for a Multiboot kernel: its first module).
@@ -105,9 +108,23 @@ func (c *Config) memSize() uint64 {
 	return c.MemSize
 }
 
+// checkCPUs checks the processor count, alone and with the machine.
+func (c *Config) checkCPUs() error {
+	if c.CPUs == 0 {
+		return nil
+	}
+	if err := machine.CheckCPUs(c.CPUs); err != nil {
+		return fmt.Errorf("--smp: %w", err)
+	}
+	if c.CPUs > 1 && c.Machine == MachineMinimal {
+		return fmt.Errorf("--smp %d needs --machine pc: the minimal machine has no MP or ACPI tables to list its processors (and under QEMU no I/O APIC)", c.CPUs)
+	}
+	return nil
+}
+
 // Validate checks everything in the configuration that can be checked
 // without reading a file or starting a guest: backend and accelerator,
-// memory size, protocol, placement and bad-RAM policies, modules,
+// machine, memory size, processors, protocol, placement and bad-RAM policies, modules,
 // timeout, trace limit, faulty RAM and memtest settings. Every error is
 // one line. Plan and Run call it, once per call; the command line and the
 // smoke matrix build their configurations from the same checks.
@@ -119,6 +136,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--machine=%s: want pc or minimal", c.Machine)
 	}
 	if err := machine.CheckMemSize(c.memSize()); err != nil {
+		return err
+	}
+	if err := c.checkCPUs(); err != nil {
 		return err
 	}
 	if _, err := loader.ParseProtocol(string(c.Protocol)); err != nil {

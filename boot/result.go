@@ -20,6 +20,7 @@ type Result struct {
 	Accel    string            `json:"accel,omitempty"` // QEMU's accelerator
 	VMMWhy   string            `json:"why,omitempty"`   // why this backend
 
+	CPUs            int    `json:"cpus"` // the machine's processors (--smp)
 	LoadAddress     uint64 `json:"load_address"`
 	LinkAddress     uint64 `json:"link_address"`
 	Entry           uint64 `json:"entry"`
@@ -98,7 +99,7 @@ func (r *Result) fromPlan(p *loader.Plan) {
 	st := p.Stages
 	r.Timings.Cache, r.Timings.Decompress, r.Timings.Relocate = machine.Millis(st.Cache), machine.Millis(st.Decompress), machine.Millis(st.Relocate)
 	r.Timings.Plan = machine.Millis(st.Build - st.Cache - st.Decompress - st.Relocate)
-	r.Kernel = p.Kernel
+	r.Kernel, r.CPUs = p.Kernel, p.NumCPUs()
 	r.LoadAddress, r.LinkAddress, r.Entry = p.LoadAddress, p.LinkAddress, uint64(p.Entry.EIP)
 	r.Relocations, r.SkippedAbsolute, r.Why = p.Relocations, p.SkippedAbsolute, p.Why
 	r.Placements = r.Placements[:0]

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kvmboot/boot"
+	"kvmboot/e2e/hosttest"
 	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
@@ -81,9 +82,28 @@ func openFDs(t *testing.T) int {
 	return len(es)
 }
 
-// TestNoLeaksAcrossRuns: many runs in one process through the Go API leave
-// no goroutines, file descriptors or mappings behind. KVMBOOT_LEAK_RUNS
-// sets the count (default 1000).
+// osThreads is how many threads this process has.
+func osThreads(t *testing.T) int {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if n, ok := strings.CutPrefix(line, "Threads:"); ok {
+			v, err := strconv.Atoi(strings.TrimSpace(n))
+			if err == nil {
+				return v
+			}
+		}
+	}
+	t.Fatal("no thread count in /proc/self/status")
+	return 0
+}
+
+// TestNoLeaksAcrossRuns: many SMP runs in one process through the Go API
+// (four processors, every AP started: a thread each, joined at the end)
+// leave no goroutines, threads, file descriptors or mappings behind.
+// KVMBOOT_LEAK_RUNS sets the count (default 1000).
 func TestNoLeaksAcrossRuns(t *testing.T) {
 	requireKVM(t)
 	runs := 1000
@@ -94,40 +114,54 @@ func TestNoLeaksAcrossRuns(t *testing.T) {
 		runs = 50
 	}
 	one := func() {
-		res, err := boot.Run(context.Background(), boot.Config{VMM: "kvm", NoVerify: true, Cmdline: "kt.exit=0", Timeout: 30 * time.Second})
+		res, err := boot.Run(context.Background(), boot.Config{VMM: "kvm", CPUs: 4, NoVerify: true, Cmdline: "kt.smp kt.exit=0", Timeout: 30 * time.Second})
 		if err != nil || res.Outcome != machine.Pass {
 			t.Errorf("run: %v %+v", err, res)
 		}
 	}
-	one() // warm up: lazily started runtime goroutines, cached files
+	workers := runtime.NumCPU()
+	parallel := func(n int) {
+		var wg sync.WaitGroup
+		work := make(chan struct{})
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range work {
+					one()
+				}
+			}()
+		}
+		for i := 0; i < n && !t.Failed(); i++ {
+			work <- struct{}{}
+		}
+		close(work)
+		wg.Wait()
+	}
+	// Warm up: lazily started runtime goroutines, cached files, and the
+	// threads Go keeps for vCPUs run side by side (it reuses them, never
+	// ends them).
+	parallel(2 * workers)
+	time.Sleep(50 * time.Millisecond)
 	runtime.GC()
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	fds, goroutines, threads := openFDs(t), runtime.NumGoroutine(), osThreads(t)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	heap := ms.HeapInuse
 
-	var wg sync.WaitGroup
-	work := make(chan struct{})
-	for w := 0; w < runtime.NumCPU(); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range work {
-				one()
-			}
-		}()
-	}
-	for i := 0; i < runs && !t.Failed(); i++ {
-		work <- struct{}{}
-	}
-	close(work)
-	wg.Wait()
+	parallel(runs)
 
 	time.Sleep(50 * time.Millisecond) // watchers exit after their run's end
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	if got := openFDs(t); got > fds {
 		t.Errorf("%d runs: open file descriptors %d -> %d", runs, fds, got)
+	}
+	// Go may start threads of its own (GC, blocked syscalls) and the
+	// workers' vCPUs may overlap a little more than in the warm-up: a
+	// leak would be a thread a run, or four.
+	if got := osThreads(t); got > threads+4+4*workers {
+		t.Errorf("%d runs: threads %d -> %d", runs, threads, got)
 	}
 	if got := runtime.NumGoroutine(); got > goroutines {
 		buf := make([]byte, 1<<16)
@@ -144,7 +178,11 @@ func TestNoLeaksAcrossRuns(t *testing.T) {
 
 // TestGuestMisbehaviour covers guests that write where they should not or
 // flood the console, on each backend: each ends with the right outcome, the
-// console log on disk is complete, and kvmboot's memory stays bounded.
+// console log on disk is complete, and kvmboot's memory stays bounded. With
+// four processors (kt.smp), an AP (APIC ID 3) that triple-faults, touches
+// bad RAM or spins with interrupts off while the bootstrap processor exits
+// ends the run as it would on the bootstrap processor, and the report
+// names it where the backend can tell.
 //
 // The QEMU flood is 16 MiB by default (about 30 s under TCG: the guest polls
 // the UART for every byte); KVMBOOT_FLOOD_BYTES=52428800 gives issue 9's
@@ -159,42 +197,63 @@ func TestGuestMisbehaviour(t *testing.T) {
 		vmm, name, cmdline string
 		outcome            machine.Outcome
 		want               string // on the console
+		cpus               int    // --smp; 0 leaves the default, one
+		reason             string // in the result's reason
 	}
+	const apsArrived = "kt: smp arrived=3 of=3"
 	var cases []misbehaviour
 	for _, vmm := range []string{"kvm", "qemu"} {
 		cases = append(cases,
-			misbehaviour{vmm, "triple-fault", "kt.triple", machine.Crash, "kt: result pass"},
-			misbehaviour{vmm, "halt", "kt.hang", machine.Timeout, "kt: result pass"},
-			misbehaviour{vmm, "spin", "kt.spin", machine.Timeout, "kt: result pass"},
-			misbehaviour{vmm, "panic", "kt.panic", machine.Crash, "Kernel panic"},
-			misbehaviour{vmm, "reset", "kt.reset", machine.Crash, "kt: result pass"},
-			misbehaviour{vmm, "bad-ram-write", "kt.poke=0x1800000", machine.Crash, "kt: result pass"},
+			misbehaviour{vmm, "triple-fault", "kt.triple", machine.Crash, "kt: result pass", 0, ""},
+			misbehaviour{vmm, "halt", "kt.hang", machine.Timeout, "kt: result pass", 0, ""},
+			misbehaviour{vmm, "spin", "kt.spin", machine.Timeout, "kt: result pass", 0, ""},
+			misbehaviour{vmm, "panic", "kt.panic", machine.Crash, "Kernel panic", 0, ""},
+			misbehaviour{vmm, "reset", "kt.reset", machine.Crash, "kt: result pass", 0, ""},
+			misbehaviour{vmm, "bad-ram-write", "kt.poke=0x1800000", machine.Crash, "kt: result pass", 0, ""},
+			misbehaviour{vmm, "ap-bad-ram-write", "kt.smp kt.ap.poke=0x1800000 kt.hang", machine.Crash, apsArrived, 4, "at 0x1800000 by \"mov dword ptr [eax], edx\""},
+			misbehaviour{vmm, "ap-spins-while-bsp-exits", "kt.smp kt.ap.spin", machine.Pass, apsArrived, 4, ""},
+			misbehaviour{vmm, "ap-halts-bsp-spins", "kt.smp kt.spin", machine.Timeout, apsArrived, 4, ""},
 		)
 	}
 	for _, tc := range append(cases, []misbehaviour{
-		{"kvm", "write-rom", "kt.poke=0xf0000 kt.peek=0xf0000", machine.Pass, "kt: poke 0x000f0000 done"},
-		{"kvm", "write-no-ram", "kt.poke=0x30000000 kt.peek=0x30000000", machine.Pass, "kt: peek 0x30000000=0xffffffff"},
-		{"kvm", "flood", "kt.flood=" + strconv.Itoa(floodKVM), machine.Pass, "kt: flood done"},
-		{"qemu", "write-rom", "kt.poke=0xf0000", machine.Pass, "kt: poke 0x000f0000 done"},
-		{"qemu", "write-no-ram", "kt.poke=0x30000000 kt.peek=0x30000000", machine.Pass, "kt: peek 0x30000000="},
-		{"qemu", "flood", "kt.flood=" + strconv.Itoa(floodQEMU), machine.Pass, "kt: flood done"},
-		{"qemu", "ports", "kt.ports", machine.Pass, "kt: ports done"},
+		{"kvm", "write-rom", "kt.poke=0xf0000 kt.peek=0xf0000", machine.Pass, "kt: poke 0x000f0000 done", 0, ""},
+		{"kvm", "write-no-ram", "kt.poke=0x30000000 kt.peek=0x30000000", machine.Pass, "kt: peek 0x30000000=0xffffffff", 0, ""},
+		{"kvm", "flood", "kt.flood=" + strconv.Itoa(floodKVM), machine.Pass, "kt: flood done", 0, ""},
+		{"kvm", "ap-triple-fault", "kt.smp kt.ap.triple kt.hang", machine.Crash, apsArrived, 4, "triple fault (KVM_EXIT_SHUTDOWN): CPU 3,"},
+		{"qemu", "ap-triple-fault", "kt.smp kt.ap.triple kt.hang", machine.Crash, apsArrived, 4, "triple fault: QEMU does not say which of the 4 processors"},
+		{"qemu", "write-rom", "kt.poke=0xf0000", machine.Pass, "kt: poke 0x000f0000 done", 0, ""},
+		{"qemu", "write-no-ram", "kt.poke=0x30000000 kt.peek=0x30000000", machine.Pass, "kt: peek 0x30000000=", 0, ""},
+		{"qemu", "flood", "kt.flood=" + strconv.Itoa(floodQEMU), machine.Pass, "kt: flood done", 0, ""},
+		{"qemu", "ports", "kt.ports", machine.Pass, "kt: ports done", 0, ""},
 	}...) {
 		t.Run(tc.vmm+"/"+tc.name, func(t *testing.T) {
 			requireBackend(t, boot.VMM(tc.vmm))
+			if tc.cpus > 1 {
+				skipKVMSMPInShort(t, boot.VMM(tc.vmm), hosttest.KVM)
+			}
 			consoleFile := filepath.Join(t.TempDir(), "console")
 			timeout := "300s"
 			if tc.outcome == machine.Timeout {
 				timeout = "3s"
 			}
-			stdout, stderr, status := runCLI(t, "run", "--vmm="+tc.vmm, "--json", "--console", consoleFile, "--bad-ram", "16M-32M",
-				"--cmdline", tc.cmdline, "--timeout", timeout)
+			args := []string{"run", "--vmm=" + tc.vmm, "--json", "--console", consoleFile, "--bad-ram", "16M-32M",
+				"--cmdline", tc.cmdline, "--timeout", timeout}
+			if tc.cpus != 0 {
+				args = append(args, "--smp", strconv.Itoa(tc.cpus))
+			}
+			stdout, stderr, status := runCLI(t, args...)
 			var res boot.Result
 			if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 				t.Fatalf("JSON: %v\n%s%s", err, stdout, stderr)
 			}
 			if res.Outcome != tc.outcome || status != res.ExitCode {
 				t.Fatalf("outcome %s status %d (%d): %s", res.Outcome, status, res.ExitCode, res.Reason)
+			}
+			if !strings.Contains(res.Reason, tc.reason) {
+				t.Errorf("reason %q lacks %q", res.Reason, tc.reason)
+			}
+			if tc.name == "ap-bad-ram-write" && (len(res.BadRAMAccesses) != 1 || res.BadRAMAccesses[0].CPU != 3 || !strings.HasSuffix(res.Reason, "on CPU 3")) {
+				t.Errorf("bad-RAM accesses %+v, reason %q: want one by CPU 3", res.BadRAMAccesses, res.Reason)
 			}
 			b, err := os.ReadFile(consoleFile)
 			if err != nil {

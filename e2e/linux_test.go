@@ -91,14 +91,12 @@ func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestRep
 // backend: the init's checks passed, the kernel's code lies where the plan
 // put it, no System RAM overlaps bad RAM, above 1 MiB the guest's
 // /proc/iomem is the plan's memory map (System RAM where it has RAM,
-// Unusable memory where it has bad RAM), and the kernel took our ACPI
+// Unusable memory where it has bad RAM), the kernel took our ACPI
 // tables (FACP and APIC among them) without an ACPI error, warning or
-// firmware bug.
+// firmware bug, and runs every processor the machine has, untainted.
 func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, console string, bad []memmap.Range) {
 	t.Helper()
-	if res.Outcome != machine.Pass || rep == nil || !rep.Pass {
-		t.Fatalf("outcome %s (%d): %s\n%s", res.Outcome, res.ExitCode, res.Reason, tail(console, 40))
-	}
+	checkLinuxRuns(t, res, rep, console)
 	checkACPI(t, rep)
 	if rep.MemtestErrors != 0 || (!rep.MemtestSkipped && rep.MemtestBytes < 32<<20) {
 		t.Errorf("guest memtest: %d bytes, %d errors", rep.MemtestBytes, rep.MemtestErrors)
@@ -125,6 +123,31 @@ func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, cons
 			t.Errorf("/proc/iomem above 1 MiB has %s %v, the plan %v", typ, got, want)
 		}
 	}
+}
+
+// checkLinuxRuns asserts that the init's checks passed and that Linux
+// runs every processor of the machine (res.CPUs), with no warning or unfit
+// CPU tainting the kernel.
+func checkLinuxRuns(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, console string) {
+	t.Helper()
+	if res.Outcome != machine.Pass || rep == nil || !rep.Pass {
+		t.Fatalf("outcome %s (%d): %s\n%s", res.Outcome, res.ExitCode, res.Reason, tail(console, 40))
+	}
+	if want := cpuRange(res.CPUs); !slices.Equal(rep.CPUsOnline, want) {
+		t.Errorf("CPUs online %v, want %v", rep.CPUsOnline, want)
+	}
+	if rep.Tainted != 0 {
+		t.Errorf("the kernel is tainted (%d)", rep.Tainted)
+	}
+}
+
+// cpuRange is 0 to n-1.
+func cpuRange(n int) []int {
+	cpus := make([]int, n)
+	for i := range cpus {
+		cpus[i] = i
+	}
+	return cpus
 }
 
 // planRanges are the plan's memory-map ranges of type typ above 1 MiB,
@@ -229,6 +252,40 @@ func testLinuxBoot(t *testing.T, vmm boot.VMM) {
 						t.Errorf("%s %#x-%#x overlaps bad RAM %v", p.What, p.Start, p.End, b)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestLinuxSMP boots Debian's kernel with --smp 4 to our init under QEMU:
+// CPUs 0-3 online, found through the ACPI MADT and, with acpi=off, through
+// the MP table (Linux reads no ACPI table then), no firmware bug or
+// warning either way.
+func TestLinuxSMP(t *testing.T) { testLinuxSMP(t, "") }
+
+// TestKVMLinuxSMP makes the same boots on our own VMM, a thread per vCPU.
+func TestKVMLinuxSMP(t *testing.T) { testLinuxSMP(t, "kvm") }
+
+func testLinuxSMP(t *testing.T, vmm boot.VMM) {
+	for _, tc := range []struct {
+		name string
+		acpi bool
+	}{{"acpi", true}, {"acpi-off", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			skipKVMSMPInShort(t, vmm, hosttest.KVMPaging)
+			cfg := boot.Config{VMM: vmm, CPUs: 4, Cmdline: linuxCmdline, Timeout: 300 * time.Second}
+			if !tc.acpi {
+				cfg.Cmdline += " acpi=off"
+			}
+			res, rep, console := bootLinux(t, cfg)
+			checkLinuxRuns(t, res, rep, console)
+			if tc.acpi {
+				checkACPI(t, rep)
+			} else if len(rep.ACPITables) != 0 || rep.ACPIProblemCount != 0 {
+				t.Errorf("acpi=off, yet the kernel has ACPI tables %q (problems: %q)", rep.ACPITables, rep.ACPIProblems)
+			}
+			if res.CPUs != 4 {
+				t.Errorf("the result says %d CPUs", res.CPUs)
 			}
 		})
 	}

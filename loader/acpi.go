@@ -34,7 +34,7 @@ type Platform struct {
 	// characters).
 	Name string
 	// CPUs is the number of processors: local APIC IDs and ACPI processor
-	// UIDs 0 to CPUs-1.
+	// UIDs 0 to CPUs-1. machine.ForPlatform takes the plan's.
 	CPUs int
 	// HPET is the machine's HPET at ACPIHPETAddr, nil when it has none.
 	HPET *HPET

@@ -36,6 +36,9 @@ type Config struct {
 	Path    string
 	Kernel  []byte // the file as read
 	MemSize uint64
+	// CPUs is the number of processors the machine has (0 is 1): the
+	// backend's firmware tables list them.
+	CPUs    int
 	BadRAM  []memmap.Range
 	Cmdline string
 	Modules []Module
@@ -101,6 +104,7 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 		Kernel:  KernelInfo{Path: cfg.Path, Format: k.Format, Protocol: proto},
 		Cmdline: cfg.Cmdline,
 		MemSize: cfg.MemSize,
+		CPUs:    max(cfg.CPUs, 1),
 		Map:     m,
 		Verify:  cfg.Verify,
 		ACPI:    acpi,

@@ -93,6 +93,9 @@ type Plan struct {
 	ModuleArgs []string
 	Initrd     string
 	MemSize    uint64
+	// CPUs is the number of processors; 0 in a plan made by hand means
+	// one (NumCPUs).
+	CPUs       int
 	Map        *memmap.Map
 	Placements []Placement
 	Entry      EntryState
@@ -137,6 +140,9 @@ type PieceCheck struct {
 	realmode.Check
 }
 
+// NumCPUs is the number of processors the plan's machine has.
+func (p *Plan) NumCPUs() int { return max(p.CPUs, 1) }
+
 // Checks returns the pieces the stub verifies, in the order it checks them.
 func (p *Plan) Checks() []PieceCheck { return p.checks }
 
@@ -152,6 +158,7 @@ func (p *Plan) Write(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kernel     %s (%s, %s)\n", p.Kernel.Path, p.Kernel.Format, p.Kernel.Protocol)
 	fmt.Fprintf(&b, "memory     %s\n", memmap.FormatSize(p.MemSize))
+	fmt.Fprintf(&b, "cpus       %d\n", p.NumCPUs())
 	b.WriteString("memory map:\n")
 	for _, r := range p.Map.Regions() {
 		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-8s %s\n", r.Start, r.End, r.Kind, memmap.FormatSize(r.Size()))

@@ -18,7 +18,7 @@ import (
 func Reference(cfg Config) (*Plan, error) {
 	m := memmap.NewWithBadRAM(cfg.MemSize, FirmwareHigh, cfg.BadRAM)
 	MarkBIOSAreas(m)
-	plan := &Plan{Kernel: KernelInfo{Path: cfg.Path}, Cmdline: cfg.Cmdline, MemSize: cfg.MemSize, Map: m, Why: "QEMU's -kernel places it"}
+	plan := &Plan{Kernel: KernelInfo{Path: cfg.Path}, Cmdline: cfg.Cmdline, MemSize: cfg.MemSize, CPUs: max(cfg.CPUs, 1), Map: m, Why: "QEMU's -kernel places it"}
 	refuse := func(format string, args ...any) (*Plan, error) {
 		return nil, &FormatError{Context: "--vmm=qemu-kernel", Msg: fmt.Sprintf(format, args...)}
 	}

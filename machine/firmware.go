@@ -5,18 +5,14 @@ import (
 	"slices"
 
 	"kvmboot/loader"
-	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
 // ForPlatform returns what a backend loads to run plan on a machine that
-// p describes: the firmware image with the root pointer of p's ACPI
-// tables in its F segment, and the plan with those tables in its ACPI
-// page (loader.ACPITables). A machine without ACPI (p nil), or a plan
-// without an ACPI page, gets the image as built and the plan as it is:
-// the standard search then finds no tables.
+// p describes: Firmware for the plan's shape, and the plan with the ACPI
+// tables in its ACPI page (WithACPITables).
 func ForPlatform(plan *loader.Plan, p *loader.Platform) (rom []byte, placed *loader.Plan, err error) {
-	rom, tables, err := Firmware(p, plan.ACPI, plan.MemSize)
+	rom, tables, err := Firmware(p, ShapeOf(plan))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -27,20 +23,30 @@ func ForPlatform(plan *loader.Plan, p *loader.Platform) (rom []byte, placed *loa
 }
 
 // Firmware returns the firmware image and the ACPI tables for a machine
-// that p describes, its tables in the page acpi of a guest with mem bytes
-// of RAM: what ForPlatform builds, before the plan exists. Everything it
-// needs comes from the memory size and the bad RAM (loader.BootMap gives
-// the page), so a backend can start its machine while the kernel is still
-// being read. No tables (nil) for a machine without ACPI or an empty page.
-func Firmware(p *loader.Platform, acpi memmap.Range, mem uint64) (rom, tables []byte, err error) {
-	if p == nil || acpi.Size() == 0 {
+// that p describes with s's processors, its tables in s's ACPI page: the
+// image carries the MP table (loader.MPTable) and the root pointer of the
+// ACPI tables in its F segment. Everything it needs comes from the shape
+// (the memory size, the bad RAM through loader.BootMap's ACPI page, the
+// processor count), so a backend can start its machine while the kernel is
+// still being read. A machine without firmware tables (p nil) gets the
+// image as built; a shape without an ACPI page gets no ACPI tables (nil):
+// the standard searches then find nothing.
+func Firmware(p *loader.Platform, s Shape) (rom, tables []byte, err error) {
+	if p == nil {
 		return realmode.Firmware, nil, nil
 	}
-	tables, rsdp, err := loader.ACPITables(*p, acpi.Start, mem)
-	if err != nil {
+	m := *p
+	m.CPUs = max(s.CPUs, 1)
+	var t realmode.ROMTables
+	if t.MPFloating, t.MPConfig, err = loader.MPTable(m); err != nil {
 		return nil, nil, err
 	}
-	if rom, err = realmode.WithRSDP(rsdp); err != nil {
+	if s.ACPI.Size() != 0 {
+		if tables, t.RSDP, err = loader.ACPITables(m, s.ACPI.Start, s.MemSize); err != nil {
+			return nil, nil, err
+		}
+	}
+	if rom, err = realmode.WithTables(t); err != nil {
 		return nil, nil, err
 	}
 	return rom, tables, nil

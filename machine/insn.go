@@ -155,5 +155,5 @@ func BadRAMCrash(a BadAccess) *Result {
 	if a.Write {
 		verb = "write"
 	}
-	return Crashed("guest touched bad RAM: %d-byte %s at %#x by %q at eip %#x", a.Size, verb, a.Addr, a.Insn, a.IP)
+	return Crashed("guest touched bad RAM: %d-byte %s at %#x by %q at eip %#x on CPU %d", a.Size, verb, a.Addr, a.Insn, a.IP, a.CPU)
 }

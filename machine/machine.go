@@ -53,6 +53,19 @@ func CheckMemSize(size uint64) error {
 	return nil
 }
 
+// MaxCPUs is the most processors a machine has (--smp): far below what
+// KVM, QEMU's PC and the firmware tables allow (the MP table's slot
+// holds about 180), as many as kvmboot's users boot.
+const MaxCPUs = 64
+
+// CheckCPUs rejects a processor count no backend runs.
+func CheckCPUs(n int) error {
+	if n < 1 || n > MaxCPUs {
+		return fmt.Errorf("%d processors: want 1 to %d", n, MaxCPUs)
+	}
+	return nil
+}
+
 // Millis is d in milliseconds, to the microsecond, for reports.
 func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
@@ -82,6 +95,9 @@ type BadAccess struct {
 	Write bool   `json:"write"`
 	IP    uint64 `json:"ip"`             // linear address of the instruction, when known
 	Insn  string `json:"insn,omitempty"` // the instruction disassembled in the vCPU's mode
+	// CPU is the processor that made the access (0 the bootstrap
+	// processor), -1 when the backend cannot tell (QEMU's canaries).
+	CPU int `json:"cpu"`
 }
 
 // Options are the per-run settings every backend honours.
@@ -156,14 +172,18 @@ type Backend interface {
 
 // Shape is what a machine needs to know of a plan before the plan exists:
 // its RAM and the page it reserves for ACPI tables (loader.BootMap gives
-// both from the memory size and the bad RAM, without the kernel).
+// both from the memory size and the bad RAM, without the kernel), and its
+// processors, which the firmware's MP and ACPI tables list.
 type Shape struct {
 	MemSize uint64
 	ACPI    memmap.Range
+	CPUs    int
 }
 
 // ShapeOf is the shape of a plan.
-func ShapeOf(p *loader.Plan) Shape { return Shape{MemSize: p.MemSize, ACPI: p.ACPI} }
+func ShapeOf(p *loader.Plan) Shape {
+	return Shape{MemSize: p.MemSize, ACPI: p.ACPI, CPUs: p.NumCPUs()}
+}
 
 // ErrShapeMismatch is the error of running a plan on a machine started for
 // another shape, for errors.Is.
@@ -238,8 +258,9 @@ func Interrupted() *Result {
 // QEMU's isa-debug-exit gives, for harnesses written against QEMU.
 func QEMUStatus(v uint32) int { return int((v<<1)|1) & 0xff }
 
-// CPUState is the vCPU's state at a crash, for reports.
+// CPUState is a vCPU's state at a crash, for reports.
 type CPUState struct {
+	CPU    int    `json:"cpu"` // which processor: 0 is the bootstrap processor
 	Mode   string `json:"mode"`
 	CS     uint16 `json:"cs"`
 	EIP    uint32 `json:"eip"`
@@ -275,6 +296,6 @@ func ModeName(cr0 uint64, bits int) string {
 }
 
 func (c *CPUState) String() string {
-	return fmt.Sprintf("%s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
-		c.Mode, c.CS, c.EIP, c.Linear, c.EAX, c.EBX, c.ECX, c.EDX, c.ESI, c.EDI, c.EBP, c.ESP, c.EFLAGS, c.CR0, c.CR3, c.CR4, c.Insn)
+	return fmt.Sprintf("CPU %d, %s, cs=%#x eip=%#x (linear %#x) eax=%#x ebx=%#x ecx=%#x edx=%#x esi=%#x edi=%#x ebp=%#x esp=%#x eflags=%#x cr0=%#x cr3=%#x cr4=%#x, at eip: %s",
+		c.CPU, c.Mode, c.CS, c.EIP, c.Linear, c.EAX, c.EBX, c.ECX, c.EDX, c.ESI, c.EDI, c.EBP, c.ESP, c.EFLAGS, c.CR0, c.CR3, c.CR4, c.Insn)
 }

@@ -182,19 +182,46 @@ const (
 
 	// RSDPOffset is where the image keeps ACPI's root pointer, RSDPSize
 	// bytes (linear 0xFFF80, in the F segment the standard search scans);
-	// zero as built. WithRSDP writes one.
+	// zero as built. WithTables writes one.
 	RSDPOffset = 0xFF80
 	RSDPSize   = 36
+
+	// MPFloatingOffset is where the image keeps the MP floating pointer
+	// (Intel MP specification 1.4), MPFloatingSize bytes at linear
+	// 0xFFFB0, in the F segment the specification's search scans; the
+	// configuration table it points at goes at MPConfigOffset, up to
+	// MPConfigMax bytes, past all code. Both zero as built: WithTables
+	// writes them.
+	MPFloatingOffset = 0xFFB0
+	MPFloatingSize   = 16
+	MPConfigOffset   = 0xF000
+	MPConfigMax      = RSDPOffset - MPConfigOffset
 )
 
-// WithRSDP returns a copy of the firmware image with rsdp (an ACPI root
-// pointer, loader.ACPITables) in its F segment.
-func WithRSDP(rsdp []byte) ([]byte, error) {
-	if len(rsdp) != RSDPSize || string(rsdp[:8]) != "RSD PTR " {
-		return nil, fmt.Errorf("firmware image: an RSDP is %d bytes starting \"RSD PTR \", not % x", RSDPSize, rsdp[:min(len(rsdp), 8)])
+// ROMTables are the firmware tables of a machine that live in the
+// firmware image's F segment, as a PC's firmware builds them in its
+// shadowed F segment; nil ones are left out.
+type ROMTables struct {
+	RSDP       []byte // ACPI's root pointer (loader.ACPITables)
+	MPFloating []byte // the MP floating pointer (loader.MPTable)
+	MPConfig   []byte // the MP configuration table it points at
+}
+
+// WithTables returns a copy of the firmware image with t in their slots.
+func WithTables(t ROMTables) ([]byte, error) {
+	if t.RSDP != nil && (len(t.RSDP) != RSDPSize || string(t.RSDP[:8]) != "RSD PTR ") {
+		return nil, fmt.Errorf("firmware image: an RSDP is %d bytes starting \"RSD PTR \", not % x", RSDPSize, t.RSDP[:min(len(t.RSDP), 8)])
+	}
+	if t.MPFloating != nil && (len(t.MPFloating) != MPFloatingSize || string(t.MPFloating[:4]) != "_MP_") {
+		return nil, fmt.Errorf("firmware image: an MP floating pointer is %d bytes starting \"_MP_\", not % x", MPFloatingSize, t.MPFloating[:min(len(t.MPFloating), 4)])
+	}
+	if len(t.MPConfig) > MPConfigMax {
+		return nil, fmt.Errorf("firmware image: an MP configuration table of %d bytes; the image has room for %d", len(t.MPConfig), MPConfigMax)
 	}
 	img := bytes.Clone(Firmware)
-	copy(img[RSDPOffset:], rsdp)
+	copy(img[RSDPOffset:], t.RSDP)
+	copy(img[MPFloatingOffset:], t.MPFloating)
+	copy(img[MPConfigOffset:], t.MPConfig)
 	return img, nil
 }
 

@@ -165,29 +165,54 @@ func TestTicksFromRTC(t *testing.T) {
 	}
 }
 
-// TestRSDPSlot: the image keeps the RSDP's slot zero (no ACPI until a
-// backend writes one), past all code, 16-byte aligned in the F segment;
-// WithRSDP fills a copy and refuses what is not an RSDP.
-func TestRSDPSlot(t *testing.T) {
+// TestROMTableSlots: the image keeps the slots of the RSDP and of the MP
+// floating pointer and configuration table zero (no tables until a
+// backend writes them), past all code, 16-byte aligned in the F segment;
+// WithTables fills a copy and refuses what is not such a table.
+func TestROMTableSlots(t *testing.T) {
 	fw, _ := ReadLayout(Firmware)
 	bios, _ := ReadBIOSLayout(Firmware)
-	if RSDPOffset%16 != 0 || int(bios.Code[1]) > RSDPOffset || int(fw.Code32[1]) > RSDPOffset || int(fw.Code16[1]) > RSDPOffset {
-		t.Fatalf("RSDP slot at %#x: code runs to %#x, %#x, %#x", RSDPOffset, bios.Code[1], fw.Code16[1], fw.Code32[1])
-	}
-	if !bytes.Equal(Firmware[RSDPOffset:RSDPOffset+RSDPSize], make([]byte, RSDPSize)) {
-		t.Fatalf("the image's RSDP slot is not zero: % x", Firmware[RSDPOffset:RSDPOffset+RSDPSize])
+	slots := []struct {
+		what     string
+		off, len int
+	}{{"RSDP", RSDPOffset, RSDPSize}, {"MP floating pointer", MPFloatingOffset, MPFloatingSize}, {"MP configuration table", MPConfigOffset, MPConfigMax}}
+	for i, s := range slots {
+		if s.off%16 != 0 || int(bios.Code[1]) > s.off || int(fw.Code32[1]) > s.off || int(fw.Code16[1]) > s.off {
+			t.Fatalf("%s slot at %#x: code runs to %#x, %#x, %#x", s.what, s.off, bios.Code[1], fw.Code16[1], fw.Code32[1])
+		}
+		if !bytes.Equal(Firmware[s.off:s.off+s.len], make([]byte, s.len)) {
+			t.Fatalf("the image's %s slot is not zero", s.what)
+		}
+		for _, o := range slots[i+1:] {
+			if s.off < o.off+o.len && o.off < s.off+s.len {
+				t.Errorf("the %s and %s slots overlap", s.what, o.what)
+			}
+		}
+		if s.off+s.len > BIOSLayoutOffset {
+			t.Errorf("the %s slot runs into the BIOS layout table", s.what)
+		}
 	}
 	rsdp := append([]byte("RSD PTR "), bytes.Repeat([]byte{7}, RSDPSize-8)...)
-	img, err := WithRSDP(rsdp)
-	if err != nil || !bytes.Equal(img[RSDPOffset:RSDPOffset+RSDPSize], rsdp) || bytes.Equal(img, Firmware) {
-		t.Fatalf("WithRSDP: %v", err)
+	mpf := append([]byte("_MP_"), bytes.Repeat([]byte{8}, MPFloatingSize-4)...)
+	mpc := append([]byte("PCMP"), bytes.Repeat([]byte{9}, 300)...)
+	img, err := WithTables(ROMTables{RSDP: rsdp, MPFloating: mpf, MPConfig: mpc})
+	if err != nil || !bytes.Equal(img[RSDPOffset:RSDPOffset+RSDPSize], rsdp) || !bytes.Equal(img[MPFloatingOffset:MPFloatingOffset+MPFloatingSize], mpf) ||
+		!bytes.Equal(img[MPConfigOffset:MPConfigOffset+len(mpc)], mpc) {
+		t.Fatalf("WithTables: %v", err)
 	}
-	if !bytes.Equal(Firmware[RSDPOffset:RSDPOffset+RSDPSize], make([]byte, RSDPSize)) {
-		t.Fatal("WithRSDP wrote into the shared image")
+	if !bytes.Equal(Firmware[RSDPOffset:RSDPOffset+RSDPSize], make([]byte, RSDPSize)) || !bytes.Equal(Firmware[MPConfigOffset:MPConfigOffset+len(mpc)], make([]byte, len(mpc))) {
+		t.Fatal("WithTables wrote into the shared image")
 	}
-	for _, bad := range [][]byte{nil, rsdp[:20], append([]byte("RSD PTX "), rsdp[8:]...)} {
-		if _, err := WithRSDP(bad); err == nil {
-			t.Errorf("WithRSDP(% x) accepted", bad)
+	if img, err := WithTables(ROMTables{RSDP: rsdp}); err != nil || !bytes.Equal(img[MPFloatingOffset:], Firmware[MPFloatingOffset:]) {
+		t.Errorf("WithTables with the RSDP alone: %v, or it wrote more", err)
+	}
+	for _, bad := range []ROMTables{
+		{RSDP: []byte{}}, {RSDP: rsdp[:20]}, {RSDP: append([]byte("RSD PTX "), rsdp[8:]...)},
+		{MPFloating: mpf[:15]}, {MPFloating: append([]byte("_MX_"), mpf[4:]...)},
+		{MPConfig: make([]byte, MPConfigMax+1)},
+	} {
+		if _, err := WithTables(bad); err == nil {
+			t.Errorf("WithTables(%+v) accepted", bad)
 		}
 	}
 }

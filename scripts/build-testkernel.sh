@@ -49,9 +49,11 @@ cd "$src"
 # shellcheck disable=SC2086 # word splitting of the flag lists is intended
 "$CC" $CFLAGS -c entry.S -o build/entry.o
 # shellcheck disable=SC2086
+"$CC" $CFLAGS -c ap.S -o build/ap.o
+# shellcheck disable=SC2086
 "$CC" $CFLAGS -c kernel.c -o build/kernel.o
 # shellcheck disable=SC2086
-"$LD" $LDFLAGS -o build/testkernel.elf build/entry.o build/kernel.o
+"$LD" $LDFLAGS -o build/testkernel.elf build/entry.o build/ap.o build/kernel.o
 
 # Sanity checks on what the loaders rely on.
 elf=build/testkernel.elf

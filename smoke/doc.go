@@ -10,6 +10,7 @@
 //	defaults:                      # apply to every case unless a kernel, scenario or override says otherwise
 //	  timeout: 30s                 # per case (default 60s)
 //	  mem: 256M                    # guest RAM (default 256M)
+//	  smp: 4                       # processors, 1 to 64 (default 1)
 //	  vmm: kvm                     # auto, kvm, qemu, qemu-kernel (default auto); not with a vmms axis
 //	  accel: tcg                   # QEMU's accelerator: auto, kvm, tcg
 //	  placement: preferred         # preferred, lowest, highest
@@ -23,11 +24,12 @@
 //	    initrd: initrd.gz
 //	    modules: ["mod.bin arg1"]  # Multiboot modules, 'FILE[ ARGS]' as --module
 //	    no_verify: false           # skip the in-guest checksum (--no-verify)
-//	    mem, vmm, accel, timeout, expectation   # as in defaults
+//	    mem, smp, vmm, accel, timeout, expectation   # as in defaults
 //	scenarios:
 //	  - name: bad-16M
 //	    bad_ram: ["16M-32M", "memmap=32M$64M", "badram=0x08000000,0xff000000"]  # --bad-ram syntaxes
 //	    mem: 128M
+//	    smp: 2
 //	    placement: lowest
 //	    load_address: 0x3000000
 //	    region: 64M-128M

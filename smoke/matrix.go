@@ -62,6 +62,7 @@ type matrixYAML struct {
 type defaultsYAML struct {
 	Timeout     string       `yaml:"timeout"`
 	Mem         string       `yaml:"mem"`
+	Smp         *int         `yaml:"smp"`
 	VMM         string       `yaml:"vmm"`
 	Accel       string       `yaml:"accel"`
 	Placement   string       `yaml:"placement"`
@@ -77,6 +78,7 @@ type kernelYAML struct {
 	Modules     []string     `yaml:"modules"`
 	NoVerify    bool         `yaml:"no_verify"`
 	Mem         string       `yaml:"mem"`
+	Smp         *int         `yaml:"smp"`
 	VMM         string       `yaml:"vmm"`
 	Accel       string       `yaml:"accel"`
 	Timeout     string       `yaml:"timeout"`
@@ -87,6 +89,7 @@ type scenarioYAML struct {
 	Name         string       `yaml:"name"`
 	BadRAM       []string     `yaml:"bad_ram"`
 	Mem          string       `yaml:"mem"`
+	Smp          *int         `yaml:"smp"`
 	Placement    string       `yaml:"placement"`
 	LoadAddress  string       `yaml:"load_address"`
 	Region       string       `yaml:"region"`
@@ -429,6 +432,7 @@ func (p *parser) parse(data []byte) (*Matrix, error) {
 // sets for the cases under it; zero values are not set there.
 type level struct {
 	mem     uint64
+	cpus    int
 	vmm     *vmmChoice
 	timeout time.Duration
 	policy  loader.Policy
@@ -620,7 +624,7 @@ func (p *parser) build() (*Matrix, error) {
 
 // readLevel reads what defaults, kernels and scenarios may all set; steps
 // is the level's path in the document, for the lines of errors.
-func (p *parser) readLevel(mem, vmm, accel, timeout string, e *expectation, steps ...any) (level, error) {
+func (p *parser) readLevel(mem string, smp *int, vmm, accel, timeout string, e *expectation, steps ...any) (level, error) {
 	at := func(field string) int { return p.line(append(slices.Clone(steps), field)...) }
 	var l level
 	var err error
@@ -629,6 +633,12 @@ func (p *parser) readLevel(mem, vmm, accel, timeout string, e *expectation, step
 	}
 	if l.mem, err = p.size(mem, at("mem"), "mem"); err != nil {
 		return l, err
+	}
+	if smp != nil {
+		if err := machine.CheckCPUs(*smp); err != nil {
+			return l, p.errf(at("smp"), "smp: %v", err)
+		}
+		l.cpus = *smp
 	}
 	if l.vmm, err = p.checkVMM(vmm, accel, at("vmm"), at("accel")); err != nil {
 		return l, err
@@ -642,7 +652,7 @@ func (p *parser) readLevel(mem, vmm, accel, timeout string, e *expectation, step
 
 func (p *parser) readDefaults() (level, error) {
 	d := p.y.Defaults
-	l, err := p.readLevel(d.Mem, d.VMM, d.Accel, d.Timeout, d.Expectation, "defaults")
+	l, err := p.readLevel(d.Mem, d.Smp, d.VMM, d.Accel, d.Timeout, d.Expectation, "defaults")
 	if err != nil {
 		return l, err
 	}
@@ -695,7 +705,7 @@ func (p *parser) readKernel(i int, ky kernelYAML, seen map[string]int) (*kernel,
 	if k.protocol, err = loader.ParseProtocol(ky.Protocol); err != nil {
 		return nil, p.errf(at("protocol"), "protocol %q: want auto, multiboot, linux32 or linux16", ky.Protocol)
 	}
-	if k.level, err = p.readLevel(ky.Mem, ky.VMM, ky.Accel, ky.Timeout, ky.Expectation, "kernels", i); err != nil {
+	if k.level, err = p.readLevel(ky.Mem, ky.Smp, ky.VMM, ky.Accel, ky.Timeout, ky.Expectation, "kernels", i); err != nil {
 		return nil, err
 	}
 	return k, nil
@@ -731,7 +741,7 @@ func (p *parser) readScenario(i int, sy scenarioYAML, seen map[string]int) (*sce
 		}
 	}
 	var err error
-	if s.level, err = p.readLevel(sy.Mem, sy.VMM, sy.Accel, sy.Timeout, sy.Expectation, "scenarios", i); err != nil {
+	if s.level, err = p.readLevel(sy.Mem, sy.Smp, sy.VMM, sy.Accel, sy.Timeout, sy.Expectation, "scenarios", i); err != nil {
 		return nil, err
 	}
 	if sy.Placement != "" {
@@ -994,7 +1004,7 @@ func (p *parser) resolve(c candidate, used []bool) (*Case, error) {
 	out := &Case{Name: c.name, Kernel: k.Name, Scenario: s.Name, VMM: v.label}
 	mem := cmp.Or(s.mem, k.mem, p.def.mem, boot.DefaultMemSize)
 	cfg := boot.Config{
-		Kernel: k.path, MemSize: mem, Initrd: k.initrd, Modules: k.modules,
+		Kernel: k.path, MemSize: mem, CPUs: cmp.Or(s.cpus, k.cpus, p.def.cpus), Initrd: k.initrd, Modules: k.modules,
 		Protocol: k.protocol, NoVerify: k.NoVerify,
 		LoadAddress: s.loadAddress, Region: s.region, BadRAMPolicy: s.badPolicy,
 		VMM: v.vmm, Accel: v.accel,

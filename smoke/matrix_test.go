@@ -20,6 +20,7 @@ name: nightly
 defaults:
   timeout: 30s
   mem: 128M
+  smp: 2
   expectation:
     must_not_touch_bad_ram: true
 vmms:
@@ -37,6 +38,7 @@ kernels:
     vmm: qemu
     accel: tcg
     mem: 256M
+    smp: 4
     timeout: 2m
     expectation: {expect: "gi: hello"}
 scenarios:
@@ -52,6 +54,7 @@ scenarios:
     expectation: {status: 3}
   - name: crashy
     mem: 64M
+    smp: 3
     expectation: {outcome: crash, must_not_touch_bad_ram: false}
 exclude:
   - {kernel: linux, scenario: "c*"}
@@ -123,8 +126,8 @@ func TestParseGood(t *testing.T) {
 	if cfg.VMM != boot.VMMQEMU || cfg.Accel != "tcg" || lin.VMM != "qemu-tcg" || cfg.Protocol != loader.ProtocolLinux32 {
 		t.Errorf("vmm %q accel %q label %q protocol %q", cfg.VMM, cfg.Accel, lin.VMM, cfg.Protocol)
 	}
-	if cfg.MemSize != 256<<20 || cfg.Cmdline != "kt.exit=3" || cfg.Policy != loader.PolicyLowest {
-		t.Errorf("mem %d cmdline %q policy %q", cfg.MemSize, cfg.Cmdline, cfg.Policy)
+	if cfg.MemSize != 256<<20 || cfg.CPUs != 4 || cfg.Cmdline != "kt.exit=3" || cfg.Policy != loader.PolicyLowest {
+		t.Errorf("mem %d smp %d cmdline %q policy %q", cfg.MemSize, cfg.CPUs, cfg.Cmdline, cfg.Policy)
 	}
 	if cfg.LoadAddress == nil || *cfg.LoadAddress != 0x3000000 || cfg.Region == nil || *cfg.Region != (memmap.Range{Start: 32 << 20, End: 96 << 20}) {
 		t.Errorf("load address %v region %v", cfg.LoadAddress, cfg.Region)
@@ -155,7 +158,7 @@ func TestParseGood(t *testing.T) {
 	}
 
 	tk := caseByName(t, m, "tk/bad/kvm")
-	if tk.Config.Kernel != "" || tk.Config.MemSize != 128<<20 || tk.Config.Cmdline != "a=1 kt.exit=3" || tk.Config.VMM != "kvm" {
+	if tk.Config.Kernel != "" || tk.Config.MemSize != 128<<20 || tk.Config.CPUs != 2 || tk.Config.Cmdline != "a=1 kt.exit=3" || tk.Config.VMM != "kvm" {
 		t.Errorf("tk/bad/kvm config %+v", tk.Config)
 	}
 	// The override: timeout 7s, outcome fail replaces status 3.
@@ -172,8 +175,8 @@ func TestParseGood(t *testing.T) {
 		}
 	}
 	crashy := caseByName(t, m, "tk/crashy/kvm")
-	if crashy.Want.Outcome != machine.Crash || crashy.Want.Status != nil || crashy.Want.MustNotTouchBadRAM || crashy.Config.MemSize != 64<<20 {
-		t.Errorf("crashy %+v mem %d", crashy.Want, crashy.Config.MemSize)
+	if crashy.Want.Outcome != machine.Crash || crashy.Want.Status != nil || crashy.Want.MustNotTouchBadRAM || crashy.Config.MemSize != 64<<20 || crashy.Config.CPUs != 3 {
+		t.Errorf("crashy %+v mem %d smp %d", crashy.Want, crashy.Config.MemSize, crashy.Config.CPUs)
 	}
 }
 
@@ -224,6 +227,9 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate name", "kernels:\n  - name: k\n  - name: k\nscenarios: [{name: s}]\n", 3, `kernel "k" is already defined at line 2`},
 		{"bad mem", "kernels: [{name: k}]\nscenarios:\n  - name: s\n    mem: lots\n", 4, `mem "lots"`},
 		{"mem beyond every backend", "defaults:\n  mem: 100G\n" + ks, 2, "guest memory 100G"},
+		{"smp 0", "kernels: [{name: k}]\nscenarios:\n  - name: s\n    smp: 0\n", 4, "smp: 0 processors: want 1 to 64"},
+		{"smp beyond every backend", "defaults:\n  smp: 65\n" + ks, 2, "smp: 65 processors"},
+		{"smp not a number", "kernels:\n  - name: k\n    smp: four\n" + "scenarios: [{name: s}]\n", 3, `want a whole number, got the string "four"`},
 		{"module without file", "kernels:\n  - name: k\n    modules: [\"  \"]\nscenarios: [{name: s}]\n", 3, "no file name"},
 		{"bad timeout", "defaults:\n  timeout: soon\n" + ks, 2, `timeout "soon"`},
 		{"negative timeout", "kernels: [{name: k, timeout: -1s}]\nscenarios: [{name: s}]\n", 1, `timeout "-1s"`},

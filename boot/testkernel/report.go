@@ -43,6 +43,9 @@ type Report struct {
 	AbsChecked, AbsOK       int
 	BSSZero                 bool
 
+	// SMP is what kt.smp found: nil without it.
+	SMP *SMPReport
+
 	// Failures holds each "kt: fail CHECK: DETAIL" line as "CHECK: DETAIL".
 	Failures []string
 	Pass     bool
@@ -153,6 +156,16 @@ func (r *Report) parseLine(key, rest, val string) error {
 		return r.parseModule(val)
 	case "realmode":
 		return r.parseRealMode(val)
+	case "smp":
+		return r.parseSMP(val)
+	case "ap":
+		if r.SMP == nil {
+			return errors.New("ap line without an smp line before it")
+		}
+		var id uint32
+		err := parseFields(val, []string{"apic"}, dec32(&id))
+		r.SMP.APs = append(r.SMP.APs, id)
+		return err
 	case "e820":
 		if r.RealMode == nil {
 			return errors.New("e820 line without a realmode line before it")
@@ -223,7 +236,7 @@ func (r *Report) parseResult(val string) error {
 func isReportKey(key string) bool {
 	switch key {
 	case "magic", "base", "cmdline", "bootloader", "mem", "mmap", "module",
-		"realmode", "e820", "relocs", "abs", "bss", "fail", "result":
+		"realmode", "e820", "relocs", "abs", "bss", "smp", "ap", "fail", "result":
 		return true
 	}
 	return false
@@ -347,5 +360,33 @@ func (r *Report) parseRealMode(val string) error {
 		return err
 	}
 	r.RealMode = rm
+	return nil
+}
+
+// SMPReport is what kt.smp reported: the MP table's processors, the
+// bootstrap processor's APIC ID, the page of the start-up code, the APIC
+// IDs of the APs that came, in the order they printed them, and how many
+// counted themselves in (Arrived) of how many the table lists (Expected).
+type SMPReport struct {
+	CPUs              int
+	BSP               uint32
+	Trampoline        uint32
+	APs               []uint32
+	Arrived, Expected int
+}
+
+// parseSMP reads "cpus=N bsp=ID trampoline=0x..." or "arrived=M of=N".
+func (r *Report) parseSMP(val string) error {
+	if strings.HasPrefix(val, "arrived=") {
+		if r.SMP == nil {
+			return errors.New("smp arrived before smp cpus=")
+		}
+		return parseFields(val, []string{"arrived", "of"}, decInt(&r.SMP.Arrived), decInt(&r.SMP.Expected))
+	}
+	s := &SMPReport{}
+	if err := parseFields(val, []string{"cpus", "bsp", "trampoline"}, decInt(&s.CPUs), dec32(&s.BSP), hex32(&s.Trampoline)); err != nil {
+		return err
+	}
+	r.SMP = s
 	return nil
 }

@@ -128,6 +128,12 @@ func TestParseReportGolden(t *testing.T) {
 		{"panic.txt", func() *Report {
 			return qemuReport(0x1000000, "testkernel.elf kt.panic")
 		}},
+		{"smp.txt", func() *Report {
+			r := qemuReport(0x1000000, "testkernel.elf kt.smp kt.exit=0")
+			r.Size = 0x17400
+			r.SMP = &SMPReport{CPUs: 4, BSP: 0, Trampoline: 0x9e000, APs: []uint32{1, 2, 3}, Arrived: 3, Expected: 3}
+			return r
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -222,6 +228,10 @@ func TestParseReportMalformed(t *testing.T) {
 		{"line before hello", replace("Booting from ROM..", "kt: poke 0x0 done\r\n"), "before the hello"},
 		{"report line after result", pass + "kt: bss zero=no\r\n", "after the result"},
 		{"empty kt line", replace("kt: bss zero=yes\r\n", "kt: bss zero=yes\r\nkt: \r\n"), "empty"},
+		{"ap without smp", replace("kt: bss zero=yes\r\n", "kt: bss zero=yes\r\nkt: ap apic=1\r\n"), "without an smp line"},
+		{"smp arrived first", replace("kt: bss zero=yes\r\n", "kt: bss zero=yes\r\nkt: smp arrived=1 of=1\r\n"), "before smp cpus="},
+		{"smp fields", replace("kt: bss zero=yes\r\n", "kt: bss zero=yes\r\nkt: smp cpus=2 bsp=0\r\n"), "trampoline"},
+		{"ap after result", pass + "kt: ap apic=1\r\n", "after the result"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,6 +27,18 @@
 //	kt.triple     load an empty IDT and execute ud2: triple fault
 //	kt.reset      write 0xFE to port 0x64 (keyboard controller reset), then hang
 //
+// SMP mode, before the result line whatever the words' order:
+//
+//	kt.smp           start every application processor (AP) the MP table lists with
+//	                 INIT-SIPI-SIPI, from start-up code the kernel copies to a free page
+//	                 below 1 MiB; each AP prints its APIC ID ("kt: ap apic=N") and counts
+//	                 itself in; the kernel waits for them all (5 s of the PIT) and fails
+//	                 unless exactly the table's APs came (Report.SMP). Then the APs halt.
+//	kt.ap.spin       with kt.smp: the AP with the highest APIC ID, once the result line
+//	                 is out, spins with interrupts off instead
+//	kt.ap.triple     likewise, triple-faults
+//	kt.ap.poke=ADDR  likewise, stores 0xDEADBEEF at physical ADDR, then halts
+//
 // A malformed or unknown kt.* word is a reported failure ("kt: fail cmdline: ...").
 package testkernel
 

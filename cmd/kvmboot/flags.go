@@ -8,6 +8,7 @@ import (
 	"kvmboot/boot"
 	"kvmboot/loader"
 	"kvmboot/loader/memmap"
+	"kvmboot/machine"
 )
 
 // sizeFlag is a size that takes K/M/G suffixes and 0x hex.
@@ -54,6 +55,7 @@ func (f *rangeFlag) Set(v string) error {
 // planFlags are the flags that shape a plan, shared by run and plan.
 type planFlags struct {
 	mem         sizeFlag
+	cpus        int
 	cmdline     string
 	modules     []string
 	initrd      string
@@ -70,6 +72,7 @@ type planFlags struct {
 func (f *planFlags) bind(fs *pflag.FlagSet) {
 	f.mem = sizeFlag{v: boot.DefaultMemSize}
 	fs.Var(&f.mem, "mem", "guest RAM size (K/M/G suffixes or 0x hex)")
+	fs.IntVar(&f.cpus, "smp", 1, "number of processors `N` (1 to 64); the firmware's MP and ACPI tables list them")
 	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `TEXT`")
 	fs.StringArrayVar(&f.modules, "module", nil, "Multiboot module `'FILE[ ARGS]'` (repeatable)")
 	fs.StringVar(&f.disk, "disk", "", "disk image `FILE` the in-guest BIOS serves as drive 80h (int 13h reads)")
@@ -99,7 +102,10 @@ func parseBadRAMFlag(flag string, specs []string, mem uint64) ([]memmap.Range, e
 
 // config turns the flags into a boot configuration.
 func (f *planFlags) config(kernel string) (boot.Config, error) {
-	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, Cmdline: f.cmdline, Initrd: f.initrd, Disk: f.disk, Region: f.region.r, NoVerify: f.noVerify, NoCache: f.noCache}
+	cfg := boot.Config{Kernel: kernel, MemSize: f.mem.v, CPUs: f.cpus, Cmdline: f.cmdline, Initrd: f.initrd, Disk: f.disk, Region: f.region.r, NoVerify: f.noVerify, NoCache: f.noCache}
+	if err := machine.CheckCPUs(f.cpus); err != nil { // Config takes 0 for the default
+		return cfg, fmt.Errorf("--smp: %w", err)
+	}
 	policy, err := loader.ParsePolicy(f.placement)
 	if err != nil {
 		return cfg, err

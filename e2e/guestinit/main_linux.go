@@ -144,6 +144,16 @@ func main() {
 		say("%s", l)
 	}
 	reportACPI()
+	online, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		fail("%v", err)
+	}
+	say("cpus online %s", strings.TrimSpace(string(online)))
+	tainted, err := os.ReadFile("/proc/sys/kernel/tainted")
+	if err != nil {
+		fail("%v", err)
+	}
+	say("tainted %s", strings.TrimSpace(string(tainted)))
 
 	if opts.Peek != 0 {
 		v, err := peek(opts.Peek)

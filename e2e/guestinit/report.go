@@ -24,6 +24,11 @@
 //	gi: acpi problem <line>            a kernel log line reporting an ACPI error or
 //	                                   warning or a firmware bug (at most 8)
 //	gi: acpi problems <N>              how many such lines the kernel log holds
+//	gi: cpus online <list>             the processors Linux runs, as
+//	                                   /sys/devices/system/cpu/online lists them ("0-3")
+//	gi: tainted <N>                    /proc/sys/kernel/tainted: 0, or what made the
+//	                                   kernel distrust itself (a warning, an
+//	                                   unsuitable CPU, ...)
 //	gi: memtotal <kB>
 //	gi: memavailable <kB>
 //	gi: memtest bytes=<N> errors=<M> ms=<T>    or "gi: memtest skipped"

@@ -46,6 +46,13 @@ type GuestReport struct {
 	ACPIProblems     []string
 	ACPIProblemCount int
 
+	// CPUsOnline are the processors Linux runs (nil when the init did
+	// not say).
+	CPUsOnline []int
+	// Tainted is the kernel's taint mask (-1 when the init did not say):
+	// not 0 after a kernel warning, for one.
+	Tainted int
+
 	MemtestSkipped bool
 	MemtestBytes   uint64
 	MemtestErrors  uint64
@@ -132,7 +139,7 @@ func ParseGuestReport(console string) (*GuestReport, error) {
 			if g != nil {
 				return g, fmt.Errorf("guest init started twice (a second \"gi: hello\"): did the guest reboot?")
 			}
-			g = &GuestReport{Exit: -1}
+			g = &GuestReport{Exit: -1, Tainted: -1}
 			continue
 		}
 		if g == nil {
@@ -173,12 +180,26 @@ func (g *GuestReport) parseLine(key, rest string) error {
 		return g.parseMemtest(rest)
 	case "acpi":
 		return g.parseACPI(rest)
+	case "cpus":
+		list, ok := strings.CutPrefix(rest, "online ")
+		if !ok {
+			return fmt.Errorf("unknown cpus line %q", rest)
+		}
+		cpus, err := ParseCPUList(list)
+		g.CPUsOnline = cpus
+		return err
 	case "result":
 		if rest != "pass" && rest != "fail" {
 			return fmt.Errorf("result %q is neither pass nor fail", rest)
 		}
 		g.Result = rest
 		g.Pass = rest == "pass"
+	case "tainted":
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 {
+			return fmt.Errorf("taint mask %q is not a number", rest)
+		}
+		g.Tainted = n
 	case "exit":
 		n, err := strconv.Atoi(rest)
 		if err != nil {
@@ -293,4 +314,25 @@ func (g *GuestReport) parseMemtest(s string) error {
 		}
 	}
 	return nil
+}
+
+// ParseCPUList reads a list of processors as Linux prints them in sysfs
+// ("0-3,6,8-9"): the numbers, in order.
+func ParseCPUList(s string) ([]int, error) {
+	cpus := []int{}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		first, err1 := strconv.Atoi(lo)
+		last, err2 := first, error(nil)
+		if isRange {
+			last, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || first < 0 || last < first || last-first > 4096 {
+			return nil, fmt.Errorf("CPU list %q: %q is not N or N-M", s, part)
+		}
+		for c := first; c <= last; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
 }

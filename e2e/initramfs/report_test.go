@@ -82,6 +82,8 @@ func TestParseGuestReport(t *testing.T) {
 		"gi: acpi tables APIC DSDT FACP FACS\r\n" +
 		"gi: acpi problem ACPI BIOS Error (bug): Failure creating named object [\\_SB.PCI0], AE_ALREADY_EXISTS\r\n" +
 		"gi: acpi problems 3\r\n" +
+		"gi: cpus online 0-3\r\n" +
+		"gi: tainted 512\r\n" +
 		"gi: memtotal 243536\r\n" +
 		"gi: memtest skipped\r\n" +
 		"gi: future-keyword 1 2 3\r\n" +
@@ -95,7 +97,8 @@ func TestParseGuestReport(t *testing.T) {
 		g.MemTotalKB != 243536 || len(g.Unusable) != 1 || g.Unusable[0] != (Range{0x1000000, 0x3000000}) ||
 		g.KernelCode != (Range{0x3000000, 0x3abcdf0}) || len(g.SystemRAM) != 1 ||
 		!reflect.DeepEqual(g.ACPITables, []string{"APIC", "DSDT", "FACP", "FACS"}) || g.ACPIProblemCount != 3 ||
-		!reflect.DeepEqual(g.ACPIProblems, []string{`ACPI BIOS Error (bug): Failure creating named object [\_SB.PCI0], AE_ALREADY_EXISTS`}) {
+		!reflect.DeepEqual(g.ACPIProblems, []string{`ACPI BIOS Error (bug): Failure creating named object [\_SB.PCI0], AE_ALREADY_EXISTS`}) ||
+		!reflect.DeepEqual(g.CPUsOnline, []int{0, 1, 2, 3}) || g.Tainted != 512 {
 		t.Errorf("parsed %+v", g)
 	}
 	if g, err := ParseGuestReport("gi: hello\ngi: acpi tables none\ngi: result pass\n"); err != nil || g.ACPITables == nil || len(g.ACPITables) != 0 {
@@ -127,6 +130,9 @@ func TestParseGuestReport(t *testing.T) {
 		"bad result": {"gi: hello\ngi: result maybe\n", "neither pass nor fail", true},
 		"bad number": {"gi: hello\ngi: memtotal lots\n", "not a number", true},
 		"bad acpi":   {"gi: hello\ngi: acpi problems many\n", "not a count", true},
+		"bad cpus":   {"gi: hello\ngi: cpus online 3-1\n", "not N or N-M", true},
+		"cpus what":  {"gi: hello\ngi: cpus possible 0-3\n", "unknown cpus line", true},
+		"bad taint":  {"gi: hello\ngi: tainted W\n", "not a number", true},
 	} {
 		g, err := ParseGuestReport(tc.console)
 		// The message quotes what in the console is wrong: its contract.
@@ -152,5 +158,18 @@ func TestRange(t *testing.T) {
 	}
 	if a.String() != "0x1000-0x2000" {
 		t.Errorf("String %q", a.String())
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	for in, want := range map[string][]int{"0": {0}, "0-3": {0, 1, 2, 3}, "0-1,4,6-7": {0, 1, 4, 6, 7}} {
+		if got, err := ParseCPUList(in); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("ParseCPUList(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "1-", "-1", "3-1", "0,,1", "0-99999"} {
+		if got, err := ParseCPUList(bad); err == nil {
+			t.Errorf("ParseCPUList(%q) = %v, accepted", bad, got)
+		}
 	}
 }

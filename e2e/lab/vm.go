@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,7 @@ type Outer struct {
 	QEMU   string // qemu-system-x86_64
 	CPU    string // -cpu: a model with SVM and nested paging
 	Memory string // -m
+	CPUs   int    // -smp; 0 means one
 	Kernel string // Debian's amd64 vmlinuz
 	// Append is added to the outer kernel's command line.
 	Append string
@@ -47,7 +49,7 @@ func (o Outer) args(initrd, console, results, monitor string) []string {
 	}
 	return []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-accel", "tcg", "-cpu", o.CPU, "-m", o.Memory, "-smp", "1",
+		"-accel", "tcg", "-cpu", o.CPU, "-m", o.Memory, "-smp", strconv.Itoa(max(o.CPUs, 1)),
 		"-kernel", o.Kernel, "-initrd", initrd, "-append", cmdline,
 		"-chardev", "socket,id=console,path=" + console, "-serial", "chardev:console",
 		"-chardev", "socket,id=results,path=" + results, "-serial", "chardev:results",

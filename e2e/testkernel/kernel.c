@@ -30,6 +30,9 @@
  *   kt: relocs checked=N ok=N
  *   kt: abs checked=N ok=N
  *   kt: bss zero=yes|no
+ *   kt: smp cpus=N bsp=ID trampoline=0x...    (kt.smp: see check_smp)
+ *   kt: ap apic=ID                            (kt.smp: one per processor started)
+ *   kt: smp arrived=M of=N-1
  *   kt: fail <check>: <detail>                (printed where it is found)
  *   kt: result pass|fail failures=N
  *
@@ -41,7 +44,8 @@
  * and the result, and stops.
  *
  * No paging, no interrupts, no libgcc: 64-bit values are only added,
- * compared and printed in hex.
+ * compared and printed in hex. One processor runs until kt.smp starts the
+ * others (ap.S).
  */
 
 #include <stdarg.h>
@@ -659,6 +663,8 @@ static void check_cpu(const struct entry_state *st)
 enum action_kind {
 	ACT_EXIT, ACT_POKE, ACT_PEEK, ACT_FLOOD, ACT_PORTS, ACT_COM2,
 	ACT_PANIC, ACT_HANG, ACT_SPIN, ACT_TRIPLE, ACT_RESET,
+	/* Not run in order: they shape kt.smp, before the result line. */
+	ACT_SMP, ACT_AP_SPIN, ACT_AP_TRIPLE, ACT_AP_POKE,
 };
 
 struct action {
@@ -742,6 +748,10 @@ static void parse_word(const char *w, uint32_t len)
 		{ "kt.spin",   ACT_SPIN,   0, 0 },
 		{ "kt.triple", ACT_TRIPLE, 0, 0 },
 		{ "kt.reset",  ACT_RESET,  0, 0 },
+		{ "kt.smp",       ACT_SMP,       0, 0 },
+		{ "kt.ap.spin",   ACT_AP_SPIN,   0, 0 },
+		{ "kt.ap.triple", ACT_AP_TRIPLE, 0, 0 },
+		{ "kt.ap.poke=",  ACT_AP_POKE,   1, 0xFFFFFFFCu },
 	};
 	for (uint32_t i = 0; i < sizeof table / sizeof table[0]; i++) {
 		const char *name = table[i].name;
@@ -904,9 +914,422 @@ static uint32_t run_actions(uint32_t status)
 		case ACT_RESET:
 			outb(0x64, 0xFE);	/* keyboard controller: pulse reset */
 			halt_forever();
+		case ACT_SMP:
+		case ACT_AP_SPIN:
+		case ACT_AP_TRIPLE:
+		case ACT_AP_POKE:
+			break;		/* check_smp's */
 		}
 	}
 	return status;
+}
+
+/* ---- Several processors: kt.smp ----------------------------------------- */
+
+/*
+ * kt.smp starts every application processor (AP) the MP table lists, as
+ * an OS does on a PC (Intel MP specification 1.4, appendix B): it finds
+ * the MP floating pointer where the specification says to look, reads the
+ * processors' local APIC IDs from the configuration table, copies the
+ * start-up code (ap.S) to a free page below 1 MiB, and sends each AP an
+ * INIT and two startup IPIs naming that page. Each AP prints its APIC ID
+ * and counts itself in; the bootstrap processor waits for them all and
+ * checks that exactly the table's APs came. Then each AP halts, except
+ * that with kt.ap.spin, kt.ap.triple or kt.ap.poke=ADDR the AP with the
+ * highest APIC ID waits for the result line and then spins with
+ * interrupts off, triple-faults, or stores 0xDEADBEEF at ADDR.
+ *
+ *   kt: smp cpus=N bsp=ID trampoline=0x...   the table's processors, this
+ *                                             one's APIC ID, the page
+ *   kt: ap apic=ID                            printed by each AP
+ *   kt: smp arrived=M of=N-1
+ */
+
+#include "smp.h"
+
+/* Local APIC registers (Intel SDM vol. 3, chapter 10) and ICR commands. */
+#define LAPIC_ID		0x20
+#define LAPIC_SVR		0xF0
+#define LAPIC_SVR_ENABLE	0x100
+#define LAPIC_ICR_LO		0x300
+#define LAPIC_ICR_HI		0x310
+#define ICR_PENDING		(1u << 12)
+#define ICR_INIT_ASSERT		0xC500	/* INIT, level-triggered, assert */
+#define ICR_INIT_DEASSERT	0x8500
+#define ICR_STARTUP		0x0600	/* | the start page's number */
+
+/* The PIT, channel 0 at 1.193182 MHz, for the specification's delays. */
+#define PIT_10MS	11932
+#define PIT_200US	239
+#define PIT_AP_WAIT	(5u * 1193182)	/* how long the APs get to come */
+
+struct __attribute__((packed)) mp_floating {
+	char sig[4];		/* "_MP_" */
+	uint32_t config;	/* the configuration table */
+	uint8_t length, revision, checksum, features[5];
+};
+
+struct __attribute__((packed)) mp_config {
+	char sig[4];		/* "PCMP" */
+	uint16_t length;
+	uint8_t revision, checksum;
+	char oem[8], product[12];
+	uint32_t oem_table;
+	uint16_t oem_size, count;
+	uint32_t lapic;		/* the local APICs' address */
+	uint16_t ext_length;
+	uint8_t ext_checksum, reserved;
+};
+
+#define MP_PROCESSOR		0
+#define MP_CPU_ENABLED		1
+#define MP_CPU_BOOTSTRAP	2
+
+extern const char kt_ap_trampoline[], kt_ap_trampoline_end[];	/* ap.S */
+extern const char kt_ap_gdt[], kt_ap_gdt_end[];
+void kt_ap_entry32(void);
+void kt_ap_main(uint32_t ticket);
+
+volatile uint32_t kt_ap_tickets;	/* ap.S takes a ticket per AP */
+uint8_t kt_ap_stacks[KT_MAX_CPUS << AP_STACK_SHIFT] __attribute__((aligned(16)));	/* ticket t: stack t+1 */
+
+static uint32_t lapic_base;
+static volatile uint32_t ap_arrived, ap_go, print_lock;
+static volatile uint32_t ap_ids[KT_MAX_APS];	/* by ticket */
+static enum action_kind ap_action;		/* ACT_AP_*, or ACT_SMP for none */
+static uint32_t ap_poke_addr, ap_misbehaver;	/* the AP that does ap_action */
+
+static uint32_t lapic_read(uint32_t reg)
+{
+	return *(volatile uint32_t *)opaque(lapic_base + reg);
+}
+
+static void lapic_write(uint32_t reg, uint32_t v)
+{
+	*(volatile uint32_t *)opaque(lapic_base + reg) = v;
+}
+
+static void spin_lock(volatile uint32_t *l)
+{
+	while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+		__asm__ volatile("pause");
+}
+
+static void spin_unlock(volatile uint32_t *l)
+{
+	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
+static uint8_t byte_sum(uint32_t at, uint32_t n)
+{
+	uint8_t sum = 0;
+	for (uint32_t i = 0; i < n; i++)
+		sum += *(const volatile uint8_t *)opaque(at + i);
+	return sum;
+}
+
+static const struct mp_floating *mp_scan(uint32_t start, uint32_t len)
+{
+	for (uint32_t at = start; at + 16 <= start + len; at += 16) {
+		const struct mp_floating *f = (const struct mp_floating *)opaque(at);
+		if (f->sig[0] == '_' && f->sig[1] == 'M' && f->sig[2] == 'P' && f->sig[3] == '_' &&
+		    f->length == 1 && byte_sum(at, 16) == 0)
+			return f;
+	}
+	return NULL;
+}
+
+/* The MP floating pointer: in the first KiB of the EBDA, the last KiB of
+ * base memory, or the BIOS ROM at 0xF0000-0xFFFFF. */
+static const struct mp_floating *mp_find(void)
+{
+	uint32_t ebda = (uint32_t)*(const volatile uint16_t *)opaque(0x40E) << 4;
+	uint32_t base_kib = *(const volatile uint16_t *)opaque(0x413);
+	const struct mp_floating *f = NULL;
+
+	if (ebda >= 0x80000 && ebda < 0xA0000)
+		f = mp_scan(ebda, 1024);
+	if (f == NULL && base_kib >= 512 && base_kib <= 640)
+		f = mp_scan(base_kib * 1024 - 1024, 1024);
+	if (f == NULL)
+		f = mp_scan(0xF0000, 0x10000);
+	return f;
+}
+
+/* A range the start-up page must not overlap. */
+struct span {
+	uint32_t start, len;
+};
+
+static int spans_overlap(uint32_t start, uint32_t len, struct span s)
+{
+	return s.len && start < s.start + s.len && s.start < start + len;
+}
+
+/* Is [start, start+len) inside RAM the memory map calls available? */
+static int available(const struct mb_info *mbi, uint32_t start, uint32_t len)
+{
+	const struct mb_mmap_entry *m;
+	uint32_t n = 0;
+	int inside = 0;
+
+	for (m = mmap_next(mbi, NULL, &n); m && m->size >= 20; m = mmap_next(mbi, m, &n)) {
+		uint64_t s = start, e = (uint64_t)start + len;
+		if (m->type != 1 && m->base < e && s < m->base + m->len)
+			return 0;
+		if (m->type == 1 && m->base <= s && e <= m->base + m->len)
+			inside = 1;
+	}
+	return inside;
+}
+
+/*
+ * trampoline_page picks the page for the start-up code: the highest page
+ * below the EBDA and VGA memory that the memory map calls available and
+ * that holds nothing still in use: the Multiboot information and what it
+ * points at, the GDT and TSS this processor runs on, the real-mode part.
+ * 0 when there is none.
+ */
+static uint32_t trampoline_page(const struct mb_info *mbi)
+{
+	struct span busy[16 + 64];
+	uint32_t n = 0;
+	struct __attribute__((packed)) { uint16_t limit; uint32_t base; } gdtr;
+	uint16_t tr;
+
+	if (!(mbi->flags & MBI_MMAP))
+		return 0;
+	__asm__ volatile("sgdt %0; str %1" : "=m"(gdtr), "=r"(tr));
+	busy[n++] = (struct span){ gdtr.base, (uint32_t)gdtr.limit + 1 };
+	if (tr >= 8 && tr + 8u <= (uint32_t)gdtr.limit + 1) {
+		const volatile uint8_t *d = (const volatile uint8_t *)opaque(gdtr.base + (tr & ~7u));
+		uint32_t base = d[2] | (uint32_t)d[3] << 8 | (uint32_t)d[4] << 16 | (uint32_t)d[7] << 24;
+		busy[n++] = (struct span){ base, (d[0] | (uint32_t)d[1] << 8 | (uint32_t)(d[6] & 0xF) << 16) + 1 };
+	}
+	busy[n++] = (struct span){ (uint32_t)mbi, sizeof *mbi };
+	busy[n++] = (struct span){ mbi->mmap_addr, mbi->mmap_length };
+	if (mbi->flags & MBI_CMDLINE)
+		busy[n++] = (struct span){ mbi->cmdline, string_size((const char *)mbi->cmdline) };
+	if (mbi->flags & MBI_LOADER_NAME)
+		busy[n++] = (struct span){ mbi->boot_loader_name, string_size((const char *)mbi->boot_loader_name) };
+	if (kt_realmode_addr)
+		busy[n++] = (struct span){ kt_realmode_addr, RM_SIZE };
+	if (mbi->flags & MBI_MODS) {
+		const struct mb_module *mods = (const struct mb_module *)mbi->mods_addr;
+		busy[n++] = (struct span){ mbi->mods_addr, mbi->mods_count * sizeof *mods };
+		for (uint32_t i = 0; i < mbi->mods_count && i < 64; i++) {
+			busy[n++] = (struct span){ mods[i].start, mods[i].end - mods[i].start };
+			if (mods[i].string)
+				busy[n++] = (struct span){ mods[i].string, string_size((const char *)mods[i].string) };
+		}
+	}
+	for (uint32_t page = 0x9E000; page >= 0x1000; page -= 0x1000) {
+		int free = available(mbi, page, 0x1000);
+		for (uint32_t i = 0; i < n && free; i++)
+			free = !spans_overlap(page, 0x1000, busy[i]);
+		if (free)
+			return page;
+	}
+	return 0;
+}
+
+static uint16_t pit_count(void)
+{
+	outb(0x43, 0x00);	/* latch channel 0 */
+	uint8_t lo = inb(0x40);
+	return (uint16_t)(lo | inb(0x40) << 8);
+}
+
+/* Waits ticks of the PIT, or until *count reaches want (count not NULL);
+ * returns whether it did. Bounded in reads too: a PIT that does not count
+ * must not hang us. */
+static int pit_wait(uint32_t ticks, const volatile uint32_t *count, uint32_t want)
+{
+	uint32_t prev = pit_count(), elapsed = 0;
+
+	for (uint32_t reads = 0; elapsed < ticks && reads < 50000000u; reads++) {
+		if (count && *count >= want)
+			return 1;
+		uint32_t now = pit_count();
+		elapsed += (prev - now) & 0xFFFF;
+		prev = now;
+	}
+	return count && *count >= want;
+}
+
+static int send_ipi(uint32_t apic_id, uint32_t icr)
+{
+	lapic_write(LAPIC_ICR_HI, apic_id << 24);
+	lapic_write(LAPIC_ICR_LO, icr);
+	for (uint32_t i = 0; i < 1000000; i++)
+		if (!(lapic_read(LAPIC_ICR_LO) & ICR_PENDING))
+			return 1;
+	fail("smp", "IPI %x to APIC %u still pending", icr, apic_id);
+	return 0;
+}
+
+/* Reads the MP table's processors into ids (at most max); returns how
+ * many, the bootstrap processor's ID in *bsp; 0 after a failure. */
+static uint32_t mp_processors(const struct mp_config *c, uint32_t *ids, uint32_t max, uint32_t *bsp)
+{
+	const uint8_t *e = (const uint8_t *)(c + 1), *end = (const uint8_t *)c + c->length;
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < c->count; i++) {
+		uint32_t size = e[0] == MP_PROCESSOR ? 20 : 8;
+		if (e[0] > 4 || e + size > end) {
+			fail("smp", "MP table entry %u (type %u) is malformed", i, e[0]);
+			return 0;
+		}
+		if (e[0] == MP_PROCESSOR && (e[3] & MP_CPU_ENABLED)) {
+			if (e[3] & MP_CPU_BOOTSTRAP)
+				*bsp = e[1];
+			if (n == max) {
+				fail("smp", "more than %u processors in the MP table", max);
+				return 0;
+			}
+			ids[n++] = e[1];
+		}
+		e += size;
+	}
+	return n;
+}
+
+static void check_smp(const struct entry_state *st)
+{
+	const struct mb_info *mbi = (const struct mb_info *)st->info;
+	const struct mp_floating *mp = mp_find();
+	const struct mp_config *c;
+	uint32_t ids[KT_MAX_CPUS], n, bsp = 0xFFFFFFFFu, self, page;
+
+	if (mp == NULL) {
+		fail("smp", "no MP floating pointer in the EBDA, the last KiB of base memory or the BIOS ROM");
+		return;
+	}
+	c = (const struct mp_config *)mp->config;
+	if (c->sig[0] != 'P' || c->sig[1] != 'C' || c->sig[2] != 'M' || c->sig[3] != 'P' ||
+	    c->length < sizeof *c || byte_sum(mp->config, c->length) != 0) {
+		fail("smp", "no valid MP configuration table at %x", mp->config);
+		return;
+	}
+	if ((n = mp_processors(c, ids, KT_MAX_CPUS, &bsp)) == 0)
+		return;
+	lapic_base = c->lapic;
+	self = lapic_read(LAPIC_ID) >> 24;
+	page = st->magic == MB_BOOT_MAGIC && st->info ? trampoline_page(mbi) : 0;
+	print("kt: smp cpus=%u bsp=%u trampoline=%x\n", n, self, page);
+	if (bsp != self) {
+		fail("smp", "the MP table's bootstrap processor is APIC %u, this one is %u", bsp, self);
+		return;
+	}
+	if (page == 0) {
+		fail("smp", "no free page of available RAM below 640 KiB for the start-up code");
+		return;
+	}
+	for (uint32_t i = 0; i < AP_FAR + 6; i++)
+		((volatile uint8_t *)opaque(page))[i] = i < (uint32_t)(kt_ap_trampoline_end - kt_ap_trampoline) ? kt_ap_trampoline[i] : 0;
+	*(volatile uint16_t *)opaque(page + AP_GDTR) = (uint16_t)(kt_ap_gdt_end - kt_ap_gdt - 1);
+	*(volatile uint32_t *)opaque(page + AP_GDTR + 2) = (uint32_t)kt_ap_gdt;
+	*(volatile uint32_t *)opaque(page + AP_FAR) = (uint32_t)kt_ap_entry32;
+	*(volatile uint16_t *)opaque(page + AP_FAR + 4) = AP_CODE_SEL;
+
+	ap_misbehaver = 0xFFFFFFFFu;
+	for (uint32_t i = 0; i < n && ap_action != ACT_SMP; i++)
+		if (ids[i] != self && (ap_misbehaver == 0xFFFFFFFFu || ids[i] > ap_misbehaver))
+			ap_misbehaver = ids[i];
+
+	lapic_write(LAPIC_SVR, lapic_read(LAPIC_SVR) | LAPIC_SVR_ENABLE);
+	outb(0x43, 0x34);	/* PIT channel 0: mode 2, count 65536 */
+	outb(0x40, 0);
+	outb(0x40, 0);
+	for (uint32_t i = 0; i < n; i++)
+		if (ids[i] != self && (!send_ipi(ids[i], ICR_INIT_ASSERT) || !send_ipi(ids[i], ICR_INIT_DEASSERT)))
+			return;
+	pit_wait(PIT_10MS, NULL, 0);
+	for (uint32_t sipi = 0; sipi < 2; sipi++) {
+		for (uint32_t i = 0; i < n; i++)
+			if (ids[i] != self && !send_ipi(ids[i], ICR_STARTUP | page >> 12))
+				return;
+		pit_wait(PIT_200US, NULL, 0);
+	}
+	pit_wait(PIT_AP_WAIT, &ap_arrived, n - 1);
+
+	/* APs that come late print too: from here on, take turns. */
+	spin_lock(&print_lock);
+	uint32_t arrived = ap_arrived;
+	print("kt: smp arrived=%u of=%u\n", arrived, n - 1);
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t seen = 0;
+		for (uint32_t t = 0; t < arrived && t < KT_MAX_APS; t++)
+			seen += ap_ids[t] == ids[i];
+		if (ids[i] != self && seen != 1)
+			fail("smp", "APIC %u came %u times", ids[i], seen);
+	}
+	for (uint32_t t = 0; t < arrived && t < KT_MAX_APS; t++) {
+		uint32_t listed = 0;
+		for (uint32_t i = 0; i < n; i++)
+			listed |= ids[i] == ap_ids[t] && ids[i] != self;
+		if (!listed)
+			fail("smp", "APIC %u came, which the MP table does not list as an AP", ap_ids[t]);
+	}
+	spin_unlock(&print_lock);
+}
+
+/* An AP, from ap.S: report, count in, then halt or misbehave. */
+void kt_ap_main(uint32_t ticket)
+{
+	uint32_t id = lapic_read(LAPIC_ID) >> 24;
+
+	ap_ids[ticket] = id;
+	spin_lock(&print_lock);
+	print("kt: ap apic=%u\n", id);
+	spin_unlock(&print_lock);
+	__atomic_add_fetch(&ap_arrived, 1, __ATOMIC_RELEASE);
+	if (id != ap_misbehaver)
+		halt_forever();
+	while (!__atomic_load_n(&ap_go, __ATOMIC_ACQUIRE))
+		__asm__ volatile("pause");
+	switch (ap_action) {
+	case ACT_AP_SPIN:
+		__asm__ volatile("cli; 1: jmp 1b");
+		__builtin_unreachable();
+	case ACT_AP_TRIPLE:
+		triple_fault();
+	case ACT_AP_POKE:
+		__asm__ volatile("movl %1, (%0)" : : "r"(ap_poke_addr), "r"(0xDEADBEEFu) : "memory");
+		halt_forever();
+	default:
+		halt_forever();
+	}
+}
+
+/* Runs check_smp when the command line asks for it (kt.smp, and what the
+ * APs do: the last kt.ap.* word). */
+static void smp_from_cmdline(const struct entry_state *st)
+{
+	int smp = 0;
+
+	ap_action = ACT_SMP;
+	for (uint32_t i = 0; i < n_actions; i++) {
+		switch (actions[i].kind) {
+		case ACT_SMP:
+			smp = 1;
+			break;
+		case ACT_AP_POKE:
+			ap_poke_addr = (uint32_t)actions[i].arg;
+			/* fall through */
+		case ACT_AP_SPIN:
+		case ACT_AP_TRIPLE:
+			ap_action = actions[i].kind;
+			break;
+		default:
+			break;
+		}
+	}
+	if (smp)
+		check_smp(st);
+	else if (ap_action != ACT_SMP)
+		fail("smp", "a kt.ap.* word without kt.smp: no AP runs");
 }
 
 /* ---- Main ------------------------------------------------------------------ */
@@ -934,8 +1357,10 @@ void kmain(const struct entry_state *st)
 		fail("bss", "not zeroed by the loader: non-zero dword at %x", st->bss_nonzero);
 
 	parse_cmdline(cmdline);
+	smp_from_cmdline(st);
 
 	print("kt: result %s failures=%u\n", failures ? "fail" : "pass", failures);
+	__atomic_store_n(&ap_go, 1, __ATOMIC_RELEASE);
 
 	status = run_actions(failures ? 1 : 0);
 	outb(0xF4, (uint8_t)status);	/* isa-debug-exit / kvmboot: exit status */

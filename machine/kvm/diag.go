@@ -12,11 +12,27 @@ import (
 )
 
 // diagnose describes why a guest may have stopped making progress, for a
-// run that timed out: the vCPU, the in-kernel PIT, PICs and local APIC
-// (is the timer running, is its interrupt requested, masked, in service?)
-// and KVM's counters for this VM (are interrupts still injected?).
+// run that timed out, once its vCPUs are joined: each vCPU (its state,
+// whether it waits for INIT or SIPI, its local APIC: is the timer
+// running, is an interrupt requested, in service?), the in-kernel PIT and
+// PICs (is IRQ 0 requested, masked?) and KVM's counters for this VM (are
+// interrupts still injected?).
 func (r *runner) diagnose() string {
-	parts := []string{"vCPU: " + r.cpuState()}
+	var parts []string
+	for _, c := range r.cpus {
+		var mp gokvm.MPState
+		if err := gokvm.GetMPState(uintptr(c.c.fd), &mp); err == nil && mp.State != gokvm.MPStateRunnable {
+			parts = append(parts, fmt.Sprintf("CPU %d: %s", c.c.id, mpStateNames[mp.State]))
+			if mp.State == gokvm.MPStateUninitialized || mp.State == gokvm.MPStateInitReceived {
+				continue // never started: nothing more to say
+			}
+		}
+		parts = append(parts, c.cpuState())
+		var lapic gokvm.LAPICState
+		if err := gokvm.GetLocalAPIC(uintptr(c.c.fd), &lapic); err == nil {
+			parts = append(parts, describeLAPIC(lapic.Regs[:]))
+		}
+	}
 	var pit gokvm.PITState2
 	if err := gokvm.GetPIT2(uintptr(r.vm.vmFd), &pit); err == nil {
 		parts = append(parts, describePIT(&pit))
@@ -27,14 +43,18 @@ func (r *runner) diagnose() string {
 			parts = append(parts, describePIC(name, c.Chip[:]))
 		}
 	}
-	var lapic gokvm.LAPICState
-	if err := gokvm.GetLocalAPIC(uintptr(r.vm.vcpuFd), &lapic); err == nil {
-		parts = append(parts, describeLAPIC(lapic.Regs[:]))
-	}
 	if s := vmStats(r.vm.vmFd); s != "" {
 		parts = append(parts, "KVM counters: "+s)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// mpStateNames say what a vCPU that is not running does (KVM_GET_MP_STATE).
+var mpStateNames = map[uint32]string{
+	gokvm.MPStateUninitialized: "waiting for INIT (never started)",
+	gokvm.MPStateInitReceived:  "waiting for SIPI (never started)",
+	gokvm.MPStateHalted:        "halted",
+	gokvm.MPStateSipiReceived:  "starting (SIPI received)",
 }
 
 // describePIT is channel 0's state: the timer behind IRQ 0.

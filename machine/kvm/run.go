@@ -29,12 +29,13 @@ type Backend struct {
 	Minimal bool
 }
 
-// Platform is our VM as the ACPI tables describe it (loader.ACPITables):
-// one processor, the in-kernel local APIC, I/O APIC (with a PC's IRQ
-// routing, pcGSIRouting), 8259s and PIT, the PM block of
-// devices.ACPIPM, the RTC and reset port of devices.System; no HPET and
-// no 8042 keyboard controller (port 64h only answers the reset command).
-var Platform = loader.Platform{Name: "kvmboot", CPUs: 1}
+// Platform is our VM as the firmware tables describe it (loader.MPTable,
+// loader.ACPITables): the plan's processors, each with KVM's in-kernel
+// local APIC, the in-kernel I/O APIC (with a PC's IRQ routing,
+// pcGSIRouting), 8259s and PIT, the PM block of devices.ACPIPM, the RTC
+// and reset port of devices.System; no HPET and no 8042 keyboard
+// controller (port 64h only answers the reset command).
+var Platform = loader.Platform{Name: "kvmboot"}
 
 // platform is the machine b describes to the guest, nil for none.
 func (b Backend) platform() *loader.Platform {
@@ -59,7 +60,7 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	if err != nil {
 		return nil, err
 	}
-	vm, err := newVM(plan.MemSize, opts.BadRAM, faulty, rom)
+	vm, err := newVM(plan.MemSize, plan.NumCPUs(), opts.BadRAM, faulty, rom)
 	if err != nil {
 		return nil, err
 	}
@@ -72,10 +73,9 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	}
 	r := newRunner(vm, plan, opts, b.Log)
 	setup := time.Now()
-	res := r.loop(ctx)
+	res := r.run(ctx)
 	res.Setup = setup.Sub(start)
 	res.Boot = time.Since(setup)
-	res.Exits = r.exits
 	res.BadRAMAccesses = r.badAccesses
 	res.BIOSLog = vm.mem.BIOSLog()
 	res.Faulty = vm.faulty.Stats()
@@ -83,36 +83,54 @@ func (b Backend) Run(ctx context.Context, plan *loader.Plan, opts machine.Option
 	return res, nil
 }
 
-// stop reasons set by the watcher goroutine.
+// Why a run stops when no vCPU ended it (runner.why).
 const (
 	stopNone int32 = iota
 	stopTimeout
 	stopCancel
 	stopLostInterrupts
-	// stopNudge is no stop: the loop makes KVM look at the guest's
-	// pending interrupts again (nudge) and runs on.
-	stopNudge
+	stopGuest // a vCPU ended the run: runner.result says how
 )
 
+// runner is one run: a thread per vCPU (vcpuRunner.loop), each in KVM_RUN
+// until one of them or the watcher ends the run. What the vCPUs share,
+// the devices, guest RAM that exits serve, the outcome and the records,
+// is theirs under mu, one exit at a time.
 type runner struct {
 	vm     *VM
 	plan   *loader.Plan
 	opts   machine.Options
 	log    func(string)
-	bus    devices.Bus
-	result *machine.Result
-	exits  uint64
+	cpus   []*vcpuRunner
+	why    atomic.Int32
+	stop   chan struct{} // closed once the run must end: the vCPUs are kicked until they do
+	once   sync.Once
+	nudges atomic.Int32 // nudge calls, all vCPUs
 
+	mu          sync.Mutex
+	bus         devices.Bus
+	result      *machine.Result
+	cpu         *machine.CPUState // the vCPU that ended the run, for the result
+	current     *vcpuRunner       // the vCPU whose exit is being handled
 	badAccesses []machine.BadAccess
 	loggedPages map[uint64]bool
+}
 
-	nudges     int // nudge calls
+// vcpuRunner is one vCPU's side of a run. Only the bootstrap processor is
+// single-stepped (--count-stub, --trace).
+type vcpuRunner struct {
+	r     *runner
+	c     *vcpu
+	tid   atomic.Int32 // its thread, once it runs
+	done  atomic.Bool  // its loop has returned
+	nudge atomic.Bool  // the watcher asks it to nudge KVM
+	exits uint64
+
 	stepping   bool
 	steps      uint64
 	stepExits  uint64
 	traceLines int
 	stub       *machine.StubCount
-	cpu        *machine.CPUState // captured for a crash report
 	// afterExit is where the vCPU stood at an I/O or MMIO exit while
 	// single-stepping, when the exiting instruction had retired; lastPC is
 	// the linear address of the last single-step stop.
@@ -121,9 +139,12 @@ type runner struct {
 }
 
 func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)) *runner {
-	r := &runner{vm: vm, plan: plan, opts: opts, log: log, loggedPages: map[uint64]bool{}}
+	r := &runner{vm: vm, plan: plan, opts: opts, log: log, loggedPages: map[uint64]bool{}, stop: make(chan struct{})}
 	if r.log == nil {
 		r.log = func(string) {}
+	}
+	for _, c := range vm.vcpus {
+		r.cpus = append(r.cpus, &vcpuRunner{r: r, c: c})
 	}
 	r.bus.Log = r.log
 	var console = opts.Console
@@ -144,133 +165,231 @@ func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)
 	}
 	sys := &devices.System{MemSize: plan.MemSize, Exit: r.guestExit, Reset: r.reset}
 	sys.Attach(&r.bus)
-	pm := &devices.ACPIPM{PowerOff: func() { r.finish(machine.Crashed("guest shut the machine down (ACPI soft-off): %s", r.cpuState())) }}
+	pm := &devices.ACPIPM{PowerOff: func() {
+		r.crash("guest shut the machine down (ACPI soft-off): %s", r.current.cpuState())
+	}}
 	pm.Attach(&r.bus)
 	return r
 }
 
+// The device callbacks run under mu, during r.current's exit.
+
 func (r *runner) guestExit(v uint32) { r.finish(machine.DebugExit(v, r.vm.mem, r.plan)) }
 
 func (r *runner) reset(how string) {
-	r.finish(machine.Crashed("guest reset the machine: %s", how))
+	r.finish(machine.Crashed("guest reset the machine from CPU %d: %s", r.current.c.id, how))
 }
 
-// finish records the first outcome; later events do not override it.
+// crash ends the run as a crash whose reason ends with a vCPU's state
+// (cpuState, which keeps it for the result).
+func (r *runner) crash(format string, args ...any) { r.finish(machine.Crashed(format, args...)) }
+
+// finish records the first outcome, under mu; later ones do not
+// override it. The run then stops.
 func (r *runner) finish(res *machine.Result) {
 	if r.result == nil {
 		r.result = res
+		r.end(stopGuest)
 	}
 }
 
-// loop runs the vCPU on this goroutine's own OS thread, so that the
-// watcher can interrupt KVM_RUN with a signal to exactly that thread.
-func (r *runner) loop(ctx context.Context) *machine.Result {
+// end stops the run for why, unless it is stopping already.
+func (r *runner) end(why int32) {
+	r.why.CompareAndSwap(stopNone, why)
+	r.once.Do(func() { close(r.stop) })
+}
+
+func (r *runner) stopping() bool { return r.why.Load() != stopNone }
+
+// run runs every vCPU on a thread of its own until the run ends, then
+// stops and joins them all and says how it ended.
+func (r *runner) run(ctx context.Context) *machine.Result {
+	var loops, helpers sync.WaitGroup
+	joined := make(chan struct{})
+	for _, c := range r.cpus {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			c.loop()
+		}()
+	}
+	helpers.Add(2)
+	go func() {
+		defer helpers.Done()
+		r.watch(ctx, joined)
+	}()
+	go func() {
+		defer helpers.Done()
+		r.kick(joined)
+	}()
+	loops.Wait()
+	// The watcher and the kicker touch kvm_run: they must be gone before
+	// the VM (and its mappings) is closed.
+	close(joined)
+	helpers.Wait()
+
+	var res *machine.Result
+	switch r.why.Load() {
+	case stopGuest:
+		res = r.result
+	case stopTimeout:
+		res = machine.TimedOut(r.opts.Timeout)
+		res.Reason += "; " + r.diagnose()
+	case stopCancel:
+		res = machine.Interrupted()
+	default: // stopLostInterrupts
+		res = &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: LostInterrupts + ": " + r.diagnose()}
+	}
+	bsp := r.cpus[0]
+	if bsp.stub == nil && r.opts.CountStub { // stepping stopped short of the entry
+		bsp.stub = &machine.StubCount{Instructions: bsp.steps, Exits: bsp.stepExits}
+	}
+	res.Stub, res.CPU = bsp.stub, r.cpu
+	for _, c := range r.cpus {
+		res.Exits += c.exits
+	}
+	return res
+}
+
+// kick makes every vCPU leave KVM_RUN once the run must end, until all
+// loops have returned (joined): immediate_exit for a vCPU between two
+// runs, a signal for one in KVM_RUN, in the guest or waiting there (halted,
+// or an AP waiting for its SIPI).
+func (r *runner) kick(joined <-chan struct{}) {
+	select {
+	case <-r.stop:
+	case <-joined:
+		return
+	}
+	pid := unix.Getpid()
+	for {
+		for _, c := range r.cpus {
+			if c.done.Load() {
+				continue
+			}
+			requestImmediateExit(c.c.run)
+			if tid := c.tid.Load(); tid != 0 {
+				unix.Tgkill(pid, int(tid), unix.SIGURG) // Go's runtime ignores a stray SIGURG
+			}
+		}
+		select {
+		case <-joined:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// loop runs the vCPU on this goroutine's own OS thread, so that kick can
+// interrupt KVM_RUN with a signal to exactly that thread.
+func (c *vcpuRunner) loop() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-
-	// The watcher touches kvm_run: it must be gone before the VM (and its
-	// mapping) is closed, so the loop waits for it on the way out.
-	var why atomic.Int32
-	var watcher sync.WaitGroup
-	done := make(chan struct{})
-	defer func() {
-		close(done)
-		watcher.Wait()
-	}()
-	tid := unix.Gettid() // this thread's, the one in KVM_RUN
-	watcher.Add(1)
-	go func() {
-		defer watcher.Done()
-		r.watch(ctx, tid, &why, done)
-	}()
-
-	if r.opts.CountStub || r.opts.Trace != nil {
-		if err := setGuestDebug(uintptr(r.vm.vcpuFd), true); err != nil {
-			return machine.Crashed("KVM_SET_GUEST_DEBUG: %v", err)
+	defer c.done.Store(true)
+	c.tid.Store(int32(unix.Gettid()))
+	r := c.r
+	if c.c.id == 0 && (r.opts.CountStub || r.opts.Trace != nil) {
+		if err := setGuestDebug(uintptr(c.c.fd), true); err != nil {
+			r.mu.Lock()
+			r.finish(machine.Crashed("KVM_SET_GUEST_DEBUG: %v", err))
+			r.mu.Unlock()
+			return
 		}
-		r.stepping = true
-		if at := r.next(); at != nil {
-			r.lastPC = at.linear
+		c.stepping = true
+		if at := c.next(); at != nil {
+			c.lastPC = at.linear
 		}
-		r.traceNext()
+		c.traceNext()
 	}
-	for r.result == nil {
-		if err := runVCPU(uintptr(r.vm.vcpuFd)); err == unix.EINTR {
-			// A signal (ours or any other) or immediate_exit: kvm_run
-			// still holds the previous exit, already handled.
-			if why.CompareAndSwap(stopNudge, stopNone) {
-				clearImmediateExit(r.vm.run)
-				r.nudge()
+	for !r.stopping() {
+		if err := runVCPU(uintptr(c.c.fd)); err == unix.EINTR || err == unix.EAGAIN {
+			// A signal (ours or any other) or immediate_exit; or an AP
+			// that took its INIT or SIPI while waiting for them, and
+			// runs at the next KVM_RUN. kvm_run still holds the previous
+			// exit, already handled.
+			if c.nudge.CompareAndSwap(true, false) && !r.stopping() {
+				clearImmediateExit(c.c.run)
+				c.nudgeKVM()
 			}
-			r.stopIfAsked(why.Load())
 			continue
 		} else if err != nil {
-			return &machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: fmt.Sprintf("KVM_RUN: %v", err)}
+			r.mu.Lock()
+			r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: fmt.Sprintf("KVM_RUN of CPU %d: %v", c.c.id, err)})
+			r.mu.Unlock()
+			return
 		}
-		reason := binary.LittleEndian.Uint32(r.vm.run[runExitReason:])
+		reason := binary.LittleEndian.Uint32(c.c.run[runExitReason:])
 		if reason != exitIntr && reason != exitDebug {
-			r.exits++
-			if r.stepping {
-				r.stepExits++
+			c.exits++
+			if c.stepping {
+				c.stepExits++
 			}
 		}
-		if r.stepping && (reason == exitIO || reason == exitMMIO) {
+		if c.stepping && (reason == exitIO || reason == exitMMIO) {
 			// An instruction that exits before it completes (in, an
 			// MMIO read) leaves RIP on itself: nothing can be missed.
-			if at := r.next(); at != nil && at.linear != r.lastPC {
-				r.afterExit = at
+			if at := c.next(); at != nil && at.linear != c.lastPC {
+				c.afterExit = at
 			}
 		}
-		switch reason {
-		case exitIO:
-			r.handleIO()
-		case exitMMIO:
-			r.handleMMIO()
-		case exitDebug:
-			r.handleStep()
-		case exitIntr:
-			r.stopIfAsked(why.Load())
-		case exitShutdown:
-			if r.pagingRefused() {
-				r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
-					"boot it with --vmm=qemu (" + r.cpuState() + ")"})
-				break
+		if reason == exitIntr || reason == exitDebug && c.stepping {
+			if reason == exitDebug {
+				c.handleStep()
 			}
-			r.finish(machine.Crashed("triple fault (KVM_EXIT_SHUTDOWN): %s", r.cpuState()))
-		case exitInternalError:
-			sub := binary.LittleEndian.Uint32(r.vm.run[internalSuberror:])
-			r.finish(machine.Crashed("KVM internal error, suberror %d (an instruction this host's KVM cannot emulate?): %s", sub, r.cpuState()))
-		case exitFailEntry:
-			hw := binary.LittleEndian.Uint64(r.vm.run[failEntryReason:])
-			r.finish(machine.Crashed("KVM could not enter the guest (hardware reason %#x): %s", hw, r.cpuState()))
-		case exitSystemEvent:
-			ev := binary.LittleEndian.Uint32(r.vm.run[systemEventType:])
-			r.finish(machine.Crashed("guest system event %d (shutdown or reset): %s", ev, r.cpuState()))
-		default:
-			name := exitNames[reason]
-			if name == "" {
-				name = fmt.Sprint(reason)
-			}
-			r.finish(machine.Crashed("unhandled KVM exit %s: %s", name, r.cpuState()))
+			continue
 		}
-		if r.result == nil {
-			select {
-			case <-r.opts.Console.Done():
-				r.finish(r.opts.Console.Verdict().Result())
-			default:
-			}
+		r.mu.Lock()
+		if !r.stopping() {
+			r.current = c
+			c.handleExit(reason)
+			r.current = nil
 		}
+		r.mu.Unlock()
 	}
-	if r.stub == nil && r.opts.CountStub { // stepping stopped short of the entry
-		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits}
-	}
-	r.result.Stub = r.stub
-	r.result.CPU = r.cpu
-	return r.result
 }
 
-// runVCPU is KVM_RUN. Unlike gokvm's Run, which turns EINTR into success,
-// it returns EINTR: the run was interrupted before any new exit.
+// handleExit handles an exit other than a single step, under r.mu.
+func (c *vcpuRunner) handleExit(reason uint32) {
+	r := c.r
+	switch reason {
+	case exitIO:
+		c.handleIO()
+	case exitMMIO:
+		c.handleMMIO()
+	case exitShutdown:
+		if c.pagingRefused() {
+			r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: "this host's KVM (kvm_pvm) cannot run paged 32-bit guests: the guest triple-faulted turning on paging; " +
+				"boot it with --vmm=qemu (" + c.cpuState() + ")"})
+			break
+		}
+		r.crash("triple fault (KVM_EXIT_SHUTDOWN): %s", c.cpuState())
+	case exitInternalError:
+		sub := binary.LittleEndian.Uint32(c.c.run[internalSuberror:])
+		r.crash("KVM internal error, suberror %d (an instruction this host's KVM cannot emulate?): %s", sub, c.cpuState())
+	case exitFailEntry:
+		hw := binary.LittleEndian.Uint64(c.c.run[failEntryReason:])
+		r.crash("KVM could not enter the guest (hardware reason %#x): %s", hw, c.cpuState())
+	case exitSystemEvent:
+		ev := binary.LittleEndian.Uint32(c.c.run[systemEventType:])
+		r.crash("guest system event %d (shutdown or reset): %s", ev, c.cpuState())
+	default:
+		name := exitNames[reason]
+		if name == "" {
+			name = fmt.Sprint(reason)
+		}
+		r.crash("unhandled KVM exit %s: %s", name, c.cpuState())
+	}
+	if r.result == nil {
+		select {
+		case <-r.opts.Console.Done():
+			r.finish(r.opts.Console.Verdict().Result())
+		default:
+		}
+	}
+}
+
+// runVCPU is KVM_RUN. Unlike gokvm's Run, which turns EINTR and EAGAIN
+// into success, it returns them: no new exit.
 func runVCPU(vcpuFd uintptr) error {
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, vcpuFd, ioctlRun, 0); errno != 0 {
 		return errno
@@ -278,48 +397,33 @@ func runVCPU(vcpuFd uintptr) error {
 	return nil
 }
 
-// stopIfAsked ends the run when the watcher asked it to stop; a timeout's
-// reason says where the guest stood (diagnose).
-func (r *runner) stopIfAsked(why int32) {
-	switch why {
-	case stopTimeout:
-		res := machine.TimedOut(r.opts.Timeout)
-		res.Reason += "; " + r.diagnose()
-		r.finish(res)
-	case stopCancel:
-		r.finish(machine.Interrupted())
-	case stopLostInterrupts:
-		r.finish(&machine.Result{Outcome: machine.Error, Status: machine.StatusError, Reason: LostInterrupts + ": " + r.diagnose()})
-	}
-}
-
 // LostInterrupts starts the reason of a run that this host's KVM stopped:
 // the guest halts and KVM wakes it at once, for an interrupt it then never
-// injects (lostInterrupts), and nudging KVM (nudge) did not help. The run
-// could go on only to its timeout.
+// injects (lostInterrupts), and nudging KVM (nudgeKVM) did not help. The
+// run could go on only to its timeout.
 const LostInterrupts = "this host's KVM stopped injecting interrupts"
 
 // maxNudges is how many nudges in a row may fail to get an interrupt
 // injected before the run ends with LostInterrupts.
 const maxNudges = 10
 
-// nudge makes KVM look at the guest's pending interrupts again, as it
+// nudgeKVM makes KVM look at the vCPU's pending interrupts again, as it
 // does after any change to the registers (KVM_SET_REGS raises
 // KVM_REQ_EVENT). KVM waits for the guest to be able to take an
 // interrupt through an interrupt window, a VM exit the CPU reports;
 // QEMU 7.2's emulated SVM sometimes never reports it, and a KVM nested in
 // it then holds the interrupt for good (README, "The nested KVM lab").
-func (r *runner) nudge() {
-	regs, err := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+func (c *vcpuRunner) nudgeKVM() {
+	regs, err := gokvm.GetRegs(uintptr(c.c.fd))
 	if err == nil {
-		err = gokvm.SetRegs(uintptr(r.vm.vcpuFd), regs)
+		err = gokvm.SetRegs(uintptr(c.c.fd), regs)
 	}
-	r.nudges++
+	n := c.r.nudges.Add(1)
 	if err != nil {
-		r.log(fmt.Sprintf("nudging KVM to inject a pending interrupt: %v", err))
+		c.r.log(fmt.Sprintf("nudging KVM to inject a pending interrupt into CPU %d: %v", c.c.id, err))
 		return
 	}
-	r.log(fmt.Sprintf("KVM woke the halted guest for an interrupt it did not inject, %d s in a row: nudged it (%d)", lostAfter, r.nudges))
+	c.r.log(fmt.Sprintf("KVM woke the halted guest for an interrupt it did not inject, %d s in a row: nudged CPU %d (%d)", lostAfter, c.c.id, n))
 }
 
 // lostInterrupts recognises a KVM that keeps a guest from its interrupts:
@@ -354,9 +458,10 @@ func (l *lostInterrupts) sample(halts, injections uint64) bool {
 	return false
 }
 
-// watch interrupts KVM_RUN when the deadline passes or ctx is cancelled:
-// immediate_exit covers a vCPU between two runs, the signal one inside.
-func (r *runner) watch(ctx context.Context, tid int, why *atomic.Int32, done <-chan struct{}) {
+// watch ends the run when the deadline passes or ctx is cancelled, and
+// has the vCPUs nudge a KVM that holds back their interrupts, until the
+// vCPUs are joined.
+func (r *runner) watch(ctx context.Context, joined <-chan struct{}) {
 	var deadline <-chan time.Time
 	if r.opts.Timeout > 0 {
 		t := time.NewTimer(r.opts.Timeout)
@@ -376,17 +481,17 @@ func (r *runner) watch(ctx context.Context, tid int, why *atomic.Int32, done <-c
 		defer t.Stop()
 		tick = t.C
 	}
-wait:
+	pid := unix.Getpid()
 	for {
 		select {
-		case <-done:
+		case <-joined:
 			return
+		case <-r.stop:
+			return // kick takes it from here
 		case <-ctx.Done():
-			why.Store(stopCancel)
-			break wait
+			r.end(stopCancel)
 		case <-deadline:
-			why.Store(stopTimeout)
-			break wait
+			r.end(stopTimeout)
 		case <-tick:
 			halts, ok1 := readStat(stats, "halt_exits")
 			injections, ok2 := readStat(stats, "irq_injections")
@@ -397,30 +502,23 @@ wait:
 				nudges = 0 // the last nudge helped
 			}
 			if nudges++; nudges > maxNudges {
-				why.Store(stopLostInterrupts)
-				break wait
+				r.end(stopLostInterrupts)
+				continue
 			}
 			nudgedAt = injections
-			if why.CompareAndSwap(stopNone, stopNudge) {
-				requestImmediateExit(r.vm.run)
-				unix.Tgkill(unix.Getpid(), tid, unix.SIGURG)
+			for _, c := range r.cpus {
+				if tid := c.tid.Load(); tid != 0 && !c.done.Load() && c.nudge.CompareAndSwap(false, true) {
+					requestImmediateExit(c.c.run)
+					unix.Tgkill(pid, int(tid), unix.SIGURG)
+				}
 			}
-		}
-	}
-	pid := unix.Getpid()
-	for {
-		requestImmediateExit(r.vm.run)
-		unix.Tgkill(pid, tid, unix.SIGURG) // Go's runtime ignores a stray SIGURG
-		select {
-		case <-done:
-			return
-		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
 
-func (r *runner) handleIO() {
-	run := r.vm.run
+func (c *vcpuRunner) handleIO() {
+	r := c.r
+	run := c.c.run
 	out := run[ioDirection] == 1
 	size := int(run[ioSize])
 	port := binary.LittleEndian.Uint16(run[ioPort:])
@@ -440,8 +538,9 @@ func (r *runner) handleIO() {
 	}
 }
 
-func (r *runner) handleMMIO() {
-	run := r.vm.run
+func (c *vcpuRunner) handleMMIO() {
+	r := c.r
+	run := c.c.run
 	addr := binary.LittleEndian.Uint64(run[mmioPhysAddr:])
 	n := int(binary.LittleEndian.Uint32(run[mmioLen:]))
 	write := run[mmioIsWrite] != 0
@@ -452,7 +551,7 @@ func (r *runner) handleMMIO() {
 	}
 	data = data[:n]
 	if r.touchesBad(addr, uint64(n)) {
-		r.badAccess(addr, n, write)
+		c.badAccess(addr, n, write)
 	}
 	handled := r.vm.faulty.Access(r.vm.ram, addr, data, write) // faulty RAM: through its model
 	for i := range data {
@@ -524,11 +623,10 @@ func (r *runner) logPage(a uint64, format string) {
 	}
 }
 
-func (r *runner) badAccess(addr uint64, n int, write bool) {
-	acc := machine.BadAccess{Addr: addr, Size: n, Write: write}
-	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
-	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
-	if err1 == nil && err2 == nil {
+func (c *vcpuRunner) badAccess(addr uint64, n int, write bool) {
+	r := c.r
+	acc := machine.BadAccess{Addr: addr, Size: n, Write: write, CPU: c.c.id}
+	if regs, sregs, err := c.registers(); err == nil {
 		cr := machine.Regs{DSBase: sregs.DS.Base, SSBase: sregs.SS.Base, ESBase: sregs.ES.Base, GPR: gprs(regs)}
 		acc.IP, acc.Insn = faultingInstruction(r.readPhys, linearIP(regs, sregs), cpuMode(sregs), cr, addr, write)
 	}
@@ -536,6 +634,19 @@ func (r *runner) badAccess(addr uint64, n int, write bool) {
 	if r.opts.BadRAMPolicy != machine.BadRAMRecord {
 		r.finish(machine.BadRAMCrash(acc))
 	}
+}
+
+// registers reads the vCPU's general and segment registers.
+func (c *vcpuRunner) registers() (*gokvm.Regs, *gokvm.Sregs, error) {
+	regs, err := gokvm.GetRegs(uintptr(c.c.fd))
+	if err != nil {
+		return nil, nil, err
+	}
+	sregs, err := gokvm.GetSregs(uintptr(c.c.fd))
+	if err != nil {
+		return nil, nil, err
+	}
+	return regs, sregs, nil
 }
 
 // gprs maps the 32-bit general registers to their values.
@@ -584,76 +695,79 @@ func (r *runner) disassemble(ip uint64, mode int) string {
 // pagingRefused reports a triple fault on the instruction that turns on
 // paging, on an emulating KVM: that is the host's limit (DESIGN.md §7),
 // not a guest bug.
-func (r *runner) pagingRefused() bool {
+func (c *vcpuRunner) pagingRefused() bool {
 	if !machine.EmulatingKVM() {
 		return false
 	}
-	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
-	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
-	if err1 != nil || err2 != nil {
+	r := c.r
+	regs, sregs, err := c.registers()
+	if err != nil {
 		return false
 	}
 	gpr := gprs(regs)
 	return machine.MovSetsPaging(r.readPhys(linearIP(regs, sregs), 15), cpuMode(sregs), func(src x86asm.Reg) uint64 { return uint64(gpr[src]) })
 }
 
-// cpuState describes the vCPU for a crash report: mode, registers and the
-// instruction at EIP.
-func (r *runner) cpuState() string {
-	regs, err := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
+// cpuState describes the vCPU for a report: which, its mode, registers
+// and the instruction at EIP. The first vCPU described (the one that
+// crashed, or the bootstrap processor for a timeout) is the result's.
+// Only the vCPU's own thread, or any once the vCPUs are joined, asks.
+func (c *vcpuRunner) cpuState() string {
+	r := c.r
+	regs, sregs, err := c.registers()
 	if err != nil {
-		return "registers unavailable: " + err.Error()
-	}
-	sregs, err := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
-	if err != nil {
-		return "registers unavailable: " + err.Error()
+		return fmt.Sprintf("CPU %d: registers unavailable: %v", c.c.id, err)
 	}
 	mode := cpuMode(sregs)
 	ip := linearIP(regs, sregs)
-	r.cpu = &machine.CPUState{
-		Mode: machine.ModeName(sregs.CR0, mode), CS: sregs.CS.Selector, EIP: uint32(regs.RIP), Linear: uint32(ip),
+	state := &machine.CPUState{
+		CPU: c.c.id, Mode: machine.ModeName(sregs.CR0, mode), CS: sregs.CS.Selector, EIP: uint32(regs.RIP), Linear: uint32(ip),
 		EAX: uint32(regs.RAX), EBX: uint32(regs.RBX), ECX: uint32(regs.RCX), EDX: uint32(regs.RDX),
 		ESI: uint32(regs.RSI), EDI: uint32(regs.RDI), EBP: uint32(regs.RBP), ESP: uint32(regs.RSP),
 		EFLAGS: uint32(regs.RFLAGS), CR0: uint32(sregs.CR0), CR3: uint32(sregs.CR3), CR4: uint32(sregs.CR4),
 		Insn: r.disassemble(ip, mode),
 	}
-	return r.cpu.String()
+	if r.cpu == nil {
+		r.cpu = state
+	}
+	return state.String()
 }
 
 // handleStep handles a single-step exit: count the stub's instructions up
 // to the kernel's entry and print the trace.
-func (r *runner) handleStep() {
-	pc := binary.LittleEndian.Uint64(r.vm.run[debugPC:]) & 0xFFFFFFFF
-	if pc == r.lastPC && r.repeating() {
+func (c *vcpuRunner) handleStep() {
+	r := c.r
+	pc := binary.LittleEndian.Uint64(c.c.run[debugPC:]) & 0xFFFFFFFF
+	if pc == c.lastPC && c.repeating() {
 		return // one more iteration of the same instruction, not a new one
 	}
-	r.steps++
-	if p := r.afterSSLoad(pc); p != nil {
+	c.steps++
+	if p := c.afterSSLoad(pc); p != nil {
 		// A load of SS holds back the single-step trap for one
 		// instruction: that one ran too.
-		r.steps++
-		r.trace(p)
+		c.steps++
+		c.trace(p)
 	}
-	r.lastPC = pc
-	if p := r.afterExit; p != nil {
+	c.lastPC = pc
+	if p := c.afterExit; p != nil {
 		// kvm_pvm runs the instruction after a completed I/O or MMIO
 		// exit without a single-step trap: account for it here.
-		r.afterExit = nil
+		c.afterExit = nil
 		if pc != p.linear {
-			r.steps++
-			r.trace(p)
+			c.steps++
+			c.trace(p)
 		}
 	}
 	atEntry := pc == uint64(r.plan.Entry.EIP) && r.plan.Entry.RealModeEntry == 0
-	if r.stub == nil && atEntry {
-		r.stub = &machine.StubCount{Instructions: r.steps, Exits: r.stepExits, Complete: true}
+	if c.stub == nil && atEntry {
+		c.stub = &machine.StubCount{Instructions: c.steps, Exits: c.stepExits, Complete: true}
 	}
-	r.traceNext()
+	c.traceNext()
 	// --trace=real follows the real-mode code of the stub and of the image
 	// up to the kernel's 32-bit entry; --trace=all goes on to the limit.
-	keepTracing := r.opts.Trace != nil && r.traceLines < r.opts.TraceLimit && (r.opts.TraceAll || !atEntry)
-	if !keepTracing && (r.stub != nil || !r.opts.CountStub) {
-		r.stopStepping()
+	keepTracing := r.opts.Trace != nil && c.traceLines < r.opts.TraceLimit && (r.opts.TraceAll || !atEntry)
+	if !keepTracing && (c.stub != nil || !r.opts.CountStub) {
+		c.stopStepping()
 	}
 }
 
@@ -661,17 +775,18 @@ func (r *runner) handleStep() {
 // (mov ss, pop ss), the instruction after it, which ran without a stop of
 // its own: the CPU holds back the trap for one instruction after a load
 // of SS. nil otherwise, or when the vCPU stopped there after all.
-func (r *runner) afterSSLoad(pc uint64) *insnAt {
-	at := r.next()
+func (c *vcpuRunner) afterSSLoad(pc uint64) *insnAt {
+	r := c.r
+	at := c.next()
 	if at == nil {
 		return nil
 	}
-	code := r.readPhys(r.lastPC, 15)
+	code := r.readPhys(c.lastPC, 15)
 	inst, err := x86asm.Decode(code, at.mode)
 	if err != nil || !(inst.Op == x86asm.MOV && inst.Args[0] == x86asm.SS || inst.Op == x86asm.POP && inst.Args[0] == x86asm.SS) {
 		return nil
 	}
-	next := r.lastPC + uint64(inst.Len)
+	next := c.lastPC + uint64(inst.Len)
 	if next == pc {
 		return nil
 	}
@@ -682,8 +797,9 @@ func (r *runner) afterSSLoad(pc uint64) *insnAt {
 
 // repeating reports a vCPU stopped on a rep-prefixed string instruction:
 // a hardware KVM's single step stops after each of its iterations.
-func (r *runner) repeating() bool {
-	at := r.next()
+func (c *vcpuRunner) repeating() bool {
+	r := c.r
+	at := c.next()
 	if at == nil {
 		return false
 	}
@@ -709,10 +825,9 @@ type insnAt struct {
 }
 
 // next returns where the vCPU will execute next.
-func (r *runner) next() *insnAt {
-	regs, err1 := gokvm.GetRegs(uintptr(r.vm.vcpuFd))
-	sregs, err2 := gokvm.GetSregs(uintptr(r.vm.vcpuFd))
-	if err1 != nil || err2 != nil {
+func (c *vcpuRunner) next() *insnAt {
+	regs, sregs, err := c.registers()
+	if err != nil {
 		return nil
 	}
 	return &insnAt{cs: sregs.CS.Selector, eip: regs.RIP, linear: linearIP(regs, sregs),
@@ -720,31 +835,32 @@ func (r *runner) next() *insnAt {
 }
 
 // traceNext prints the instruction the vCPU will execute next.
-func (r *runner) traceNext() {
-	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
+func (c *vcpuRunner) traceNext() {
+	if c.r.opts.Trace == nil || c.traceLines >= c.r.opts.TraceLimit {
 		return
 	}
-	if at := r.next(); at != nil {
-		r.trace(at)
+	if at := c.next(); at != nil {
+		c.trace(at)
 	}
 }
 
 // trace prints one instruction (machine.TraceLine).
-func (r *runner) trace(at *insnAt) {
-	if r.opts.Trace == nil || r.traceLines >= r.opts.TraceLimit {
+func (c *vcpuRunner) trace(at *insnAt) {
+	r := c.r
+	if r.opts.Trace == nil || c.traceLines >= r.opts.TraceLimit {
 		return
 	}
 	if at.protected && !r.opts.TraceAll {
 		return // protected mode: --trace=real shows only real mode
 	}
 	r.opts.Trace(machine.TraceLine(at.mode, at.cs, at.eip, at.linear, r.readPhys(at.linear, 15)))
-	r.traceLines++
+	c.traceLines++
 }
 
-func (r *runner) stopStepping() {
-	if r.stepping {
-		setGuestDebug(uintptr(r.vm.vcpuFd), false)
-		r.stepping = false
+func (c *vcpuRunner) stopStepping() {
+	if c.stepping {
+		setGuestDebug(uintptr(c.c.fd), false)
+		c.stepping = false
 	}
 }
 

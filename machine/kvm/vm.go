@@ -1,8 +1,10 @@
 // Package kvm is kvmboot's own virtual machine on /dev/kvm: i386 guest RAM
 // in memory slots with bad RAM left out (so that every guest access to it
-// exits and is recorded), one vCPU that starts at the x86 reset vector in
-// our firmware image, KVM's in-kernel irqchip and PIT wired as a PC's
-// (pcGSIRouting), and the few devices of machine/devices. The ioctls come
+// exits and is recorded), a vCPU per processor, the first (the bootstrap
+// processor) starting at the x86 reset vector in our firmware image and
+// the others waiting for INIT and SIPI in KVM's in-kernel local APICs,
+// KVM's in-kernel irqchip and PIT wired as a PC's (pcGSIRouting), and the
+// few devices of machine/devices. The ioctls come
 // from github.com/bobuhiro11/gokvm/kvm where its wrappers are right; abi.go
 // and kvm_unsafe.go hold the rest.
 package kvm
@@ -35,14 +37,13 @@ const (
 	highRAMBeg = 0x100000
 )
 
-// VM is one KVM virtual machine with one vCPU.
+// VM is one KVM virtual machine.
 type VM struct {
-	dev    *os.File // kept open: gokvm only holds its Fd, and a finalized File would close it
-	vmFd   int
-	vcpuFd int
-	run    []byte // mmap'd struct kvm_run
-	ram    []byte // guest RAM, host mapping; offset = guest physical address
-	rom    []byte // firmware image, host mapping
+	dev   *os.File // kept open: gokvm only holds its Fd, and a finalized File would close it
+	vmFd  int
+	vcpus []*vcpu // vcpus[i] has vCPU ID and local APIC ID i; 0 is the bootstrap processor
+	ram   []byte  // guest RAM, host mapping; offset = guest physical address
+	rom   []byte  // firmware image, host mapping
 	// empty is all-ones, read-only, mapped over the low-memory hole below
 	// the firmware: reads there (Linux scans it for ROMs and tables) need
 	// no exit; writes still exit, and are ignored.
@@ -77,16 +78,40 @@ func openDevice() (*os.File, error) {
 	return dev, nil
 }
 
-// New creates a VM with memSize bytes of RAM, leaving the pages that hold
-// any byte of bad out of its memory slots, and the firmware image as built.
-func New(memSize uint64, bad []memmap.Range) (*VM, error) {
-	return newVM(memSize, bad, nil, realmode.Firmware)
+// createVM is KVM_CREATE_VM, again while a signal interrupts it: KVM
+// registers the VM's MMU notifier by taking every mapping lock of the
+// process, which gives up with EINTR when a signal is pending, and Go's
+// runtime signals its threads (SIGURG) to preempt goroutines.
+func createVM(dev *os.File) (uintptr, error) {
+	for {
+		fd, err := gokvm.CreateVM(dev.Fd())
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
 }
 
-// newVM is New with faulty RAM and the firmware image rom (the plan's,
-// machine.ForPlatform).
-func newVM(memSize uint64, bad []memmap.Range, faulty *faults.Set, rom []byte) (vm *VM, err error) {
+// vcpu is one virtual CPU.
+type vcpu struct {
+	id  int
+	fd  int
+	run []byte // mmap'd struct kvm_run
+}
+
+// New creates a VM with one processor and memSize bytes of RAM, leaving
+// the pages that hold any byte of bad out of its memory slots, and the
+// firmware image as built.
+func New(memSize uint64, bad []memmap.Range) (*VM, error) {
+	return newVM(memSize, 1, bad, nil, realmode.Firmware)
+}
+
+// newVM is New with cpus processors, faulty RAM and the firmware image
+// rom (the plan's, machine.ForPlatform).
+func newVM(memSize uint64, cpus int, bad []memmap.Range, faulty *faults.Set, rom []byte) (vm *VM, err error) {
 	if err := machine.CheckMemSize(memSize); err != nil {
+		return nil, err
+	}
+	if err := machine.CheckCPUs(cpus); err != nil {
 		return nil, err
 	}
 	dev, err := openDevice()
@@ -95,14 +120,14 @@ func newVM(memSize uint64, bad []memmap.Range, faulty *faults.Set, rom []byte) (
 	}
 	// Every error return below sets the result to nil before this runs:
 	// close the partly built VM through its own variable.
-	built := &VM{dev: dev, vmFd: -1, vcpuFd: -1, bad: memmap.Merge(bad), faulty: faulty}
+	built := &VM{dev: dev, vmFd: -1, bad: memmap.Merge(bad), faulty: faulty}
 	vm = built
 	defer func() {
 		if err != nil {
 			built.Close()
 		}
 	}()
-	fd, err := gokvm.CreateVM(dev.Fd())
+	fd, err := createVM(dev)
 	if err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
 	}
@@ -127,7 +152,7 @@ func newVM(memSize uint64, bad []memmap.Range, faulty *faults.Set, rom []byte) (
 	if err := createPIT2(fd, pitSpeakerDummy); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_PIT2: %w", err)
 	}
-	if err := vm.createVCPU(); err != nil {
+	if err := vm.createVCPUs(cpus); err != nil {
 		return nil, err
 	}
 	return vm, nil
@@ -254,64 +279,49 @@ func pageHoles(bad []memmap.Range) []memmap.Range {
 	return holes
 }
 
-func (vm *VM) createVCPU() error {
-	fd, err := gokvm.CreateVCPU(uintptr(vm.vmFd), 0)
-	if err != nil {
-		return fmt.Errorf("KVM_CREATE_VCPU: %w", err)
+// createVCPUs creates vCPUs 0 to n-1. With the in-kernel irqchip, KVM
+// starts vCPU 0 at the reset vector and leaves the others waiting for
+// INIT and SIPI, as a PC's application processors wait; each local APIC's
+// ID is its vCPU's.
+func (vm *VM) createVCPUs(n int) error {
+	if limit := vm.maxVCPUs(); n > limit {
+		return fmt.Errorf("%d processors: this host's KVM runs at most %d in a VM", n, limit)
 	}
-	vm.vcpuFd = int(fd)
 	size, err := gokvm.GetVCPUMMmapSize(vm.dev.Fd())
 	if err != nil {
 		return fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
 	}
-	vm.run, err = unix.Mmap(vm.vcpuFd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("mapping kvm_run: %w", err)
-	}
-	return vm.setCPUID()
-}
-
-// setCPUID gives the vCPU what KVM supports (guestCPUID).
-func (vm *VM) setCPUID() error {
-	cpuid := &gokvm.CPUID{Nent: cpuidMaxSupported, Entries: make([]gokvm.CPUIDEntry2, cpuidMaxSupported)}
-	if err := gokvm.GetSupportedCPUID(vm.dev.Fd(), cpuid); err != nil {
+	supported := &gokvm.CPUID{Nent: cpuidMaxSupported, Entries: make([]gokvm.CPUIDEntry2, cpuidMaxSupported)}
+	if err := gokvm.GetSupportedCPUID(vm.dev.Fd(), supported); err != nil {
 		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
 	}
-	cpuid.Entries = guestCPUID(cpuid.Entries[:cpuid.Nent])
-	cpuid.Nent = uint32(len(cpuid.Entries))
-	if err := gokvm.SetCPUID2(uintptr(vm.vcpuFd), cpuid); err != nil {
-		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
+	for id := range n {
+		fd, err := gokvm.CreateVCPU(uintptr(vm.vmFd), id)
+		if err != nil {
+			return fmt.Errorf("KVM_CREATE_VCPU %d: %w", id, err)
+		}
+		c := &vcpu{id: id, fd: int(fd)}
+		vm.vcpus = append(vm.vcpus, c) // closed with the VM from here on
+		if c.run, err = unix.Mmap(c.fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("mapping kvm_run of vCPU %d: %w", id, err)
+		}
+		entries := guestCPUID(slices.Clone(supported.Entries[:supported.Nent]), uint32(id))
+		if err := gokvm.SetCPUID2(uintptr(c.fd), &gokvm.CPUID{Nent: uint32(len(entries)), Entries: entries}); err != nil {
+			return fmt.Errorf("KVM_SET_CPUID2 of vCPU %d: %w", id, err)
+		}
 	}
 	return nil
 }
 
-// guestCPUID is the guest's CPUID from what KVM supports: RDRAND and
-// RDSEED hidden, and the guest told it runs on KVM (leaf 1's hypervisor
-// bit and KVM's signature leaf pointing at its features leaf), as a Linux
-// guest needs to use kvmclock and KVM's other paravirtual features. The
-// features leaf is KVM's own; without one, no signature is made up.
-func guestCPUID(entries []gokvm.CPUIDEntry2) []gokvm.CPUIDEntry2 {
-	hasFeatures := slices.ContainsFunc(entries, func(e gokvm.CPUIDEntry2) bool { return e.Function == cpuidKVMFeatures })
-	signature := false
-	for i := range entries {
-		e := &entries[i]
-		switch {
-		case e.Function == 1:
-			e.Ecx &^= cpuidLeaf1ECXRDRAND
-			e.Ecx |= cpuidLeaf1ECXHypervisor
-		case e.Function == 7 && e.Index == 0:
-			e.Ebx &^= cpuidLeaf7EBXRDSEED
-		case e.Function == cpuidKVMSignature && hasFeatures:
-			e.Eax = max(e.Eax, cpuidKVMFeatures)
-			e.Ebx, e.Ecx, e.Edx = kvmSignature[0], kvmSignature[1], kvmSignature[2]
-			signature = true
+// maxVCPUs is how many vCPUs this KVM runs in a VM: KVM_CAP_MAX_VCPUS,
+// else KVM_CAP_NR_VCPUS, else 4 (KVM's API documentation).
+func (vm *VM) maxVCPUs() int {
+	for _, c := range []gokvm.Capability{gokvm.CapMAXVCPUS, gokvm.CapNRVCPUS} {
+		if n, err := gokvm.CheckExtension(vm.dev.Fd(), c); err == nil && n > 0 {
+			return int(n)
 		}
 	}
-	if hasFeatures && !signature {
-		entries = append(entries, gokvm.CPUIDEntry2{Function: cpuidKVMSignature, Eax: cpuidKVMFeatures,
-			Ebx: kvmSignature[0], Ecx: kvmSignature[1], Edx: kvmSignature[2]})
-	}
-	return entries
+	return 4
 }
 
 // Memory returns guest RAM.
@@ -319,17 +329,22 @@ func (vm *VM) Memory() *machine.GuestMemory { return vm.mem }
 
 // Close releases everything the VM holds. It is safe on a partly built VM.
 func (vm *VM) Close() error {
-	for _, m := range [][]byte{vm.run, vm.ram, vm.rom, vm.empty} {
+	for _, c := range vm.vcpus {
+		if c.run != nil {
+			unix.Munmap(c.run)
+		}
+		unix.Close(c.fd)
+	}
+	vm.vcpus = nil
+	for _, m := range [][]byte{vm.ram, vm.rom, vm.empty} {
 		if m != nil {
 			unix.Munmap(m)
 		}
 	}
-	vm.run, vm.ram, vm.rom, vm.empty = nil, nil, nil, nil
-	for _, fd := range []*int{&vm.vcpuFd, &vm.vmFd} {
-		if *fd >= 0 {
-			unix.Close(*fd)
-			*fd = -1
-		}
+	vm.ram, vm.rom, vm.empty = nil, nil, nil
+	if vm.vmFd >= 0 {
+		unix.Close(vm.vmFd)
+		vm.vmFd = -1
 	}
 	if vm.dev != nil {
 		vm.dev.Close()

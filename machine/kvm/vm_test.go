@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	gokvm "github.com/bobuhiro11/gokvm/kvm"
-
 	"kvmboot/loader/memmap"
 )
 
@@ -145,57 +143,6 @@ func TestBackedRangesRandom(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-	}
-}
-
-// guestCPUID hides RDRAND (leaf 1 ECX bit 30) and RDSEED (leaf 7 subleaf 0
-// EBX bit 18), which end the run on kvm_pvm, sets the hypervisor bit (leaf
-// 1 ECX bit 31) and KVM's signature, and changes nothing else.
-func TestGuestCPUID(t *testing.T) {
-	const all = 0xFFFFFFFF
-	features := gokvm.CPUIDEntry2{Function: cpuidKVMFeatures, Eax: 0x01007afb}
-	entries := []gokvm.CPUIDEntry2{
-		{Function: 0, Eax: 0xD, Ebx: all, Ecx: all, Edx: all},
-		{Function: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 7, Index: 0, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 7, Index: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 0x80000001, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 1, Ecx: 0x00000001}, // RDRAND already clear
-		features,
-	}
-	got := guestCPUID(entries)
-	want := []gokvm.CPUIDEntry2{
-		{Function: 0, Eax: 0xD, Ebx: all, Ecx: all, Edx: all},
-		{Function: 1, Eax: all, Ebx: all, Ecx: 0xBFFFFFFF, Edx: all},
-		{Function: 7, Index: 0, Eax: all, Ebx: 0xFFFBFFFF, Ecx: all, Edx: all},
-		{Function: 7, Index: 1, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 0x80000001, Eax: all, Ebx: all, Ecx: all, Edx: all},
-		{Function: 1, Ecx: 0x80000001},
-		features,
-		{Function: cpuidKVMSignature, Eax: cpuidKVMFeatures, Ebx: 0x4b4d564b, Ecx: 0x564b4d56, Edx: 0x4d}, // "KVMKVMKVM\0\0\0"
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("guestCPUID:\n got %+v\nwant %+v", got, want)
-	}
-	var sig []byte
-	for _, r := range []uint32{got[7].Ebx, got[7].Ecx, got[7].Edx} {
-		sig = binary.LittleEndian.AppendUint32(sig, r)
-	}
-	if string(sig) != "KVMKVMKVM\x00\x00\x00" {
-		t.Errorf("signature %q", sig)
-	}
-
-	// KVM's own signature leaf is kept, its signature written over; a
-	// KVM without a features leaf gets no signature.
-	got = guestCPUID([]gokvm.CPUIDEntry2{{Function: cpuidKVMSignature, Eax: 0x40000001, Ebx: 1}, features})
-	if len(got) != 2 || got[0].Ebx != 0x4b4d564b || got[0].Eax != cpuidKVMFeatures {
-		t.Errorf("with KVM's signature leaf: %+v", got)
-	}
-	if got = guestCPUID([]gokvm.CPUIDEntry2{{Function: 1}}); len(got) != 1 || got[0].Ecx != cpuidLeaf1ECXHypervisor {
-		t.Errorf("without a features leaf: %+v", got)
-	}
-	if got = guestCPUID(nil); len(got) != 0 {
-		t.Errorf("no entries: %+v", got)
 	}
 }
 

@@ -114,7 +114,7 @@ func (w *canaryWatch) check() []machine.BadAccess {
 				continue
 			}
 			w.seen = append(w.seen, c)
-			found = append(found, machine.BadAccess{Addr: c.Start, Size: int(c.Size()), Write: true})
+			found = append(found, machine.BadAccess{Addr: c.Start, Size: int(c.Size()), Write: true, CPU: -1}) // a canary cannot tell which CPU wrote
 		}
 	}
 	return found

@@ -12,10 +12,14 @@ const (
 )
 
 // CPU models: TCG offers everything it emulates (SSE4.2 for the stub's
-// crc32, RDRAND too: TCG implements it); under KVM the host's CPU, without
-// the MSR that makes QEMU 7.2 abort on nested KVMs (DESIGN.md §7).
+// crc32, RDRAND too: TCG implements it), as an AMD family 6 model 6, whose
+// stepping 1 makes it an Athlon that Linux takes as fit for SMP (with QEMU's
+// stepping 3 and no MP bit, which QEMU cannot set, every processor but the
+// first warns "This combination of AMD processors is not suitable for SMP"
+// and taints the kernel); under KVM the host's CPU, without the MSR that
+// makes QEMU 7.2 abort on nested KVMs (DESIGN.md §7).
 const (
-	cpuTCG = "max"
+	cpuTCG = "max,stepping=1"
 	cpuKVM = "host,arch-capabilities=off"
 )
 
@@ -23,6 +27,7 @@ const (
 type launch struct {
 	Accel   string
 	MemSize uint64
+	CPUs    int    // -smp; 0 or 1 leaves QEMU's default, one
 	RAMPath string // memory-backend-file path (shared with kvmboot)
 	// BIOS is our firmware image; empty means QEMU's own (SeaBIOS).
 	BIOS string
@@ -67,12 +72,18 @@ func (l *launch) args() []string {
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-S", // paused until kvmboot has QMP
 		"-machine", machine,
-		"-accel", l.Accel,
+		"-accel", l.accelOption(),
 		"-cpu", cpu,
 		// -m as well: left out, it means 128M, more than a smaller
 		// backend, which the ISA PC (no memory hotplug) refuses.
 		"-m", fmt.Sprintf("%dk", l.MemSize>>10),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", l.MemSize, optEscape(l.RAMPath)),
+	}
+	if l.CPUs > 1 {
+		// A socket each, as on our KVM machine: QEMU 7.2 makes them
+		// cores of one socket, and SeaBIOS's MP table (the reference
+		// run's) then lists only the socket's first.
+		a = append(a, "-smp", fmt.Sprintf("%d,sockets=%d", l.CPUs, l.CPUs))
 	}
 	if l.BIOS != "" {
 		a = append(a, "-bios", l.BIOS, "-global", "apic-common.vapic=off")
@@ -106,6 +117,19 @@ func (l *launch) args() []string {
 		a = append(a, "-trace", "kvm_run_exit")
 	}
 	return a
+}
+
+// accelOption is -accel's value. Several processors under TCG run each
+// on a thread of its own (QEMU 7.2 does so for an i386 guest on an x86
+// host), except with kvmboot's plugin: it watches guest RAM by
+// protecting pages, and one vCPU let through a page for an access would
+// open it to the others' accesses; on one thread (thread=single) the
+// vCPUs take turns and none slips through.
+func (l *launch) accelOption() string {
+	if l.Accel == AccelTCG && l.CPUs > 1 && l.Plugin != "" {
+		return AccelTCG + ",thread=single"
+	}
+	return l.Accel
 }
 
 // multibootInitrd joins Multiboot module strings (path first) into QEMU's

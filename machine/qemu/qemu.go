@@ -58,13 +58,13 @@ type Backend struct {
 	Minimal bool
 }
 
-// PCPlatform is QEMU's PC as our ACPI tables describe it: one processor
-// (QEMU's default), its local APIC and I/O APIC (ID 0, IRQ 0 on pin 2),
+// PCPlatform is QEMU's PC as our firmware tables describe it: the plan's
+// processors (-smp), their local APICs and the I/O APIC (ID 0, IRQ 0 on pin 2),
 // the i440FX's PCI host bridge, the PIIX4's PM block that our firmware
 // puts at realmode.PMBase (SCI on IRQ 9), its HPET and 8042. QEMU 7.2's HPET has 3 timers, a 64-bit
 // counter, legacy routing, revision 1, vendor 8086: the capabilities'
 // low word the HPET table repeats.
-var PCPlatform = loader.Platform{Name: "qemu-pc", CPUs: 1, HPET: &loader.HPET{BlockID: 0x8086A201}, I8042: true, PCI: true}
+var PCPlatform = loader.Platform{Name: "qemu-pc", HPET: &loader.HPET{BlockID: 0x8086A201}, I8042: true, PCI: true}
 
 // platform is the machine our firmware runs on under b, nil for one
 // without ACPI.
@@ -304,7 +304,7 @@ func (r *run) prepare() error {
 		return err
 	}
 	l := &r.launch
-	l.Accel, l.MemSize, l.RAMPath = r.accel, r.memSize, r.ramPath
+	l.Accel, l.MemSize, l.CPUs, l.RAMPath = r.accel, r.memSize, r.shape.CPUs, r.ramPath
 	l.QMPPath = filepath.Join(r.dir, "qmp.sock")
 	l.LogPath = filepath.Join(r.dir, "qemu.log")
 	if r.opts.CountStub {
@@ -409,7 +409,7 @@ func (r *run) writeFile(name string, data []byte) (string, error) {
 // prepareFirmware writes the firmware image for the machine and keeps the
 // ACPI tables it points at for the plan's ACPI page.
 func (r *run) prepareFirmware() error {
-	rom, tables, err := machine.Firmware(r.b.platform(), r.shape.ACPI, r.memSize)
+	rom, tables, err := machine.Firmware(r.b.platform(), r.shape)
 	if err != nil {
 		return err
 	}
@@ -424,8 +424,8 @@ func (r *run) prepareFirmware() error {
 // meanwhile; the guest runs only once connect sends cont.
 func (r *run) place() error {
 	if got := machine.ShapeOf(r.plan); got != r.shape {
-		return fmt.Errorf("the plan (%s of RAM, ACPI page %v) %w (%s, %v)",
-			memmap.FormatSize(got.MemSize), got.ACPI, machine.ErrShapeMismatch, memmap.FormatSize(r.shape.MemSize), r.shape.ACPI)
+		return fmt.Errorf("the plan (%s of RAM, ACPI page %v, %d CPUs) %w (%s, %v, %d CPUs)",
+			memmap.FormatSize(got.MemSize), got.ACPI, got.CPUs, machine.ErrShapeMismatch, memmap.FormatSize(r.shape.MemSize), r.shape.ACPI, r.shape.CPUs)
 	}
 	plan, err := machine.WithACPITables(r.plan, r.tables)
 	if err != nil {
@@ -903,20 +903,34 @@ func firstLine(s string) string {
 	return line
 }
 
-// registers reads the vCPU's registers through QMP, keeps them for the
-// result and describes them.
+// registers reads the vCPUs' registers through QMP, keeps the bootstrap
+// processor's for the result and describes them all: QEMU does not say
+// which processor reset the machine or stopped.
 func (r *run) registers(ctx context.Context) string {
-	text, err := r.qmp.hmp(ctx, "info registers")
-	if err != nil {
-		return "registers unavailable: " + err.Error()
+	n := r.plan.NumCPUs()
+	var states []string
+	if n > 1 {
+		states = append(states, fmt.Sprintf("QEMU does not say which of the %d processors", n))
 	}
-	regs, ok := parseRegisters(text)
-	if !ok {
-		return "registers unavailable: " + firstLine(text)
+	for cpu := range n {
+		text, err := r.qmp.hmpOn(ctx, cpu, "info registers")
+		if err != nil {
+			states = append(states, fmt.Sprintf("CPU %d: registers unavailable: %v", cpu, err))
+			continue
+		}
+		regs, ok := parseRegisters(text)
+		if !ok {
+			states = append(states, fmt.Sprintf("CPU %d: registers unavailable: %s", cpu, firstLine(text)))
+			continue
+		}
+		state := regs.state(r.read())
+		state.CPU = cpu
+		if cpu == 0 {
+			r.regs, r.cpu = regs, state
+		}
+		states = append(states, state.String())
 	}
-	r.regs = regs
-	r.cpu = regs.state(r.read())
-	return r.cpu.String()
+	return strings.Join(states, "; ")
 }
 
 // read fetches guest physical memory for disassembly.

@@ -44,7 +44,7 @@ func TestArgsOurFirmware(t *testing.T) {
 		{"-machine", "isapc,memory-backend=ram"},
 		{"-m", "262144k"},
 		{"-accel", "tcg"},
-		{"-cpu", "max"},
+		{"-cpu", "max,stepping=1"},
 		{"-object", "memory-backend-file,id=ram,size=268435456,mem-path=/dev/shm/kvmboot-1,share=on"},
 		{"-bios", "/tmp/d/firmware.bin"},
 		{"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"},
@@ -58,8 +58,8 @@ func TestArgsOurFirmware(t *testing.T) {
 			t.Errorf("args lack %q:\n%q", want, a)
 		}
 	}
-	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") {
-		t.Errorf("unexpected -kernel, KVM trace or plugin: %q", a)
+	if slices.Contains(a, "-kernel") || slices.Contains(a, "kvm_run_exit") || slices.Contains(a, "-plugin") || slices.Contains(a, "-smp") {
+		t.Errorf("unexpected -kernel, KVM trace, plugin or -smp: %q", a)
 	}
 	for _, arg := range a {
 		if strings.HasPrefix(arg, "loader,") {
@@ -67,10 +67,20 @@ func TestArgsOurFirmware(t *testing.T) {
 		}
 	}
 	l.Plugin = pluginArg
-	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") {
+	if a = l.args(); !hasSeq(a, "-plugin", "/proc/self/fd/3,fd=4") || !hasSeq(a, "-accel", "tcg") {
 		t.Errorf("plugin args: %q", a)
 	}
+	// Several processors: a thread each, but one for all of them when
+	// the plugin watches guest RAM.
+	l.CPUs = 4
+	if a = l.args(); !hasSeq(a, "-smp", "4,sockets=4") || !hasSeq(a, "-accel", "tcg,thread=single") {
+		t.Errorf("SMP args with the plugin: %q", a)
+	}
 	l.Plugin = ""
+	if a = l.args(); !hasSeq(a, "-smp", "4,sockets=4") || !hasSeq(a, "-accel", "tcg") {
+		t.Errorf("SMP args: %q", a)
+	}
+	l.CPUs = 0
 
 	l.Accel = AccelKVM
 	a = l.args()
@@ -309,7 +319,7 @@ func TestCanaryWatch(t *testing.T) {
 	}
 	binary.LittleEndian.PutUint32(ram[0x18000:], 0)
 	acc := w.check()
-	if len(acc) != 1 || acc[0] != (machine.BadAccess{Addr: 0x18000, Size: 4, Write: true}) {
+	if len(acc) != 1 || acc[0] != (machine.BadAccess{Addr: 0x18000, Size: 4, Write: true, CPU: -1}) {
 		t.Fatalf("got %+v", acc)
 	}
 	if acc := w.check(); len(acc) != 0 {

@@ -218,7 +218,17 @@ func (c *qmpClient) execute(ctx context.Context, command string, args any) (json
 
 // hmp runs a human monitor command and returns its text.
 func (c *qmpClient) hmp(ctx context.Context, line string) (string, error) {
-	raw, err := c.execute(ctx, "human-monitor-command", map[string]string{"command-line": line})
+	return c.hmpArgs(ctx, map[string]any{"command-line": line})
+}
+
+// hmpOn is hmp with processor cpu as the monitor's current CPU: the one
+// whose registers "info registers" shows and whose page tables "x" walks.
+func (c *qmpClient) hmpOn(ctx context.Context, cpu int, line string) (string, error) {
+	return c.hmpArgs(ctx, map[string]any{"command-line": line, "cpu-index": cpu})
+}
+
+func (c *qmpClient) hmpArgs(ctx context.Context, args map[string]any) (string, error) {
+	raw, err := c.execute(ctx, "human-monitor-command", args)
 	if err != nil {
 		return "", err
 	}

@@ -297,13 +297,14 @@ func overlapping(rs []memmap.Range, w memmap.Range) []memmap.Range {
 	return out
 }
 
-// registers reads the vCPU's registers while it waits in the plugin. QEMU
-// keeps them current in its CPU state before every guest memory access,
-// and at the start of a translation; only EIP lags inside a block.
-func (p *tcgPlugin) registers() (*cpuRegs, error) {
+// registers reads the registers of vCPU cpu while it waits in the
+// plugin. QEMU keeps them current in its CPU state before every guest
+// memory access, and at the start of a translation; only EIP lags inside
+// a block.
+func (p *tcgPlugin) registers(cpu int) (*cpuRegs, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	text, err := p.r.qmp.hmp(ctx, "info registers")
+	text, err := p.r.qmp.hmpOn(ctx, cpu, "info registers")
 	if err != nil {
 		return nil, err
 	}
@@ -322,13 +323,13 @@ func (p *tcgPlugin) registers() (*cpuRegs, error) {
 // the byte at the address is known to be accessed (QEMU fetching code
 // next to bad bytes, to translate it, is no access to them).
 func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
-	acc := machine.BadAccess{Addr: f.Phys, Size: 1, Write: f.Write}
+	acc := machine.BadAccess{Addr: f.Phys, Size: 1, Write: f.Write, CPU: f.CPU}
 	touched := len(overlapping(p.bad, memmap.Range{Start: f.Phys, End: f.Phys + 1})) > 0
 	if p.identified >= maxIdentified {
 		return acc, touched
 	}
 	p.identified++
-	regs, err := p.registers()
+	regs, err := p.registers(f.CPU)
 	if err != nil {
 		acc.Insn = "(registers unavailable: " + err.Error() + ")"
 		return acc, touched
@@ -338,7 +339,7 @@ func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 		acc.Insn = "(no translated block has run)"
 		return acc, touched
 	}
-	block, err := p.blockCode(f.Vaddr, f.Insns, regs)
+	block, err := p.blockCode(f.CPU, f.Vaddr, f.Insns, regs)
 	if err != nil {
 		acc.Insn = fmt.Sprintf("(the code of the block at %#x is unreadable: %v)", f.Vaddr, err)
 		return acc, touched
@@ -361,10 +362,10 @@ func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 }
 
 // blockCode reads and splits the code of the block of n instructions at
-// linear address vaddr, decoding it in the vCPU's mode as QEMU did: from
-// guest RAM or our firmware when paging is off, else through QEMU's
-// monitor, which walks the guest's page tables.
-func (p *tcgPlugin) blockCode(vaddr uint64, n int, regs *cpuRegs) (*plugin.Block, error) {
+// linear address vaddr that vCPU cpu runs, decoding it in the vCPU's mode
+// (regs) as QEMU did: from guest RAM or our firmware when paging is off,
+// else through QEMU's monitor, which walks that vCPU's page tables.
+func (p *tcgPlugin) blockCode(cpu int, vaddr uint64, n int, regs *cpuRegs) (*plugin.Block, error) {
 	want := 15 * n
 	var code []byte
 	if !regs.paging() {
@@ -372,7 +373,7 @@ func (p *tcgPlugin) blockCode(vaddr uint64, n int, regs *cpuRegs) (*plugin.Block
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		text, err := p.r.qmp.hmp(ctx, fmt.Sprintf("x /%dxb %#x", want, vaddr))
+		text, err := p.r.qmp.hmpOn(ctx, cpu, fmt.Sprintf("x /%dxb %#x", want, vaddr))
 		if err != nil {
 			return nil, err
 		}
@@ -475,7 +476,8 @@ func accessKindFits(inst x86asm.Inst, write bool) bool {
 }
 
 // traceBlock decides whether to trace a block QEMU translates, from the
-// vCPU's state now (the block's state); the plugin waits for the answer.
+// state of vCPU 0 now (the block's state: the trace follows the
+// bootstrap processor); the plugin waits for the answer.
 func (p *tcgPlugin) traceBlock(id uint32, b *plugin.Block) uint32 {
 	o, entry := p.r.opts, p.r.plan.Entry
 	if p.traceOver {
@@ -487,7 +489,7 @@ func (p *tcgPlugin) traceBlock(id uint32, b *plugin.Block) uint32 {
 		p.traceOver = true
 		return plugin.TraceDone
 	}
-	regs, err := p.registers()
+	regs, err := p.registers(0)
 	if err != nil {
 		p.r.log("--trace: registers unavailable, tracing stops: " + err.Error())
 		p.traceOver = true

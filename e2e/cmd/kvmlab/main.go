@@ -48,7 +48,7 @@ const (
 type options struct {
 	cache, cpu, mem, appendArgs, kvmAMD, set, packages string
 	json, forceLab, keep, withQEMU                     bool
-	freezes, repeat                                    int
+	freezes, repeat, smp                               int
 	timeout                                            time.Duration
 }
 
@@ -63,6 +63,7 @@ func main() {
 	flags.StringVar(&o.cache, "cache", envOr("KVMBOOT_LAB_DIR", ".cache/lab"), "the lab's cache (scripts/fetch-lab.sh)")
 	flags.StringVar(&o.cpu, "cpu", envOr("KVMBOOT_LAB_CPU", lab.DefaultCPU), "the outer VM's -cpu")
 	flags.StringVar(&o.mem, "m", "2G", "the outer VM's memory")
+	flags.IntVar(&o.smp, "smp", 1, "the outer VM's processors")
 	flags.StringVar(&o.appendArgs, "append", os.Getenv("KVMBOOT_LAB_APPEND"), "added to the outer kernel's command line")
 	flags.StringVar(&o.kvmAMD, "kvm-amd", os.Getenv("KVMBOOT_LAB_KVM_AMD"), "kvm_amd module parameters (\"npt=0 vgif=0\")")
 	flags.IntVar(&o.freezes, "max-freezes", 8, "give up after this many outer VMs froze")
@@ -377,7 +378,7 @@ func newLab(o options, dir string, files []initramfs.File) (*lab.Lab, error) {
 		return nil, err
 	}
 	note(fmt.Sprintf("outer VM: %s -cpu %s -m %s, initramfs %d MB", filepath.Base(bin), o.cpu, o.mem, len(base)>>20))
-	job := lab.Outer{QEMU: bin, CPU: o.cpu, Memory: o.mem, Kernel: filepath.Join(o.cache, "kernel", "vmlinuz"), Append: o.appendArgs}
+	job := lab.Outer{QEMU: bin, CPU: o.cpu, Memory: o.mem, CPUs: o.smp, Kernel: filepath.Join(o.cache, "kernel", "vmlinuz"), Append: o.appendArgs}
 	return &lab.Lab{Outer: job, Base: base, Dir: dir, Notes: note, MaxFreezes: o.freezes, Timeout: o.timeout}, nil
 }
 

@@ -22,7 +22,7 @@ var SharedObject []byte
 
 // The protocol's constants, as csrc/protocol.h defines them.
 const (
-	Version = 1
+	Version = 2
 
 	MsgConfig  = 1
 	MsgHello   = 2
@@ -164,25 +164,34 @@ func parseBlock(p []byte) (*Block, error) {
 
 // Fault is an access about to happen (FAULT), with the block that runs:
 // its first instruction's (linear) address and its instruction count (0:
-// none is known, the configuration did not ask or no block ran yet), and
-// its serial, which changes each time a block starts.
+// none is known, the configuration did not ask or no block ran yet), its
+// serial, which changes each time a block starts, and the vCPU that runs
+// it.
 type Fault struct {
 	Phys   uint64
 	Write  bool
 	Insns  int
 	Serial uint64
 	Vaddr  uint64
+	CPU    int
 }
+
+// MaxCPUs bounds the vCPU index a FAULT may carry (QEMU's PC allows 288
+// processors).
+const MaxCPUs = 1024
 
 // ParseFault reads FAULT's payload.
 func ParseFault(p []byte) (Fault, error) {
 	le := binary.LittleEndian
-	if len(p) != 32 {
+	if len(p) != 40 {
 		return Fault{}, errShort
 	}
-	f := Fault{Phys: le.Uint64(p), Write: le.Uint32(p[8:]) != 0, Insns: int(le.Uint32(p[12:])), Serial: le.Uint64(p[16:]), Vaddr: le.Uint64(p[24:])}
+	f := Fault{Phys: le.Uint64(p), Write: le.Uint32(p[8:]) != 0, Insns: int(le.Uint32(p[12:])), Serial: le.Uint64(p[16:]), Vaddr: le.Uint64(p[24:]), CPU: int(le.Uint32(p[32:]))}
 	if f.Insns > MaxInsns {
 		return Fault{}, fmt.Errorf("a block of %d instructions", f.Insns)
+	}
+	if f.CPU >= MaxCPUs {
+		return Fault{}, fmt.Errorf("an access by vCPU %d", f.CPU)
 	}
 	return f, nil
 }

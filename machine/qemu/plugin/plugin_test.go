@@ -91,14 +91,14 @@ func TestConfigEncode(t *testing.T) {
 }
 
 func TestParseMessages(t *testing.T) {
-	fault := bytes.Join([][]byte{le64(0x1800000), le32(1, 5), le64(7, 0x2001000)}, nil)
+	fault := bytes.Join([][]byte{le64(0x1800000), le32(1, 5), le64(7, 0x2001000), le32(3, 0)}, nil)
 	msg := append(le32(MsgFault, uint32(len(fault))), fault...)
 	m, err := ReadMessage(bytes.NewReader(msg))
 	if err != nil || m.Type != MsgFault {
 		t.Fatalf("%+v %v", m, err)
 	}
 	f, err := ParseFault(m.Payload)
-	if err != nil || f != (Fault{Phys: 0x1800000, Write: true, Insns: 5, Serial: 7, Vaddr: 0x2001000}) {
+	if err != nil || f != (Fault{Phys: 0x1800000, Write: true, Insns: 5, Serial: 7, Vaddr: 0x2001000, CPU: 3}) {
 		t.Fatalf("%+v %v", f, err)
 	}
 	block := bytes.Join([][]byte{le64(0x2001000), le32(2, 3), {1, 2}, {0x90, 0x89, 0x08}}, nil)
@@ -127,8 +127,10 @@ func TestParseRefuses(t *testing.T) {
 	for _, p := range [][]byte{
 		nil,
 		le64(1),
-		bytes.Join([][]byte{le64(1), le32(0, MaxInsns+1), le64(0, 0)}, nil), // more instructions than a block holds
-		bytes.Join([][]byte{le64(1), le32(0, 1), le64(0, 0), {0}}, nil),     // a byte too many
+		bytes.Join([][]byte{le64(1), le32(0, MaxInsns+1), le64(0, 0), le32(0, 0)}, nil), // more instructions than a block holds
+		bytes.Join([][]byte{le64(1), le32(0, 1), le64(0, 0), le32(MaxCPUs, 0)}, nil),    // a vCPU no machine has
+		bytes.Join([][]byte{le64(1), le32(0, 1), le64(0, 0), le32(0, 0), {0}}, nil),     // a byte too many
+		bytes.Join([][]byte{le64(1), le32(0, 1), le64(0, 0)}, nil),                      // version 1's FAULT
 	} {
 		if f, err := ParseFault(p); err == nil {
 			t.Errorf("fault % x accepted: %+v", p, f)
@@ -161,7 +163,7 @@ func TestParseRefuses(t *testing.T) {
 // FuzzMessages: whatever the plugin sends, kvmboot's readers return an
 // error or a message within bounds, never a panic or a huge allocation.
 func FuzzMessages(f *testing.F) {
-	f.Add(append(le32(MsgFault, 32), bytes.Join([][]byte{le64(0x1800000), le32(1, 5), le64(7, 0x2001000)}, nil)...))
+	f.Add(append(le32(MsgFault, 40), bytes.Join([][]byte{le64(0x1800000), le32(1, 5), le64(7, 0x2001000), le32(1, 0)}, nil)...))
 	f.Add(append(le32(MsgBlock, 29), bytes.Join([][]byte{le32(9, 21), le64(0x2001000), le32(2, 3), {1, 2}, {0x90, 0x89, 0x08}}, nil)...))
 	f.Add(append(le32(MsgWritten, 32), bytes.Join([][]byte{le64(0x2800004, 0x2800000), le32(8, 0), make([]byte, 8)}, nil)...))
 	f.Add(append(le32(MsgExec, 8), le32(3, 4)...))
@@ -173,7 +175,7 @@ func FuzzMessages(f *testing.F) {
 		if len(m.Payload) > MaxMessage {
 			t.Fatalf("payload of %d bytes", len(m.Payload))
 		}
-		if f, err := ParseFault(m.Payload); err == nil && f.Insns > MaxInsns {
+		if f, err := ParseFault(m.Payload); err == nil && (f.Insns > MaxInsns || f.CPU >= MaxCPUs) {
 			t.Fatalf("fault %+v", f)
 		}
 		if w, err := ParseWritten(m.Payload); err == nil && (len(w.Before) > Window || w.Phys < w.Window || w.Phys >= w.Window+uint64(len(w.Before))) {

@@ -21,6 +21,11 @@
  * kvmboot reads the registers (which QEMU keeps current in its CPU state
  * before every guest memory access) and the block's code to find the
  * instruction in it.
+ *
+ * All vCPUs run on one QEMU thread (kvmboot asks for thread=single when
+ * the machine has several): while one vCPU's access is let through a page,
+ * no other vCPU runs to slip through it. They take turns, so the block that
+ * runs and its vCPU are the ones whose block callback came last.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,19 +65,20 @@ static struct range *ranges;
 static uint32_t nranges;
 static uint8_t *pages; /* UNWATCHED, READ_ONLY or NO_ACCESS per guest page */
 static uint8_t *ram;   /* QEMU's mapping of guest RAM, once found */
-static pid_t vcpu_tid; /* the vCPU thread: the one that reports */
+static pid_t vcpu_tid; /* the thread that runs the vCPUs: the one that reports */
 static int tracing;
 static uint32_t next_block_id;
 static struct sigaction old_segv, old_trap;
 
-/* Only one vCPU runs (kvmboot's machines have one), so the block that
- * runs is a plain variable: a thread-local one costs a call in every
- * block callback. It is the block's first instruction's address (linear:
- * i386 addresses fit 32 bits) and, above it, its instruction count: all
- * kvmboot needs to read and decode the block, so translation does no
- * more than register the callback. */
+/* One vCPU runs at a time, so the block that runs is a plain variable: a
+ * thread-local one costs a call in every block callback. It is the
+ * block's first instruction's address (linear: i386 addresses fit 32
+ * bits) and, above it, its instruction count: all kvmboot needs to read
+ * and decode the block, so translation does no more than register the
+ * callback. running_cpu is the vCPU that runs it. */
 static uint64_t running;
 static uint64_t running_serial;
+static uint32_t running_cpu;
 
 /* die ends QEMU from anywhere, a signal handler included. The status is
  * even, which kvmboot never takes for the guest's. */
@@ -261,7 +267,8 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
 			uint64_t phys;
 			uint32_t write, insns;
 			uint64_t serial, vaddr;
-		} m = {phys, (uint32_t)write, (uint32_t)(running >> 32), running_serial, running & 0xffffffff};
+			uint32_t cpu, zero;
+		} m = {phys, (uint32_t)write, (uint32_t)(running >> 32), running_serial, running & 0xffffffff, running_cpu, 0};
 		send_msg(KB_MSG_FAULT, &m, sizeof m, NULL, 0);
 		await_reply();
 		st->done = 1;
@@ -376,15 +383,16 @@ static void start(void)
 
 static void on_block(unsigned int vcpu, void *block)
 {
-	(void)vcpu;
 	running = (uintptr_t)block;
 	running_serial++;
+	running_cpu = vcpu;
 }
 
+/* A trace follows the bootstrap processor, vCPU 0, as on kvmboot's KVM
+ * machine. */
 static void on_insn(unsigned int vcpu, void *where)
 {
-	(void)vcpu;
-	if (!tracing)
+	if (!tracing || vcpu != 0)
 		return;
 	uintptr_t w = (uintptr_t)where;
 	uint32_t m[2] = {(uint32_t)(w >> 16), (uint32_t)(w & 0xffff)};

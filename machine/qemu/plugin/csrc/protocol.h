@@ -13,7 +13,7 @@
 #ifndef KVMBOOT_PROTOCOL_H
 #define KVMBOOT_PROTOCOL_H
 
-#define KB_VERSION 1
+#define KB_VERSION 2
 
 /* kvmboot -> plugin, first: {u32 version, u32 flags, u64 RAM size, u32
  * RAM file's device major, minor, u64 its inode, u32 ranges, u32 0, then
@@ -23,11 +23,11 @@
 /* plugin -> kvmboot: */
 #define KB_MSG_HELLO 2   /* installed: {u32 version, u32 0} */
 #define KB_MSG_START 3   /* the guest's first block, before watching begins; reply */
-#define KB_MSG_FAULT 4   /* an access about to happen: {u64 phys, u32 write, u32 instructions of the running block, u64 its serial, u64 its address}; reply, or none to stop there */
+#define KB_MSG_FAULT 4   /* an access about to happen: {u64 phys, u32 write, u32 instructions of the running block, u64 its serial, u64 its address, u32 the vCPU that runs it, u32 0}; reply, or none to stop there */
 #define KB_MSG_DONE 5    /* the access FAULT let through happened: {u64 phys}; reply */
 #define KB_MSG_WRITTEN 6 /* a write to faulty RAM happened: {u64 phys, u64 window, u32 window bytes, u32 0, the window's bytes before the write}; reply */
 #define KB_MSG_BLOCK 7   /* a block is being translated (tracing): {u32 id, u32 block bytes, BLOCK}; reply */
-#define KB_MSG_EXEC 8    /* a traced instruction is about to run: {u32 block id, u32 index} */
+#define KB_MSG_EXEC 8    /* a traced instruction is about to run on vCPU 0: {u32 block id, u32 index} */
 
 /* CONFIG flags. */
 #define KB_CONFIG_BLOCKS 1 /* follow which block runs, for FAULT */
