@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/kvm"
 	"kvmboot/machine/qemu"
@@ -120,7 +120,7 @@ func TestChooseExplicit(t *testing.T) {
 // TestPreferTCG: faulty RAM and tracing keep whatever backend the probe
 // picks, except QEMU's KVM accelerator, which runs no plugin.
 func TestPreferTCG(t *testing.T) {
-	faulty := Config{Faulty: []faults.Range{{Range: loader.Range{Start: 20 << 20, End: 21 << 20}}}}
+	faulty := Config{Faulty: []faults.Range{{Range: memmap.Range{Start: 20 << 20, End: 21 << 20}}}}
 	trace := Config{Trace: func(string) {}}
 	for _, tc := range []struct {
 		c         Choice
@@ -254,6 +254,7 @@ func TestMachineOption(t *testing.T) {
 		ok bool
 	}{{"", true}, {MachinePC, true}, {MachineMinimal, true}, {"q35", false}} {
 		err := (&Config{VMM: VMMKVM, Machine: tc.in}).Validate()
+		// The CLI line, flag and choices, is the contract.
 		if (err == nil) != tc.ok || err != nil && !strings.Contains(err.Error(), "--machine=q35: want pc or minimal") {
 			t.Errorf("%q: %v", tc.in, err)
 		}

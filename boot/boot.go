@@ -19,6 +19,7 @@ import (
 	"kvmboot/internal/hugemem"
 	"kvmboot/loader"
 	"kvmboot/loader/kcache"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
 )
@@ -110,7 +111,7 @@ func ReadInput(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
 	if st.Size() > loader.DefaultLimit {
-		return nil, fmt.Errorf("%s: %s is larger than any kernel, module or initrd kvmboot loads (%s)", path, loader.FormatSize(uint64(st.Size())), loader.FormatSize(loader.DefaultLimit))
+		return nil, fmt.Errorf("%s: %s is larger than any kernel, module or initrd kvmboot loads (%s)", path, memmap.FormatSize(uint64(st.Size())), memmap.FormatSize(loader.DefaultLimit))
 	}
 	return hugemem.ReadFile(path)
 }
@@ -150,7 +151,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	)
 	if st, ok := starterOf(backend); berr == nil && ok {
 		if m, acpi, err := loader.BootMap(cfg.memSize(), cfg.BadRAM); err == nil { // else planning fails and says why
-			opts.BadRAM = m.Ranges(loader.KindBad)
+			opts.BadRAM = m.Ranges(memmap.KindBad)
 			since = time.Since(start)
 			started, serr = st.Start(ctx, machine.Shape{MemSize: cfg.memSize(), ACPI: acpi, CPUs: max(cfg.CPUs, 1)}, opts)
 		}
@@ -190,7 +191,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 			mr.Backend = backend.Name()
 		}
 	} else {
-		opts.BadRAM = p.Map.Ranges(loader.KindBad)
+		opts.BadRAM = p.Map.Ranges(memmap.KindBad)
 		since = time.Since(start)
 		mr, err = backend.Run(ctx, p, opts)
 	}

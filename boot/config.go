@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/qemu"
@@ -28,12 +30,12 @@ type Config struct {
 	Initrd string
 	// Disk is an image the in-guest BIOS serves as drive 80h (int 13h).
 	Disk   string
-	BadRAM []loader.Range
+	BadRAM []memmap.Range
 
 	Protocol    loader.Protocol // "" = from the image
 	Policy      loader.Policy
 	LoadAddress *uint64
-	Region      *loader.Range
+	Region      *memmap.Range
 	NoVerify    bool
 	// NoCache decompresses the kernel even when an earlier run cached it.
 	NoCache bool
@@ -65,7 +67,7 @@ type Config struct {
 	Faulty        []faults.Range // --faulty-ram: RAM that misbehaves undeclared (our KVM machine, QEMU with TCG); memtest.go
 	Seed          uint64         // --seed: memtest patterns and the flip fault model
 	Memtest       string         // --memtest: "" (none), "quick" or "thorough": test RAM in the guest first; memtest.go
-	MemtestRanges []loader.Range // --memtest-range: what the memtest covers (nil: all usable RAM)
+	MemtestRanges []memmap.Range // --memtest-range: what the memtest covers (nil: all usable RAM)
 	MemtestCount  bool           // --memtest-count: single-step a few pages for instructions per page (KVM)
 }
 
@@ -87,7 +89,13 @@ func ParseModule(s string) (ModuleSpec, error) {
 	return ModuleSpec{Path: path, Args: line}, nil
 }
 
-func errNoModuleFile(module string) error { return fmt.Errorf("module %q: no file name", module) }
+// ErrNoModuleFile is the error of a module spec without a file name, for
+// errors.Is.
+var ErrNoModuleFile = errors.New("no file name")
+
+func errNoModuleFile(module string) error {
+	return fmt.Errorf("module %q: %w", module, ErrNoModuleFile)
+}
 
 // DefaultMemSize is the guest RAM when Config.MemSize is 0.
 const DefaultMemSize = 256 << 20

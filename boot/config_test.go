@@ -2,11 +2,13 @@ package boot
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 )
@@ -14,11 +16,11 @@ import (
 // TestValidate: every setting a configuration can get wrong is refused in
 // one line that names it, and the good ones pass.
 func TestValidate(t *testing.T) {
-	faulty := []faults.Range{{Range: loader.Range{Start: 20 << 20, End: 21 << 20}}}
+	faulty := []faults.Range{{Range: memmap.Range{Start: 20 << 20, End: 21 << 20}}}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		want string // "" = valid
+		want string // "" = valid; else what the one line names: the setting and its value, the contract here
 	}{
 		{"zero value", Config{}, ""},
 		{"all set", Config{VMM: VMMQEMU, Accel: "tcg", MemSize: 64 << 20, Protocol: loader.ProtocolMultiboot, Policy: loader.PolicyLowest,
@@ -44,7 +46,7 @@ func TestValidate(t *testing.T) {
 		{"faulty RAM on QEMU's own loader", Config{VMM: VMMQEMUKernel, Faulty: faulty}, "--vmm=qemu-kernel (QEMU's own loader"},
 		{"faulty RAM with QEMU's KVM accelerator", Config{VMM: VMMQEMU, Accel: "kvm", Faulty: faulty}, "--accel=kvm cannot inject faults"},
 		{"memtest mode", Config{Memtest: "slow"}, "quick or thorough"},
-		{"memtest range alone", Config{MemtestRanges: []loader.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
+		{"memtest range alone", Config{MemtestRanges: []memmap.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
 	} {
 		err := tc.cfg.Validate()
 		switch {
@@ -62,11 +64,11 @@ func TestValidate(t *testing.T) {
 // before reading anything: a plan for 100G used to succeed.
 func TestPlanAndRunValidate(t *testing.T) {
 	bad := Config{Kernel: "/nonexistent/kernel", MemSize: 100 << 30}
-	if _, err := Plan(bad); err == nil || !strings.Contains(err.Error(), "guest memory") {
+	if _, err := Plan(bad); !errors.Is(err, machine.ErrMemSize) {
 		t.Errorf("Plan: %v, want the memory size refused", err)
 	}
 	res, err := Run(context.Background(), bad)
-	if err == nil || !strings.Contains(err.Error(), "guest memory") {
+	if !errors.Is(err, machine.ErrMemSize) {
 		t.Errorf("Run: %v, want the memory size refused", err)
 	}
 	if res == nil || res.Outcome != machine.Error || res.ExitCode != machine.StatusError || res.Reason != err.Error() || res.Kernel.Path != bad.Kernel {
@@ -88,7 +90,7 @@ func TestParseModule(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "   "} {
-		if _, err := ParseModule(bad); err == nil || !strings.Contains(err.Error(), "no file name") {
+		if _, err := ParseModule(bad); !errors.Is(err, ErrNoModuleFile) {
 			t.Errorf("ParseModule(%q): %v", bad, err)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
 	"kvmboot/e2e/hosttest"
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
 	"kvmboot/machine/qemu"
@@ -27,7 +27,7 @@ import (
 // Without a usable /dev/kvm the example boots the same firmware and plan
 // under QEMU instead, so it prints the same lines on either backend.
 func Example() {
-	bad, err := loader.ParseBadRAM("16M-32M", boot.DefaultMemSize)
+	bad, err := memmap.ParseBadRAM("16M-32M", boot.DefaultMemSize)
 	if err != nil {
 		panic(err)
 	}
@@ -67,14 +67,14 @@ func Example() {
 // Plan a boot without running it (no KVM needed): where each piece goes
 // around bad RAM, and why.
 func ExamplePlan() {
-	plan, err := boot.Plan(boot.Config{BadRAM: []loader.Range{{Start: 16 << 20, End: 32 << 20}}})
+	plan, err := boot.Plan(boot.Config{BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}})
 	if err != nil {
 		panic(err)
 	}
 	r := boot.PlanResult(plan) // the result JSON's shape, without an outcome
 	fmt.Printf("kernel linked at %#x, loaded at %#x, relocated: %v\n", r.LinkAddress, r.LoadAddress, r.Relocations > 0)
 	for _, reg := range r.MemoryMap {
-		if reg.Type == loader.KindBad {
+		if reg.Type == memmap.KindBad {
 			fmt.Printf("bad RAM %#x-%#x\n", reg.Start, reg.End)
 		}
 	}

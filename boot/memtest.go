@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/memtest"
@@ -44,7 +44,7 @@ func runFaulty(ctx context.Context, cfg Config) (*Result, error) {
 			res.Timings.Total = machine.Millis(time.Since(start))
 			return res, err
 		}
-		cfg.BadRAM = append(append([]loader.Range(nil), cfg.BadRAM...), rep.FailingRanges()...)
+		cfg.BadRAM = append(append([]memmap.Range(nil), cfg.BadRAM...), rep.FailingRanges()...)
 		cfg.Memtest = ""
 	}
 	res, err := run(ctx, cfg)
@@ -72,13 +72,13 @@ func checkFaulty(cfg Config) error {
 		}
 		return fmt.Errorf("--faulty-ram needs our KVM machine (--vmm=kvm) or QEMU with TCG (--vmm=qemu --accel=tcg), which see every access to faulty RAM; %s cannot inject faults", backend)
 	}
-	hole := loader.Range{Start: 0xA0000, End: 0x100000}
-	stub := loader.Range{Start: realmode.StubLow, End: realmode.StubHigh}
-	guest := loader.Range{Start: realmode.MemtestAddr, End: realmode.MemtestEnd}
+	hole := memmap.Range{Start: memmap.LowRAMEnd, End: memmap.HighRAMStart}
+	stub := memmap.Range{Start: realmode.StubLow, End: realmode.StubHigh}
+	guest := memmap.Range{Start: realmode.MemtestAddr, End: realmode.MemtestEnd}
 	for _, f := range cfg.Faulty {
 		switch {
 		case f.End > mem:
-			return fmt.Errorf("--faulty-ram %s: beyond the guest's %s of RAM", f, loader.FormatSize(mem))
+			return fmt.Errorf("--faulty-ram %s: beyond the guest's %s of RAM", f, memmap.FormatSize(mem))
 		case f.Overlaps(hole):
 			return fmt.Errorf("--faulty-ram %s: overlaps the legacy hole %v (VGA, ROMs, firmware), which is not RAM", f, hole)
 		case f.Overlaps(stub):
@@ -91,7 +91,7 @@ func checkFaulty(cfg Config) error {
 		}
 		// An alias's writes also land at addr ^ 1<<line: not where the
 		// stub or the memtest guest lives either.
-		keep := []loader.Range{stub}
+		keep := []memmap.Range{stub}
 		if cfg.Memtest != "" {
 			keep = append(keep, guest)
 		}
@@ -170,14 +170,14 @@ func runMemtest(ctx context.Context, cfg Config) (*memtest.Report, *Result, erro
 
 // xorImage returns the addresses a^bit for a in r (bit a power of two), as
 // ranges: r split where the bit changes, each piece moved by bit.
-func xorImage(r loader.Range, bit uint64) []loader.Range {
-	var out []loader.Range
+func xorImage(r memmap.Range, bit uint64) []memmap.Range {
+	var out []memmap.Range
 	for a := r.Start; a < r.End; {
 		end := min(r.End, (a|(bit-1))+1) // the end of a's run of equal bit
 		if end <= a {                    // wrapped at 2^64
 			end = r.End
 		}
-		out = append(out, loader.Range{Start: a ^ bit, End: (end - 1) ^ bit + 1})
+		out = append(out, memmap.Range{Start: a ^ bit, End: (end - 1) ^ bit + 1})
 		a = end
 	}
 	return out

@@ -5,19 +5,19 @@ import (
 	"strings"
 	"testing"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine/faults"
 )
 
 func TestXorImage(t *testing.T) {
 	for _, tc := range []struct {
-		r    loader.Range
+		r    memmap.Range
 		bit  uint64
-		want []loader.Range
+		want []memmap.Range
 	}{
-		{loader.Range{Start: 0x6000, End: 0x8000}, 1 << 24, []loader.Range{{Start: 0x1006000, End: 0x1008000}}},
-		{loader.Range{Start: 0x6000, End: 0x8000}, 1 << 12, []loader.Range{{Start: 0x7000, End: 0x8000}, {Start: 0x6000, End: 0x7000}}},
-		{loader.Range{Start: 0x6000, End: 0x6004}, 1, []loader.Range{{Start: 0x6001, End: 0x6002}, {Start: 0x6000, End: 0x6001}, {Start: 0x6003, End: 0x6004}, {Start: 0x6002, End: 0x6003}}},
+		{memmap.Range{Start: 0x6000, End: 0x8000}, 1 << 24, []memmap.Range{{Start: 0x1006000, End: 0x1008000}}},
+		{memmap.Range{Start: 0x6000, End: 0x8000}, 1 << 12, []memmap.Range{{Start: 0x7000, End: 0x8000}, {Start: 0x6000, End: 0x7000}}},
+		{memmap.Range{Start: 0x6000, End: 0x6004}, 1, []memmap.Range{{Start: 0x6001, End: 0x6002}, {Start: 0x6000, End: 0x6001}, {Start: 0x6003, End: 0x6004}, {Start: 0x6002, End: 0x6003}}},
 	} {
 		if got := xorImage(tc.r, tc.bit); !slices.Equal(got, tc.want) {
 			t.Errorf("xorImage(%v, %#x) = %v, want %v", tc.r, tc.bit, got, tc.want)
@@ -49,13 +49,14 @@ func TestCheckFaulty(t *testing.T) {
 		{Config{Faulty: parse("0x7000+4:stuck1")}, "entry stub"},
 		{Config{Faulty: parse("0x11000+4K"), Memtest: "quick"}, "memtest guest"},
 		{Config{Faulty: parse("0xF0000+4K")}, "legacy hole"},
-		{Config{MemtestRanges: []loader.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
-		{Config{Memtest: "quick", MemtestRanges: []loader.Range{{Start: 300 << 20, End: 400 << 20}}}, "no whole page"},
+		{Config{MemtestRanges: []memmap.Range{{Start: 0, End: 1 << 20}}}, "need --memtest"},
+		{Config{Memtest: "quick", MemtestRanges: []memmap.Range{{Start: 300 << 20, End: 400 << 20}}}, "no whole page"},
 	} {
 		err := checkFaulty(tc.cfg)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%+v: %v", tc.cfg, err)
+		// The message names what the faulty RAM collides with: its contract.
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%+v: %v, want an error about %q", tc.cfg, err, tc.want)
 		}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/memtest"
@@ -59,7 +60,7 @@ type PlacementJSON struct {
 type RegionJSON struct {
 	Start uint64      `json:"start"`
 	End   uint64      `json:"end"`
-	Type  loader.Kind `json:"type"`
+	Type  memmap.Kind `json:"type"`
 }
 
 // Timings are in milliseconds, where a run's time goes. Load is reading

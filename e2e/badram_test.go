@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"kvmboot/boot"
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -28,7 +28,7 @@ func onBackend(vmm boot.VMM, cfg boot.Config) boot.Config {
 // recorded and the guest goes on, the store lost and the load seeing every
 // bit of what bad RAM held flipped. The same on both backends.
 func TestBadRAMCaught(t *testing.T) {
-	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
+	bad := []memmap.Range{{Start: 16 * mib, End: 32 * mib}}
 	for _, vmm := range backends {
 		t.Run(vmm.String(), func(t *testing.T) {
 			requireBackend(t, vmm)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
 	"kvmboot/machine/qemu"
@@ -46,7 +47,7 @@ const (
 )
 
 // btBadRAM makes E820 show a type 5 entry.
-var btBadRAM = []loader.Range{{Start: 16 << 20, End: 17 << 20}}
+var btBadRAM = []memmap.Range{{Start: 16 << 20, End: 17 << 20}}
 
 type btBackend struct {
 	name string
@@ -68,10 +69,10 @@ func btBackends() []btBackend {
 // nothing of the BIOS would: the handlers must then answer "nothing here".
 func btPlan(t *testing.T, prog []byte, disk []byte, noTables bool, extra ...loader.Placement) (*loader.Plan, []byte) {
 	t.Helper()
-	m := loader.NewMemoryMap(btMem)
+	m := memmap.New(btMem, loader.FirmwareHigh)
 	loader.MarkBIOSAreas(m)
 	for _, b := range btBadRAM {
-		m.Set(b, loader.KindBad)
+		m.Set(b, memmap.KindBad)
 	}
 	var d *loader.Disk
 	if disk != nil {

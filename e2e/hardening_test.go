@@ -17,7 +17,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/e2e/hosttest"
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
 	"kvmboot/machine/memtest"
@@ -361,7 +361,7 @@ func TestGuestChannelGarbage(t *testing.T) {
 			var console bytes.Buffer
 			dec := &memtest.Decoder{OnFrame: func(f memtest.Frame) { t.Errorf("garbage decoded as a frame: %+v", f) }}
 			res, err := backend.Run(context.Background(), plan, machine.Options{
-				Timeout: 2 * time.Minute, Console: machine.NewConsole(&console, nil), COM2: dec, BadRAM: plan.Map.Ranges(loader.KindBad)})
+				Timeout: 2 * time.Minute, Console: machine.NewConsole(&console, nil), COM2: dec, BadRAM: plan.Map.Ranges(memmap.KindBad)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,6 +20,7 @@ import (
 	"kvmboot/boot/testkernel"
 	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/realmode"
 )
@@ -68,11 +69,11 @@ func TestKVMBootBuiltin(t *testing.T) {
 }
 
 // mmapOf turns the kernel's view of the memory map into ranges by type.
-func mmapOf(rep *testkernel.Report, typ uint32) []loader.Range {
-	var rs []loader.Range
+func mmapOf(rep *testkernel.Report, typ uint32) []memmap.Range {
+	var rs []memmap.Range
 	for _, e := range rep.Mmap {
 		if e.Type == typ {
-			rs = append(rs, loader.Range{Start: e.Base, End: e.Base + e.Len})
+			rs = append(rs, memmap.Range{Start: e.Base, End: e.Base + e.Len})
 		}
 	}
 	return rs
@@ -84,12 +85,12 @@ func TestKVMBadRAMMovesKernel(t *testing.T) {
 		name     string
 		specs    []string
 		wantBase uint32
-		wantBad  []loader.Range
+		wantBad  []memmap.Range
 	}{
-		{"range", []string{"16M-32M"}, 0x2000000, []loader.Range{{Start: 16 * mib, End: 32 * mib}}},
-		{"plus", []string{"0x1000000+0x800000"}, 0x1800000, []loader.Range{{Start: 16 * mib, End: 24 * mib}}},
+		{"range", []string{"16M-32M"}, 0x2000000, []memmap.Range{{Start: 16 * mib, End: 32 * mib}}},
+		{"plus", []string{"0x1000000+0x800000"}, 0x1800000, []memmap.Range{{Start: 16 * mib, End: 24 * mib}}},
 		{"several", []string{"16M-17M", "memmap=1M$17M,2M$20M", "1M-2M"}, 0x1200000,
-			[]loader.Range{{Start: 1 * mib, End: 2 * mib}, {Start: 16 * mib, End: 18 * mib}, {Start: 20 * mib, End: 22 * mib}}},
+			[]memmap.Range{{Start: 1 * mib, End: 2 * mib}, {Start: 16 * mib, End: 18 * mib}, {Start: 20 * mib, End: 22 * mib}}},
 		// A GRUB pattern that hits many pages: the upper 32 KiB of every
 		// 64 KiB block between 16 and 20 MiB (64 holes). The 25 KiB
 		// kernel fits in the good half at its link address.
@@ -105,10 +106,10 @@ func TestKVMBadRAMMovesKernel(t *testing.T) {
 			if rep.Delta != tc.wantBase-linkBase {
 				t.Errorf("delta %#x", rep.Delta)
 			}
-			got := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad)))
+			got := memmap.Merge(mmapOf(rep, uint32(memmap.KindBad)))
 			want := tc.wantBad
 			if want == nil {
-				want = loader.MergeRanges(bad)
+				want = memmap.Merge(bad)
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("kernel saw bad RAM %v, want %v", got, want)
@@ -154,7 +155,7 @@ func TestKVMCompressedKernels(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Kernel: path, BadRAM: []loader.Range{{Start: 16 * mib, End: 32 * mib}}}))
+			res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Kernel: path, BadRAM: []memmap.Range{{Start: 16 * mib, End: 32 * mib}}}))
 			checkPass(t, res, rep, console)
 			if rep.Base != 0x2000000 {
 				t.Errorf("kernel at %#x, want 0x2000000", rep.Base)
@@ -177,7 +178,7 @@ func TestKVMPlacementControls(t *testing.T) {
 		}
 	})
 	t.Run("region", func(t *testing.T) {
-		res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Region: &loader.Range{Start: 0x4000800, End: 0x5000000}}))
+		res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{Region: &memmap.Range{Start: 0x4000800, End: 0x5000000}}))
 		checkPass(t, res, rep, console)
 		if rep.Base != 0x4001000 {
 			t.Errorf("kernel at %#x, want the region's first 4K-aligned address", rep.Base)
@@ -200,7 +201,7 @@ func TestKVMModules(t *testing.T) {
 	os.WriteFile(b, []byte("second module"), 0o644)
 	res, rep, console := bootTestKernel(t, kvmConfig(boot.Config{
 		Modules: []boot.ModuleSpec{{Path: a, Args: a + " arg1 arg2"}, {Path: b}},
-		BadRAM:  []loader.Range{{Start: 1 * mib, End: 2 * mib}},
+		BadRAM:  []memmap.Range{{Start: 1 * mib, End: 2 * mib}},
 	}))
 	checkPass(t, res, rep, console)
 	if len(rep.Modules) != 2 {

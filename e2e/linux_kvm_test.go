@@ -12,6 +12,7 @@ import (
 	"kvmboot/boot"
 	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -27,7 +28,7 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	if !machine.EmulatingKVM() {
 		hosttest.Skip(t, hosttest.KVM, "this host's KVM runs paged guests: TestKVMLinuxBoot boots Debian there")
 	}
-	bad := []loader.Range{{Start: 16 * mib, End: 48 * mib}}
+	bad := []memmap.Range{{Start: 16 * mib, End: 48 * mib}}
 	res, _, console := bootTestKernel(t, boot.Config{
 		VMM: "kvm", Kernel: vmlinuz, BadRAM: bad, NoVerify: true, // a 16 MiB checksum under emulation takes seconds
 		Cmdline: "console=ttyS0",

@@ -13,6 +13,7 @@ import (
 	"kvmboot/e2e/hosttest"
 	"kvmboot/e2e/initramfs"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
 )
@@ -93,7 +94,7 @@ func bootLinux(t *testing.T, cfg boot.Config) (*boot.Result, *initramfs.GuestRep
 // Unusable memory where it has bad RAM), the kernel took our ACPI
 // tables (FACP and APIC among them) without an ACPI error, warning or
 // firmware bug, and runs every processor the machine has, untainted.
-func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, console string, bad []loader.Range) {
+func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, console string, bad []memmap.Range) {
 	t.Helper()
 	checkLinuxRuns(t, res, rep, console)
 	checkACPI(t, rep)
@@ -117,7 +118,7 @@ func checkLinux(t *testing.T, res *boot.Result, rep *initramfs.GuestReport, cons
 			t.Errorf("the kernel (%v %v %v) overlaps bad RAM %v", rep.KernelCode, rep.KernelData, rep.KernelBss, r)
 		}
 	}
-	for typ, guest := range map[loader.Kind][]initramfs.Range{loader.KindRAM: rep.SystemRAM, loader.KindBad: rep.Unusable} {
+	for typ, guest := range map[memmap.Kind][]initramfs.Range{memmap.KindRAM: rep.SystemRAM, memmap.KindBad: rep.Unusable} {
 		if want, got := planRanges(res, typ), aboveOneMiB(guest); !slices.Equal(got, want) {
 			t.Errorf("/proc/iomem above 1 MiB has %s %v, the plan %v", typ, got, want)
 		}
@@ -151,7 +152,7 @@ func cpuRange(n int) []int {
 
 // planRanges are the plan's memory-map ranges of type typ above 1 MiB,
 // merged, as /proc/iomem shows them.
-func planRanges(res *boot.Result, typ loader.Kind) []initramfs.Range {
+func planRanges(res *boot.Result, typ memmap.Kind) []initramfs.Range {
 	var out []initramfs.Range
 	for _, m := range res.MemoryMap {
 		if m.Type != typ || m.End <= mib {
@@ -198,9 +199,9 @@ func checkACPI(t *testing.T, rep *initramfs.GuestReport) {
 	}
 }
 
-func badRanges(t testing.TB, specs ...string) []loader.Range {
+func badRanges(t testing.TB, specs ...string) []memmap.Range {
 	t.Helper()
-	return parseSpecs(t, loader.ParseBadRAM, specs)
+	return parseSpecs(t, memmap.ParseBadRAM, specs)
 }
 
 // TestLinuxBoot boots Debian's stock i386 kernel to our guest init through
@@ -247,7 +248,7 @@ func testLinuxBoot(t *testing.T, vmm boot.VMM) {
 			}
 			for _, p := range res.Placements {
 				for _, b := range bad {
-					if (loader.Range{Start: p.Start, End: p.End}).Overlaps(b) {
+					if (memmap.Range{Start: p.Start, End: p.End}).Overlaps(b) {
 						t.Errorf("%s %#x-%#x overlaps bad RAM %v", p.What, p.Start, p.End, b)
 					}
 				}

@@ -16,7 +16,7 @@ import (
 	"kvmboot/boot"
 	"kvmboot/e2e/hosttest"
 	"kvmboot/e2e/initramfs"
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/memtest"
@@ -32,7 +32,7 @@ func faultyRanges(t testing.TB, specs ...string) []faults.Range {
 	return parseSpecs(t, faults.Parse, specs)
 }
 
-func memtestFailing(res *boot.Result) []loader.Range {
+func memtestFailing(res *boot.Result) []memmap.Range {
 	if res.Memtest == nil {
 		return nil
 	}
@@ -48,25 +48,25 @@ func TestMemtestFindsFaultyPages(t *testing.T) {
 		for _, mode := range []string{memtest.Quick, memtest.Thorough} {
 			t.Run(vmm.String()+"/"+mode, func(t *testing.T) {
 				requireBackend(t, vmm)
-				span := loader.Range{Start: 16 * mib, End: 24 * mib}
+				span := memmap.Range{Start: 16 * mib, End: 24 * mib}
 				if mode == memtest.Thorough {
-					span = loader.Range{Start: 19*mib + 768<<10, End: 21*mib + 256<<10} // 384 pages around the fault: ~6 s on kvm_pvm
+					span = memmap.Range{Start: 19*mib + 768<<10, End: 21*mib + 256<<10} // 384 pages around the fault: ~6 s on kvm_pvm
 				}
 				res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
-					Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: mode, MemtestRanges: []loader.Range{span},
+					Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: mode, MemtestRanges: []memmap.Range{span},
 				}))
 				checkPass(t, res, rep, console)
-				want := []loader.Range{{Start: 20 * mib, End: 21 * mib}}
+				want := []memmap.Range{{Start: 20 * mib, End: 21 * mib}}
 				if got := memtestFailing(res); !slices.Equal(got, want) {
 					t.Fatalf("memtest found %v, want %v (report %+v)", got, want, res.Memtest)
 				}
 				if res.Memtest.PagesTested != span.Size()/4096 || res.Memtest.FailingPages != 256 {
 					t.Errorf("%d pages tested, %d failing", res.Memtest.PagesTested, res.Memtest.FailingPages)
 				}
-				if got := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(got, want) {
+				if got := memmap.Merge(mmapOf(rep, uint32(memmap.KindBad))); !slices.Equal(got, want) {
 					t.Errorf("the kernel was told %v is bad, want %v", got, want)
 				}
-				if kernel := (loader.Range{Start: uint64(rep.Base), End: uint64(rep.Base) + 64<<10}); kernel.Overlaps(want[0]) {
+				if kernel := (memmap.Range{Start: uint64(rep.Base), End: uint64(rep.Base) + 64<<10}); kernel.Overlaps(want[0]) {
 					t.Errorf("kernel at %#x", rep.Base)
 				}
 				// The memtest saw the faulty pages corrupt what it wrote (at
@@ -91,10 +91,10 @@ func TestMemtestMovesKernel(t *testing.T) {
 			requireBackend(t, vmm)
 			res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
 				Faulty: faultyRanges(t, "16M-17M:stuck0"), Memtest: memtest.Quick,
-				MemtestRanges: []loader.Range{{Start: 12 * mib, End: 24 * mib}},
+				MemtestRanges: []memmap.Range{{Start: 12 * mib, End: 24 * mib}},
 			}))
 			checkPass(t, res, rep, console)
-			want := []loader.Range{{Start: 16 * mib, End: 17 * mib}}
+			want := []memmap.Range{{Start: 16 * mib, End: 17 * mib}}
 			if got := memtestFailing(res); !slices.Equal(got, want) {
 				t.Fatalf("memtest found %v, want %v", got, want)
 			}
@@ -113,7 +113,7 @@ func TestMemtestNoFalsePositives(t *testing.T) {
 			requireBackend(t, vmm)
 			for seed := uint64(1); seed <= 10; seed++ {
 				res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
-					Seed: seed * 0x9e3779b97f4a7c15, Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
+					Seed: seed * 0x9e3779b97f4a7c15, Memtest: memtest.Quick, MemtestRanges: []memmap.Range{{Start: 16 * mib, End: 24 * mib}},
 				}))
 				checkPass(t, res, rep, console)
 				if got := memtestFailing(res); len(got) != 0 || res.Memtest.PagesTested != 2048 || res.Memtest.Frames.Frames != 2 {
@@ -134,10 +134,10 @@ func TestMemtestNoFalsePositives(t *testing.T) {
 	}
 }
 
-func memtestRangesOf(rs []memtest.RangeJSON) []loader.Range {
-	var out []loader.Range
+func memtestRangesOf(rs []memtest.RangeJSON) []memmap.Range {
+	var out []memmap.Range
 	for _, r := range rs {
-		out = append(out, loader.Range{Start: r.Start, End: r.End})
+		out = append(out, memmap.Range{Start: r.Start, End: r.End})
 	}
 	return out
 }
@@ -146,12 +146,12 @@ func memtestRangesOf(rs []memtest.RangeJSON) []loader.Range {
 // kernel boots around what was found, with the same findings on both
 // backends.
 func TestMemtestModels(t *testing.T) {
-	span := []loader.Range{{Start: 19 * mib, End: 22 * mib}}
-	exact := []loader.Range{{Start: 20 * mib, End: 21 * mib}}
+	span := []memmap.Range{{Start: 19 * mib, End: 22 * mib}}
+	exact := []memmap.Range{{Start: 20 * mib, End: 21 * mib}}
 	for _, tc := range []struct {
 		name, spec string
-		ranges     []loader.Range
-		want       []loader.Range // nil: some pages of 20M-21M and none outside
+		ranges     []memmap.Range
+		want       []memmap.Range // nil: some pages of 20M-21M and none outside
 	}{
 		{"stuck0", "20M-21M:stuck0", span, exact},
 		{"stuck0-bits", "20M-21M:stuck0@0+13", span, exact},
@@ -164,8 +164,8 @@ func TestMemtestModels(t *testing.T) {
 		// Line 24: the faulty pages' writes land 16 MiB lower, in good RAM.
 		// The faulty pages read back fine; the range-wide passes find the
 		// pages that their writes corrupt, which is what the kernel must avoid.
-		{"alias-24", "20M-21M:alias@24", []loader.Range{{Start: 4 * mib, End: 5 * mib}, {Start: 20 * mib, End: 21 * mib}},
-			[]loader.Range{{Start: 4 * mib, End: 5 * mib}}},
+		{"alias-24", "20M-21M:alias@24", []memmap.Range{{Start: 4 * mib, End: 5 * mib}, {Start: 20 * mib, End: 21 * mib}},
+			[]memmap.Range{{Start: 4 * mib, End: 5 * mib}}},
 		// P=0.2 per read: each page is read about 15 times, so a few
 		// pages may pass.
 		{"flip", "20M-21M:flip@0.2", span, nil},
@@ -193,7 +193,7 @@ func TestMemtestModels(t *testing.T) {
 						}
 					}
 				}
-				if bad := loader.MergeRanges(mmapOf(rep, uint32(loader.KindBad))); !slices.Equal(bad, got) {
+				if bad := memmap.Merge(mmapOf(rep, uint32(memmap.KindBad))); !slices.Equal(bad, got) {
 					t.Errorf("the kernel was told %v is bad, the memtest found %v", bad, got)
 				}
 			})
@@ -209,7 +209,7 @@ func TestMemtestModels(t *testing.T) {
 // naming that page and that word.
 func TestMemtestQuickMissesThorough(t *testing.T) {
 	spec := "0x1400810+4:stuck0"
-	span := []loader.Range{{Start: 20 * mib, End: 20*mib + 64<<10}}
+	span := []memmap.Range{{Start: 20 * mib, End: 20*mib + 64<<10}}
 	for _, vmm := range backends {
 		t.Run(vmm.String(), func(t *testing.T) {
 			requireBackend(t, vmm)
@@ -220,7 +220,7 @@ func TestMemtestQuickMissesThorough(t *testing.T) {
 			}
 			thorough, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{Faulty: faultyRanges(t, spec), Memtest: memtest.Thorough, MemtestRanges: span}))
 			checkPass(t, thorough, rep, console)
-			want := []loader.Range{{Start: 20 * mib, End: 20*mib + 4096}}
+			want := []memmap.Range{{Start: 20 * mib, End: 20*mib + 4096}}
 			if got := memtestFailing(thorough); !slices.Equal(got, want) {
 				t.Fatalf("thorough found %v, want %v", got, want)
 			}
@@ -270,7 +270,7 @@ func memtestCLIRoundTrip(t *testing.T, vmm boot.VMM) {
 	if len(lines) != 2 {
 		t.Fatalf("want a badram= and a memmap= line on stderr:\n%s", stderr)
 	}
-	want := []loader.Range{{Start: 20 * mib, End: 21 * mib}, {Start: 40 * mib, End: 40*mib + 64<<10}}
+	want := []memmap.Range{{Start: 20 * mib, End: 21 * mib}, {Start: 40 * mib, End: 40*mib + 64<<10}}
 	if got := memtestRangesOf(res.Memtest.Failing); !slices.Equal(got, want) {
 		t.Fatalf("memtest found %v, want %v", got, want)
 	}
@@ -293,7 +293,7 @@ func memtestCLIRoundTrip(t *testing.T, vmm boot.VMM) {
 	}
 	// And through the API, the declared ranges give the same plan too.
 	for _, l := range lines {
-		rs, err := loader.ParseBadRAM(l, boot.DefaultMemSize)
+		rs, err := memmap.ParseBadRAM(l, boot.DefaultMemSize)
 		if err != nil || !slices.Equal(rs, want) {
 			t.Errorf("%q parses as %v, %v", l, rs, err)
 		}
@@ -316,9 +316,10 @@ func TestMemtestRefusals(t *testing.T) {
 		{boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "0xA0000-0xB0000")}, "legacy hole"},
 		{boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "20M-21M:dead", "20M+4K:stuck1")}, "overlap"},
 		{boot.Config{VMM: "kvm", Memtest: "slow"}, "quick or thorough"},
-		{boot.Config{VMM: "kvm", Memtest: "quick", MemtestRanges: []loader.Range{{Start: 0xA0000, End: 0xC0000}}}, "no whole page"},
+		{boot.Config{VMM: "kvm", Memtest: "quick", MemtestRanges: []memmap.Range{{Start: 0xA0000, End: 0xC0000}}}, "no whole page"},
 	} {
 		res, err := boot.Run(ctx, tc.cfg)
+		// The message names the setting or what it collides with: its contract.
 		if err == nil || !strings.Contains(err.Error(), tc.want) || res.Outcome != machine.Error || res.ExitCode != machine.StatusError {
 			t.Errorf("%+v: %v (%+v), want an error about %q", tc.cfg, err, res, tc.want)
 		}
@@ -351,15 +352,15 @@ func TestMemtestDebianAvoidsFound(t *testing.T) {
 		t.Run(vmm.String(), func(t *testing.T) {
 			requireBackend(t, vmm)
 			mt, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{
-				Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}},
+				Faulty: faultyRanges(t, "20M-21M:stuck0"), Memtest: memtest.Quick, MemtestRanges: []memmap.Range{{Start: 16 * mib, End: 24 * mib}},
 			}))
 			checkPass(t, mt, rep, console)
 			found := memtestFailing(mt)
-			if !slices.Equal(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
+			if !slices.Equal(found, []memmap.Range{{Start: 20 * mib, End: 21 * mib}}) {
 				t.Fatalf("memtest found %v", found)
 			}
 			// Through the printed form, as a user would carry it over.
-			bad, err := loader.ParseBadRAM(mt.Memtest.Memmap, boot.DefaultMemSize)
+			bad, err := memmap.ParseBadRAM(mt.Memtest.Memmap, boot.DefaultMemSize)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -385,9 +386,9 @@ func TestMemtestDebianAvoidsFound(t *testing.T) {
 // and Debian's kernel boots around it, placed and mapped as under QEMU.
 func TestKVMMemtestDebianAvoidsFound(t *testing.T) {
 	res, rep, console := bootLinux(t, boot.Config{VMM: "kvm", Faulty: faultyRanges(t, "20M-21M:stuck0"),
-		Memtest: memtest.Quick, MemtestRanges: []loader.Range{{Start: 16 * mib, End: 24 * mib}}})
+		Memtest: memtest.Quick, MemtestRanges: []memmap.Range{{Start: 16 * mib, End: 24 * mib}}})
 	found := memtestFailing(res)
-	if !slices.Equal(found, []loader.Range{{Start: 20 * mib, End: 21 * mib}}) {
+	if !slices.Equal(found, []memmap.Range{{Start: 20 * mib, End: 21 * mib}}) {
 		t.Fatalf("memtest found %v (%s: %s)", found, res.Outcome, res.Reason)
 	}
 	checkLinux(t, res, rep, console, found)

@@ -16,6 +16,7 @@ import (
 	"kvmboot/boot"
 	"kvmboot/boot/testkernel"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -57,7 +58,7 @@ func TestQEMUBadRAMSameReport(t *testing.T) {
 	if rep.Base != 0x2000000 || res.LoadAddress != 0x2000000 || rep.Delta != 0x2000000-linkBase {
 		t.Errorf("kernel at %#x (plan %#x, delta %#x), want 0x2000000", rep.Base, res.LoadAddress, rep.Delta)
 	}
-	if got := mmapOf(rep, uint32(loader.KindBad)); !slices.Equal(got, bad) {
+	if got := mmapOf(rep, uint32(memmap.KindBad)); !slices.Equal(got, bad) {
 		t.Errorf("kernel saw bad RAM %v, want %v", got, bad)
 	}
 	if !kvmPart(t) {
@@ -92,7 +93,7 @@ func TestQEMUBadRAMSameReport(t *testing.T) {
 func TestQEMUBadRAMWriteCaught(t *testing.T) {
 	requireQEMU(t)
 	t.Parallel()
-	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
+	bad := []memmap.Range{{Start: 16 * mib, End: 32 * mib}}
 	res, rep, console := bootTestKernel(t, qemuConfig(boot.Config{BadRAM: bad, Cmdline: "kt.poke=0x1800000"}))
 	if res.Outcome != machine.Crash || res.ExitCode != machine.StatusCrash {
 		t.Fatalf("outcome %s status %d, want crash 125: %s", res.Outcome, res.ExitCode, res.Reason)
@@ -199,7 +200,7 @@ func TestQEMUKernelReference(t *testing.T) {
 	}
 	// A Multiboot kernel cannot learn about bad RAM from QEMU: the run
 	// says so, and QEMU's loader writing the kernel there is caught.
-	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
+	bad := []memmap.Range{{Start: 16 * mib, End: 32 * mib}}
 	res, _, _ = bootTestKernel(t, boot.Config{VMM: "qemu-kernel", Accel: "tcg", BadRAM: bad})
 	if res.Outcome != machine.Crash || !strings.Contains(res.Reason, "cannot pass bad RAM") || len(res.BadRAMAccesses) == 0 || res.BadRAMAccesses[0].Addr != linkBase {
 		t.Errorf("bad RAM under the reference run: %s %q %+v", res.Outcome, res.Reason, res.BadRAMAccesses)

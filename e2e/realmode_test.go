@@ -11,6 +11,7 @@ import (
 	"kvmboot/boot/testkernel"
 	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -53,7 +54,7 @@ func placement(res *boot.Result, what string) *boot.PlacementJSON {
 // every backend.
 func TestRealModePart(t *testing.T) {
 	kernel := realModeKernel(t)
-	bad := []loader.Range{{Start: 16 * mib, End: 32 * mib}}
+	bad := []memmap.Range{{Start: 16 * mib, End: 32 * mib}}
 	for _, vmm := range []string{"kvm", "qemu"} {
 		t.Run(vmm, func(t *testing.T) {
 			requireBackend(t, boot.VMM(vmm))
@@ -75,7 +76,7 @@ func TestRealModePart(t *testing.T) {
 				if e != rep.Mmap[i] {
 					t.Errorf("entry %d: E820 %+v, Multiboot %+v", i, e, rep.Mmap[i])
 				}
-				sawBad = sawBad || e.Type == uint32(loader.KindBad) && e.Base == 16*mib && e.Len == 16*mib
+				sawBad = sawBad || e.Type == uint32(memmap.KindBad) && e.Base == 16*mib && e.Len == 16*mib
 			}
 			if !sawBad {
 				t.Errorf("int 15h E820 did not report 16M-32M as bad (type 5): %+v", rm.E820)

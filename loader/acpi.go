@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -139,7 +140,7 @@ func ACPITables(p Platform, addr, memSize uint64) (tables, rsdp []byte, err erro
 	case addr%acpiFACSSize != 0 || addr+ACPITablesSize > 1<<32:
 		return nil, nil, fmt.Errorf("ACPI tables at %#x: want a 64-byte aligned page below 4 GiB", addr)
 	case p.PCI && memSize >= ACPIIOAPICAddr:
-		return nil, nil, fmt.Errorf("ACPI tables: %s of RAM leaves no PCI memory below the I/O APIC", FormatSize(memSize))
+		return nil, nil, fmt.Errorf("ACPI tables: %s of RAM leaves no PCI memory below the I/O APIC", memmap.FormatSize(memSize))
 	}
 	w := &acpiWriter{p: p, base: addr}
 	facs := w.add(acpiFACS())
@@ -404,12 +405,12 @@ func acpiHPETBody(h HPET) []byte {
 // highest good RAM page below 4 GiB, where PC firmware keeps its tables
 // (in conventional memory above the stub only when all RAM above 1 MiB is
 // bad). Build calls it for every plan, before anything is placed.
-func ReserveACPI(m *MemoryMap) (Range, error) {
+func ReserveACPI(m *memmap.Map) (memmap.Range, error) {
 	at, _, err := NewAllocator(m).Find(Request{What: "ACPI tables", Size: ACPITablesSize, Align: ACPITablesSize, Min: lowInfoMin, Max: 1 << 32, Policy: PolicyHighest})
 	if err != nil {
-		return Range{}, err
+		return memmap.Range{}, err
 	}
-	r := Range{at, at + ACPITablesSize}
-	m.Set(r, KindACPI)
+	r := memmap.Range{Start: at, End: at + ACPITablesSize}
+	m.Set(r, memmap.KindACPI)
 	return r, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -344,10 +345,12 @@ func TestACPITablesRefused(t *testing.T) {
 		{Platform{Name: "x", CPUs: 1}, 0x100010, "aligned"},
 		{Platform{Name: "x", CPUs: 1}, 1 << 32, "below 4 GiB"},
 	} {
+		// The message states the platform's limit: its contract.
 		if _, _, err := ACPITables(tc.p, tc.at, 64<<20); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v at %#x: %v, want %q", tc.p, tc.at, err, tc.want)
 		}
 	}
+	// The message states the platform's limit: its contract.
 	if _, _, err := ACPITables(Platform{Name: "x", CPUs: 1, PCI: true}, 0x100000, ACPIIOAPICAddr); err == nil || !strings.Contains(err.Error(), "no PCI memory") {
 		t.Errorf("RAM up to the I/O APIC with PCI: %v", err)
 	}
@@ -358,23 +361,23 @@ func TestACPITablesRefused(t *testing.T) {
 func TestReserveACPI(t *testing.T) {
 	for _, tc := range []struct {
 		mem  uint64
-		bad  []Range
-		want Range
+		bad  []memmap.Range
+		want memmap.Range
 	}{
-		{64 << 20, nil, Range{64<<20 - 0x1000, 64 << 20}},
-		{64 << 20, []Range{{60 << 20, 64 << 20}}, Range{60<<20 - 0x1000, 60 << 20}},
-		{64 << 20, []Range{{64<<20 - 1, 64 << 20}}, Range{64<<20 - 0x2000, 64<<20 - 0x1000}},
+		{64 << 20, nil, memmap.Range{Start: 64<<20 - 0x1000, End: 64 << 20}},
+		{64 << 20, []memmap.Range{{Start: 60 << 20, End: 64 << 20}}, memmap.Range{Start: 60<<20 - 0x1000, End: 60 << 20}},
+		{64 << 20, []memmap.Range{{Start: 64<<20 - 1, End: 64 << 20}}, memmap.Range{Start: 64<<20 - 0x2000, End: 64<<20 - 0x1000}},
 		// All RAM above 1 MiB bad: below the EBDA.
-		{64 << 20, []Range{{1 << 20, 64 << 20}}, Range{0x9E000, 0x9F000}},
+		{64 << 20, []memmap.Range{{Start: 1 << 20, End: 64 << 20}}, memmap.Range{Start: 0x9E000, End: 0x9F000}},
 	} {
-		m := NewBadRAMMap(tc.mem, tc.bad)
+		m := memmap.NewWithBadRAM(tc.mem, FirmwareHigh, tc.bad)
 		MarkBIOSAreas(m)
 		r, err := ReserveACPI(m)
-		if err != nil || r != tc.want || !m.IsAll(r, KindACPI) {
-			t.Errorf("mem %s bad %v: %v %v, map %v; want %v", FormatSize(tc.mem), tc.bad, r, err, m.Regions(), tc.want)
+		if err != nil || r != tc.want || !m.IsAll(r, memmap.KindACPI) {
+			t.Errorf("mem %s bad %v: %v %v, map %v; want %v", memmap.FormatSize(tc.mem), tc.bad, r, err, m.Regions(), tc.want)
 		}
 	}
-	if r, err := ReserveACPI(NewBadRAMMap(64<<20, []Range{{0x8000, 64 << 20}})); err == nil {
+	if r, err := ReserveACPI(memmap.NewWithBadRAM(64<<20, FirmwareHigh, []memmap.Range{{Start: 0x8000, End: 64 << 20}})); err == nil {
 		t.Errorf("all RAM above the stub bad: got %v", r)
 	}
 }

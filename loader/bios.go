@@ -4,28 +4,33 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
 // The BIOS in the firmware image (realmode/bios.S) answers from tables the
 // loader writes at realmode.BIOSTablesAddr: memory sizes and the E820 map
-// from the same MemoryMap the rest of the plan uses (bad RAM is type 5
+// from the same memory map (memmap.Map) the rest of the plan uses (bad RAM is type 5
 // there, so a kernel that asks int 15h sees it), and the optional disk
 // image. BIOSTables builds them; the functions after it are models of what
 // the assembly does with them, call for call, so that the rules (and what
 // happens to bad inputs) are unit-tested here and checked against the
 // guest in e2e/bios_test.go.
 
+// FirmwareHigh is the firmware image's alias just below 4 GiB, where a PC
+// starts (the reset vector): a PC's memory map reserves it.
+var FirmwareHigh = memmap.Range{Start: realmode.ROMHigh, End: realmode.ROMHigh + realmode.ROMSize}
+
 // EBDARange is the extended BIOS data area at the top of conventional
 // memory. The memory map must reserve it (MarkBIOSAreas): E820 then ends
 // low RAM at 0x9FC00 and int 12h says 639 KiB.
-var EBDARange = Range{realmode.EBDAAddr, realmode.EBDAAddr + realmode.EBDASize}
+var EBDARange = memmap.Range{Start: realmode.EBDAAddr, End: realmode.EBDAAddr + realmode.EBDASize}
 
 // BIOSTablesRange is the guest memory of the tables.
-var BIOSTablesRange = Range{realmode.BIOSTablesAddr, realmode.BIOSTablesAddr + realmode.BIOSTablesSize}
+var BIOSTablesRange = memmap.Range{Start: realmode.BIOSTablesAddr, End: realmode.BIOSTablesAddr + realmode.BIOSTablesSize}
 
 // MarkBIOSAreas reserves what the BIOS keeps for itself in m: the EBDA.
-func MarkBIOSAreas(m *MemoryMap) { m.Set(EBDARange, KindReserved) }
+func MarkBIOSAreas(m *memmap.Map) { m.Set(EBDARange, memmap.KindReserved) }
 
 // Disk is a disk image in guest RAM that the BIOS serves as drive 0x80.
 type Disk struct {
@@ -39,7 +44,7 @@ func (d Disk) Sectors() uint64 { return (d.Size + 511) / 512 }
 
 // Span is the guest memory the BIOS reads the image from: whole sectors,
 // so a placement of the image must be this large (its tail zeroed).
-func (d Disk) Span() Range { return Range{d.Addr, d.Addr + d.Sectors()*512} }
+func (d Disk) Span() memmap.Range { return memmap.Range{Start: d.Addr, End: d.Addr + d.Sectors()*512} }
 
 // Limits of the values in the tables.
 const (
@@ -58,11 +63,11 @@ const (
 // counts the RAM from 0 up to the first byte that is not RAM, int 15h 88h
 // and E801 the RAM from 1 MiB up to the first byte that is not. The E820
 // table is the map itself, region by region.
-func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
+func BIOSTables(m *memmap.Map, memSize uint64, disk *Disk) ([]byte, error) {
 	if m == nil {
 		return nil, fmt.Errorf("BIOS tables: no memory map")
 	}
-	if !m.IsAll(EBDARange, KindReserved) {
+	if !m.IsAll(EBDARange, memmap.KindReserved) {
 		return nil, fmt.Errorf("BIOS tables: the memory map must reserve the EBDA at %v (loader.MarkBIOSAreas)", EBDARange)
 	}
 	regions := biosE820(m.Regions())
@@ -71,10 +76,10 @@ func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
 	le.PutUint32(b[realmode.BIOSOffMagic:], realmode.BIOSTablesMagic)
 	le.PutUint16(b[realmode.BIOSOffVersion:], realmode.BIOSTablesVersion)
 
-	le.PutUint16(b[realmode.BIOSOffBaseKiB:], uint16(min(ramEnd(regions, 0), lowRAMEnd)>>10))
+	le.PutUint16(b[realmode.BIOSOffBaseKiB:], uint16(min(ramEnd(regions, 0), memmap.LowRAMEnd)>>10))
 
-	extEnd := ramEnd(regions, highRAMBeg)
-	extKiB := (extEnd - highRAMBeg) >> 10
+	extEnd := ramEnd(regions, memmap.HighRAMStart)
+	extKiB := (extEnd - memmap.HighRAMStart) >> 10
 	le.PutUint16(b[realmode.BIOSOffExtKiB:], uint16(min(extKiB, biosExt88Max)))
 	le.PutUint16(b[realmode.BIOSOffE801AX:], uint16(min(extKiB, biosE801AXMax)))
 	if extEnd > biosSixteenMiB {
@@ -94,8 +99,8 @@ func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
 		case span.End > biosDiskLimit || span.End < span.Start:
 			return nil, fmt.Errorf("BIOS tables: the disk image at %v must end below 4 GiB: the BIOS copies from it with 32-bit addresses", span)
 		case span.End > memSize:
-			return nil, fmt.Errorf("BIOS tables: the disk image at %v is beyond guest RAM (%s)", span, FormatSize(memSize))
-		case !m.IsAll(span, KindRAM):
+			return nil, fmt.Errorf("BIOS tables: the disk image at %v is beyond guest RAM (%s)", span, memmap.FormatSize(memSize))
+		case !m.IsAll(span, memmap.KindRAM):
 			return nil, fmt.Errorf("BIOS tables: the disk image at %v is not all good RAM", span)
 		}
 		sectors := disk.Sectors()
@@ -114,9 +119,9 @@ func BIOSTables(m *MemoryMap, memSize uint64, disk *Disk) ([]byte, error) {
 // ramEnd is where the RAM that holds from ends (from itself when from is
 // not in RAM): the contiguous memory a BIOS-era size field reports. Regions
 // are coalesced, so at most one RAM region holds from.
-func ramEnd(regions []Region, from uint64) uint64 {
+func ramEnd(regions []memmap.Region, from uint64) uint64 {
 	for _, r := range regions {
-		if r.Kind == KindRAM && r.Start <= from && from < r.End {
+		if r.Kind == memmap.KindRAM && r.Start <= from && from < r.End {
 			return r.End
 		}
 	}
@@ -127,12 +132,12 @@ func ramEnd(regions []Region, from uint64) uint64 {
 // with more regions (finely striped bad RAM) keeps its first entries and
 // reports the rest as one reserved range: memory left out of the map is
 // never used, while memory wrongly called RAM would be.
-func biosE820(regions []Region) []Region {
+func biosE820(regions []memmap.Region) []memmap.Region {
 	if len(regions) <= realmode.BIOSMaxE820 {
 		return regions
 	}
 	keep := regions[:realmode.BIOSMaxE820-1]
-	rest := Region{Range: Range{Start: regions[len(keep)].Start, End: regions[len(regions)-1].End}, Kind: KindReserved}
+	rest := memmap.Region{Range: memmap.Range{Start: regions[len(keep)].Start, End: regions[len(regions)-1].End}, Kind: memmap.KindReserved}
 	return append(keep[:len(keep):len(keep)], rest)
 }
 
@@ -196,7 +201,7 @@ type E820Entry struct {
 }
 
 // e820Entry is a memory-map region as an E820 entry.
-func e820Entry(r Region) E820Entry { return E820Entry{r.Start, r.Size(), uint32(r.Kind)} }
+func e820Entry(r memmap.Region) E820Entry { return E820Entry{r.Start, r.Size(), uint32(r.Kind)} }
 
 // put writes e in the 20-byte layout that the BIOS tables, the zero page
 // and the Multiboot memory map (after its size word) all use.
@@ -397,7 +402,7 @@ func diskRead(d BIOSDisk, lba, count, dst uint32) (DiskCopy, error) {
 		return DiskCopy{}, biosErr(BIOSNotFound, "int 13h: sectors %d+%d beyond the disk's %d", lba, count, d.Sectors)
 	}
 	n := count * sectorSize
-	if uint64(dst)+uint64(n) > highRAMBeg {
+	if uint64(dst)+uint64(n) > memmap.HighRAMStart {
 		return DiskCopy{}, biosErr(BIOSBoundary, "int 13h: buffer %#x+%#x crosses the 1 MiB line", dst, n)
 	}
 	return DiskCopy{Src: d.Addr + lba*sectorSize, Dst: dst, Len: n}, nil

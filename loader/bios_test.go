@@ -9,22 +9,23 @@ import (
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
 const mb = 1 << 20
 
 // biosMap is a guest's map as the loader makes it: EBDA reserved, bad RAM.
-func biosMap(memSize uint64, bad ...Range) *MemoryMap {
-	m := NewMemoryMap(memSize)
+func biosMap(memSize uint64, bad ...memmap.Range) *memmap.Map {
+	m := memmap.New(memSize, FirmwareHigh)
 	MarkBIOSAreas(m)
 	for _, b := range bad {
-		m.Set(b, KindBad)
+		m.Set(b, memmap.KindBad)
 	}
 	return m
 }
 
-func mustTables(t *testing.T, m *MemoryMap, memSize uint64, d *Disk) []byte {
+func mustTables(t *testing.T, m *memmap.Map, memSize uint64, d *Disk) []byte {
 	t.Helper()
 	b, err := BIOSTables(m, memSize, d)
 	if err != nil {
@@ -48,7 +49,7 @@ func TestBIOSTablesSizes(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		mem     uint64
-		bad     []Range
+		bad     []memmap.Range
 		want    BIOSMemory
 		entries []E820Entry
 	}{
@@ -57,11 +58,11 @@ func TestBIOSTablesSizes(t *testing.T) {
 		{"32M", 32 * mb, nil, BIOSMemory{639, 31 * 1024, 15 * 1024, 16 * 16}, nil},
 		// Bad RAM at 16M-48M: E801 and 88h stop at the first bad byte; E820
 		// shows it as type 5.
-		{"bad 16M-48M", 256 * mb, []Range{{16 * mb, 48 * mb}}, BIOSMemory{639, 15 * 1024, 15 * 1024, 0}, []E820Entry{
+		{"bad 16M-48M", 256 * mb, []memmap.Range{{Start: 16 * mb, End: 48 * mb}}, BIOSMemory{639, 15 * 1024, 15 * 1024, 0}, []E820Entry{
 			{0, 0x9FC00, 1}, {0x9FC00, 0x60400, 2}, {mb, 15 * mb, 1}, {16 * mb, 32 * mb, 5}, {48 * mb, 208 * mb, 1}, {0xFFFF0000, 0x10000, 2}}},
 		// Bad RAM in conventional memory shortens int 12h.
-		{"bad 64K", 64 * mb, []Range{{0x10000, 0x11000}}, BIOSMemory{64, 63 * 1024, 15 * 1024, 48 * 16}, nil},
-		{"bad at 1M", 64 * mb, []Range{{mb, mb + 4096}}, BIOSMemory{639, 0, 0, 0}, nil},
+		{"bad 64K", 64 * mb, []memmap.Range{{Start: 0x10000, End: 0x11000}}, BIOSMemory{64, 63 * 1024, 15 * 1024, 48 * 16}, nil},
+		{"bad at 1M", 64 * mb, []memmap.Range{{Start: mb, End: mb + 4096}}, BIOSMemory{639, 0, 0, 0}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := mustTables(t, biosMap(tc.mem, tc.bad...), tc.mem, nil)
@@ -141,28 +142,29 @@ func TestBIOSTablesLayout(t *testing.T) {
 }
 
 func TestBIOSTablesRefuses(t *testing.T) {
-	stripes := NewMemoryMap(256 * mb)
+	stripes := memmap.New(256*mb, FirmwareHigh)
 	MarkBIOSAreas(stripes)
 	for i := range uint64(70) {
-		stripes.Set(Range{2*mb + i*2*mb, 2*mb + i*2*mb + 4096}, KindBad)
+		stripes.Set(memmap.Range{Start: 2*mb + i*2*mb, End: 2*mb + i*2*mb + 4096}, memmap.KindBad)
 	}
 	for _, tc := range []struct {
 		name string
-		m    *MemoryMap
+		m    *memmap.Map
 		disk *Disk
 		want string
 	}{
-		{"no EBDA", NewMemoryMap(64 * mb), nil, "must reserve the EBDA"},
+		{"no EBDA", memmap.New(64*mb, FirmwareHigh), nil, "must reserve the EBDA"},
 		{"nil map", nil, nil, "no memory map"},
 		{"empty disk", biosMap(64 * mb), &Disk{Addr: 32 * mb}, "empty"},
 		{"disk beyond RAM", biosMap(64 * mb), &Disk{Addr: 63 * mb, Size: 2 * mb}, "beyond guest RAM"},
 		{"disk partial sector beyond RAM", biosMap(64 * mb), &Disk{Addr: 64*mb - 512, Size: 513}, "beyond guest RAM"},
 		{"disk above 4G", biosMap(64 * mb), &Disk{Addr: 1<<32 - 512, Size: 1024}, "below 4 GiB"},
-		{"disk on bad RAM", biosMap(64*mb, Range{40 * mb, 41 * mb}), &Disk{Addr: 32 * mb, Size: 16 * mb}, "not all good RAM"},
+		{"disk on bad RAM", biosMap(64*mb, memmap.Range{Start: 40 * mb, End: 41 * mb}), &Disk{Addr: 32 * mb, Size: 16 * mb}, "not all good RAM"},
 		{"disk in the ROM hole", biosMap(64 * mb), &Disk{Addr: 0xF0000, Size: 512}, "not all good RAM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := BIOSTables(tc.m, 64*mb, tc.disk)
+			// The message states the rule the tables break: its contract.
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
@@ -174,10 +176,10 @@ func TestBIOSTablesRefuses(t *testing.T) {
 // keeps its first 127 and reports the rest as one reserved range, so no
 // bad RAM is ever reported as usable.
 func TestBIOSTablesManyRegions(t *testing.T) {
-	m := NewMemoryMap(256 * mb)
+	m := memmap.New(256*mb, FirmwareHigh)
 	MarkBIOSAreas(m)
 	for i := range uint64(70) {
-		m.Set(Range{2*mb + i*2*mb, 2*mb + i*2*mb + 4096}, KindBad)
+		m.Set(memmap.Range{Start: 2*mb + i*2*mb, End: 2*mb + i*2*mb + 4096}, memmap.KindBad)
 	}
 	b := mustTables(t, m, 256*mb, nil)
 	all, err := E820All(b)
@@ -186,7 +188,7 @@ func TestBIOSTablesManyRegions(t *testing.T) {
 	}
 	regions := m.Regions()
 	last := all[127]
-	if last.Type != uint32(KindReserved) || last.Addr != regions[127].Start || last.Addr+last.Size != 1<<32 {
+	if last.Type != uint32(memmap.KindReserved) || last.Addr != regions[127].Start || last.Addr+last.Size != 1<<32 {
 		t.Errorf("last entry %+v, want reserved from %#x to the end", last, regions[127].Start)
 	}
 	for i, e := range all[:127] {
@@ -200,7 +202,7 @@ func TestBIOSTablesManyRegions(t *testing.T) {
 // continuation value the BIOS did not hand out, a wrong signature, a
 // short buffer, no tables.
 func TestE820Continuation(t *testing.T) {
-	b := mustTables(t, biosMap(256*mb, Range{16 * mb, 48 * mb}), 256*mb, nil)
+	b := mustTables(t, biosMap(256*mb, memmap.Range{Start: 16 * mb, End: 48 * mb}), 256*mb, nil)
 	all, err := E820All(b)
 	if err != nil || len(all) != 6 {
 		t.Fatalf("%d entries, %v", len(all), err)
@@ -360,7 +362,7 @@ func TestDriveParams(t *testing.T) {
 		b := mustTables(t, biosMap(3<<30), 3<<30, &Disk{Addr: 256 * mb, Size: tc.size})
 		cx, dx, err := DriveParams(b, 0x80)
 		if err != nil || cx != tc.cx || dx != tc.dx {
-			t.Errorf("%s: cx %#x dx %#x %v, want %#x %#x", FormatSize(tc.size), cx, dx, err, tc.cx, tc.dx)
+			t.Errorf("%s: cx %#x dx %#x %v, want %#x %#x", memmap.FormatSize(tc.size), cx, dx, err, tc.cx, tc.dx)
 		}
 	}
 	if c, h, s := diskGeometry(16 << 30 >> 9); c != 1024 || h != 255 || s != 63 {
@@ -387,20 +389,21 @@ func FuzzBIOSTables(f *testing.F) {
 	f.Add(uint64(3<<30), uint64(1), uint64(2), uint8(200))
 	f.Fuzz(func(t *testing.T, memSize, start, end uint64, stripes uint8) {
 		memSize = 2*mb + memSize%(3<<30)
-		m := NewMemoryMap(memSize)
+		m := memmap.New(memSize, FirmwareHigh)
 		MarkBIOSAreas(m)
-		bad := []Range{}
+		bad := []memmap.Range{}
 		if start < end {
-			bad = append(bad, Range{start, end})
+			bad = append(bad, memmap.Range{Start: start, End: end})
 		}
 		for i := uint64(0); i < uint64(stripes); i++ {
-			bad = append(bad, Range{2*mb + i*64*1024, 2*mb + i*64*1024 + 4096})
+			bad = append(bad, memmap.Range{Start: 2*mb + i*64*1024, End: 2*mb + i*64*1024 + 4096})
 		}
 		for _, b := range bad {
-			m.Set(b, KindBad)
+			m.Set(b, memmap.KindBad)
 		}
 		b, err := BIOSTables(m, memSize, nil)
 		if err != nil {
+			// One line is the contract of every error kvmboot prints.
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error %q", err)
 			}
@@ -411,10 +414,10 @@ func FuzzBIOSTables(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, e := range all {
-			if e.Type != uint32(KindRAM) {
+			if e.Type != uint32(memmap.KindRAM) {
 				continue
 			}
-			if !m.IsAll(Range{e.Addr, e.Addr + e.Size}, KindRAM) {
+			if !m.IsAll(memmap.Range{Start: e.Addr, End: e.Addr + e.Size}, memmap.KindRAM) {
 				t.Fatalf("E820 reports %#x+%#x as RAM; the map says otherwise", e.Addr, e.Size)
 			}
 		}
@@ -426,7 +429,7 @@ func FuzzBIOSTables(f *testing.F) {
 func TestBuildWithDisk(t *testing.T) {
 	img := bytes.Repeat([]byte{0x5A}, 3000)
 	plan, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * mb, Disk: &Module{Path: "disk.img", Data: img},
-		BadRAM: []Range{{60 * mb, 64 * mb}}})
+		BadRAM: []memmap.Range{{Start: 60 * mb, End: 64 * mb}}})
 	if err != nil {
 		t.Fatal(err)
 	}

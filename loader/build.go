@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kvmboot/loader/kcache"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -38,7 +39,7 @@ type Config struct {
 	// CPUs is the number of processors the machine has (0 is 1): the
 	// backend's firmware tables list them.
 	CPUs    int
-	BadRAM  []Range
+	BadRAM  []memmap.Range
 	Cmdline string
 	Modules []Module
 	Initrd  *Module // Linux initrd; a first module for Multiboot kernels
@@ -47,10 +48,10 @@ type Config struct {
 
 	// Protocol forces a boot protocol; "" picks it from the image.
 	Protocol    Protocol
-	Policy      Policy  // where the kernel goes (default preferred)
-	LoadAddress *uint64 // force the kernel here
-	Region      *Range  // confine the kernel to this range (kexec style)
-	Verify      bool    // the stub checks every piece before the jump
+	Policy      Policy        // where the kernel goes (default preferred)
+	LoadAddress *uint64       // force the kernel here
+	Region      *memmap.Range // confine the kernel to this range (kexec style)
+	Verify      bool          // the stub checks every piece before the jump
 	// Limit caps decompressed sizes (DefaultLimit when 0).
 	Limit int64
 	// Cache, when not nil, keeps decompressed kernels between runs. A
@@ -93,7 +94,7 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 	// Refuse before laying the image out: a small file can claim gigabytes
 	// of bss.
 	if need := k.memoryNeed(); need > cfg.MemSize {
-		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", FormatSize(need), FormatSize(cfg.MemSize))}
+		return nil, &PlaceError{What: "kernel", Msg: fmt.Sprintf("no room for kernel: it needs %s of memory from its load address; the guest has %s", memmap.FormatSize(need), memmap.FormatSize(cfg.MemSize)), Class: ErrNoRoom}
 	}
 	m, acpi, err := BootMap(cfg.MemSize, cfg.BadRAM)
 	if err != nil {
@@ -148,8 +149,8 @@ func buildOpened(k *Kernel, cfg Config) (*Plan, error) {
 // fills with ACPI tables (returned) reserved at the top of good RAM. It
 // needs no kernel: a backend can start its machine from it (the map's bad
 // ranges, the ACPI page) while the kernel is read and placed.
-func BootMap(mem uint64, bad []Range) (*MemoryMap, Range, error) {
-	m := NewBadRAMMap(mem, bad)
+func BootMap(mem uint64, bad []memmap.Range) (*memmap.Map, memmap.Range, error) {
+	m := memmap.NewWithBadRAM(mem, FirmwareHigh, bad)
 	MarkBIOSAreas(m)
 	acpi, err := ReserveACPI(m)
 	return m, acpi, err
@@ -160,19 +161,19 @@ func BootMap(mem uint64, bad []Range) (*MemoryMap, Range, error) {
 // and what the in-guest BIOS writes at reset (vectors and BDA, its tables,
 // and the EBDA, reserved in the map, so checked not to be bad instead).
 // Build and Inspect start from it.
-func firmwareAllocator(m *MemoryMap) (*Allocator, error) {
+func firmwareAllocator(m *memmap.Map) (*Allocator, error) {
 	a := NewAllocator(m)
-	if err := a.Claim("entry stub", Range{realmode.StubLow, realmode.StubHigh}); err != nil {
+	if err := a.Claim("entry stub", memmap.Range{Start: realmode.StubLow, End: realmode.StubHigh}); err != nil {
 		return nil, err
 	}
-	if err := a.Claim("interrupt vectors and BIOS data area", Range{0, biosDataEnd}); err != nil {
+	if err := a.Claim("interrupt vectors and BIOS data area", memmap.Range{Start: 0, End: biosDataEnd}); err != nil {
 		return nil, err
 	}
 	if err := a.Claim("BIOS tables", BIOSTablesRange); err != nil {
 		return nil, err
 	}
-	if !m.IsAll(EBDARange, KindReserved) {
-		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange)}
+	if !m.IsAll(EBDARange, memmap.KindReserved) {
+		return nil, &PlaceError{What: "EBDA", Msg: fmt.Sprintf("bad RAM covers the extended BIOS data area %v that the in-guest BIOS writes at reset", EBDARange), Class: ErrOverlapsBadRAM}
 	}
 	return a, nil
 }
@@ -199,7 +200,7 @@ func (k *Kernel) protocol(asked Protocol) (Protocol, error) {
 	case k.Multiboot != nil:
 		return ProtocolMultiboot, nil
 	}
-	return "", &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it"}
+	return "", &FormatError{Context: "kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: kvmboot does not know how to enter it", Class: ErrNoBootHeader}
 }
 
 // buildMultiboot places a Multiboot kernel, its modules and the info.
@@ -329,24 +330,24 @@ func placeKernel(plan *Plan, a *Allocator, ki *kernelImage, cfg Config) error {
 	case cfg.LoadAddress != nil:
 		load = *cfg.LoadAddress
 		if !ki.movable() && load != ki.base {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel can only run at its link address %#x: %s", load, ki.base, ki.noRelocs), Class: ErrLoadAddress, Err: ErrCannotMove}
 		}
 		if ki.min != 0 && load < ki.min {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel runs at or above %#x", load, ki.min)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel runs at or above %#x", load, ki.min), Class: ErrLoadAddress}
 		}
 		if load%ki.align != 0 {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, FormatSize(ki.align))}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel needs %s alignment", load, memmap.FormatSize(ki.align)), Class: ErrLoadAddress}
 		}
 		if ki.max != 0 && load+ki.size > ki.max {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, FormatSize(ki.size), ki.max)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("--load-address %#x refused: the kernel (%s) must end below %#x", load, memmap.FormatSize(ki.size), ki.max), Class: ErrLoadAddress}
 		}
 		if err := ki.claim(a, load); err != nil {
-			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error()}
+			return &PlaceError{What: "kernel", Msg: "--load-address refused: " + err.Error(), Class: ErrLoadAddress, Err: err}
 		}
 		plan.Why = "forced by --load-address"
 	case !ki.movable():
 		if err := ki.claim(a, load); err != nil {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel cannot move: %s; at its link address: %v", ki.noRelocs, err), Class: ErrCannotMove, Err: err}
 		}
 		plan.Why = "link address (not relocatable: " + ki.noRelocs + ")"
 	default:

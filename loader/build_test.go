@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -83,14 +84,15 @@ func planPlacement(t *testing.T, p *Plan, what string) Placement {
 }
 
 // builtAsWanted checks Build's error for a table case: a *PlaceError
-// mentioning wantErr when that is set, else none. It reports whether there
-// is a plan to check further.
-func builtAsWanted(t *testing.T, name string, err error, wantErr string) bool {
+// about the kernel that is wantErr when that is set, and gives the reason (a
+// message contract: the reason users act on) when set, else none. It
+// reports whether there is a plan to check further.
+func builtAsWanted(t *testing.T, name string, err, wantErr error, reason string) bool {
 	t.Helper()
-	if wantErr != "" {
+	if wantErr != nil {
 		var pe *PlaceError
-		if !errors.As(err, &pe) || !strings.Contains(err.Error(), wantErr) {
-			t.Errorf("%s: error %v, want a *PlaceError mentioning %q", name, err, wantErr)
+		if !errors.As(err, &pe) || pe.What != "kernel" || !errors.Is(err, wantErr) || !strings.Contains(err.Error(), reason) {
+			t.Errorf("%s: error %v, want a *PlaceError about the kernel that is %v (%q)", name, err, wantErr, reason)
 		}
 		return false
 	}
@@ -172,7 +174,7 @@ func TestBuildDefault(t *testing.T) {
 		t.Errorf("info: %+v", mi)
 	}
 	acpi := planPlacement(t, p, "acpi")
-	if p.ACPI != (Range{64*btMiB - ACPITablesSize, 64 * btMiB}) || acpi.Range() != p.ACPI || len(acpi.Data) != 0 || acpi.Verify || !p.Map.IsAll(p.ACPI, KindACPI) {
+	if p.ACPI != (memmap.Range{Start: 64*btMiB - ACPITablesSize, End: 64 * btMiB}) || acpi.Range() != p.ACPI || len(acpi.Data) != 0 || acpi.Verify || !p.Map.IsAll(p.ACPI, memmap.KindACPI) {
 		t.Errorf("ACPI page %v, placement %+v, map %v", p.ACPI, acpi.Range(), p.Map.Regions())
 	}
 	params := planPlacement(t, p, "params")
@@ -181,7 +183,7 @@ func TestBuildDefault(t *testing.T) {
 	}
 	checkParams(t, p)
 	// Low RAM ends at the EBDA the in-guest BIOS keeps below 640 KiB.
-	if p.Map.Regions()[0] != (Region{Range{0, 0x9FC00}, KindRAM}) || p.MemSize != 64*btMiB {
+	if p.Map.Regions()[0] != (memmap.Region{Range: memmap.Range{Start: 0, End: 0x9FC00}, Kind: memmap.KindRAM}) || p.MemSize != 64*btMiB {
 		t.Errorf("map %v, memsize %#x", p.Map.Regions(), p.MemSize)
 	}
 	var out strings.Builder
@@ -278,7 +280,7 @@ func checkRelocated(t *testing.T, k *tkELF, p *Plan, delta uint32) {
 // address and relocates it there.
 func TestBuildBadRAMRelocates(t *testing.T) {
 	k := loadTK(t)
-	p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{16 * btMiB, 32 * btMiB}}, Verify: true})
+	p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 16 * btMiB, End: 32 * btMiB}}, Verify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,15 +318,15 @@ func TestBuildPolicies(t *testing.T) {
 	highest := (mem - ACPITablesSize - k.size) &^ 0xFFF // below the ACPI tables' page
 	for _, tc := range []struct {
 		policy Policy
-		bad    []Range
+		bad    []memmap.Range
 		want   uint64
 	}{
 		{PolicyPreferred, nil, 0x1000000},
 		{"", nil, 0x1000000},
-		{PolicyLowest, nil, 0x100000},                           // lowest fit at or above 1 MiB
-		{PolicyLowest, []Range{{0x100000, 0x100001}}, 0x101000}, // page-aligned past a bad byte
+		{PolicyLowest, nil, 0x100000}, // lowest fit at or above 1 MiB
+		{PolicyLowest, []memmap.Range{{Start: 0x100000, End: 0x100001}}, 0x101000}, // page-aligned past a bad byte
 		{PolicyHighest, nil, highest},
-		{PolicyHighest, []Range{{mem - 1, mem}}, (mem - 2*ACPITablesSize - k.size) &^ 0xFFF}, // the ACPI page moves below the bad byte
+		{PolicyHighest, []memmap.Range{{Start: mem - 1, End: mem}}, (mem - 2*ACPITablesSize - k.size) &^ 0xFFF}, // the ACPI page moves below the bad byte
 	} {
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: mem, Policy: tc.policy, BadRAM: tc.bad, Verify: true})
 		if err != nil {
@@ -347,23 +349,24 @@ func TestBuildLoadAddress(t *testing.T) {
 	k := loadTK(t)
 	addr := func(v uint64) *uint64 { return &v }
 	for _, tc := range []struct {
-		name string
-		load uint64
-		bad  []Range
-		err  string // "" = accepted
+		name   string
+		load   uint64
+		bad    []memmap.Range
+		err    error // nil = accepted
+		reason string
 	}{
-		{"aligned, free", 0x3000000, nil, ""},
-		{"the link address", 0x1000000, nil, ""},
-		{"low, page aligned", 0x200000, nil, ""},
-		{"unaligned", 0x3000010, nil, "4K alignment"},
-		{"overlaps bad RAM", 0x3000000, []Range{{0x3004000, 0x3005000}}, "bad RAM"},
-		{"on bad RAM", 0x1000000, []Range{{16 * btMiB, 32 * btMiB}}, "bad RAM"},
-		{"in the 640K-1M hole", 0xA0000, nil, "--load-address refused"},
-		{"over the stub", 0x6000, nil, "--load-address refused"},
-		{"past the end of RAM", 64*btMiB - 0x1000, nil, "--load-address refused"},
+		{"aligned, free", 0x3000000, nil, nil, ""},
+		{"the link address", 0x1000000, nil, nil, ""},
+		{"low, page aligned", 0x200000, nil, nil, ""},
+		{"unaligned", 0x3000010, nil, ErrLoadAddress, "4K alignment"},
+		{"overlaps bad RAM", 0x3000000, []memmap.Range{{Start: 0x3004000, End: 0x3005000}}, ErrOverlapsBadRAM, ""},
+		{"on bad RAM", 0x1000000, []memmap.Range{{Start: 16 * btMiB, End: 32 * btMiB}}, ErrOverlapsBadRAM, ""},
+		{"in the 640K-1M hole", 0xA0000, nil, ErrLoadAddress, ""},
+		{"over the stub", 0x6000, nil, ErrLoadAddress, ""},
+		{"past the end of RAM", 64*btMiB - 0x1000, nil, ErrLoadAddress, ""},
 	} {
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: tc.bad, LoadAddress: addr(tc.load), Verify: true})
-		if !builtAsWanted(t, tc.name, err, tc.err) {
+		if !builtAsWanted(t, tc.name, err, tc.err, tc.reason) {
 			continue
 		}
 		if p.LoadAddress != tc.load || p.Why != "forced by --load-address" {
@@ -379,22 +382,22 @@ func TestBuildRegion(t *testing.T) {
 	k := loadTK(t)
 	for _, tc := range []struct {
 		name   string
-		region Range
-		bad    []Range
+		region memmap.Range
+		bad    []memmap.Range
 		policy Policy
 		want   uint64
-		err    string
+		err    error
 	}{
-		{"region above the link address", Range{0x2000000, 0x3000000}, nil, PolicyPreferred, 0x2000000, ""},
-		{"region below it", Range{0x400000, 0x800000}, nil, PolicyHighest, 0x400000, ""},
-		{"bad RAM at the region's start", Range{0x2000000, 0x3000000}, []Range{{0x2000000, 0x2100000}}, PolicyPreferred, 0x2100000, ""},
-		{"unaligned region start", Range{0x2000800, 0x3000000}, nil, PolicyPreferred, 0x2001000, ""},
-		{"too small", Range{0x2000000, 0x2001000}, nil, PolicyPreferred, 0, "no room for kernel"},
-		{"all bad", Range{0x2000000, 0x3000000}, []Range{{0x2000000, 0x3000000}}, PolicyPreferred, 0, "no room"},
+		{"region above the link address", memmap.Range{Start: 0x2000000, End: 0x3000000}, nil, PolicyPreferred, 0x2000000, nil},
+		{"region below it", memmap.Range{Start: 0x400000, End: 0x800000}, nil, PolicyHighest, 0x400000, nil},
+		{"bad RAM at the region's start", memmap.Range{Start: 0x2000000, End: 0x3000000}, []memmap.Range{{Start: 0x2000000, End: 0x2100000}}, PolicyPreferred, 0x2100000, nil},
+		{"unaligned region start", memmap.Range{Start: 0x2000800, End: 0x3000000}, nil, PolicyPreferred, 0x2001000, nil},
+		{"too small", memmap.Range{Start: 0x2000000, End: 0x2001000}, nil, PolicyPreferred, 0, ErrNoRoom},
+		{"all bad", memmap.Range{Start: 0x2000000, End: 0x3000000}, []memmap.Range{{Start: 0x2000000, End: 0x3000000}}, PolicyPreferred, 0, ErrNoRoom},
 	} {
 		r := tc.region
 		p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: tc.bad, Region: &r, Policy: tc.policy})
-		if !builtAsWanted(t, tc.name, err, tc.err) {
+		if !builtAsWanted(t, tc.name, err, tc.err, "") {
 			continue
 		}
 		if p.LoadAddress != tc.want {
@@ -415,7 +418,7 @@ func TestBuildModules(t *testing.T) {
 		{Path: "/tmp/empty", Data: nil},
 	}
 	initrd := &Module{Path: "/tmp/initrd.cpio", Data: pattern(3000, 3)}
-	bad := []Range{{0x100000, 0x100800}, {0x102000, 0x103000}}
+	bad := []memmap.Range{{Start: 0x100000, End: 0x100800}, {Start: 0x102000, End: 0x103000}}
 	p, err := Build(Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: bad, Modules: mods, Initrd: initrd, Verify: true})
 	if err != nil {
 		t.Fatal(err)
@@ -505,10 +508,11 @@ func TestBuildKludgeKernel(t *testing.T) {
 	// It cannot move: a load address elsewhere, or bad RAM under it, is
 	// refused with the reason.
 	other := uint64(0x400000)
-	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, LoadAddress: &other}); err == nil || !strings.Contains(err.Error(), "address fields") {
+	// The reason, the address fields, is in the message users act on.
+	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, LoadAddress: &other}); !errors.Is(err, ErrCannotMove) || !strings.Contains(err.Error(), "address fields") {
 		t.Errorf("moving a kludge kernel: %v", err)
 	}
-	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, BadRAM: []Range{{0x301000, 0x301001}}}); err == nil || !strings.Contains(err.Error(), "cannot move") {
+	if _, err := Build(Config{Kernel: raw, MemSize: 32 * btMiB, BadRAM: []memmap.Range{{Start: 0x301000, End: 0x301001}}}); !errors.Is(err, ErrCannotMove) || !errors.Is(err, ErrOverlapsBadRAM) {
 		t.Errorf("kludge kernel over bad RAM: %v", err)
 	}
 }
@@ -524,7 +528,7 @@ func TestBuildTwoSegments(t *testing.T) {
 		{typ: elf.PT_LOAD, off: 0x1000, vaddr: 0x40000, paddr: 0x40000, memsz: 0x2000, align: 0x1000, flags: elf.PF_R | elf.PF_W, data: low},
 		{typ: elf.PT_LOAD, off: 0x1800, vaddr: 0x100000, paddr: 0x100000, memsz: 0x200, align: 0x1000, flags: elf.PF_R | elf.PF_X, data: high},
 	}}.bytes()
-	for _, bad := range [][]Range{nil, {{0x50000, 0x51000}}} {
+	for _, bad := range [][]memmap.Range{nil, {{Start: 0x50000, End: 0x51000}}} {
 		p, err := Build(Config{Path: "/boot/two.elf", Kernel: kernel, MemSize: 64 * btMiB, BadRAM: bad, Cmdline: "a b", Verify: true})
 		if err != nil {
 			t.Fatalf("bad RAM %v: %v", bad, err)
@@ -533,10 +537,10 @@ func TestBuildTwoSegments(t *testing.T) {
 		if len(pieces) != 2 {
 			t.Fatalf("kernel placements %+v, want one per segment", pieces)
 		}
-		if s := pieces[0]; s.Range() != (Range{0x40000, 0x42000}) || !bytes.Equal(s.Data, low) || !s.Verify {
+		if s := pieces[0]; s.Range() != (memmap.Range{Start: 0x40000, End: 0x42000}) || !bytes.Equal(s.Data, low) || !s.Verify {
 			t.Errorf("low segment placed at %v with %d bytes", s.Range(), len(s.Data))
 		}
-		if s := pieces[1]; s.Range() != (Range{0x100000, 0x100200}) || !bytes.Equal(s.Data, high) || !s.Verify {
+		if s := pieces[1]; s.Range() != (memmap.Range{Start: 0x100000, End: 0x100200}) || !bytes.Equal(s.Data, high) || !s.Verify {
 			t.Errorf("high segment placed at %v with %d bytes", s.Range(), len(s.Data))
 		}
 		if p.LoadAddress != 0x40000 || p.Entry.EIP != 0x100010 || !strings.Contains(p.Why, "link address") {
@@ -566,8 +570,10 @@ func TestBuildTwoSegments(t *testing.T) {
 			t.Errorf("placesFileBytes(%#x, 4) = %v, want %v", c.addr, got, c.want)
 		}
 	}
-	_, err = Build(Config{Kernel: kernel, MemSize: 64 * btMiB, BadRAM: []Range{{0x41000, 0x41001}}})
-	if err == nil || !strings.Contains(err.Error(), "the kernel cannot move: it has no relocation info (link it with --emit-relocs); at its link address: kernel segment 0 at 0x00040000-0x00042000 overlaps bad RAM") {
+	_, err = Build(Config{Kernel: kernel, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x41000, End: 0x41001}}})
+	// The whole sentence is the contract: what cannot move, why, what to do
+	// and where it collides.
+	if !errors.Is(err, ErrCannotMove) || !errors.Is(err, ErrOverlapsBadRAM) || !strings.Contains(err.Error(), "the kernel cannot move: it has no relocation info (link it with --emit-relocs); at its link address: kernel segment 0 at 0x00040000-0x00042000 overlaps bad RAM") {
 		t.Errorf("a segment over bad RAM: %v", err)
 	}
 }
@@ -592,25 +598,27 @@ func TestBuildErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		want string
+		is   error
+		what string // the *PlaceError's piece, "" when not a placement error
 	}{
-		{"empty file", Config{MemSize: 64 * btMiB}, "empty file"},
-		{"ELF without a Multiboot header", Config{Kernel: twoLoads().bytes(), MemSize: 64 * btMiB}, "no Multiboot header"},
-		{"no room for kernel", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{btMiB, 64 * btMiB}}}, "no room for kernel"},
-		{"no room for the ACPI tables", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{0x8000, 64 * btMiB}}}, "no room for ACPI tables"},
-		{"bad RAM over the stub", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []Range{{0x7000, 0x7001}}}, "entry stub"},
-		{"guest too small for the kernel", Config{Kernel: testkernel.ELF, MemSize: btMiB + 0x4000}, "no room for kernel"},
+		{"empty file", Config{MemSize: 64 * btMiB}, ErrEmptyFile, ""},
+		{"ELF without a Multiboot header", Config{Kernel: twoLoads().bytes(), MemSize: 64 * btMiB}, ErrNoBootHeader, ""},
+		{"no room for kernel", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: btMiB, End: 64 * btMiB}}}, ErrNoRoom, "kernel"},
+		{"no room for the ACPI tables", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x8000, End: 64 * btMiB}}}, ErrNoRoom, "ACPI tables"},
+		{"bad RAM over the stub", Config{Kernel: testkernel.ELF, MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 0x7000, End: 0x7001}}}, ErrOverlapsBadRAM, "entry stub"},
+		{"guest too small for the kernel", Config{Kernel: testkernel.ELF, MemSize: btMiB + 0x4000}, ErrNoRoom, "kernel"},
 	} {
 		_, err := Build(tc.cfg)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		var pe *PlaceError
+		if !errors.Is(err, tc.is) || tc.what != "" && (!errors.As(err, &pe) || pe.What != tc.what) {
+			t.Errorf("%s: error %v, want %v for %q", tc.name, err, tc.is, tc.what)
 		}
 	}
 }
 
 // checkNoOverlap checks that the plan's placements do not overlap each
 // other or bad RAM, and lie in RAM.
-func checkNoOverlap(t *testing.T, p *Plan, bad []Range) {
+func checkNoOverlap(t *testing.T, p *Plan, bad []memmap.Range) {
 	t.Helper()
 	s := p.Sorted()
 	for i, pl := range s {
@@ -624,8 +632,8 @@ func checkNoOverlap(t *testing.T, p *Plan, bad []Range) {
 			}
 		}
 		// The ACPI tables' page is marked as such; everything else is RAM.
-		if want := map[bool]Kind{false: KindRAM, true: KindACPI}[pl.What == "acpi"]; !p.Map.IsAll(r, want) {
-			t.Errorf("%s %s at %v is not all %s", pl.What, pl.Name, r, want.describe())
+		if want := map[bool]memmap.Kind{false: memmap.KindRAM, true: memmap.KindACPI}[pl.What == "acpi"]; !p.Map.IsAll(r, want) {
+			t.Errorf("%s %s at %v is not all %s", pl.What, pl.Name, r, want.Describe())
 		}
 		for _, q := range s[i+1:] {
 			if q.Range().Size() > 0 && q.Range().Overlaps(r) {
@@ -645,11 +653,11 @@ func TestBuildRandomBadRAM(t *testing.T) {
 	ok := 0
 	for iter := 0; iter < 200; iter++ {
 		mem := uint64(8+rng.Intn(120)) * btMiB
-		var bad []Range
+		var bad []memmap.Range
 		for n := rng.Intn(12); n > 0; n-- {
 			start := uint64(rng.Int63n(int64(mem)))
 			size := uint64(1 + rng.Int63n([]int64{64, 64 << 10, 16 << 20, 64 << 20}[rng.Intn(4)]))
-			bad = append(bad, Range{start, start + size})
+			bad = append(bad, memmap.Range{Start: start, End: start + size})
 		}
 		var mods []Module
 		for n := rng.Intn(4); n > 0; n-- {
@@ -657,7 +665,7 @@ func TestBuildRandomBadRAM(t *testing.T) {
 		}
 		cfg := Config{Kernel: testkernel.ELF, MemSize: mem, BadRAM: bad, Modules: mods, Policy: policies[rng.Intn(3)], Verify: rng.Intn(2) == 0}
 		p, err := Build(cfg)
-		name := fmt.Sprintf("iteration %d (mem %s, bad %v, policy %s, %d modules)", iter, FormatSize(mem), bad, cfg.Policy, len(mods))
+		name := fmt.Sprintf("iteration %d (mem %s, bad %v, policy %s, %d modules)", iter, memmap.FormatSize(mem), bad, cfg.Policy, len(mods))
 		if err != nil {
 			var pe *PlaceError
 			if !errors.As(err, &pe) {

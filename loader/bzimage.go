@@ -201,7 +201,7 @@ func ParseBzImage(b []byte) (*BzImage, error) {
 	// Before 2.04 syssize is two bytes wide, too narrow for a bzImage.
 	if h.Version >= protoSysSize32 || !h.LoadedHigh() {
 		if want := uint64(h.SysSize) * 16; uint64(len(pm))+15 < want {
-			return nil, bad("file truncated: syssize says %d bytes of protected-mode code, the file has %d", want, len(pm))
+			return nil, &FormatError{Context: "bzImage", Msg: fmt.Sprintf("file truncated: syssize says %d bytes of protected-mode code, the file has %d", want, len(pm)), Class: ErrTruncated}
 		}
 	}
 	if !h.LoadedHigh() && len(pm) > zImageMax {

@@ -17,6 +17,7 @@ import (
 	"github.com/ulikunitz/xz/lzma"
 
 	"kvmboot/internal/hugemem"
+	"kvmboot/loader/memmap"
 )
 
 // Compression names the compression of a kernel, a bzImage payload or an
@@ -117,7 +118,7 @@ func Decompress(c Compression, src []byte, limit int64) ([]byte, error) {
 	case Bzip2:
 		return d.bzip2()
 	}
-	return nil, &FormatError{Context: "decompress", Msg: fmt.Sprintf("unknown compression %q", string(c))}
+	return nil, &FormatError{Context: "decompress", Msg: fmt.Sprintf("unknown compression %q", string(c)), Class: ErrUnknownCompression}
 }
 
 // A decoder holds what every format's decode needs: the input, the output cap
@@ -132,11 +133,11 @@ type decoder struct {
 }
 
 func (d *decoder) tooBig() error {
-	return &FormatError{Context: string(d.c), Msg: "output exceeds the " + FormatSize(uint64(d.limit)) + " limit"}
+	return &FormatError{Context: string(d.c), Msg: "output exceeds the " + memmap.FormatSize(uint64(d.limit)) + " limit"}
 }
 
 func (d *decoder) truncated(produced int) error {
-	return &FormatError{Context: string(d.c), Msg: fmt.Sprintf("truncated stream after %d bytes of output", produced)}
+	return &FormatError{Context: string(d.c), Msg: fmt.Sprintf("truncated stream after %d bytes of output", produced), Class: ErrTruncated}
 }
 
 func (d *decoder) corrupt(produced int, err error) error {

@@ -262,6 +262,7 @@ func wantFormatError(t *testing.T, err error, want string) *FormatError {
 	if !errors.As(err, &fe) {
 		t.Fatalf("error %v (%T), want a *FormatError", err, err)
 	}
+	// Where the stream broke (format, bytes of output) is the message's contract.
 	if !strings.Contains(fe.Error(), want) {
 		t.Fatalf("error %q, want it to contain %q", fe.Error(), want)
 	}
@@ -352,7 +353,9 @@ func TestDecompressTruncated(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, cut := range []int{len(tc.src) / 2, len(tc.src) - 9} {
 				_, err := Decompress(tc.c, tc.src[:cut], DefaultLimit)
-				wantFormatError(t, err, "truncated stream after ")
+				if fe := wantFormatError(t, err, "truncated stream after "); !errors.Is(fe, ErrTruncated) {
+					t.Errorf("%v is not ErrTruncated", fe)
+				}
 			}
 		})
 	}
@@ -491,6 +494,7 @@ func FuzzSniffDecompress(f *testing.F) {
 			if !errors.As(err, &fe) {
 				t.Fatalf("error %v (%T), want a *FormatError", err, err)
 			}
+			// One line is the contract of every error kvmboot prints.
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("error %q spans lines", err)
 			}

@@ -41,14 +41,14 @@ type ELFImage struct {
 // size, overlapping segments, an entry outside every segment.
 func ParseELF(raw []byte) (*ELFImage, error) {
 	if len(raw) < 4 || string(raw[:4]) != elf.ELFMAG {
-		return nil, &FormatError{Context: "kernel", Msg: "not an ELF file (no \\x7fELF magic)"}
+		return nil, &FormatError{Context: "kernel", Msg: "not an ELF file (no \\x7fELF magic)", Class: ErrNotELF}
 	}
 	if len(raw) > 4 && elf.Class(raw[4]) == elf.ELFCLASS64 {
 		return nil, &FormatError{Context: "ELF", Msg: "ELF64 image: kvmboot boots i386 (ELF32) kernels"}
 	}
 	f, err := elf.NewFile(bytes.NewReader(raw))
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("truncated: its headers point past the end of the file (%d bytes)", len(raw))}
+		return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("truncated: its headers point past the end of the file (%d bytes)", len(raw)), Class: ErrTruncated}
 	}
 	if err != nil {
 		return nil, &FormatError{Context: "ELF", Msg: "cannot parse", Err: err}
@@ -74,7 +74,7 @@ func ParseELF(raw []byte) (*ELFImage, error) {
 			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: file size %#x exceeds memory size %#x", i, p.Filesz, p.Memsz)}
 		}
 		if !inFile(raw, p.Off, p.Filesz) {
-			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: bytes %#x+%#x are past the end of the file (%#x bytes): truncated?", i, p.Off, p.Filesz, len(raw))}
+			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: bytes %#x+%#x are past the end of the file (%#x bytes): truncated?", i, p.Off, p.Filesz, len(raw)), Class: ErrTruncated}
 		}
 		if p.Paddr+p.Memsz > 1<<32 || p.Paddr+p.Memsz < p.Paddr {
 			return nil, &FormatError{Context: "ELF", Msg: fmt.Sprintf("program header %d: %#x+%#x goes beyond 4 GiB", i, p.Paddr, p.Memsz)}

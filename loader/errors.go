@@ -1,6 +1,27 @@
 package loader
 
-import "kvmboot/internal/oneline"
+import (
+	"errors"
+
+	"kvmboot/internal/oneline"
+)
+
+// The classes of failure that callers and tests tell apart with errors.Is,
+// as u-root's multiboot has ErrHeaderNotFound. A *FormatError or
+// *PlaceError carries one as its Class; the message the user sees says the
+// same in full and is not changed by it.
+var (
+	ErrEmptyFile          = errors.New("empty file")
+	ErrNotELF             = errors.New("not an ELF")
+	ErrNoBootHeader       = errors.New("no Multiboot header and not a Linux bzImage")
+	ErrTruncated          = errors.New("truncated")
+	ErrChecksum           = errors.New("checksum mismatch")
+	ErrUnknownCompression = errors.New("unknown compression")
+	ErrNoRoom             = errors.New("no room")
+	ErrCannotMove         = errors.New("the kernel cannot move")
+	ErrLoadAddress        = errors.New("--load-address refused")
+	ErrOverlapsBadRAM     = errors.New("overlaps bad RAM")
+)
 
 // A FormatError reports a malformed or unsupported kernel image: a bad
 // header, a corrupt or truncated compressed stream, a relocation that cannot
@@ -15,6 +36,9 @@ type FormatError struct {
 	Msg string
 	// Err is the underlying error from a decoder or parser, if any.
 	Err error
+	// Class is which of the sentinel errors above this is, if any: it is
+	// matched by errors.Is and not part of the message.
+	Class error
 }
 
 // Error returns "<Context>: <Msg>", followed by ": <Err>" when an underlying
@@ -34,3 +58,6 @@ func (e *FormatError) Error() string {
 
 // Unwrap returns the underlying error, so that errors.Is can match it.
 func (e *FormatError) Unwrap() error { return e.Err }
+
+// Is reports whether target is e's Class.
+func (e *FormatError) Is(target error) bool { return e.Class != nil && target == e.Class }

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"kvmboot/loader/kcache"
+	"kvmboot/loader/memmap"
 )
 
 // Inspection is what `kvmboot inspect` reports about a kernel file. Its
@@ -209,7 +210,7 @@ type InspectOptions struct {
 	// MemSize, when not 0, makes Inspect plan the kernel for a guest of
 	// that size with BadRAM declared bad.
 	MemSize uint64
-	BadRAM  []Range
+	BadRAM  []memmap.Range
 }
 
 // Inspect opens a kernel file and describes it.
@@ -268,7 +269,7 @@ func summarize(n *Note) *NoteSummary {
 
 // sizeText is FormatSize with "bytes" after a plain number.
 func sizeText(n uint64) string {
-	s := FormatSize(n)
+	s := memmap.FormatSize(n)
 	if c := s[len(s)-1]; c >= '0' && c <= '9' {
 		s += " bytes"
 	}
@@ -549,7 +550,7 @@ func describeKvmbootEntry(t NoteType, d []byte) string {
 
 // String is one line about a LOAD descriptor.
 func (l NoteLoad) String() string {
-	return fmt.Sprintf("linked at %#x, prefers %#x, %s-aligned, %s from at least %s, ending at or below %s", l.LinkBase, l.Preferred, FormatSize(l.Align), sizeText(l.MemSize), addrString(l.Min), maxEndString(l.MaxEnd))
+	return fmt.Sprintf("linked at %#x, prefers %#x, %s-aligned, %s from at least %s, ending at or below %s", l.LinkBase, l.Preferred, memmap.FormatSize(l.Align), sizeText(l.MemSize), addrString(l.Min), maxEndString(l.MaxEnd))
 }
 
 // maxEndString is an end limit for people, 0 meaning 4 GiB.
@@ -619,11 +620,11 @@ func placementInfo(k *Kernel, opts InspectOptions) *PlacementInfo {
 			}
 		}
 	}
-	window := Range{ki.lowest(), hi}
+	window := memmap.Range{Start: ki.lowest(), End: hi}
 	for _, f := range fresh().free() {
-		c := f.intersect(window)
+		c := f.Intersect(window)
 		first, ok := alignUp(c.Start, ki.align)
-		if !ok || c.empty() || first >= c.End || c.End-first < ki.size {
+		if !ok || c.Empty() || first >= c.End || c.End-first < ki.size {
 			continue
 		}
 		last := (c.End - ki.size) &^ (ki.align - 1)
@@ -770,11 +771,11 @@ func (p *PlacementInfo) write(b *strings.Builder) {
 	if len(p.BadRAM) > 0 {
 		var rs []string
 		for _, r := range p.BadRAM {
-			rs = append(rs, Range(r).String())
+			rs = append(rs, memmap.Range(r).String())
 		}
 		bad = "bad " + strings.Join(rs, ", ")
 	}
-	fmt.Fprintf(b, "placement    in %s of RAM, %s:\n", FormatSize(p.MemSize), bad)
+	fmt.Fprintf(b, "placement    in %s of RAM, %s:\n", memmap.FormatSize(p.MemSize), bad)
 	if p.Error != "" {
 		fmt.Fprintf(b, "  plan         cannot boot: %s\n", p.Error)
 	} else {
@@ -784,7 +785,7 @@ func (p *PlacementInfo) write(b *strings.Builder) {
 		return
 	}
 	if p.Relocatable {
-		fmt.Fprintf(b, "  needs        %s from a %s-aligned address at or above %s, ending at or below %s (relocatable; linked at %#x)\n", sizeText(p.Size), FormatSize(p.Align), addrString(p.MinStart), maxEndString(p.MaxEnd), p.Link)
+		fmt.Fprintf(b, "  needs        %s from a %s-aligned address at or above %s, ending at or below %s (relocatable; linked at %#x)\n", sizeText(p.Size), memmap.FormatSize(p.Align), addrString(p.MinStart), maxEndString(p.MaxEnd), p.Link)
 	} else {
 		fmt.Fprintf(b, "  needs        %s at its link address %#x (not relocatable)\n", sizeText(p.Size), p.Link)
 	}
@@ -801,7 +802,7 @@ func (p *PlacementInfo) write(b *strings.Builder) {
 			if w.Count == 1 {
 				fmt.Fprintf(b, "               %#x\n", w.First)
 			} else {
-				fmt.Fprintf(b, "               %#x-%#x (%d places, every %s)\n", w.First, w.Last, w.Count, FormatSize(p.Align))
+				fmt.Fprintf(b, "               %#x-%#x (%d places, every %s)\n", w.First, w.Last, w.Count, memmap.FormatSize(p.Align))
 			}
 		}
 	}

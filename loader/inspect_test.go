@@ -10,6 +10,7 @@ import (
 
 	"kvmboot/boot/testkernel"
 	"kvmboot/loader/kcache"
+	"kvmboot/loader/memmap"
 )
 
 // checkExtremes checks the allocator's lowest and highest addresses
@@ -38,10 +39,10 @@ func checkExtremes(t *testing.T, file []byte, pi *PlacementInfo, cache *kcache.C
 	}
 }
 
-func rangesOf(rs []RangeJSON) []Range {
-	var out []Range
+func rangesOf(rs []RangeJSON) []memmap.Range {
+	var out []memmap.Range
 	for _, r := range rs {
-		out = append(out, Range(r))
+		out = append(out, memmap.Range(r))
 	}
 	return out
 }
@@ -73,7 +74,7 @@ func TestInspectSharesBuildClaims(t *testing.T) {
 }
 
 func TestInspectTestKernel(t *testing.T) {
-	in, err := Inspect(testkernel.ELF, InspectOptions{Path: "tk.elf", MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}})
+	in, err := Inspect(testkernel.ELF, InspectOptions{Path: "tk.elf", MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestDescribeNote(t *testing.T) {
 
 func TestInspectDebian(t *testing.T) {
 	vmlinuz := realVmlinuz(t)
-	bad := []Range{{16 << 20, 48 << 20}}
+	bad := []memmap.Range{{Start: 16 << 20, End: 48 << 20}}
 	cache := &kcache.Cache{Dir: t.TempDir()} // one decompression, not five
 	t.Cleanup(cache.Wait)                    // before the directory goes
 	in, err := Inspect(vmlinuz, InspectOptions{MemSize: 256 << 20, BadRAM: bad, Cache: cache})

@@ -45,7 +45,7 @@ func openKernel(file []byte, limit int64, cache *kcache.Cache, unpack bool) (*Ke
 		limit = DefaultLimit
 	}
 	if len(file) == 0 {
-		return nil, &FormatError{Context: "kernel", Msg: "empty file"}
+		return nil, &FormatError{Context: "kernel", Msg: "empty file", Class: ErrEmptyFile}
 	}
 	k := &Kernel{}
 	if IsBzImage(file) {

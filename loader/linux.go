@@ -3,6 +3,8 @@ package loader
 import (
 	"encoding/binary"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // Zero page (struct boot_params) offsets, Documentation/arch/x86/zero-page.rst.
@@ -133,7 +135,7 @@ func setLoaderFields(b []byte, initrd, initrdSize uint32) {
 // ZeroPage builds struct boot_params for the 32-bit boot protocol: the
 // setup header copied from the image as the protocol says, the loader's
 // fields, and the E820 table from the memory map (bad RAM as type 5).
-func ZeroPage(bz *BzImage, m *MemoryMap, cmdline, initrd, initrdSize uint32) ([]byte, error) {
+func ZeroPage(bz *BzImage, m *memmap.Map, cmdline, initrd, initrdSize uint32) ([]byte, error) {
 	zp := make([]byte, ZeroPageSize)
 	copy(zp[setupHeaderOffset:], bz.HeaderBytes) // sentinel (0x1ef) stays 0
 	le := binary.LittleEndian

@@ -3,6 +3,8 @@ package loader
 import (
 	"encoding/binary"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // The classic 16-bit Linux boot protocol (Documentation/arch/x86/boot.rst,
@@ -145,8 +147,8 @@ func buildLinux16(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 	var x uint64
 	why := "fixed at 0x90000 by the protocol"
 	if fixed {
-		if err := a.Claim(what, Range{linux16OldSeg, linux16OldSeg + window}); err != nil {
-			return &PlaceError{What: what, Msg: fmt.Sprintf("boot protocol %s (%s) runs its setup code at 0x90000: %v", versionString(h.Version), imageKind(h), err)}
+		if err := a.Claim(what, memmap.Range{Start: linux16OldSeg, End: linux16OldSeg + window}); err != nil {
+			return &PlaceError{What: what, Msg: fmt.Sprintf("boot protocol %s (%s) runs its setup code at 0x90000: %v", versionString(h.Version), imageKind(h), err), Err: err}
 		}
 		x = linux16OldSeg
 	} else {
@@ -161,7 +163,7 @@ func buildLinux16(plan *Plan, a *Allocator, k *Kernel, cfg Config) error {
 		return err
 	}
 	pm := plan.LoadAddress
-	if err := claimDecompression(plan, a, h, Range{pm, pm + ki.size}, ki.movable()); err != nil {
+	if err := claimDecompression(plan, a, h, memmap.Range{Start: pm, End: pm + ki.size}, ki.movable()); err != nil {
 		return err
 	}
 	initrdAt, initrdSize, err := placeInitrd(plan, a, cfg.Initrd, h)
@@ -198,14 +200,14 @@ func imageKind(h SetupHeader) string {
 // move unpacks itself: pref_address for init_size bytes (2.10+), besides
 // its protected-mode part at pm. A relocatable kernel unpacks inside pm,
 // which already has its init_size.
-func claimDecompression(plan *Plan, a *Allocator, h SetupHeader, pm Range, movable bool) error {
+func claimDecompression(plan *Plan, a *Allocator, h SetupHeader, pm memmap.Range, movable bool) error {
 	if movable || h.Version < protoPrefAddress || h.InitSize == 0 || h.PrefAddress == 0 {
 		return nil
 	}
-	room := Range{h.PrefAddress, h.PrefAddress + uint64(h.InitSize)}
-	for _, r := range SubtractRanges([]Range{room}, []Range{pm}) {
+	room := memmap.Range{Start: h.PrefAddress, End: h.PrefAddress + uint64(h.InitSize)}
+	for _, r := range memmap.Subtract([]memmap.Range{room}, []memmap.Range{pm}) {
 		if err := a.Claim("kernel (decompressed)", r); err != nil {
-			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel is not relocatable and unpacks itself at pref_address %v: %v", room, err)}
+			return &PlaceError{What: "kernel", Msg: fmt.Sprintf("the kernel is not relocatable and unpacks itself at pref_address %v: %v", room, err), Class: ErrCannotMove, Err: err}
 		}
 		plan.add(Placement{What: "kernel", Name: "where it unpacks itself", Start: r.Start, Size: r.Size()})
 	}

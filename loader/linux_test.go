@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"kvmboot/loader/memmap"
+
 	"github.com/klauspost/compress/gzip"
 )
 
@@ -54,18 +56,18 @@ func TestBuildLinux32Synthetic(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		kernel     []byte
-		bad        []Range
+		bad        []memmap.Range
 		load       uint64 // want
 		initrdMax  uint64 // the initrd must end at or below this
 		wantErr    string
 		wantFormat bool // wantErr is a *FormatError, else a *PlaceError
 	}{
 		{name: "at pref_address", kernel: spec(nil), load: 0x1000000, initrdMax: 256 * btMiB},
-		{name: "around bad RAM", kernel: spec(nil), bad: []Range{{16 * btMiB, 32 * btMiB}}, load: 32 * btMiB, initrdMax: 256 * btMiB},
-		{name: "initrd below bad RAM at the top", kernel: spec(nil), bad: []Range{{200 * btMiB, 256 * btMiB}}, load: 16 * btMiB, initrdMax: 200 * btMiB},
+		{name: "around bad RAM", kernel: spec(nil), bad: []memmap.Range{{Start: 16 * btMiB, End: 32 * btMiB}}, load: 32 * btMiB, initrdMax: 256 * btMiB},
+		{name: "initrd below bad RAM at the top", kernel: spec(nil), bad: []memmap.Range{{Start: 200 * btMiB, End: 256 * btMiB}}, load: 16 * btMiB, initrdMax: 200 * btMiB},
 		{name: "initrd below initrd_addr_max", kernel: spec(func(s *bzSpec) { s.initrdMax = 96*btMiB - 1 }), load: 16 * btMiB, initrdMax: 96 * btMiB},
 		{name: "not relocatable", kernel: spec(func(s *bzSpec) { s.relocatable = false }), load: 16 * btMiB, initrdMax: 256 * btMiB},
-		{name: "not relocatable over bad RAM", kernel: spec(func(s *bzSpec) { s.relocatable = false }), bad: []Range{{20 * btMiB, 21 * btMiB}},
+		{name: "not relocatable over bad RAM", kernel: spec(func(s *bzSpec) { s.relocatable = false }), bad: []memmap.Range{{Start: 20 * btMiB, End: 21 * btMiB}},
 			wantErr: "the kernel cannot move: the bzImage says it is not relocatable"},
 		{name: "protocol 2.09", kernel: spec(func(s *bzSpec) { s.version = 0x0209 }), wantErr: "boot protocol 2.09: kvmboot needs 2.10 or later", wantFormat: true},
 		{name: "command line too long", kernel: spec(func(s *bzSpec) { s.cmdlineSize = 8 }), wantErr: "command line is 10 bytes; this kernel takes at most 8"},
@@ -76,6 +78,7 @@ func TestBuildLinux32Synthetic(t *testing.T) {
 			if tc.wantErr != "" {
 				var fe *FormatError
 				var pe *PlaceError
+				// The message quotes the header's fields and the rule: its contract.
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || tc.wantFormat != errors.As(err, &fe) || !tc.wantFormat && !errors.As(err, &pe) {
 					t.Fatalf("error %v, want one saying %q (format error: %v)", err, tc.wantErr, tc.wantFormat)
 				}
@@ -163,7 +166,7 @@ func checkLinux32Plan(t *testing.T, p *Plan, cfg Config, initrdMax uint64) {
 		t.Errorf("ramdisk %#x+%#x, initrd placed at %v", le.Uint32(zp[zpRamdiskImage:]), le.Uint32(zp[zpRamdiskSize:]), initrd.Range())
 	}
 	// The highest page-aligned fit below the limit: nothing free above it.
-	if initrd.End() > initrdMax || initrd.Start%4096 != 0 || initrd.End()+4096 <= initrdMax && p.Map.IsAll(Range{initrd.Start + 4096, initrd.End() + 4096}, KindRAM) {
+	if initrd.End() > initrdMax || initrd.Start%4096 != 0 || initrd.End()+4096 <= initrdMax && p.Map.IsAll(memmap.Range{Start: initrd.Start + 4096, End: initrd.End() + 4096}, memmap.KindRAM) {
 		t.Errorf("initrd at %v, want the highest page-aligned fit ending at or below %#x", initrd.Range(), initrdMax)
 	}
 	regions := p.Map.Regions()
@@ -185,7 +188,7 @@ func checkLinux32Plan(t *testing.T, p *Plan, cfg Config, initrdMax uint64) {
 type linux16Case struct {
 	name    string
 	spec    bzSpec
-	bad     []Range
+	bad     []memmap.Range
 	load    *uint64 // --load-address
 	cmdline string
 	// Where things go: the setup segment (0 for the highest fit), the
@@ -220,17 +223,17 @@ func TestBuildLinux16Synthetic(t *testing.T) {
 		// No init_size before 2.10: three times the part, page-rounded.
 		{name: "2.07 relocatable", spec: raw(0x0207, func(s *bzSpec) { s.relocatable, s.align, s.initrdMax = true, 2*btMiB, 0x7fffffff }), pmAt: 2 * btMiB, pmSize: 3 * 4096},
 		{name: "2.12 relocatable at pref_address", spec: reloc212, pmAt: 4 * btMiB, pmSize: 4 * btMiB},
-		{name: "2.12 relocatable around bad RAM", spec: reloc212, bad: []Range{{5 * btMiB, 6 * btMiB}}, pmAt: 6 * btMiB, pmSize: 4 * btMiB},
+		{name: "2.12 relocatable around bad RAM", spec: reloc212, bad: []memmap.Range{{Start: 5 * btMiB, End: 6 * btMiB}}, pmAt: 6 * btMiB, pmSize: 4 * btMiB},
 		{name: "2.12 forced address", spec: reloc212, load: u64p(10 * btMiB), pmAt: 10 * btMiB, pmSize: 4 * btMiB},
 		{name: "2.12 forced below pref_address", spec: reloc212, load: u64p(2 * btMiB), wantErr: "--load-address 0x200000 refused: the kernel runs at or above 0x400000"},
 		{name: "Linux", spec: debian, pmAt: 16 * btMiB, pmSize: 0x100c000},
-		{name: "Linux around bad RAM", spec: debian, bad: []Range{{16 * btMiB, 48 * btMiB}}, pmAt: 48 * btMiB, pmSize: 0x100c000},
+		{name: "Linux around bad RAM", spec: debian, bad: []memmap.Range{{Start: 16 * btMiB, End: 48 * btMiB}}, pmAt: 48 * btMiB, pmSize: 0x100c000},
 		{name: "Linux not relocatable", spec: notRelocatable, pmAt: btMiB},
-		{name: "Linux not relocatable, bad RAM where it unpacks", spec: notRelocatable, bad: []Range{{20 * btMiB, 21 * btMiB}},
+		{name: "Linux not relocatable, bad RAM where it unpacks", spec: notRelocatable, bad: []memmap.Range{{Start: 20 * btMiB, End: 21 * btMiB}},
 			wantErr: "the kernel is not relocatable and unpacks itself at pref_address 0x01000000-0x0200c000: kernel (decompressed) at 0x01000000-0x0200c000 overlaps bad RAM"},
-		{name: "2.03 not relocatable over bad RAM", spec: raw(0x0203, nil), bad: []Range{{btMiB, btMiB + 4096}},
+		{name: "2.03 not relocatable over bad RAM", spec: raw(0x0203, nil), bad: []memmap.Range{{Start: btMiB, End: btMiB + 4096}},
 			wantErr: "the kernel cannot move: boot protocol 2.03, relocatable_kernel 0; at its link address"},
-		{name: "2.01 bad RAM at 0x90000", spec: raw(0x0201, nil), bad: []Range{{0x99000, 0x9a000}},
+		{name: "2.01 bad RAM at 0x90000", spec: raw(0x0201, nil), bad: []memmap.Range{{Start: 0x99000, End: 0x9a000}},
 			wantErr: "boot protocol 2.01 (bzImage) runs its setup code at 0x90000"},
 		{name: "command line past 255 bytes before 2.06", spec: raw(0x0205, nil), cmdline: strings.Repeat("x", 256),
 			wantErr: "command line is 256 bytes; this image takes at most 255"},
@@ -247,6 +250,7 @@ func TestBuildLinux16Synthetic(t *testing.T) {
 				Protocol: ProtocolLinux16, LoadAddress: tc.load, Verify: true}
 			p, err := Build(cfg)
 			if tc.wantErr != "" {
+				// The message quotes the header's fields and the rule: its contract.
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
 				}
@@ -328,7 +332,7 @@ func checkLinux16Plan(t *testing.T, p *Plan, cfg Config, tc linux16Case) {
 	}
 	if !h.Relocatable() && h.Version >= 0x020a {
 		unpack := placementsOf(p, "kernel")
-		if len(unpack) != 2 || unpack[1].Range() != (Range{h.PrefAddress, h.PrefAddress + uint64(h.InitSize)}) {
+		if len(unpack) != 2 || unpack[1].Range() != (memmap.Range{Start: h.PrefAddress, End: h.PrefAddress + uint64(h.InitSize)}) {
 			t.Errorf("kernel placements %v: want the room where it unpacks itself claimed", unpack)
 		}
 	}
@@ -382,7 +386,7 @@ func TestLinuxProtocolChoice(t *testing.T) {
 // ELF, and where its protected-mode part could go.
 func TestInspectRawBzImage(t *testing.T) {
 	spec := bzSpec{version: 0x020c, relocatable: true, align: 2 * btMiB, pref: 4 * btMiB, initSize: 4 * btMiB, pm: rawCode, unpadded: true}
-	in, err := Inspect(spec.bytes(), InspectOptions{MemSize: 64 * btMiB, BadRAM: []Range{{4 * btMiB, 6 * btMiB}}})
+	in, err := Inspect(spec.bytes(), InspectOptions{MemSize: 64 * btMiB, BadRAM: []memmap.Range{{Start: 4 * btMiB, End: 6 * btMiB}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,6 +482,7 @@ func FuzzBuildLinux16(f *testing.F) {
 		if err != nil {
 			var fe *FormatError
 			var pe *PlaceError
+			// One line is the contract of every error kvmboot prints.
 			if !errors.As(err, &fe) && !errors.As(err, &pe) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("error %T %q: want one line, a *FormatError or a *PlaceError", err, err)
 			}

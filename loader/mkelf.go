@@ -14,6 +14,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"kvmboot/loader/kcache"
+	"kvmboot/loader/memmap"
 )
 
 // MkELFOptions says how MkELF builds its output.
@@ -137,7 +138,7 @@ func mkelfNote(k *Kernel, opts MkELFOptions) (*Note, error) {
 			return nil, fmt.Errorf("--align %#x is not a power of two", a)
 		}
 		if a < l.Align {
-			return nil, fmt.Errorf("--align %s is below the image's own alignment, %s", FormatSize(a), FormatSize(l.Align))
+			return nil, fmt.Errorf("--align %s is below the image's own alignment, %s", memmap.FormatSize(a), memmap.FormatSize(l.Align))
 		}
 		l.Align = a
 	}
@@ -146,7 +147,7 @@ func mkelfNote(k *Kernel, opts MkELFOptions) (*Note, error) {
 			return nil, fmt.Errorf("--max %#x is above the image's own limit, %#x", m, l.MaxEnd)
 		}
 		if m < l.Min+l.MemSize {
-			return nil, fmt.Errorf("--max %#x leaves no room: the image needs %s from at least %#x", m, FormatSize(l.MemSize), l.Min)
+			return nil, fmt.Errorf("--max %#x leaves %w: the image needs %s from at least %#x", m, ErrNoRoom, memmap.FormatSize(l.MemSize), l.Min)
 		}
 		l.MaxEnd = m
 	}
@@ -401,7 +402,7 @@ type elfTables struct {
 func readELFTables(raw []byte) (*elfTables, error) {
 	le := binary.LittleEndian
 	if len(raw) < elfHeaderSize || string(raw[:4]) != elf.ELFMAG || elf.Class(raw[4]) != elf.ELFCLASS32 || elf.Data(raw[5]) != elf.ELFDATA2LSB {
-		return nil, mkelfError("not an ELF32 little-endian file")
+		return nil, &FormatError{Context: "mkelf", Msg: "not an ELF32 little-endian file", Class: ErrNotELF}
 	}
 	phoff, shoff := uint64(le.Uint32(raw[0x1c:])), uint64(le.Uint32(raw[0x20:]))
 	ehsize, phentsize, phnum := le.Uint16(raw[0x28:]), le.Uint16(raw[0x2a:]), int(le.Uint16(raw[0x2c:]))

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/loader/memmap"
 )
 
 // samePlan builds src and out with cfg and checks that they boot the same:
@@ -96,7 +97,7 @@ func TestMkELFTestKernel(t *testing.T) {
 				t.Errorf("Multiboot header %+v, source %+v", k.Multiboot, src.Multiboot)
 			}
 			// Relocated (bad RAM at the link address) and not.
-			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Cmdline: "kt.exit=0", BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Cmdline: "kt.exit=0", BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 			samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, Verify: true})
 		})
 	}
@@ -114,7 +115,7 @@ func TestMkELFRelocTable(t *testing.T) {
 	if r := k.Note.Relocs; r.Encoding != RelocEncodingDelta || len(r.Sites) != int(r.Count) || k.ELF.Relocs.Source != "emit-relocs" {
 		t.Fatalf("note relocs %+v, image relocs from %s", r, k.ELF.Relocs.Source)
 	}
-	samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	samePlan(t, testkernel.ELF, res.Output, Config{MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 	// A second mkelf keeps the table without being asked.
 	again, err := MkELF(res.Output, MkELFOptions{Compression: CompressionNone})
 	if err != nil {
@@ -246,7 +247,8 @@ func TestMkELFChecksum(t *testing.T) {
 			for _, file := range [][]byte{bad, mustCompress(t, Gzip, bad)} {
 				_, err := OpenKernel(file, 0, nil)
 				var fe *FormatError
-				if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.want) {
+				// The message says which of the two checksums caught it.
+				if !errors.As(err, &fe) || !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("OpenKernel: %v, want a *FormatError with %q", err, tc.want)
 				}
 				if _, err := Build(Config{Kernel: file, MemSize: 64 << 20}); !errors.As(err, &fe) {
@@ -282,20 +284,22 @@ func TestMkELFAlignMax(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(Config{Kernel: res.Output, MemSize: 128 << 20, BadRAM: []Range{{1 << 20, 24 << 20}}}); err == nil || !strings.Contains(err.Error(), "no room") {
+	if _, err := Build(Config{Kernel: res.Output, MemSize: 128 << 20, BadRAM: []memmap.Range{{Start: 1 << 20, End: 24 << 20}}}); !errors.Is(err, ErrNoRoom) {
 		t.Errorf("--max 20M with 1M-24M bad: %v, want no room", err)
 	}
 	for _, tc := range []struct {
 		opts MkELFOptions
-		want string
+		is   error
+		want string // the option's rule, which the message states: its contract
 	}{
-		{MkELFOptions{Compression: Gzip, Align: 3 << 12}, "not a power of two"},
-		{MkELFOptions{Compression: Gzip, Align: 1024}, "below the image's own alignment"},
-		{MkELFOptions{Compression: Gzip, MaxEnd: 1 << 20}, "leaves no room"},
-		{MkELFOptions{Compression: LZ4}, "gzip, xz, zstd or none"},
+		{MkELFOptions{Compression: Gzip, Align: 3 << 12}, nil, "not a power of two"},
+		{MkELFOptions{Compression: Gzip, Align: 1024}, nil, "below the image's own alignment"},
+		{MkELFOptions{Compression: Gzip, MaxEnd: 1 << 20}, ErrNoRoom, ""},
+		{MkELFOptions{Compression: LZ4}, nil, "gzip, xz, zstd or none"},
 	} {
-		if _, err := MkELF(testkernel.ELF, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: %v, want %q", tc.opts, err, tc.want)
+		_, err := MkELF(testkernel.ELF, tc.opts)
+		if err == nil || tc.is != nil && !errors.Is(err, tc.is) || tc.want != "" && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %v %q", tc.opts, err, tc.is, tc.want)
 		}
 	}
 }
@@ -327,7 +331,7 @@ func TestMkELFRealMode(t *testing.T) {
 	if err != nil || !bytes.Equal(again.ELF, res.ELF) {
 		t.Fatalf("mkelf of its own output: %v, same bytes %v", err, err == nil && bytes.Equal(again.ELF, res.ELF))
 	}
-	plan, err := Build(Config{Kernel: res.Output, MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	plan, err := Build(Config{Kernel: res.Output, MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,6 +352,7 @@ func TestMkELFRealMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The refusal must name the descriptor: that is what a user can look up.
 	if _, err := OpenKernel(out, 0, nil); err == nil || !strings.Contains(err.Error(), "REALMODE") {
 		t.Errorf("got %v, want a refusal naming REALMODE", err)
 	}
@@ -376,12 +381,13 @@ func TestMkELFDebian(t *testing.T) {
 		t.Fatalf("note relocs %+v, source %d sites", r, len(src.ELF.Relocs.Sites))
 	}
 	initrd := &Module{Path: "initrd.img", Data: pattern(3<<20, 9)}
-	for _, bad := range [][]Range{nil, {{16 << 20, 48 << 20}}, {{16 << 20, 20 << 20}, {50 << 20, 52 << 20}}} {
+	for _, bad := range [][]memmap.Range{nil, {{Start: 16 << 20, End: 48 << 20}}, {{Start: 16 << 20, End: 20 << 20}, {Start: 50 << 20, End: 52 << 20}}} {
 		p := samePlan(t, vmlinuz, res.Output, Config{MemSize: 256 << 20, BadRAM: bad, Cmdline: "console=ttyS0 quiet", Initrd: initrd, Verify: true})
 		if p.Kernel.Protocol != ProtocolLinux32 || p.Relocations != len(src.ELF.Relocs.Sites) {
 			t.Errorf("protocol %s, %d relocations", p.Kernel.Protocol, p.Relocations)
 		}
 	}
+	// The message's pointer to linux32 is the contract: it says what to do.
 	if _, err := Build(Config{Kernel: res.Output, MemSize: 256 << 20, Protocol: ProtocolLinux16}); err == nil || !strings.Contains(err.Error(), "linux32") {
 		t.Errorf("linux16 on a mkelf image: %v, want a refusal pointing at linux32", err)
 	}
@@ -415,6 +421,7 @@ func TestMkELFStrippedRelocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Naming --reloc-table, the fix, is the message's contract.
 	if _, err := OpenKernel(withoutRelSections(t, res.ELF), 0, nil); err == nil || !strings.Contains(err.Error(), "--reloc-table") {
 		t.Errorf("got %v, want a refusal that names the .rel sections and --reloc-table", err)
 	}
@@ -423,5 +430,5 @@ func TestMkELFStrippedRelocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	samePlan(t, testkernel.ELF, withoutRelSections(t, res.ELF), Config{MemSize: 64 << 20, BadRAM: []Range{{16 << 20, 32 << 20}}, Verify: true})
+	samePlan(t, testkernel.ELF, withoutRelSections(t, res.ELF), Config{MemSize: 64 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 32 << 20}}, Verify: true})
 }

@@ -163,6 +163,7 @@ func TestMPTableRefused(t *testing.T) {
 		cpus int
 		want string
 	}{{0, "0 processors"}, {ACPIMaxCPUs + 1, "256 processors"}, {ACPIMaxCPUs, "more than the firmware image's"}} {
+		// The message states the platform's limit: its contract.
 		if _, _, err := MPTable(Platform{Name: "test", CPUs: tc.cpus}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%d CPUs: %v, want an error saying %q", tc.cpus, err, tc.want)
 		}

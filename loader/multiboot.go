@@ -3,6 +3,8 @@ package loader
 import (
 	"encoding/binary"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // Multiboot 1 constants (the Multiboot Specification, version 0.6.96).
@@ -63,7 +65,7 @@ func FindMultiboot(raw []byte) (*MultibootHeader, error) {
 		}
 		if h.Flags&MBAddressFields != 0 {
 			if off+32 > len(raw) {
-				return nil, &FormatError{Context: "Multiboot header", Msg: "address fields cut off by the end of the file"}
+				return nil, &FormatError{Context: "Multiboot header", Msg: "address fields cut off by the end of the file", Class: ErrTruncated}
 			}
 			h.HeaderAddr = le.Uint32(raw[off+12:])
 			h.LoadAddr = le.Uint32(raw[off+16:])
@@ -100,7 +102,7 @@ func (h *MultibootHeader) KludgeImage(raw []byte) (data []byte, load, memSize ui
 		}
 		end = start + int64(h.LoadEndAddr-h.LoadAddr)
 		if end > int64(len(raw)) {
-			return nil, 0, 0, bad("load_end_addr %#x is past the end of the file: truncated?", h.LoadEndAddr)
+			return nil, 0, 0, &FormatError{Context: "Multiboot address fields", Msg: fmt.Sprintf("load_end_addr %#x is past the end of the file: truncated?", h.LoadEndAddr), Class: ErrTruncated}
 		}
 	}
 	data = raw[start:end]
@@ -125,7 +127,7 @@ type MultibootModule struct {
 
 // MultibootInfo is what the loader tells a Multiboot kernel.
 type MultibootInfo struct {
-	Map        *MemoryMap
+	Map        *memmap.Map
 	Cmdline    string
 	LoaderName string
 	Modules    []MultibootModule
@@ -196,7 +198,7 @@ func (mi *MultibootInfo) Encode(base uint32) []byte {
 // them: bad RAM ends either range.
 func (mi *MultibootInfo) memLowerUpper() (lower, upper uint32) {
 	regions := mi.Map.Regions()
-	lower = uint32(min(ramEnd(regions, 0), lowRAMEnd) >> 10)
-	upper = uint32((min(ramEnd(regions, highRAMBeg), 1<<32) - highRAMBeg) >> 10)
+	lower = uint32(min(ramEnd(regions, 0), memmap.LowRAMEnd) >> 10)
+	upper = uint32((min(ramEnd(regions, memmap.HighRAMStart), 1<<32) - memmap.HighRAMStart) >> 10)
 	return lower, upper
 }

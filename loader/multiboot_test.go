@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/loader/memmap"
 )
 
 // mbHeader returns a Multiboot 1 header: magic, flags, a checksum making
@@ -363,7 +364,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		mem      uint64
-		bad      []Range
+		bad      []memmap.Range
 		cmdline  string
 		mods     []MultibootModule
 		flags    uint32
@@ -384,7 +385,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 		{
 			// Bad RAM at 16M-32M cuts mem_upper to the first hole, as
 			// a BIOS-based loader reports it; the map shows it as type 5.
-			name: "bad 16M-32M, two modules", mem: 256 << 20, bad: []Range{{16 << 20, 32 << 20}},
+			name: "bad 16M-32M, two modules", mem: 256 << 20, bad: []memmap.Range{{Start: 16 << 20, End: 32 << 20}},
 			cmdline: "kt.exit=3",
 			mods: []MultibootModule{
 				{Start: 0x100000, End: 0x100123, String: "/boot/mod1 arg=1"},
@@ -402,7 +403,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 		},
 		{
 			// Bad RAM in conventional memory ends mem_lower there.
-			name: "bad page at 36K", mem: 64 << 20, bad: []Range{{0x9000, 0xA000}},
+			name: "bad page at 36K", mem: 64 << 20, bad: []memmap.Range{{Start: 0x9000, End: 0xA000}},
 			flags: 0x245, lower: 36, upper: 63 * 1024,
 			wantMmap: []decodedMmap{
 				{20, 0, 0x9000, 1},
@@ -415,7 +416,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 		},
 		{
 			// Bad RAM right at 1 MiB: no upper memory at all.
-			name: "bad page at 1M", mem: 64 << 20, bad: []Range{{0x100000, 0x101000}},
+			name: "bad page at 1M", mem: 64 << 20, bad: []memmap.Range{{Start: 0x100000, End: 0x101000}},
 			flags: 0x245, lower: 640, upper: 0,
 			wantMmap: []decodedMmap{
 				{20, 0, 0xA0000, 1},
@@ -427,7 +428,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 		},
 		{
 			// Bad RAM at the very top leaves mem_upper up to it.
-			name: "3G guest, last page bad", mem: 3 << 30, bad: []Range{{3<<30 - 4096, 3 << 30}},
+			name: "3G guest, last page bad", mem: 3 << 30, bad: []memmap.Range{{Start: 3<<30 - 4096, End: 3 << 30}},
 			flags: 0x245, lower: 640, upper: 3*1024*1024 - 1024 - 4,
 			wantMmap: []decodedMmap{
 				{20, 0, 0xA0000, 1},
@@ -438,9 +439,9 @@ func TestMultibootInfoEncode(t *testing.T) {
 			},
 		},
 	} {
-		m := NewMemoryMap(tc.mem)
+		m := memmap.New(tc.mem, FirmwareHigh)
 		for _, r := range tc.bad {
-			m.Set(r, KindBad)
+			m.Set(r, memmap.KindBad)
 		}
 		info := &MultibootInfo{Map: m, Cmdline: tc.cmdline, LoaderName: "kvmboot", Modules: tc.mods}
 		b := info.Encode(base)
@@ -491,7 +492,7 @@ func TestMultibootInfoEncode(t *testing.T) {
 // Encoding at a different base moves every pointer by the same amount and
 // nothing else.
 func TestMultibootInfoEncodeBase(t *testing.T) {
-	info := &MultibootInfo{Map: NewMemoryMap(32 << 20), Cmdline: "a b c", LoaderName: "kvmboot",
+	info := &MultibootInfo{Map: memmap.New(32<<20, FirmwareHigh), Cmdline: "a b c", LoaderName: "kvmboot",
 		Modules: []MultibootModule{{Start: 0x200000, End: 0x200010, String: "m"}}}
 	a, b := info.Encode(0x8000), info.Encode(0x10000)
 	mmap := len(info.Map.Regions()) * 24

@@ -375,7 +375,7 @@ func ParseNote(seg []byte) (*Note, error) {
 				return nil, noteError("checksum algorithm %d; this kvmboot knows 1 (CRC-32C)", c.Algorithm)
 			}
 			if got := crc32.Checksum(seg[:e.Offset], castagnoli); got != c.NotesCRC {
-				return nil, noteError("descriptors corrupt: their CRC-32C is %#08x, the CHECKSUM descriptor says %#08x", got, c.NotesCRC)
+				return nil, &FormatError{Context: "kvmboot note", Msg: fmt.Sprintf("descriptors corrupt: their CRC-32C is %#08x, the CHECKSUM descriptor says %#08x", got, c.NotesCRC), Class: ErrChecksum}
 			}
 			n.Checksum = c
 		case NoteTypeBuildInfo:
@@ -625,7 +625,7 @@ func (n *Note) VerifyLoadable(f *elf.File, raw []byte) error {
 	}
 	c := n.Checksum
 	if size != c.LoadableBytes || crc != c.LoadableCRC {
-		return noteError("checksum mismatch: the loadable bytes (%d) have CRC-32C %#08x, the note says %d bytes with %#08x: the image is corrupt or was changed after kvmboot mkelf", size, crc, c.LoadableBytes, c.LoadableCRC)
+		return &FormatError{Context: "kvmboot note", Msg: fmt.Sprintf("checksum mismatch: the loadable bytes (%d) have CRC-32C %#08x, the note says %d bytes with %#08x: the image is corrupt or was changed after kvmboot mkelf", size, crc, c.LoadableBytes, c.LoadableCRC), Class: ErrChecksum}
 	}
 	return nil
 }

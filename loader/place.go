@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"kvmboot/loader/memmap"
 )
 
 // Policy says where Find looks for room.
@@ -52,13 +54,13 @@ type Request struct {
 	// [Min, Max)) and takes the lowest aligned fit there whatever the
 	// policy, as kexec loads a crash kernel into its reserved region. The
 	// region is used where the map says RAM.
-	Region *Range
+	Region *memmap.Range
 }
 
 // Claimed is a piece the Allocator has handed out.
 type Claimed struct {
 	What  string
-	Range Range
+	Range memmap.Range
 }
 
 // PlaceError is the error of Claim and Find: What is the piece, Msg the
@@ -66,23 +68,35 @@ type Claimed struct {
 type PlaceError struct {
 	What string
 	Msg  string
+	// Class is which of the sentinel errors (ErrNoRoom, ErrCannotMove,
+	// ErrOverlapsBadRAM) this is, if any, for errors.Is.
+	Class error
+	// Err is the failure Msg reports on, if any (the claim that a kernel
+	// that cannot move failed); Msg already includes its text.
+	Err error
 }
 
 func (e *PlaceError) Error() string { return e.Msg }
+
+// Is reports whether target is e's Class.
+func (e *PlaceError) Is(target error) bool { return e.Class != nil && target == e.Class }
+
+// Unwrap returns Err, so that errors.Is sees its Class too.
+func (e *PlaceError) Unwrap() error { return e.Err }
 
 // Allocator hands out non-overlapping pieces of good RAM from a memory
 // map. Pieces never touch bad or reserved memory, nor each other. It works
 // on free intervals (RAM minus claims), never on bytes, so its cost does
 // not depend on the size of memory.
 type Allocator struct {
-	m      *MemoryMap
+	m      *memmap.Map
 	claims []Claimed // in claim order
 	byAddr []Claimed // the same, sorted by address
 }
 
 // NewAllocator returns an allocator over a copy of m: later changes to m do
 // not affect it.
-func NewAllocator(m *MemoryMap) *Allocator {
+func NewAllocator(m *memmap.Map) *Allocator {
 	return &Allocator{m: m.Clone()}
 }
 
@@ -99,19 +113,19 @@ func (a *Allocator) Claimed() []Claimed { return slices.Clone(a.claims) }
 // non-relocatable kernel or a forced load address. It refuses, with a
 // *PlaceError naming the first problem, if any byte of r is not RAM or is
 // already claimed.
-func (a *Allocator) Claim(what string, r Range) error {
-	if r.empty() {
-		return &PlaceError{what, fmt.Sprintf("%s at %s is empty", name(what), r)}
+func (a *Allocator) Claim(what string, r memmap.Range) error {
+	if r.Empty() {
+		return &PlaceError{What: what, Msg: fmt.Sprintf("%s at %s is empty", name(what), r)}
 	}
-	if why := a.notFree(r); why != "" {
-		return &PlaceError{what, fmt.Sprintf("%s at %s %s", name(what), r, why)}
+	if why, class := a.notFree(r); why != "" {
+		return &PlaceError{What: what, Msg: fmt.Sprintf("%s at %s %s", name(what), r, why), Class: class}
 	}
 	a.add(what, r)
 	return nil
 }
 
 // add records a claim.
-func (a *Allocator) add(what string, r Range) {
+func (a *Allocator) add(what string, r memmap.Range) {
 	c := Claimed{what, r}
 	a.claims = append(a.claims, c)
 	i := sort.Search(len(a.byAddr), func(n int) bool { return a.byAddr[n].Range.Start >= r.Start })
@@ -120,20 +134,24 @@ func (a *Allocator) add(what string, r Range) {
 
 // notFree returns "" if every byte of r is RAM and unclaimed, and
 // otherwise says why not, for a sentence about r: "overlaps bad RAM
-// 0x01000000-0x02000000".
-func (a *Allocator) notFree(r Range) string {
-	if g := a.m.firstNot(r, KindRAM); g != nil {
-		if g.Kind == 0 {
-			return fmt.Sprintf("reaches %s, where the guest has no memory", g.Range)
+// 0x01000000-0x02000000", with ErrOverlapsBadRAM as the class then.
+func (a *Allocator) notFree(r memmap.Range) (string, error) {
+	if g := a.m.FirstNot(r, memmap.KindRAM); g != nil {
+		var class error
+		switch g.Kind {
+		case 0:
+			return fmt.Sprintf("reaches %s, where the guest has no memory", g.Range), nil
+		case memmap.KindBad:
+			class = ErrOverlapsBadRAM
 		}
-		return fmt.Sprintf("overlaps %s %s", g.Kind.describe(), g.Range)
+		return fmt.Sprintf("overlaps %s %s", g.Kind.Describe(), g.Range), class
 	}
 	i := sort.Search(len(a.byAddr), func(n int) bool { return a.byAddr[n].Range.End > r.Start })
 	if i < len(a.byAddr) && a.byAddr[i].Range.Start < r.End {
 		c := a.byAddr[i]
-		return fmt.Sprintf("overlaps %s at %s", name(c.What), c.Range)
+		return fmt.Sprintf("overlaps %s at %s", name(c.What), c.Range), nil
 	}
-	return ""
+	return "", nil
 }
 
 // name is what for messages, or a stand-in when the caller gave none.
@@ -147,19 +165,19 @@ func name(what string) string {
 // free returns the free intervals, RAM minus claims, in address order.
 // Every claim lies inside one RAM range (Claim and Find see to it), and RAM
 // ranges are maximal, so one pass over both sorted lists suffices.
-func (a *Allocator) free() []Range {
-	var out []Range
+func (a *Allocator) free() []memmap.Range {
+	var out []memmap.Range
 	c := a.byAddr
-	for _, r := range a.m.Ranges(KindRAM) {
+	for _, r := range a.m.Ranges(memmap.KindRAM) {
 		at := r.Start
 		for ; len(c) > 0 && c[0].Range.Start < r.End; c = c[1:] {
 			if c[0].Range.Start > at {
-				out = append(out, Range{at, c[0].Range.Start})
+				out = append(out, memmap.Range{Start: at, End: c[0].Range.Start})
 			}
 			at = c[0].Range.End
 		}
 		if at < r.End {
-			out = append(out, Range{at, r.End})
+			out = append(out, memmap.Range{Start: at, End: r.End})
 		}
 	}
 	return out
@@ -172,7 +190,7 @@ func (a *Allocator) free() []Range {
 // were.
 func (a *Allocator) Find(req Request) (addr uint64, why string, err error) {
 	fail := func(format string, args ...any) (uint64, string, error) {
-		return 0, "", &PlaceError{req.What, fmt.Sprintf(format, args...)}
+		return 0, "", &PlaceError{What: req.What, Msg: fmt.Sprintf(format, args...)}
 	}
 	who := name(req.What)
 	align := max(req.Align, 1)
@@ -194,12 +212,12 @@ func (a *Allocator) Find(req Request) (addr uint64, why string, err error) {
 	case policy != PolicyPreferred && policy != PolicyLowest && policy != PolicyHighest:
 		return fail("cannot place %s: unknown policy %q: want preferred, lowest or highest", who, policy)
 	}
-	window := Range{req.Min, hi}
+	window := memmap.Range{Start: req.Min, End: hi}
 	free := a.free()
 
 	if req.Region != nil {
-		w := window.intersect(*req.Region)
-		if w.empty() {
+		w := window.Intersect(*req.Region)
+		if w.Empty() {
 			return fail("cannot place %s: region %s is empty or outside the window [%s, %s)", who, *req.Region, addrString(req.Min), addrString(hi))
 		}
 		if at, ok := lowestFit(free, w, req.Size, align); ok {
@@ -230,19 +248,19 @@ func (a *Allocator) Find(req Request) (addr uint64, why string, err error) {
 			return a.found(req.What, p, req.Size, fmt.Sprintf("preferred address %#x is free RAM", p))
 		}
 		if p < hi {
-			if at, ok := lowestFit(free, Range{max(p, req.Min), hi}, req.Size, align); ok {
+			if at, ok := lowestFit(free, memmap.Range{Start: max(p, req.Min), End: hi}, req.Size, align); ok {
 				return a.found(req.What, at, req.Size, fmt.Sprintf("preferred %#x %s; lowest %sfit at or above it", p, miss, alignWords(align)))
 			}
 		}
 		floor := req.Min
-		if floor == 0 && p >= highRAMBeg {
+		if floor == 0 && p >= memmap.HighRAMStart {
 			// A kernel that wants high memory must not land in the
 			// first MiB, where real-mode code and BIOS data live.
-			floor = highRAMBeg
+			floor = memmap.HighRAMStart
 		}
 		if floor < hi {
 			// The window really searched, for the error below.
-			window = Range{floor, hi}
+			window = memmap.Range{Start: floor, End: hi}
 			if at, ok := lowestFit(free, window, req.Size, align); ok {
 				return a.found(req.What, at, req.Size, fmt.Sprintf("preferred %#x %s; nothing fits at or above it; lowest %sfit at or above %s", p, miss, alignWords(align), addrString(floor)))
 			}
@@ -253,39 +271,40 @@ func (a *Allocator) Find(req Request) (addr uint64, why string, err error) {
 
 // preferredMiss returns "" if [p, p+size) is an aligned, free piece inside
 // window, and otherwise why not, to follow "preferred 0x1000000".
-func (a *Allocator) preferredMiss(p, size, align uint64, window Range) string {
+func (a *Allocator) preferredMiss(p, size, align uint64, window memmap.Range) string {
 	if p&(align-1) != 0 {
-		return fmt.Sprintf("is not %s-aligned", FormatSize(align))
+		return fmt.Sprintf("is not %s-aligned", memmap.FormatSize(align))
 	}
 	end, carry := bits.Add64(p, size, 0)
-	r := Range{p, end}
+	r := memmap.Range{Start: p, End: end}
 	if carry != 0 || !window.Contains(r) {
 		return "does not fit in " + windowString(window)
 	}
-	return a.notFree(r)
+	why, _ := a.notFree(r)
+	return why
 }
 
 // found claims the chosen piece and returns Find's results.
 func (a *Allocator) found(what string, at, size uint64, why string) (uint64, string, error) {
-	a.add(what, Range{at, at + size})
+	a.add(what, memmap.Range{Start: at, End: at + size})
 	return at, why, nil
 }
 
 // noRoom builds Find's error when nothing fits in window: what was needed
 // and the largest free ranges inside the window.
-func (a *Allocator) noRoom(req Request, window Range, free []Range, where string) (uint64, string, error) {
-	var in []Range
+func (a *Allocator) noRoom(req Request, window memmap.Range, free []memmap.Range, where string) (uint64, string, error) {
+	var in []memmap.Range
 	for _, f := range free {
-		if c := f.intersect(window); !c.empty() {
+		if c := f.Intersect(window); !c.Empty() {
 			in = append(in, c)
 		}
 	}
 	// Largest first; equal sizes by address, so the message is stable.
-	slices.SortStableFunc(in, func(x, y Range) int { return cmp.Compare(y.Size(), x.Size()) })
+	slices.SortStableFunc(in, func(x, y memmap.Range) int { return cmp.Compare(y.Size(), x.Size()) })
 	var b strings.Builder
-	fmt.Fprintf(&b, "no room for %s: need %s", name(req.What), FormatSize(req.Size))
+	fmt.Fprintf(&b, "no room for %s: need %s", name(req.What), memmap.FormatSize(req.Size))
 	if req.Align > 1 {
-		fmt.Fprintf(&b, " aligned to %s", FormatSize(req.Align))
+		fmt.Fprintf(&b, " aligned to %s", memmap.FormatSize(req.Align))
 	}
 	fmt.Fprintf(&b, " in %s; ", where)
 	if len(in) == 0 {
@@ -296,18 +315,18 @@ func (a *Allocator) noRoom(req Request, window Range, free []Range, where string
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "%s (%s)", r, FormatSize(r.Size()))
+			fmt.Fprintf(&b, "%s (%s)", r, memmap.FormatSize(r.Size()))
 		}
 	}
-	return 0, "", &PlaceError{req.What, b.String()}
+	return 0, "", &PlaceError{What: req.What, Msg: b.String(), Class: ErrNoRoom}
 }
 
 // lowestFit returns the lowest address at which size bytes aligned to align
 // fit in a free interval inside window. free is sorted.
-func lowestFit(free []Range, window Range, size, align uint64) (uint64, bool) {
+func lowestFit(free []memmap.Range, window memmap.Range, size, align uint64) (uint64, bool) {
 	for _, f := range free {
-		c := f.intersect(window)
-		if c.empty() {
+		c := f.Intersect(window)
+		if c.Empty() {
 			continue
 		}
 		at, ok := alignUp(c.Start, align)
@@ -319,9 +338,9 @@ func lowestFit(free []Range, window Range, size, align uint64) (uint64, bool) {
 }
 
 // highestFit returns the highest such address.
-func highestFit(free []Range, window Range, size, align uint64) (uint64, bool) {
+func highestFit(free []memmap.Range, window memmap.Range, size, align uint64) (uint64, bool) {
 	for i := len(free) - 1; i >= 0; i-- {
-		c := free[i].intersect(window)
+		c := free[i].Intersect(window)
 		if c.Size() < size {
 			continue
 		}
@@ -345,19 +364,19 @@ func alignWords(align uint64) string {
 	if align <= 1 {
 		return ""
 	}
-	return FormatSize(align) + "-aligned "
+	return memmap.FormatSize(align) + "-aligned "
 }
 
 // addrString writes a window bound the way people think of it: "16M" when
 // it is a whole number of KiB, hex otherwise.
 func addrString(x uint64) string {
 	if x%1024 == 0 {
-		return FormatSize(x)
+		return memmap.FormatSize(x)
 	}
 	return fmt.Sprintf("%#x", x)
 }
 
 // windowString is "[1M, 512M)".
-func windowString(w Range) string {
+func windowString(w memmap.Range) string {
 	return fmt.Sprintf("[%s, %s)", addrString(w.Start), addrString(w.End))
 }

@@ -7,6 +7,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"kvmboot/loader/memmap"
+)
+
+const (
+	kib = uint64(1) << 10
+	mib = uint64(1) << 20
+	gib = uint64(1) << 30
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -24,6 +32,7 @@ func TestParsePolicy(t *testing.T) {
 			t.Errorf("ParsePolicy(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
+	// Listing the choices is the message's contract.
 	if _, err := ParsePolicy("first-fit"); err == nil || !strings.Contains(err.Error(), "want preferred, lowest or highest") {
 		t.Errorf("ParsePolicy(first-fit) error = %v", err)
 	}
@@ -31,9 +40,9 @@ func TestParsePolicy(t *testing.T) {
 
 // testMap is a 256M PC with [16M, 32M) bad:
 // ram [0,640K) reserved [640K,1M) ram [1M,16M) bad [16M,32M) ram [32M,256M).
-func testMap() *MemoryMap {
-	m := NewMemoryMap(256 * mib)
-	m.Set(Range{16 * mib, 32 * mib}, KindBad)
+func testMap() *memmap.Map {
+	m := memmap.New(256*mib, FirmwareHigh)
+	m.Set(memmap.Range{Start: 16 * mib, End: 32 * mib}, memmap.KindBad)
 	return m
 }
 
@@ -67,7 +76,7 @@ func TestAllocatorFind(t *testing.T) {
 		},
 		{
 			name:     "preferred claimed",
-			claims:   []Claimed{{"initrd", Range{32 * mib, 48 * mib}}},
+			claims:   []Claimed{{"initrd", memmap.Range{Start: 32 * mib, End: 48 * mib}}},
 			req:      Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Preferred: 32 * mib},
 			wantAddr: 48 * mib,
 			wantWhy:  "preferred 0x2000000 overlaps initrd at 0x02000000-0x03000000; lowest 16M-aligned fit at or above it",
@@ -137,23 +146,23 @@ func TestAllocatorFind(t *testing.T) {
 		},
 		{
 			name:     "highest below a claim at the top",
-			claims:   []Claimed{{"initrd", Range{250 * mib, 256 * mib}}},
+			claims:   []Claimed{{"initrd", memmap.Range{Start: 250 * mib, End: 256 * mib}}},
 			req:      Request{What: "modules", Size: 10 * mib, Policy: PolicyHighest},
 			wantAddr: 240 * mib, wantWhy: "highest fit in [0, 4G)",
 		},
 		{
 			name:     "region",
-			req:      Request{What: "crash kernel", Size: 16 * mib, Align: 16 * mib, Region: &Range{100 * mib, 200 * mib}, Policy: PolicyHighest},
+			req:      Request{What: "crash kernel", Size: 16 * mib, Align: 16 * mib, Region: &memmap.Range{Start: 100 * mib, End: 200 * mib}, Policy: PolicyHighest},
 			wantAddr: 112 * mib, wantWhy: "lowest 16M-aligned fit in region 0x06400000-0x0c800000",
 		},
 		{
 			name:     "region around bad RAM",
-			req:      Request{What: "crash kernel", Size: 8 * mib, Align: 8 * mib, Region: &Range{8 * mib, 64 * mib}},
+			req:      Request{What: "crash kernel", Size: 8 * mib, Align: 8 * mib, Region: &memmap.Range{Start: 8 * mib, End: 64 * mib}},
 			wantAddr: 8 * mib, wantWhy: "lowest 8M-aligned fit in region 0x00800000-0x04000000",
 		},
 		{
 			name:     "region intersected with the window",
-			req:      Request{What: "crash kernel", Size: 16 * mib, Align: 16 * mib, Min: 64 * mib, Region: &Range{8 * mib, 128 * mib}},
+			req:      Request{What: "crash kernel", Size: 16 * mib, Align: 16 * mib, Min: 64 * mib, Region: &memmap.Range{Start: 8 * mib, End: 128 * mib}},
 			wantAddr: 64 * mib, wantWhy: "lowest 16M-aligned fit in region 0x04000000-0x08000000",
 		},
 	}
@@ -170,7 +179,7 @@ func TestAllocatorFind(t *testing.T) {
 			continue
 		}
 		cl := a.Claimed()
-		want := Claimed{tt.req.What, Range{addr, addr + tt.req.Size}}
+		want := Claimed{tt.req.What, memmap.Range{Start: addr, End: addr + tt.req.Size}}
 		if len(cl) != len(tt.claims)+1 || cl[len(cl)-1] != want {
 			t.Errorf("%s: Claimed() = %v, want it to end with %v", tt.name, cl, want)
 		}
@@ -191,7 +200,7 @@ func TestAllocatorFindErrors(t *testing.T) {
 		},
 		{
 			name:   "no room, three largest, claims excluded",
-			claims: []Claimed{{"initrd", Range{32 * mib, 256 * mib}}},
+			claims: []Claimed{{"initrd", memmap.Range{Start: 32 * mib, End: 256 * mib}}},
 			req:    Request{What: "kernel", Size: 16 * mib, Align: 16 * mib, Policy: PolicyLowest},
 			want:   "no room for kernel: need 16M aligned to 16M in [0, 4G); largest free ranges: 0x00100000-0x01000000 (15M), 0x00000000-0x000a0000 (640K)",
 		},
@@ -212,17 +221,17 @@ func TestAllocatorFindErrors(t *testing.T) {
 		},
 		{
 			name: "region without RAM",
-			req:  Request{What: "crash", Size: 16 * mib, Align: 16 * mib, Region: &Range{300 * mib, 400 * mib}},
+			req:  Request{What: "crash", Size: 16 * mib, Align: 16 * mib, Region: &memmap.Range{Start: 300 * mib, End: 400 * mib}},
 			want: "no room for crash: need 16M aligned to 16M in region 0x12c00000-0x19000000; no free RAM in the window",
 		},
 		{
 			name: "region too small",
-			req:  Request{What: "crash", Size: 16 * mib, Region: &Range{40 * mib, 50 * mib}},
+			req:  Request{What: "crash", Size: 16 * mib, Region: &memmap.Range{Start: 40 * mib, End: 50 * mib}},
 			want: "no room for crash: need 16M in region 0x02800000-0x03200000; largest free ranges: 0x02800000-0x03200000 (10M)",
 		},
 		{
 			name: "region outside the window",
-			req:  Request{What: "crash", Size: mib, Max: 64 * mib, Region: &Range{100 * mib, 200 * mib}},
+			req:  Request{What: "crash", Size: mib, Max: 64 * mib, Region: &memmap.Range{Start: 100 * mib, End: 200 * mib}},
 			want: "cannot place crash: region 0x06400000-0x0c800000 is empty or outside the window [0, 64M)",
 		},
 		{
@@ -283,22 +292,22 @@ func TestAllocatorClaim(t *testing.T) {
 	tests := []struct {
 		name string
 		what string
-		r    Range
+		r    memmap.Range
 		want string // "" for success
 	}{
-		{"free", "kernel", Range{32 * mib, 48 * mib}, ""},
-		{"bad", "kernel", Range{16 * mib, 24 * mib}, "kernel at 0x01000000-0x01800000 overlaps bad RAM 0x01000000-0x02000000"},
-		{"partly bad", "kernel", Range{8 * mib, 24 * mib}, "kernel at 0x00800000-0x01800000 overlaps bad RAM 0x01000000-0x02000000"},
-		{"reserved", "setup", Range{0x9F000, 0xA1000}, "setup at 0x0009f000-0x000a1000 overlaps reserved memory 0x000a0000-0x00100000"},
-		{"beyond memory", "initrd", Range{255 * mib, 257 * mib}, "initrd at 0x0ff00000-0x10100000 reaches 0x10000000-0x10100000, where the guest has no memory"},
-		{"claimed", "kernel", Range{70 * mib, 80 * mib}, "kernel at 0x04600000-0x05000000 overlaps initrd at 0x04000000-0x04800000"},
-		{"claimed, touching is fine", "kernel", Range{72 * mib, 80 * mib}, ""},
-		{"empty", "kernel", Range{5 * mib, 5 * mib}, "kernel at 0x00500000-0x00500000 is empty"},
-		{"unnamed", "", Range{16 * mib, 17 * mib}, "piece at 0x01000000-0x01100000 overlaps bad RAM 0x01000000-0x02000000"},
+		{"free", "kernel", memmap.Range{Start: 32 * mib, End: 48 * mib}, ""},
+		{"bad", "kernel", memmap.Range{Start: 16 * mib, End: 24 * mib}, "kernel at 0x01000000-0x01800000 overlaps bad RAM 0x01000000-0x02000000"},
+		{"partly bad", "kernel", memmap.Range{Start: 8 * mib, End: 24 * mib}, "kernel at 0x00800000-0x01800000 overlaps bad RAM 0x01000000-0x02000000"},
+		{"reserved", "setup", memmap.Range{Start: 0x9F000, End: 0xA1000}, "setup at 0x0009f000-0x000a1000 overlaps reserved memory 0x000a0000-0x00100000"},
+		{"beyond memory", "initrd", memmap.Range{Start: 255 * mib, End: 257 * mib}, "initrd at 0x0ff00000-0x10100000 reaches 0x10000000-0x10100000, where the guest has no memory"},
+		{"claimed", "kernel", memmap.Range{Start: 70 * mib, End: 80 * mib}, "kernel at 0x04600000-0x05000000 overlaps initrd at 0x04000000-0x04800000"},
+		{"claimed, touching is fine", "kernel", memmap.Range{Start: 72 * mib, End: 80 * mib}, ""},
+		{"empty", "kernel", memmap.Range{Start: 5 * mib, End: 5 * mib}, "kernel at 0x00500000-0x00500000 is empty"},
+		{"unnamed", "", memmap.Range{Start: 16 * mib, End: 17 * mib}, "piece at 0x01000000-0x01100000 overlaps bad RAM 0x01000000-0x02000000"},
 	}
 	for _, tt := range tests {
 		a := NewAllocator(testMap())
-		if err := a.Claim("initrd", Range{64 * mib, 72 * mib}); err != nil {
+		if err := a.Claim("initrd", memmap.Range{Start: 64 * mib, End: 72 * mib}); err != nil {
 			t.Fatal(err)
 		}
 		err := a.Claim(tt.what, tt.r)
@@ -326,10 +335,10 @@ func TestAllocatorAgainstBruteForce(t *testing.T) {
 	policies := []Policy{"", PolicyPreferred, PolicyLowest, PolicyHighest}
 	for iter := 0; iter < 2000; iter++ {
 		memSize := page(4096) + 4*kib // up to 16M
-		m := NewMemoryMap(memSize)
+		m := memmap.New(memSize, FirmwareHigh)
 		for range rng.IntN(4) {
 			s := page(4096)
-			m.Set(Range{s, s + page(512) + 4*kib}, KindBad)
+			m.Set(memmap.Range{Start: s, End: s + page(512) + 4*kib}, memmap.KindBad)
 		}
 		a := NewAllocator(m)
 		for range 8 {
@@ -350,13 +359,13 @@ func TestAllocatorAgainstBruteForce(t *testing.T) {
 			}
 			if rng.IntN(5) == 0 {
 				s := page(4096)
-				req.Region = &Range{s, s + page(2048) + 4*kib}
+				req.Region = &memmap.Range{Start: s, End: s + page(2048) + 4*kib}
 			}
 			before := a.Claimed()
 			addr, _, err := a.Find(req)
 			if err == nil {
-				checkFind(t, req, Range{addr, addr + req.Size})
-				checkAllocatorState(t, m, a, before, err, Range{addr, addr + req.Size})
+				checkFind(t, req, memmap.Range{Start: addr, End: addr + req.Size})
+				checkAllocatorState(t, m, a, before, err, memmap.Range{Start: addr, End: addr + req.Size})
 			}
 			checkFindOracle(t, m, before, req, addr, err)
 		}
@@ -364,9 +373,9 @@ func TestAllocatorAgainstBruteForce(t *testing.T) {
 }
 
 func TestAllocatorIgnoresLaterMapChanges(t *testing.T) {
-	m := NewMemoryMap(64 * mib)
+	m := memmap.New(64*mib, FirmwareHigh)
 	a := NewAllocator(m)
-	m.Set(Range{0, 64 * mib}, KindBad)
+	m.Set(memmap.Range{Start: 0, End: 64 * mib}, memmap.KindBad)
 	if addr, _, err := a.Find(Request{Size: mib, Align: mib, Policy: PolicyLowest, Min: mib}); err != nil || addr != mib {
 		t.Errorf("Find = %#x, %v; want 0x100000 from the map as it was", addr, err)
 	}
@@ -375,9 +384,9 @@ func TestAllocatorIgnoresLaterMapChanges(t *testing.T) {
 func TestAllocatorClaimOrder(t *testing.T) {
 	a := NewAllocator(testMap())
 	steps := []Claimed{
-		{"kernel", Range{48 * mib, 64 * mib}},
-		{"initrd", Range{200 * mib, 210 * mib}},
-		{"cmdline", Range{0x20000, 0x21000}},
+		{"kernel", memmap.Range{Start: 48 * mib, End: 64 * mib}},
+		{"initrd", memmap.Range{Start: 200 * mib, End: 210 * mib}},
+		{"cmdline", memmap.Range{Start: 0x20000, End: 0x21000}},
 	}
 	for _, c := range steps {
 		if err := a.Claim(c.What, c.Range); err != nil {
@@ -388,7 +397,7 @@ func TestAllocatorClaimOrder(t *testing.T) {
 	if err != nil || addr != 0x10000 {
 		t.Fatalf("Find = %#x, %v", addr, err)
 	}
-	steps = append(steps, Claimed{"boot_params", Range{0x10000, 0x11000}})
+	steps = append(steps, Claimed{"boot_params", memmap.Range{Start: 0x10000, End: 0x11000}})
 	if got := a.Claimed(); !slices.Equal(got, steps) {
 		t.Errorf("Claimed() = %v, want %v", got, steps)
 	}
@@ -441,20 +450,20 @@ func FuzzAllocator(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := &fuzzReader{data}
 		memSize := r.u64()
-		m := NewMemoryMap(memSize)
-		var sets []Region
+		m := memmap.New(memSize, FirmwareHigh)
+		var sets []memmap.Region
 		for range r.byte() % 4 {
-			k := KindBad
+			k := memmap.KindBad
 			if r.byte()%3 == 0 {
-				k = KindReserved
+				k = memmap.KindReserved
 			}
 			s := r.u64()
-			g := Region{Range{s, s + r.u64()}, k}
+			g := memmap.Region{Range: memmap.Range{Start: s, End: s + r.u64()}, Kind: k}
 			sets = append(sets, g)
 			m.Set(g.Range, g.Kind)
 		}
 		checkMapInvariants(t, m, memSize)
-		rev := NewMemoryMap(memSize)
+		rev := memmap.New(memSize, FirmwareHigh)
 		for i := len(sets) - 1; i >= 0; i-- {
 			rev.Set(sets[i].Range, sets[i].Kind)
 		}
@@ -466,7 +475,7 @@ func FuzzAllocator(f *testing.F) {
 			before := a.Claimed()
 			if r.byte()%4 == 0 {
 				s := r.u64()
-				cr := Range{s, s + r.u64()}
+				cr := memmap.Range{Start: s, End: s + r.u64()}
 				err := a.Claim("claim", cr)
 				checkAllocatorState(t, m, a, before, err, cr)
 				continue
@@ -485,7 +494,7 @@ func FuzzAllocator(f *testing.F) {
 			}
 			if flags&0x18 == 0x18 {
 				s := r.u64()
-				req.Region = &Range{s, s + r.u64()}
+				req.Region = &memmap.Range{Start: s, End: s + r.u64()}
 			}
 			switch c := r.byte(); {
 			case c < 200:
@@ -495,9 +504,9 @@ func FuzzAllocator(f *testing.F) {
 			}
 			req.Policy = []Policy{"", PolicyPreferred, PolicyLowest, PolicyHighest, "bogus"}[r.byte()%5]
 			addr, why, err := a.Find(req)
-			var got Range
+			var got memmap.Range
 			if err == nil {
-				got = Range{addr, addr + req.Size}
+				got = memmap.Range{Start: addr, End: addr + req.Size}
 				if why == "" {
 					t.Fatalf("Find(%+v) gave no reason", req)
 				}
@@ -512,29 +521,29 @@ func FuzzAllocator(f *testing.F) {
 // checkMapInvariants checks that m is sorted, non-overlapping and
 // coalesced, that its RAM and bad RAM lie below memSize, and that it still
 // has the ROM window (nothing downgrades reserved).
-func checkMapInvariants(t *testing.T, m *MemoryMap, memSize uint64) {
+func checkMapInvariants(t *testing.T, m *memmap.Map, memSize uint64) {
 	t.Helper()
 	rs := m.Regions()
 	for i, g := range rs {
-		if g.empty() {
+		if g.Empty() {
 			t.Fatalf("empty region %v in %v", g, rs)
 		}
-		if g.Kind != KindReserved && g.End > memSize {
+		if g.Kind != memmap.KindReserved && g.End > memSize {
 			t.Fatalf("%v region %v beyond memSize %#x", g.Kind, g.Range, memSize)
 		}
 		if i > 0 && (g.Start < rs[i-1].End || g.Start == rs[i-1].End && g.Kind == rs[i-1].Kind) {
 			t.Fatalf("regions %v and %v overlap, are unsorted or not coalesced", rs[i-1], g)
 		}
 	}
-	for a := uint64(lowRAMEnd); a < highRAMBeg; a += 4 * kib {
-		if k, ok := m.KindAt(a); !ok || k == KindRAM {
+	for a := uint64(memmap.LowRAMEnd); a < memmap.HighRAMStart; a += 4 * kib {
+		if k, ok := m.KindAt(a); !ok || k == memmap.KindRAM {
 			t.Fatalf("ROM window byte %#x is %v, %v", a, k, ok)
 		}
 	}
 }
 
 // checkFind checks that a Find result honours the request.
-func checkFind(t *testing.T, req Request, got Range) {
+func checkFind(t *testing.T, req Request, got memmap.Range) {
 	t.Helper()
 	hi := req.Max
 	if hi == 0 {
@@ -546,7 +555,7 @@ func checkFind(t *testing.T, req Request, got Range) {
 	if req.Align > 1 && got.Start%req.Align != 0 {
 		t.Fatalf("Find(%+v) = %v: not aligned", req, got)
 	}
-	if !(Range{req.Min, hi}).Contains(got) {
+	if !(memmap.Range{Start: req.Min, End: hi}).Contains(got) {
 		t.Fatalf("Find(%+v) = %v: outside the window", req, got)
 	}
 	if req.Region != nil && !req.Region.Contains(got) {
@@ -557,7 +566,7 @@ func checkFind(t *testing.T, req Request, got Range) {
 // checkAllocatorState checks a Claim or Find outcome: on success the new
 // claim is RAM in the map and overlaps no earlier claim; on failure the
 // error is a one-line *PlaceError and nothing changed.
-func checkAllocatorState(t *testing.T, m *MemoryMap, a *Allocator, before []Claimed, err error, r Range) {
+func checkAllocatorState(t *testing.T, m *memmap.Map, a *Allocator, before []Claimed, err error, r memmap.Range) {
 	t.Helper()
 	after := a.Claimed()
 	if err != nil {
@@ -573,7 +582,7 @@ func checkAllocatorState(t *testing.T, m *MemoryMap, a *Allocator, before []Clai
 	if len(after) != len(before)+1 || after[len(after)-1].Range != r {
 		t.Fatalf("claims %v after claiming %v", after, r)
 	}
-	if r.empty() || !m.IsAll(r, KindRAM) {
+	if r.Empty() || !m.IsAll(r, memmap.KindRAM) {
 		t.Fatalf("claimed %v, which is empty or not all RAM", r)
 	}
 	for _, c := range before {
@@ -585,7 +594,7 @@ func checkAllocatorState(t *testing.T, m *MemoryMap, a *Allocator, before []Clai
 
 // checkFindOracle recomputes Find's answer by trying every aligned address
 // in order, when the request is small enough for that, and compares.
-func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, addr uint64, err error) {
+func checkFindOracle(t *testing.T, m *memmap.Map, claims []Claimed, req Request, addr uint64, err error) {
 	t.Helper()
 	align := max(req.Align, 1)
 	hi := req.Max
@@ -608,8 +617,8 @@ func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, 
 		if e < s {
 			return false
 		}
-		r := Range{s, e}
-		if !m.IsAll(r, KindRAM) {
+		r := memmap.Range{Start: s, End: e}
+		if !m.IsAll(r, memmap.KindRAM) {
 			return false
 		}
 		for _, c := range claims {
@@ -622,9 +631,9 @@ func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, 
 	const maxTries = 4096
 	// scan returns the first (or last) aligned free start in w, and
 	// whether the scan was small enough to be trusted.
-	scan := func(w Range, highest bool) (uint64, bool, bool) {
+	scan := func(w memmap.Range, highest bool) (uint64, bool, bool) {
 		w.End = min(w.End, m.Size()) // no RAM beyond the map
-		if w.empty() || w.Size() < req.Size {
+		if w.Empty() || w.Size() < req.Size {
 			return 0, false, true
 		}
 		lo, ok := alignUp(w.Start, align)
@@ -646,12 +655,12 @@ func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, 
 		}
 		return 0, false, true
 	}
-	window := Range{req.Min, hi}
+	window := memmap.Range{Start: req.Min, End: hi}
 	var want uint64
 	var found, trusted bool
 	switch {
 	case req.Region != nil:
-		w := window.intersect(*req.Region)
+		w := window.Intersect(*req.Region)
 		want, found, trusted = scan(w, false)
 	case req.Policy == PolicyLowest:
 		want, found, trusted = scan(window, false)
@@ -661,13 +670,13 @@ func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, 
 		want, found, trusted = scan(window, false)
 	default:
 		p := req.Preferred
-		if p%align == 0 && p+req.Size >= p && window.Contains(Range{p, p + req.Size}) && free(p) {
+		if p%align == 0 && p+req.Size >= p && window.Contains(memmap.Range{Start: p, End: p + req.Size}) && free(p) {
 			want, found, trusted = p, true, true
 			break
 		}
 		trusted = true
 		if p < hi {
-			want, found, trusted = scan(Range{max(p, req.Min), hi}, false)
+			want, found, trusted = scan(memmap.Range{Start: max(p, req.Min), End: hi}, false)
 		}
 		if trusted && !found {
 			floor := req.Min
@@ -675,7 +684,7 @@ func checkFindOracle(t *testing.T, m *MemoryMap, claims []Claimed, req Request, 
 				floor = mib
 			}
 			if floor < hi {
-				want, found, trusted = scan(Range{floor, hi}, false)
+				want, found, trusted = scan(memmap.Range{Start: floor, End: hi}, false)
 			}
 		}
 	}

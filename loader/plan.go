@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -31,7 +32,7 @@ type Placement struct {
 func (p Placement) End() uint64 { return p.Start + p.Size }
 
 // Range returns the placement's address range.
-func (p Placement) Range() Range { return Range{p.Start, p.End()} }
+func (p Placement) Range() memmap.Range { return memmap.Range{Start: p.Start, End: p.End()} }
 
 // Protocol names how the kernel is entered.
 type Protocol string
@@ -95,7 +96,7 @@ type Plan struct {
 	// CPUs is the number of processors; 0 in a plan made by hand means
 	// one (NumCPUs).
 	CPUs       int
-	Map        *MemoryMap
+	Map        *memmap.Map
 	Placements []Placement
 	Entry      EntryState
 
@@ -112,7 +113,7 @@ type Plan struct {
 	// ACPI is the page reserved (KindACPI) for the ACPI tables, which the
 	// backend writes for its machine (ACPITables); empty in a plan made
 	// by hand without one.
-	ACPI Range
+	ACPI memmap.Range
 	// Stages is how long planning took, stage by stage.
 	Stages Stages
 
@@ -156,11 +157,11 @@ func (p *Plan) Sorted() []Placement {
 func (p *Plan) Write(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kernel     %s (%s, %s)\n", p.Kernel.Path, p.Kernel.Format, p.Kernel.Protocol)
-	fmt.Fprintf(&b, "memory     %s\n", FormatSize(p.MemSize))
+	fmt.Fprintf(&b, "memory     %s\n", memmap.FormatSize(p.MemSize))
 	fmt.Fprintf(&b, "cpus       %d\n", p.NumCPUs())
 	b.WriteString("memory map:\n")
 	for _, r := range p.Map.Regions() {
-		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-8s %s\n", r.Start, r.End, r.Kind, FormatSize(r.Size()))
+		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-8s %s\n", r.Start, r.End, r.Kind, memmap.FormatSize(r.Size()))
 	}
 	b.WriteString("placements:\n")
 	for _, pl := range p.Sorted() {
@@ -168,7 +169,7 @@ func (p *Plan) Write(w io.Writer) error {
 		if pl.Name != "" {
 			name += " " + pl.Name
 		}
-		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-32s %s\n", pl.Start, pl.End(), name, FormatSize(pl.Size))
+		fmt.Fprintf(&b, "  0x%08x-0x%08x  %-32s %s\n", pl.Start, pl.End(), name, memmap.FormatSize(pl.Size))
 	}
 	fmt.Fprintf(&b, "link address %#x, load address %#x: %s\n", p.LinkAddress, p.LoadAddress, p.Why)
 	fmt.Fprintf(&b, "relocations  %d applied, %d skipped (absolute symbols)\n", p.Relocations, p.SkippedAbsolute)

@@ -3,6 +3,8 @@ package loader
 import (
 	"encoding/binary"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // A real-mode part is code an image carries for the bootloader to run in
@@ -102,8 +104,8 @@ func placeRealMode(plan *Plan, a *Allocator, p *RealModePart, ki *kernelImage) e
 	var at uint64
 	if p.Flags&RealModeFixed != 0 {
 		at = uint64(p.Addr)
-		if err := a.Claim("real-mode part", Range{at, at + size}); err != nil {
-			return &PlaceError{What: "real-mode part", Msg: "the real-mode part must run at its own address: " + err.Error()}
+		if err := a.Claim("real-mode part", memmap.Range{Start: at, End: at + size}); err != nil {
+			return &PlaceError{What: "real-mode part", Msg: "the real-mode part must run at its own address: " + err.Error(), Err: err}
 		}
 	} else {
 		var err error
@@ -139,7 +141,7 @@ func (p *RealModePart) String() string {
 // decompression) and returns its physical address; a number ("0x1002020")
 // is taken as is.
 func SymbolAddress(kernel []byte, name string) (uint32, error) {
-	if n, err := ParseSize(name); err == nil && n <= 0xFFFFFFFF {
+	if n, err := memmap.ParseSize(name); err == nil && n <= 0xFFFFFFFF {
 		return uint32(n), nil
 	}
 	k, err := OpenKernel(kernel, 0, nil)
@@ -147,7 +149,7 @@ func SymbolAddress(kernel []byte, name string) (uint32, error) {
 		return 0, err
 	}
 	if k.ELF == nil {
-		return 0, fmt.Errorf("%s: the kernel is not an ELF", name)
+		return 0, fmt.Errorf("%s: the kernel is %w", name, ErrNotELF)
 	}
 	syms, err := k.ELF.File.Symbols()
 	if err != nil {

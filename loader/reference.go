@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"debug/elf"
 	"fmt"
+
+	"kvmboot/loader/memmap"
 )
 
 // Reference plans a boot that another loader performs, QEMU's -kernel: it
@@ -14,7 +16,7 @@ import (
 // never parsed further here (a payload kvmboot could not unpack, a header
 // its own loader would refuse).
 func Reference(cfg Config) (*Plan, error) {
-	m := NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
+	m := memmap.NewWithBadRAM(cfg.MemSize, FirmwareHigh, cfg.BadRAM)
 	MarkBIOSAreas(m)
 	plan := &Plan{Kernel: KernelInfo{Path: cfg.Path}, Cmdline: cfg.Cmdline, MemSize: cfg.MemSize, CPUs: max(cfg.CPUs, 1), Map: m, Why: "QEMU's -kernel places it"}
 	refuse := func(format string, args ...any) (*Plan, error) {
@@ -23,7 +25,7 @@ func Reference(cfg Config) (*Plan, error) {
 	file := cfg.Kernel
 	switch c := Sniff(file); {
 	case len(file) == 0:
-		return nil, &FormatError{Context: "kernel", Msg: "empty file"}
+		return nil, &FormatError{Context: "kernel", Msg: "empty file", Class: ErrEmptyFile}
 	case IsBzImage(file):
 		// QEMU runs the image's own setup code, as linux16 does.
 		if cfg.Protocol != "" && cfg.Protocol != ProtocolLinux16 {
@@ -42,7 +44,7 @@ func Reference(cfg Config) (*Plan, error) {
 	case err != nil:
 		return nil, err
 	case h == nil:
-		return refuse("no Multiboot header in the first 8 KiB and not a Linux bzImage: QEMU's -kernel cannot enter it")
+		return nil, &FormatError{Context: "--vmm=qemu-kernel", Msg: "no Multiboot header in the first 8 KiB and not a Linux bzImage: QEMU's -kernel cannot enter it", Class: ErrNoBootHeader}
 	case cfg.Protocol != "" && cfg.Protocol != ProtocolMultiboot:
 		return refuse("--protocol %s needs a Linux bzImage; this is a Multiboot kernel", cfg.Protocol)
 	}

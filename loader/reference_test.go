@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"kvmboot/boot/testkernel"
+	"kvmboot/loader/memmap"
 )
 
 // TestReference: the plan for QEMU's -kernel says which loader QEMU uses
@@ -35,7 +36,7 @@ func TestReference(t *testing.T) {
 			KernelInfo{Path: "k", Format: "multiboot-aout", Protocol: ProtocolMultiboot}, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.MemSize, tc.cfg.Cmdline, tc.cfg.BadRAM = 64*btMiB, "a b", []Range{{16 * btMiB, 17 * btMiB}}
+			tc.cfg.MemSize, tc.cfg.Cmdline, tc.cfg.BadRAM = 64*btMiB, "a b", []memmap.Range{{Start: 16 * btMiB, End: 17 * btMiB}}
 			p, err := Reference(tc.cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -46,7 +47,7 @@ func TestReference(t *testing.T) {
 			if !slices.Equal(p.ModuleArgs, tc.modules) || p.Initrd != tc.initrd {
 				t.Errorf("modules %q initrd %q, want %q %q", p.ModuleArgs, p.Initrd, tc.modules, tc.initrd)
 			}
-			if !slices.Equal(p.Map.Ranges(KindBad), tc.cfg.BadRAM) || !p.Map.IsAll(EBDARange, KindReserved) {
+			if !slices.Equal(p.Map.Ranges(memmap.KindBad), tc.cfg.BadRAM) || !p.Map.IsAll(EBDARange, memmap.KindReserved) {
 				t.Errorf("map %v", p.Map.Regions())
 			}
 		})

@@ -7,6 +7,7 @@ import (
 
 	"kvmboot/boot/testkernel"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -29,7 +30,7 @@ func TestForPlatform(t *testing.T) {
 	if !bytes.Equal(rom[realmode.RSDPOffset:realmode.RSDPOffset+realmode.RSDPSize], rsdp) {
 		t.Errorf("the image's RSDP slot holds % x", rom[realmode.RSDPOffset:realmode.RSDPOffset+realmode.RSDPSize])
 	}
-	if rsdt := uint64(binary.LittleEndian.Uint32(rsdp[16:])); !plan.ACPI.Contains(loader.Range{Start: rsdt, End: rsdt + 36}) {
+	if rsdt := uint64(binary.LittleEndian.Uint32(rsdp[16:])); !plan.ACPI.Contains(memmap.Range{Start: rsdt, End: rsdt + 36}) {
 		t.Errorf("RSDT at %#x, outside the ACPI page %v", rsdt, plan.ACPI)
 	}
 	floating, config, _ := loader.MPTable(loader.Platform{Name: "test", CPUs: 3})
@@ -60,7 +61,7 @@ func TestForPlatform(t *testing.T) {
 		t.Errorf("no firmware tables: %v, image changed %v, plan replaced %v", err, !bytes.Equal(rom, realmode.Firmware), placed != plan)
 	}
 	noACPI := *plan
-	noACPI.ACPI = loader.Range{}
+	noACPI.ACPI = memmap.Range{}
 	if rom, placed, err = ForPlatform(&noACPI, p); err != nil || placed != &noACPI || !bytes.Equal(rom[realmode.MPFloatingOffset:realmode.MPFloatingOffset+realmode.MPFloatingSize], floating) ||
 		!bytes.Equal(rom[realmode.RSDPOffset:realmode.RSDPOffset+realmode.RSDPSize], make([]byte, realmode.RSDPSize)) {
 		t.Errorf("a plan without an ACPI page: %v; want the MP table alone", err)

@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"errors"
 	"fmt"
 
 	"kvmboot/loader"
@@ -21,10 +22,13 @@ func NewGuestMemory(b []byte) *GuestMemory { return &GuestMemory{b: b} }
 // Size is the number of bytes of guest RAM.
 func (m *GuestMemory) Size() uint64 { return uint64(len(m.b)) }
 
+// ErrOutsideRAM is the error of an access beyond guest RAM, for errors.Is.
+var ErrOutsideRAM = errors.New("outside RAM")
+
 // Slice returns the n bytes at addr, aliasing guest memory.
 func (m *GuestMemory) Slice(addr, n uint64) ([]byte, error) {
 	if addr > m.Size() || n > m.Size()-addr {
-		return nil, fmt.Errorf("guest range %#x+%#x is outside RAM (%#x bytes)", addr, n, m.Size())
+		return nil, fmt.Errorf("guest range %#x+%#x is %w (%#x bytes)", addr, n, ErrOutsideRAM, m.Size())
 	}
 	return m.b[addr : addr+n : addr+n], nil
 }

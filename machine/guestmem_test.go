@@ -3,6 +3,7 @@ package machine
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestGuestMemoryBounds(t *testing.T) {
 			continue
 		}
 		if !tc.ok {
-			if !strings.Contains(err.Error(), "outside RAM") {
+			if !errors.Is(err, ErrOutsideRAM) {
 				t.Errorf("%s: error %q", tc.name, err)
 			}
 			continue
@@ -136,7 +137,8 @@ func TestGuestMemoryLoad(t *testing.T) {
 		{What: "huge", Start: 0x1000, Size: math.MaxUint64},
 	} {
 		err := m.Load(&loader.Plan{Placements: []loader.Placement{pl}})
-		if err == nil || !strings.HasPrefix(err.Error(), pl.What+":") {
+		// Naming the piece first is the message's contract.
+		if !errors.Is(err, ErrOutsideRAM) || !strings.HasPrefix(err.Error(), pl.What+":") {
 			t.Errorf("Load(%s at %#x+%#x) err = %v, want an error naming it", pl.What, pl.Start, pl.Size, err)
 		}
 	}

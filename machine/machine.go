@@ -6,11 +6,13 @@ package machine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine/faults"
 	"kvmboot/realmode"
 )
@@ -40,10 +42,13 @@ const (
 // the PCI hole and the firmware image at the top of the 32-bit space.
 const MaxMemory = 3 << 30
 
+// ErrMemSize is CheckMemSize's error, for errors.Is.
+var ErrMemSize = errors.New("must be a multiple of 4K between 2M and " + memmap.FormatSize(MaxMemory))
+
 // CheckMemSize rejects a guest RAM size no backend can give.
 func CheckMemSize(size uint64) error {
 	if size%4096 != 0 || size < 2<<20 || size > MaxMemory {
-		return fmt.Errorf("guest memory %s: must be a multiple of 4K between 2M and %s", loader.FormatSize(size), loader.FormatSize(MaxMemory))
+		return fmt.Errorf("guest memory %s: %w", memmap.FormatSize(size), ErrMemSize)
 	}
 	return nil
 }
@@ -101,7 +106,7 @@ type Options struct {
 	Console      *Console
 	BadRAMPolicy BadRAMPolicy
 	// BadRAM lists the ranges the guest must not touch.
-	BadRAM []loader.Range
+	BadRAM []memmap.Range
 	// CountStub single-steps the stub and counts its instructions and exits
 	// up to the kernel's entry (KVM backend only).
 	CountStub bool
@@ -171,7 +176,7 @@ type Backend interface {
 // processors, which the firmware's MP and ACPI tables list.
 type Shape struct {
 	MemSize uint64
-	ACPI    loader.Range
+	ACPI    memmap.Range
 	CPUs    int
 }
 
@@ -179,6 +184,10 @@ type Shape struct {
 func ShapeOf(p *loader.Plan) Shape {
 	return Shape{MemSize: p.MemSize, ACPI: p.ACPI, CPUs: p.NumCPUs()}
 }
+
+// ErrShapeMismatch is the error of running a plan on a machine started for
+// another shape, for errors.Is.
+var ErrShapeMismatch = errors.New("does not fit the machine started for it")
 
 // A Starter is a backend whose machine takes long enough to start that it
 // is worth starting while the plan is made: QEMU's process start-up

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -82,7 +83,7 @@ func TestStubFailure(t *testing.T) {
 	info := []byte("info")
 	plan := &loader.Plan{
 		MemSize: 64 << 20,
-		Map:     loader.NewMemoryMap(64 << 20),
+		Map:     memmap.New(64<<20, loader.FirmwareHigh),
 		Verify:  true,
 		Placements: []loader.Placement{
 			{What: "kernel", Start: 0x1000000, Data: kernel, Size: 0x2000, Verify: true},
@@ -140,6 +141,7 @@ func TestParseBadRAMPolicy(t *testing.T) {
 			t.Errorf("%q: %q %v, want %q", in, got, err, want)
 		}
 	}
+	// Listing the choices is the message's contract.
 	if _, err := ParseBadRAMPolicy("ignore"); err == nil || !strings.Contains(err.Error(), "want stop or record") {
 		t.Errorf("ignore: %v", err)
 	}

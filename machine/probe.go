@@ -7,6 +7,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -20,7 +21,7 @@ func ProbePlan(test, count uint32) (*loader.Plan, error) {
 	plan := &loader.Plan{
 		Kernel:  loader.KernelInfo{Path: "(probe)", Format: "raw", Protocol: loader.ProtocolELF},
 		MemSize: ProbeMem,
-		Map:     loader.NewMemoryMap(ProbeMem),
+		Map:     memmap.New(ProbeMem, loader.FirmwareHigh),
 		Placements: []loader.Placement{{
 			What: "probe", Start: realmode.ProbeAddr, Data: realmode.Probe, Size: uint64(len(realmode.Probe)),
 		}},

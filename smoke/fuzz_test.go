@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("kernels:\n  - name: a\nscenarios:\n  - name: b\n    bad_ram: [16M-32M]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse(data, "fuzz.yaml")
+		// One line starting with the file's name is the message's contract.
 		if err != nil && (strings.Contains(err.Error(), "\n") || !strings.HasPrefix(err.Error(), "fuzz.yaml")) {
 			t.Fatalf("error %q: want one line starting with the file name", err)
 		}

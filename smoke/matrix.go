@@ -21,6 +21,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -30,7 +31,11 @@ type MatrixError struct {
 	File string
 	Line int
 	Msg  string
+	Err  error // the error behind Msg, if any (reading the file); Msg already says it
 }
+
+// Unwrap returns Err, so that errors.Is(err, fs.ErrNotExist) works.
+func (e *MatrixError) Unwrap() error { return e.Err }
 
 func (e *MatrixError) Error() string {
 	if e.Line > 0 {
@@ -209,7 +214,7 @@ var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompi
 func Load(file string) (*Matrix, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, &MatrixError{File: file, Msg: errMsg(err)}
+		return nil, &MatrixError{File: file, Msg: errMsg(err), Err: err}
 	}
 	return Parse(data, file)
 }
@@ -455,7 +460,7 @@ type scenario struct {
 	level
 	index       int
 	loadAddress *uint64
-	region      *loader.Range
+	region      *memmap.Range
 	badPolicy   machine.BadRAMPolicy
 }
 
@@ -484,7 +489,7 @@ func (p *parser) size(s string, line int, what string) (uint64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	n, err := loader.ParseSize(s)
+	n, err := memmap.ParseSize(s)
 	if err != nil {
 		return 0, p.errf(line, "%s %q: %v", what, s, err)
 	}
@@ -731,7 +736,7 @@ func (p *parser) readScenario(i int, sy scenarioYAML, seen map[string]int) (*sce
 	for j, spec := range sy.BadRAM {
 		// The full check needs the case's memory size (resolve); a syntax
 		// error shows here already.
-		if _, err := loader.ParseBadRAM(spec, 4<<30); err != nil {
+		if _, err := memmap.ParseBadRAM(spec, 4<<30); err != nil {
 			return nil, p.errf(p.line("scenarios", i, "bad_ram", j), "bad_ram %q: %v", spec, err)
 		}
 	}
@@ -745,14 +750,14 @@ func (p *parser) readScenario(i int, sy scenarioYAML, seen map[string]int) (*sce
 		}
 	}
 	if sy.LoadAddress != "" {
-		a, err := loader.ParseSize(sy.LoadAddress)
+		a, err := memmap.ParseSize(sy.LoadAddress)
 		if err != nil {
 			return nil, p.errf(at("load_address"), "load_address %q: %v", sy.LoadAddress, err)
 		}
 		s.loadAddress = &a
 	}
 	if sy.Region != "" {
-		r, err := loader.ParseRange(sy.Region)
+		r, err := memmap.ParseRange(sy.Region)
 		if err != nil {
 			return nil, p.errf(at("region"), "region: %v", err)
 		}
@@ -1007,9 +1012,9 @@ func (p *parser) resolve(c candidate, used []bool) (*Case, error) {
 		Policy:  cmp.Or(s.policy, p.def.policy),
 	}
 	for i, spec := range s.BadRAM {
-		rs, err := loader.ParseBadRAM(spec, mem)
+		rs, err := memmap.ParseBadRAM(spec, mem)
 		if err != nil {
-			return nil, p.errf(p.line("scenarios", s.index, "bad_ram", i), "bad_ram %q with %s of RAM (case %s): %v", spec, loader.FormatSize(mem), c.name, err)
+			return nil, p.errf(p.line("scenarios", s.index, "bad_ram", i), "bad_ram %q with %s of RAM (case %s): %v", spec, memmap.FormatSize(mem), c.name, err)
 		}
 		cfg.BadRAM = append(cfg.BadRAM, rs...)
 	}

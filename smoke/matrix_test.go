@@ -2,6 +2,7 @@ package smoke
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -127,10 +129,10 @@ func TestParseGood(t *testing.T) {
 	if cfg.MemSize != 256<<20 || cfg.CPUs != 4 || cfg.Cmdline != "kt.exit=3" || cfg.Policy != loader.PolicyLowest {
 		t.Errorf("mem %d smp %d cmdline %q policy %q", cfg.MemSize, cfg.CPUs, cfg.Cmdline, cfg.Policy)
 	}
-	if cfg.LoadAddress == nil || *cfg.LoadAddress != 0x3000000 || cfg.Region == nil || *cfg.Region != (loader.Range{Start: 32 << 20, End: 96 << 20}) {
+	if cfg.LoadAddress == nil || *cfg.LoadAddress != 0x3000000 || cfg.Region == nil || *cfg.Region != (memmap.Range{Start: 32 << 20, End: 96 << 20}) {
 		t.Errorf("load address %v region %v", cfg.LoadAddress, cfg.Region)
 	}
-	wantBad := []loader.Range{{Start: 16 << 20, End: 32 << 20}, {Start: 64 << 20, End: 80 << 20}, {Start: 0x08000000, End: 0x09000000}}
+	wantBad := []memmap.Range{{Start: 16 << 20, End: 32 << 20}, {Start: 64 << 20, End: 80 << 20}, {Start: 0x08000000, End: 0x09000000}}
 	if len(cfg.BadRAM) != len(wantBad) {
 		t.Fatalf("bad RAM %v", cfg.BadRAM)
 	}
@@ -282,8 +284,10 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestLoadMissingFile(t *testing.T) {
-	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
-	if err == nil || !strings.Contains(err.Error(), "nope.yaml: no such file") {
+	file := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := Load(file)
+	// The message must start with the file's name: that is its contract.
+	if !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), file+": ") {
 		t.Fatalf("%v", err)
 	}
 }

@@ -20,6 +20,7 @@ func TestParseShard(t *testing.T) {
 			t.Errorf("String %q, want %q", got.String(), tc.in)
 		}
 	}
+	// Naming the flag is the message's contract.
 	for _, bad := range []string{"0/3", "4/3", "1/0", "-1/3", "+1/3", "1", "1/", "/3", "a/b", "1/3/5", " 1/3", "1 /3", "1.0/3", "0/0", "99999999999999999999/3"} {
 		if s, err := ParseShard(bad); err == nil {
 			t.Errorf("ParseShard(%q) = %v, want an error", bad, s)

@@ -245,6 +245,7 @@ func TestParseReportMalformed(t *testing.T) {
 			if errors.Is(err, ErrNoHello) || errors.Is(err, ErrNoResult) {
 				t.Errorf("error %v is about a missing line, want a malformed one", err)
 			}
+			// The message names the malformed line: that is its contract.
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q does not mention %q", err, tt.wantErr)
 			}

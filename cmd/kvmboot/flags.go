@@ -7,6 +7,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -20,11 +21,11 @@ func (s *sizeFlag) String() string {
 	if !s.set && s.v == 0 {
 		return ""
 	}
-	return loader.FormatSize(s.v)
+	return memmap.FormatSize(s.v)
 }
 func (s *sizeFlag) Type() string { return "size" }
 func (s *sizeFlag) Set(v string) error {
-	n, err := loader.ParseSize(v)
+	n, err := memmap.ParseSize(v)
 	if err != nil {
 		return err
 	}
@@ -33,7 +34,7 @@ func (s *sizeFlag) Set(v string) error {
 }
 
 // rangeFlag is START-END or START+SIZE.
-type rangeFlag struct{ r *loader.Range }
+type rangeFlag struct{ r *memmap.Range }
 
 func (f *rangeFlag) String() string {
 	if f.r == nil {
@@ -43,7 +44,7 @@ func (f *rangeFlag) String() string {
 }
 func (f *rangeFlag) Type() string { return "range" }
 func (f *rangeFlag) Set(v string) error {
-	r, err := loader.ParseRange(v)
+	r, err := memmap.ParseRange(v)
 	if err != nil {
 		return err
 	}
@@ -87,10 +88,10 @@ func (f *planFlags) bind(fs *pflag.FlagSet) {
 
 // parseBadRAMFlag reads the specs of a repeatable bad-RAM-syntax flag for
 // a guest of mem bytes.
-func parseBadRAMFlag(flag string, specs []string, mem uint64) ([]loader.Range, error) {
-	var out []loader.Range
+func parseBadRAMFlag(flag string, specs []string, mem uint64) ([]memmap.Range, error) {
+	var out []memmap.Range
 	for _, spec := range specs {
-		rs, err := loader.ParseBadRAM(spec, mem)
+		rs, err := memmap.ParseBadRAM(spec, mem)
 		if err != nil {
 			return nil, fmt.Errorf("%s %q: %w", flag, spec, err)
 		}

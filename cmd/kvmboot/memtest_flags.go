@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"kvmboot/boot"
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/memtest"
 )
@@ -49,7 +49,7 @@ func (f *memtestFlags) apply(cfg *boot.Config) error {
 		cfg.Memtest = mode
 	}
 	for _, s := range f.ranges {
-		r, err := loader.ParseRange(s)
+		r, err := memmap.ParseRange(s)
 		if err != nil {
 			return fmt.Errorf("--memtest-range %q: %w", s, err)
 		}
@@ -79,7 +79,7 @@ func (f *memtestFlags) report(w io.Writer, res *boot.Result) {
 	}
 	fmt.Fprintf(&b, ", %d failing in %d range(s):\n", m.FailingPages, len(m.Failing))
 	for _, r := range m.Failing {
-		fmt.Fprintf(&b, "kvmboot: memtest:   %v  %s\n", loader.Range{Start: r.Start, End: r.End}, loader.FormatSize(r.End-r.Start))
+		fmt.Fprintf(&b, "kvmboot: memtest:   %v  %s\n", memmap.Range{Start: r.Start, End: r.End}, memmap.FormatSize(r.End-r.Start))
 	}
 	for _, fl := range m.Failures[:min(len(m.Failures), 4)] {
 		fmt.Fprintf(&b, "kvmboot: memtest:   %s at %#x: wrote %#08x, read %#08x (%d page(s) in a row)\n", fl.TestName, fl.Addr, fl.Expected, fl.Got, fl.Pages)

@@ -7,6 +7,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/loader/svg"
 )
 
@@ -77,7 +78,7 @@ docs/plan-example.svg).`,
 // runSVG draws the plan a run booted into path, with found (what
 // --memtest found, which the plan avoided as bad RAM) marked as memtest
 // faults. For `kvmboot run --svg FILE`.
-func runSVG(path string, plan *loader.Plan, found []loader.Range) error {
+func runSVG(path string, plan *loader.Plan, found []memmap.Range) error {
 	opts := svg.Options{Found: found}
 	if len(found) > 0 {
 		opts.Caption = "memtest faults: found by the in-guest memory test of this run, then avoided as bad RAM"

@@ -13,6 +13,7 @@ import (
 
 	"kvmboot/boot"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -118,7 +119,7 @@ panic, bad RAM touched, checksum mismatch); 126 kvmboot could not boot.`,
 			res, err := boot.Run(ctx, cfg)
 			mt.report(os.Stderr, res)
 			if svgPath != "" && ran != nil && res.Outcome != machine.Error {
-				var found []loader.Range
+				var found []memmap.Range
 				if res.Memtest != nil {
 					found = res.Memtest.FailingRanges()
 				}

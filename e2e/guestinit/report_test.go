@@ -123,6 +123,7 @@ func TestParseOptions(t *testing.T) {
 		"gi.memtset=0":      "unknown option gi.memtset",
 		"quiet gi.exit=x":   "not a number",
 	} {
+		// The message states the option's rule: its contract.
 		if _, err := ParseOptions(cmdline); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseOptions(%q): error %v, want one containing %q", cmdline, err, want)
 		}

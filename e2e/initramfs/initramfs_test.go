@@ -139,6 +139,7 @@ func TestBuildErrors(t *testing.T) {
 		"root itself": {[]byte("x"), map[string][]byte{"/": []byte("y")}, "not a path inside"},
 	} {
 		_, err := Build(tc.init, tc.extra)
+		// The message names what is wrong with the archive: its contract.
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
 		}

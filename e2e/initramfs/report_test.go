@@ -135,6 +135,7 @@ func TestParseGuestReport(t *testing.T) {
 		"bad taint":  {"gi: hello\ngi: tainted W\n", "not a number", true},
 	} {
 		g, err := ParseGuestReport(tc.console)
+		// The message quotes what in the console is wrong: its contract.
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
 		}

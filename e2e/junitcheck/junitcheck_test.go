@@ -29,6 +29,7 @@ func TestCheckRejects(t *testing.T) {
 			t.Fatalf("%s: edit did not apply", tc.name)
 		}
 		_, err := Check(strings.NewReader(bad))
+		// The message names the schema rule broken: its contract.
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}

@@ -31,13 +31,14 @@ import (
 	"strings"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 )
 
 // Options are what the picture shows besides the plan.
 type Options struct {
 	// Found are faults a memory test found (drawn over the map with their
 	// own pattern and labelled "memtest fault").
-	Found []loader.Range
+	Found []memmap.Range
 	// Title replaces the default title ("kvmboot plan: <kernel>").
 	Title string
 	// Caption is an extra line under the title, e.g. where Found came from.
@@ -102,10 +103,10 @@ func Write(w io.Writer, p *loader.Plan, opts Options) error {
 		end = max(end, pl.End())
 	}
 	// Faults are in RAM: clip them at its end.
-	var found []loader.Range
+	var found []memmap.Range
 	for _, f := range opts.Found {
 		if f.End > f.Start && f.Start < p.MemSize {
-			found = append(found, loader.Range{Start: f.Start, End: min(f.End, p.MemSize)})
+			found = append(found, memmap.Range{Start: f.Start, End: min(f.End, p.MemSize)})
 		}
 	}
 	// Header: title, the plan's reason split at its clauses, the caption,
@@ -176,7 +177,7 @@ func Write(w io.Writer, p *loader.Plan, opts Options) error {
 }
 
 // plan cuts memory at every boundary and gives each stretch its height.
-func plan(regions []loader.Region, placements []loader.Placement, found []loader.Range, end uint64, top float64) *layout {
+func plan(regions []memmap.Region, placements []loader.Placement, found []memmap.Range, end uint64, top float64) *layout {
 	bounds := []uint64{0, end}
 	for _, r := range regions {
 		bounds = append(bounds, r.Start, r.End)
@@ -201,7 +202,7 @@ func plan(regions []loader.Region, placements []loader.Placement, found []loader
 		}
 		for _, r := range regions {
 			if r.Start <= a && b <= r.End {
-				return r.Kind == loader.KindRAM
+				return r.Kind == memmap.KindRAM
 			}
 		}
 		return true // a hole in the map
@@ -239,15 +240,15 @@ func esc(t string) string {
 
 // Fills and strokes.
 var (
-	kindFill = map[loader.Kind]string{
-		loader.KindRAM:      "#dcf2dc",
-		loader.KindReserved: "#d9d9d9",
-		loader.KindBad:      "url(#bad)",
+	kindFill = map[memmap.Kind]string{
+		memmap.KindRAM:      "#dcf2dc",
+		memmap.KindReserved: "#d9d9d9",
+		memmap.KindBad:      "url(#bad)",
 	}
-	kindStroke = map[loader.Kind]string{
-		loader.KindRAM:      "#6a9f6a",
-		loader.KindReserved: "#8c8c8c",
-		loader.KindBad:      "#c0392b",
+	kindStroke = map[memmap.Kind]string{
+		memmap.KindRAM:      "#6a9f6a",
+		memmap.KindReserved: "#8c8c8c",
+		memmap.KindBad:      "#c0392b",
 	}
 	placeFill = map[string]string{
 		"kernel":      "#3b6fc4",
@@ -306,7 +307,7 @@ func (s *svgWriter) legend(y int) {
 
 // region draws one memory-map region with its label in its tallest
 // stretch not covered by a fault.
-func (s *svgWriter) region(l *layout, r loader.Region, found []loader.Range) {
+func (s *svgWriter) region(l *layout, r memmap.Region, found []memmap.Range) {
 	y0, y1 := r1(l.y[r.End]), r1(l.y[r.Start])
 	fill, ok := kindFill[r.Kind]
 	if !ok {
@@ -316,7 +317,7 @@ func (s *svgWriter) region(l *layout, r loader.Region, found []loader.Range) {
 	if !ok {
 		stroke = "#6b7bb5"
 	}
-	name := map[loader.Kind]string{loader.KindRAM: "RAM", loader.KindReserved: "reserved", loader.KindACPI: "ACPI tables", loader.KindBad: "bad RAM"}[r.Kind]
+	name := map[memmap.Kind]string{memmap.KindRAM: "RAM", memmap.KindReserved: "reserved", memmap.KindACPI: "ACPI tables", memmap.KindBad: "bad RAM"}[r.Kind]
 	if name == "" {
 		name = r.Kind.String()
 	}
@@ -341,7 +342,7 @@ func (s *svgWriter) region(l *layout, r loader.Region, found []loader.Range) {
 	s.printf("</g>\n")
 }
 
-func covered(found []loader.Range, a, b uint64) bool {
+func covered(found []memmap.Range, a, b uint64) bool {
 	for _, f := range found {
 		if f.Start < b && a < f.End {
 			return true
@@ -368,7 +369,7 @@ func (s *svgWriter) label(x int, sg *segment, line1, line2 string) {
 }
 
 // fault draws a range a memory test found faulty over the map.
-func (s *svgWriter) fault(l *layout, f loader.Range) {
+func (s *svgWriter) fault(l *layout, f memmap.Range) {
 	y0, y1 := r1(l.y[f.End]), r1(l.y[f.Start])
 	rng := fmt.Sprintf("%#08x-%#08x", f.Start, f.End)
 	s.printf(`<g class="found">`)

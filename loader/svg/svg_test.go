@@ -12,6 +12,7 @@ import (
 	"kvmboot/boot/testkernel"
 	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 )
 
 // node is any SVG element, parsed generically.
@@ -108,7 +109,7 @@ func parse(t *testing.T, doc []byte) (root node, shapes []shape) {
 // has exactly one labelled rect with the plan's addresses, and that the
 // picture is ordered: higher addresses above, nothing of one column
 // overlapping.
-func checkPicture(t *testing.T, p *loader.Plan, found []loader.Range, doc []byte) {
+func checkPicture(t *testing.T, p *loader.Plan, found []memmap.Range, doc []byte) {
 	t.Helper()
 	_, shapes := parse(t, doc)
 	take := func(class string, start, end uint64) *shape {
@@ -137,7 +138,7 @@ func checkPicture(t *testing.T, p *loader.Plan, found []loader.Range, doc []byte
 		if s.kind != r.Kind.String() || !strings.Contains(s.title, rng(r.Start, r.End)) {
 			t.Errorf("region %v: kind %q title %q", r, s.kind, s.title)
 		}
-		if s.label == "" || !strings.Contains(s.label+s.title, map[loader.Kind]string{loader.KindRAM: "RAM", loader.KindReserved: "reserved", loader.KindBad: "bad RAM"}[r.Kind]) {
+		if s.label == "" || !strings.Contains(s.label+s.title, map[memmap.Kind]string{memmap.KindRAM: "RAM", memmap.KindReserved: "reserved", memmap.KindBad: "bad RAM"}[r.Kind]) {
 			t.Errorf("region %v labelled %q", r, s.label)
 		}
 	}
@@ -182,9 +183,9 @@ func checkPicture(t *testing.T, p *loader.Plan, found []loader.Range, doc []byte
 
 func testKernelPlan(t *testing.T, bad ...string) *loader.Plan {
 	t.Helper()
-	var rs []loader.Range
+	var rs []memmap.Range
 	for _, b := range bad {
-		r, err := loader.ParseBadRAM(b, 256<<20)
+		r, err := memmap.ParseBadRAM(b, 256<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +201,7 @@ func testKernelPlan(t *testing.T, bad ...string) *loader.Plan {
 
 func TestSVGTestKernel(t *testing.T) {
 	p := testKernelPlan(t, "16M-20M", "memmap=8M$36M")
-	found := []loader.Range{{Start: 0x5000000, End: 0x5010000}}
+	found := []memmap.Range{{Start: 0x5000000, End: 0x5010000}}
 	doc := Render(p, Options{Found: found, Caption: "hand-made <fault>"})
 	checkPicture(t, p, found, doc)
 	root, _ := parse(t, doc)
@@ -226,18 +227,18 @@ func TestSVGNoBadRAM(t *testing.T) {
 func TestSVGSyntheticPlan(t *testing.T) {
 	// Odd cases: an empty placement, a fault beyond memory (clipped),
 	// a fault straddling a region boundary, a region kind with no name.
-	m := loader.NewMemoryMap(32 << 20)
-	m.Set(loader.Range{Start: 8 << 20, End: 9 << 20}, loader.KindBad)
-	m.Set(loader.Range{Start: 12 << 20, End: 13 << 20}, loader.Kind(3))
+	m := memmap.New(32<<20, loader.FirmwareHigh)
+	m.Set(memmap.Range{Start: 8 << 20, End: 9 << 20}, memmap.KindBad)
+	m.Set(memmap.Range{Start: 12 << 20, End: 13 << 20}, memmap.Kind(3))
 	p := &loader.Plan{Kernel: loader.KernelInfo{Path: "k", Format: "elf32", Protocol: loader.ProtocolELF}, MemSize: 32 << 20, Map: m, Why: "because",
 		Placements: []loader.Placement{
 			{What: "kernel", Start: 2 << 20, Size: 1 << 20},
 			{What: "initrd", Name: "empty.img", Start: 20 << 20, Size: 0},
 			{What: "cmdline", Start: 0x8000, Size: 5, Data: []byte("abcd\x00")},
 		}}
-	found := []loader.Range{{Start: 8<<20 + 4096, End: 10 << 20}, {Start: 30 << 20, End: 40 << 20}}
+	found := []memmap.Range{{Start: 8<<20 + 4096, End: 10 << 20}, {Start: 30 << 20, End: 40 << 20}}
 	doc := Render(p, Options{Found: found})
-	checkPicture(t, p, []loader.Range{found[0], {Start: 30 << 20, End: 32 << 20}}, doc)
+	checkPicture(t, p, []memmap.Range{found[0], {Start: 30 << 20, End: 32 << 20}}, doc)
 }
 
 // TestSVGDebian draws Debian's kernel around two bad ranges, with an
@@ -247,11 +248,11 @@ func TestSVGDebian(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := loader.Build(loader.Config{Path: "vmlinuz", Kernel: vmlinuz, MemSize: 256 << 20, BadRAM: []loader.Range{{Start: 16 << 20, End: 20 << 20}, {Start: 36 << 20, End: 44 << 20}},
+	p, err := loader.Build(loader.Config{Path: "vmlinuz", Kernel: vmlinuz, MemSize: 256 << 20, BadRAM: []memmap.Range{{Start: 16 << 20, End: 20 << 20}, {Start: 36 << 20, End: 44 << 20}},
 		Cmdline: "console=ttyS0", Initrd: &loader.Module{Path: "initrd.img", Data: make([]byte, 5<<20)}, Verify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := []loader.Range{{Start: 0x5000000, End: 0x5010000}}
+	found := []memmap.Range{{Start: 0x5000000, End: 0x5010000}}
 	checkPicture(t, p, found, Render(p, Options{Found: found}))
 }

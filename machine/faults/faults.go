@@ -20,7 +20,7 @@
 //
 //	SPEC[:MODEL]
 //
-// SPEC is any loader.ParseBadRAM range syntax (START-END, START+SIZE,
+// SPEC is any memmap.ParseBadRAM range syntax (START-END, START+SIZE,
 // memmap=SIZE$START[,...], badram=ADDR,MASK[,...], cutmem FROM TO); none of
 // them contains a ':', so the model is whatever follows the last one.
 // MODEL is one of (default stuck0):
@@ -53,7 +53,7 @@ import (
 	"strconv"
 	"strings"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 )
 
 // Kind is a fault model's name.
@@ -108,7 +108,7 @@ func (m Model) String() string {
 
 // Range is a faulty range and its model.
 type Range struct {
-	loader.Range
+	memmap.Range
 	Model Model
 }
 
@@ -131,7 +131,7 @@ func Parse(spec string, memSize uint64) ([]Range, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs, err := loader.ParseBadRAM(where, memSize)
+	rs, err := memmap.ParseBadRAM(where, memSize)
 	if err != nil {
 		return nil, err
 	}
@@ -233,21 +233,21 @@ func checkSorted(s []Range) error {
 }
 
 // Ranges returns the address ranges of rs, merged.
-func Ranges(rs []Range) []loader.Range {
-	out := make([]loader.Range, 0, len(rs))
+func Ranges(rs []Range) []memmap.Range {
+	out := make([]memmap.Range, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, r.Range)
 	}
-	return loader.MergeRanges(out)
+	return memmap.Merge(out)
 }
 
 // Subtract returns rs without the bytes in cut (declared bad RAM, which
 // stays bad rather than faulty).
-func Subtract(rs []Range, cut []loader.Range) []Range {
-	cut = loader.MergeRanges(cut)
+func Subtract(rs []Range, cut []memmap.Range) []Range {
+	cut = memmap.Merge(cut)
 	var out []Range
 	for _, r := range rs {
-		for _, p := range loader.SubtractRanges([]loader.Range{r.Range}, cut) {
+		for _, p := range memmap.Subtract([]memmap.Range{r.Range}, cut) {
 			out = append(out, Range{Range: p, Model: r.Model})
 		}
 	}
@@ -314,7 +314,7 @@ func NewSet(rs []Range, seed uint64) (*Set, error) {
 }
 
 // Ranges is the faulty memory, merged: what a backend leaves unbacked.
-func (s *Set) Ranges() []loader.Range {
+func (s *Set) Ranges() []memmap.Range {
 	if s == nil {
 		return nil
 	}

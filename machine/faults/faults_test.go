@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 )
 
 const mib = 1 << 20
@@ -16,18 +16,18 @@ func TestParse(t *testing.T) {
 		spec string
 		want []Range
 	}{
-		{"20M-21M", []Range{{loader.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Stuck0, Bits: 1 << 31}}}},
-		{"20M-21M:stuck0", []Range{{loader.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Stuck0, Bits: 1 << 31}}}},
-		{"20M+4K:stuck1@0+7+31", []Range{{loader.Range{Start: 20 * mib, End: 20*mib + 4096}, Model{Kind: Stuck1, Bits: 1 | 1<<7 | 1<<31}}}},
-		{"20M+4K:STUCK0@all", []Range{{loader.Range{Start: 20 * mib, End: 20*mib + 4096}, Model{Kind: Stuck0, Bits: 0xFFFFFFFF}}}},
-		{"memmap=1M$20M:flip@0.5", []Range{{loader.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Flip, P: 0.5}}}},
+		{"20M-21M", []Range{{memmap.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Stuck0, Bits: 1 << 31}}}},
+		{"20M-21M:stuck0", []Range{{memmap.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Stuck0, Bits: 1 << 31}}}},
+		{"20M+4K:stuck1@0+7+31", []Range{{memmap.Range{Start: 20 * mib, End: 20*mib + 4096}, Model{Kind: Stuck1, Bits: 1 | 1<<7 | 1<<31}}}},
+		{"20M+4K:STUCK0@all", []Range{{memmap.Range{Start: 20 * mib, End: 20*mib + 4096}, Model{Kind: Stuck0, Bits: 0xFFFFFFFF}}}},
+		{"memmap=1M$20M:flip@0.5", []Range{{memmap.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Flip, P: 0.5}}}},
 		{"memmap=1M$20M,1M$30M:flip", []Range{
-			{loader.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Flip, P: DefaultFlipP}},
-			{loader.Range{Start: 30 * mib, End: 31 * mib}, Model{Kind: Flip, P: DefaultFlipP}}}},
-		{"badram=0x1400000,0xfffffffffff00000:alias@12", []Range{{loader.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Alias, Line: 12}}}},
-		{"0x1400000-0x1401000:alias", []Range{{loader.Range{Start: 20 * mib, End: 20*mib + 4096}, Model{Kind: Alias, Line: DefaultAliasLine}}}},
-		{"cutmem 20M 21M:dead", []Range{{loader.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Dead}}}},
-		{"250M-300M:dead", []Range{{loader.Range{Start: 250 * mib, End: 256 * mib}, Model{Kind: Dead}}}},
+			{memmap.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Flip, P: DefaultFlipP}},
+			{memmap.Range{Start: 30 * mib, End: 31 * mib}, Model{Kind: Flip, P: DefaultFlipP}}}},
+		{"badram=0x1400000,0xfffffffffff00000:alias@12", []Range{{memmap.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Alias, Line: 12}}}},
+		{"0x1400000-0x1401000:alias", []Range{{memmap.Range{Start: 20 * mib, End: 20*mib + 4096}, Model{Kind: Alias, Line: DefaultAliasLine}}}},
+		{"cutmem 20M 21M:dead", []Range{{memmap.Range{Start: 20 * mib, End: 21 * mib}, Model{Kind: Dead}}}},
+		{"250M-300M:dead", []Range{{memmap.Range{Start: 250 * mib, End: 256 * mib}, Model{Kind: Dead}}}},
 	} {
 		got, err := Parse(tc.spec, 256*mib)
 		if err != nil {
@@ -58,26 +58,27 @@ func TestParse(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+	// Listing the models is the message's contract.
 	if _, err := Parse("20M-21M:bogus", 256*mib); err == nil || !strings.Contains(err.Error(), "stuck0[@BITS]") {
 		t.Errorf("unknown model error does not list the models: %v", err)
 	}
 }
 
 func TestCheckAndSubtract(t *testing.T) {
-	a := Range{loader.Range{Start: 0x1000, End: 0x3000}, Model{Kind: Dead}}
-	b := Range{loader.Range{Start: 0x2000, End: 0x4000}, Model{Kind: Stuck0, Bits: 1}}
+	a := Range{memmap.Range{Start: 0x1000, End: 0x3000}, Model{Kind: Dead}}
+	b := Range{memmap.Range{Start: 0x2000, End: 0x4000}, Model{Kind: Stuck0, Bits: 1}}
 	if err := Check([]Range{b, a}); err == nil {
 		t.Error("overlapping ranges accepted")
 	}
 	if _, err := NewSet([]Range{a, b}, 0); err == nil {
 		t.Error("NewSet took overlapping ranges")
 	}
-	got := Subtract([]Range{a}, []loader.Range{{Start: 0x1800, End: 0x2000}})
-	want := []Range{{loader.Range{Start: 0x1000, End: 0x1800}, a.Model}, {loader.Range{Start: 0x2000, End: 0x3000}, a.Model}}
+	got := Subtract([]Range{a}, []memmap.Range{{Start: 0x1800, End: 0x2000}})
+	want := []Range{{memmap.Range{Start: 0x1000, End: 0x1800}, a.Model}, {memmap.Range{Start: 0x2000, End: 0x3000}, a.Model}}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("Subtract = %v, want %v", got, want)
 	}
-	if got := Subtract([]Range{a}, []loader.Range{{Start: 0, End: 0x10000}}); len(got) != 0 {
+	if got := Subtract([]Range{a}, []memmap.Range{{Start: 0, End: 0x10000}}); len(got) != 0 {
 		t.Errorf("all cut away: %v", got)
 	}
 }
@@ -101,7 +102,7 @@ func newSet(t *testing.T, seed uint64, rs ...Range) *Set {
 
 func TestStuck(t *testing.T) {
 	mem := make([]byte, 0x3000)
-	r := loader.Range{Start: 0x1000, End: 0x2000}
+	r := memmap.Range{Start: 0x1000, End: 0x2000}
 	s0 := newSet(t, 0, Range{r, Model{Kind: Stuck0, Bits: 1<<31 | 1<<8 | 1}})
 	access(s0, mem, 0x1000, 0xFFFFFFFF, 4, true)
 	if got, h := access(s0, mem, 0x1000, 0, 4, false); got != 0x7FFFFEFE || h != 0xF {
@@ -137,7 +138,7 @@ func TestStuck(t *testing.T) {
 func TestStraddle(t *testing.T) {
 	// An access half in, half out: only the faulty bytes are handled.
 	mem := make([]byte, 0x3000)
-	s := newSet(t, 0, Range{loader.Range{Start: 0x1002, End: 0x2000}, Model{Kind: Dead}})
+	s := newSet(t, 0, Range{memmap.Range{Start: 0x1002, End: 0x2000}, Model{Kind: Dead}})
 	_, h := access(s, mem, 0x1000, 0x11223344, 4, true)
 	if h != 0xC {
 		t.Errorf("handled %#x, want 0xc", h)
@@ -160,7 +161,7 @@ func TestStraddle(t *testing.T) {
 func TestDead(t *testing.T) {
 	mem := make([]byte, 0x3000)
 	mem[0x1000] = 0x42
-	s := newSet(t, 0, Range{loader.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Dead}})
+	s := newSet(t, 0, Range{memmap.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Dead}})
 	access(s, mem, 0x1000, 0, 4, true)
 	if mem[0x1000] != 0x42 {
 		t.Error("a write to dead RAM landed")
@@ -176,7 +177,7 @@ func TestDead(t *testing.T) {
 func TestAlias(t *testing.T) {
 	mem := make([]byte, 0x10000)
 	// Line 12: the faulty page 0x2000 aliases 0x3000, which is good RAM.
-	s := newSet(t, 0, Range{loader.Range{Start: 0x2000, End: 0x3000}, Model{Kind: Alias, Line: 12}})
+	s := newSet(t, 0, Range{memmap.Range{Start: 0x2000, End: 0x3000}, Model{Kind: Alias, Line: 12}})
 	access(s, mem, 0x2010, 0xCAFEBABE, 4, true)
 	if got := binary.LittleEndian.Uint32(mem[0x3010:]); got != 0xCAFEBABE {
 		t.Errorf("aliased copy holds %#x", got)
@@ -190,21 +191,21 @@ func TestAlias(t *testing.T) {
 	}
 
 	// In-page line 10, both halves faulty: the last write wins in both.
-	s = newSet(t, 0, Range{loader.Range{Start: 0x4000, End: 0x5000}, Model{Kind: Alias, Line: 10}})
+	s = newSet(t, 0, Range{memmap.Range{Start: 0x4000, End: 0x5000}, Model{Kind: Alias, Line: 10}})
 	access(s, mem, 0x4000, 0x11111111, 4, true)
 	access(s, mem, 0x4400, 0x22222222, 4, true)
 	if got, _ := access(s, mem, 0x4000, 0, 4, false); got != 0x22222222 {
 		t.Errorf("0x4000 reads %#x after a write to its alias 0x4400", got)
 	}
 	// An aliased copy beyond memory is dropped, not a panic.
-	s = newSet(t, 0, Range{loader.Range{Start: 0x8000, End: 0x9000}, Model{Kind: Alias, Line: 31}})
+	s = newSet(t, 0, Range{memmap.Range{Start: 0x8000, End: 0x9000}, Model{Kind: Alias, Line: 31}})
 	access(s, mem, 0x8000, 1, 4, true)
 }
 
 func TestFlip(t *testing.T) {
 	run := func(seed uint64, p float64) ([]uint32, *Stats) {
 		mem := make([]byte, 0x3000)
-		s := newSet(t, seed, Range{loader.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Flip, P: p}})
+		s := newSet(t, seed, Range{memmap.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Flip, P: p}})
 		var out []uint32
 		for a := uint64(0x1000); a < 0x2000; a += 4 {
 			access(s, mem, a, uint32(a), 4, true)
@@ -246,7 +247,7 @@ func TestFlip(t *testing.T) {
 	}
 	// The memory itself is never changed by a flip.
 	mem := make([]byte, 0x3000)
-	s := newSet(t, 3, Range{loader.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Flip, P: 1}})
+	s := newSet(t, 3, Range{memmap.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Flip, P: 1}})
 	access(s, mem, 0x1000, 0xA5A5A5A5, 4, true)
 	access(s, mem, 0x1000, 0, 4, false)
 	if binary.LittleEndian.Uint32(mem[0x1000:]) != 0xA5A5A5A5 {
@@ -265,7 +266,7 @@ func TestModelString(t *testing.T) {
 
 func TestEventsBounded(t *testing.T) {
 	mem := make([]byte, 0x3000)
-	s := newSet(t, 0, Range{loader.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Dead}})
+	s := newSet(t, 0, Range{memmap.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Dead}})
 	for a := uint64(0x1000); a < 0x2000; a += 4 {
 		access(s, mem, a, 0, 4, false)
 	}
@@ -278,7 +279,7 @@ func TestEventsBounded(t *testing.T) {
 // (Materialize, then Wrote after each write) gives every read the value
 // Access gives a backend that traps it, for the same writes.
 func TestWroteMatchesAccess(t *testing.T) {
-	r := loader.Range{Start: 0x1000, End: 0x2000}
+	r := memmap.Range{Start: 0x1000, End: 0x2000}
 	for _, m := range []Model{
 		{Kind: Stuck0, Bits: 1<<31 | 1<<8 | 1}, {Kind: Stuck1, Bits: 1<<31 | 1<<4}, {Kind: Dead},
 		{Kind: Alias, Line: 10}, {Kind: Alias, Line: 13},
@@ -314,7 +315,7 @@ func TestWroteMatchesAccess(t *testing.T) {
 				for k := range size {
 					direct[a+uint64(k)] = byte(v >> (8 * k))
 				}
-				if (Range{r, m}).Overlaps(loader.Range{Start: a, End: a + uint64(size)}) {
+				if (Range{r, m}).Overlaps(memmap.Range{Start: a, End: a + uint64(size)}) {
 					sd.Wrote(direct, window, before)
 				}
 			}
@@ -345,7 +346,7 @@ const wroteWindow = 128
 // them flipping one bit of the word's flip bytes, none outside flip RAM.
 func TestFlipRead(t *testing.T) {
 	run := func(seed uint64) []uint64 {
-		s := newSet(t, seed, Range{loader.Range{Start: 0x1002, End: 0x2000}, Model{Kind: Flip, P: 0.25}})
+		s := newSet(t, seed, Range{memmap.Range{Start: 0x1002, End: 0x2000}, Model{Kind: Flip, P: 0.25}})
 		var out []uint64
 		for a := uint64(0x1000); a < 0x2000; a += 4 {
 			at, mask := s.FlipRead(a)
@@ -365,7 +366,7 @@ func TestFlipRead(t *testing.T) {
 	if a, c := run(5), run(6); slices.Equal(a, c) {
 		t.Error("seeds 5 and 6 flip the same bits")
 	}
-	s := newSet(t, 1, Range{loader.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Stuck0, Bits: 1}})
+	s := newSet(t, 1, Range{memmap.Range{Start: 0x1000, End: 0x2000}, Model{Kind: Stuck0, Bits: 1}})
 	if at, mask := s.FlipRead(0x1000); mask != 0 || at != 0 {
 		t.Error("a stuck range flipped")
 	}

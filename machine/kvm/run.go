@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/devices"
 	"kvmboot/machine/faults"
@@ -605,7 +606,7 @@ func (r *runner) isBad(a uint64) bool {
 }
 
 func (r *runner) touchesBad(addr, n uint64) bool {
-	acc := loader.Range{Start: addr, End: addr + n}
+	acc := memmap.Range{Start: addr, End: addr + n}
 	for _, b := range r.vm.bad {
 		if b.Overlaps(acc) {
 			return true

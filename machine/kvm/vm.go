@@ -19,7 +19,7 @@ import (
 	gokvm "github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/realmode"
@@ -51,8 +51,8 @@ type VM struct {
 	mem   *machine.GuestMemory
 	// backed lists the guest-physical ranges in memory slots; an access
 	// outside them exits as MMIO.
-	backed []loader.Range
-	bad    []loader.Range
+	backed []memmap.Range
+	bad    []memmap.Range
 	faulty *faults.Set // --faulty-ram: left out of the slots like bad RAM, every access served through its fault model
 	slots  int
 }
@@ -101,13 +101,13 @@ type vcpu struct {
 // New creates a VM with one processor and memSize bytes of RAM, leaving
 // the pages that hold any byte of bad out of its memory slots, and the
 // firmware image as built.
-func New(memSize uint64, bad []loader.Range) (*VM, error) {
+func New(memSize uint64, bad []memmap.Range) (*VM, error) {
 	return newVM(memSize, 1, bad, nil, realmode.Firmware)
 }
 
 // newVM is New with cpus processors, faulty RAM and the firmware image
 // rom (the plan's, machine.ForPlatform).
-func newVM(memSize uint64, cpus int, bad []loader.Range, faulty *faults.Set, rom []byte) (vm *VM, err error) {
+func newVM(memSize uint64, cpus int, bad []memmap.Range, faulty *faults.Set, rom []byte) (vm *VM, err error) {
 	if err := machine.CheckMemSize(memSize); err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func newVM(memSize uint64, cpus int, bad []loader.Range, faulty *faults.Set, rom
 	}
 	// Every error return below sets the result to nil before this runs:
 	// close the partly built VM through its own variable.
-	built := &VM{dev: dev, vmFd: -1, bad: loader.MergeRanges(bad), faulty: faulty}
+	built := &VM{dev: dev, vmFd: -1, bad: memmap.Merge(bad), faulty: faulty}
 	vm = built
 	defer func() {
 		if err != nil {
@@ -200,7 +200,7 @@ func (vm *VM) mapMemory(memSize uint64, rom []byte) error {
 	var err error
 	vm.ram, err = unix.Mmap(-1, 0, int(memSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		return fmt.Errorf("mapping %s of guest RAM: %w", loader.FormatSize(memSize), err)
+		return fmt.Errorf("mapping %s of guest RAM: %w", memmap.FormatSize(memSize), err)
 	}
 	vm.mem = machine.NewGuestMemory(vm.ram)
 	vm.rom, err = unix.Mmap(-1, 0, realmode.ROMSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -260,21 +260,21 @@ func (vm *VM) addSlot(guest uint64, host []byte, readOnly bool) error {
 
 // backedRanges is guest RAM minus the PC's low-memory hole minus every page
 // that holds a byte of bad RAM.
-func backedRanges(memSize uint64, bad []loader.Range) []loader.Range {
-	return loader.SubtractRanges([]loader.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, pageHoles(bad))
+func backedRanges(memSize uint64, bad []memmap.Range) []memmap.Range {
+	return memmap.Subtract([]memmap.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, pageHoles(bad))
 }
 
 // holeRanges is the low-memory hole below the firmware image, minus every
 // page that holds a byte of bad (declared bad RAM there stays trapped).
-func holeRanges(bad []loader.Range) []loader.Range {
-	return loader.SubtractRanges([]loader.Range{{Start: lowRAMEnd, End: realmode.ROMBase}}, pageHoles(bad))
+func holeRanges(bad []memmap.Range) []memmap.Range {
+	return memmap.Subtract([]memmap.Range{{Start: lowRAMEnd, End: realmode.ROMBase}}, pageHoles(bad))
 }
 
 // pageHoles are the pages that hold a byte of bad.
-func pageHoles(bad []loader.Range) []loader.Range {
-	holes := make([]loader.Range, len(bad))
+func pageHoles(bad []memmap.Range) []memmap.Range {
+	holes := make([]memmap.Range, len(bad))
 	for i, b := range bad {
-		holes[i] = loader.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
+		holes[i] = memmap.Range{Start: b.Start &^ (pageSize - 1), End: (b.End + pageSize - 1) &^ (pageSize - 1)}
 	}
 	return holes
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 )
 
 const tMiB = 1 << 20
@@ -19,11 +19,11 @@ const tMiB = 1 << 20
 // may be (or the guest takes a spurious bad-RAM exit).
 func TestBackedRanges(t *testing.T) {
 	const mem = 64 * tMiB
-	type R struct{ start, end uint64 } // local: loader.Range literals would need keys
-	ranges := func(rs []R) []loader.Range {
-		var out []loader.Range
+	type R struct{ start, end uint64 } // local: memmap.Range literals would need keys
+	ranges := func(rs []R) []memmap.Range {
+		var out []memmap.Range
 		for _, r := range rs {
-			out = append(out, loader.Range{Start: r.start, End: r.end})
+			out = append(out, memmap.Range{Start: r.start, End: r.end})
 		}
 		return out
 	}
@@ -95,7 +95,7 @@ func TestBackedRanges(t *testing.T) {
 // checkBacked checks backedRanges' contract page by page: sorted,
 // disjoint, non-empty, page-aligned pieces; a page is backed exactly when
 // it is RAM outside the legacy hole and holds no bad byte.
-func checkBacked(t *testing.T, name string, mem uint64, bad, got []loader.Range) {
+func checkBacked(t *testing.T, name string, mem uint64, bad, got []memmap.Range) {
 	t.Helper()
 	for i, r := range got {
 		if r.Start%pageSize != 0 || r.End%pageSize != 0 || r.Start >= r.End {
@@ -116,7 +116,7 @@ func checkBacked(t *testing.T, name string, mem uint64, bad, got []loader.Range)
 	for page := uint64(0); page < mem; page += pageSize {
 		want := page < 0xA0000 || page >= 0x100000
 		for _, b := range bad {
-			if b.Overlaps(loader.Range{Start: page, End: page + pageSize}) {
+			if b.Overlaps(memmap.Range{Start: page, End: page + pageSize}) {
 				want = false
 			}
 		}
@@ -132,11 +132,11 @@ func TestBackedRangesRandom(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	const mem = 16 * tMiB
 	for iter := 0; iter < 200; iter++ {
-		var bad []loader.Range
+		var bad []memmap.Range
 		for n := rng.Intn(6); n > 0; n-- {
 			start := uint64(rng.Int63n(mem + tMiB))
 			size := uint64(1 + rng.Int63n(int64([]uint64{16, 4096, 3 * tMiB}[rng.Intn(3)])))
-			bad = append(bad, loader.Range{Start: start, End: start + size})
+			bad = append(bad, memmap.Range{Start: start, End: start + size})
 		}
 		got := backedRanges(mem, bad)
 		checkBacked(t, fmt.Sprintf("iteration %d, bad %v", iter, bad), mem, bad, got)
@@ -177,11 +177,11 @@ func TestLostInterrupts(t *testing.T) {
 // holeRanges is the hole between 640K and the firmware image, whole pages
 // of declared bad RAM left out (to stay trapped).
 func TestHoleRanges(t *testing.T) {
-	if got, want := holeRanges(nil), []loader.Range{{Start: 0xA0000, End: 0xF0000}}; !slices.Equal(got, want) {
+	if got, want := holeRanges(nil), []memmap.Range{{Start: 0xA0000, End: 0xF0000}}; !slices.Equal(got, want) {
 		t.Errorf("no bad RAM: %v, want %v", got, want)
 	}
-	got := holeRanges([]loader.Range{{Start: 0xB8010, End: 0xB8020}, {Start: 16 << 20, End: 32 << 20}})
-	if want := []loader.Range{{Start: 0xA0000, End: 0xB8000}, {Start: 0xB9000, End: 0xF0000}}; !slices.Equal(got, want) {
+	got := holeRanges([]memmap.Range{{Start: 0xB8010, End: 0xB8020}, {Start: 16 << 20, End: 32 << 20}})
+	if want := []memmap.Range{{Start: 0xA0000, End: 0xB8000}, {Start: 0xB9000, End: 0xF0000}}; !slices.Equal(got, want) {
 		t.Errorf("bad RAM in the hole: %v, want %v", got, want)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"kvmboot/e2e/hosttest"
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/kvm"
@@ -49,9 +49,9 @@ func runKVM(t testing.TB, cfg memtest.Config, f []faults.Range) *memtest.Report 
 
 func TestKVMMemtestStuck0(t *testing.T) {
 	requireKVM(t)
-	rep := runKVM(t, memtest.Config{Ranges: []loader.Range{{Start: 16 * mib, End: 24 * mib}}}, faulty(t, "20M-21M:stuck0"))
+	rep := runKVM(t, memtest.Config{Ranges: []memmap.Range{{Start: 16 * mib, End: 24 * mib}}}, faulty(t, "20M-21M:stuck0"))
 	got := rep.FailingRanges()
-	if len(got) != 1 || got[0] != (loader.Range{Start: 20 * mib, End: 21 * mib}) {
+	if len(got) != 1 || got[0] != (memmap.Range{Start: 20 * mib, End: 21 * mib}) {
 		t.Errorf("failing %v", got)
 	}
 	t.Logf("%d pages in %.0f ms (guest %.0f ms, %.0f ns/page), %d exits, frames %+v, failures %+v, faulty %+v",
@@ -67,13 +67,13 @@ func BenchmarkMemtestKVM(b *testing.B) {
 	requireKVM(b)
 	for _, tc := range []struct {
 		mode string
-		span loader.Range
+		span memmap.Range
 	}{
-		{memtest.Quick, loader.Range{Start: 16 * mib, End: 32 * mib}},
-		{memtest.Thorough, loader.Range{Start: 16 * mib, End: 17 * mib}},
+		{memtest.Quick, memmap.Range{Start: 16 * mib, End: 32 * mib}},
+		{memtest.Thorough, memmap.Range{Start: 16 * mib, End: 17 * mib}},
 	} {
 		b.Run(tc.mode, func(b *testing.B) {
-			cfg := memtest.Config{Mode: tc.mode, MemSize: 256 * mib, Ranges: []loader.Range{tc.span}}
+			cfg := memtest.Config{Mode: tc.mode, MemSize: 256 * mib, Ranges: []memmap.Range{tc.span}}
 			ipp, err := memtest.CountInstructions(context.Background(), kvm.Backend{}, cfg, machine.Options{Timeout: 5 * time.Minute})
 			if err != nil {
 				b.Fatal(err)

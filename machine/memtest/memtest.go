@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/realmode"
@@ -45,16 +46,16 @@ type Config struct {
 	Seed    uint64 // varies the patterns (and drives the flip fault model)
 	MemSize uint64
 	// BadRAM is declared bad: never tested, trapped if touched.
-	BadRAM []loader.Range
+	BadRAM []memmap.Range
 	// Ranges limits the test (--memtest-range); nil tests all usable RAM.
-	Ranges []loader.Range
+	Ranges []memmap.Range
 	// Verify has the entry stub check the guest's checksum before the jump.
 	Verify bool
 }
 
 // Reserved is what the memory test never touches: the entry stub's GDT,
 // TSS, stack and parameter block, and the memtest guest itself.
-var Reserved = []loader.Range{
+var Reserved = []memmap.Range{
 	{Start: realmode.StubLow, End: realmode.StubHigh},
 	{Start: realmode.MemtestAddr, End: realmode.MemtestEnd},
 }
@@ -63,15 +64,15 @@ var Reserved = []loader.Range{
 // usable (declared bad RAM excluded), within cfg.Ranges when given, minus
 // Reserved, shrunk to whole pages (a page partly bad or reserved is not
 // tested).
-func TestRanges(cfg Config) ([]loader.Range, error) {
-	m := loader.NewBadRAMMap(cfg.MemSize, cfg.BadRAM)
+func TestRanges(cfg Config) ([]memmap.Range, error) {
+	m := memmap.NewWithBadRAM(cfg.MemSize, loader.FirmwareHigh, cfg.BadRAM)
 	for _, r := range Reserved {
-		m.Set(r, loader.KindReserved)
+		m.Set(r, memmap.KindReserved)
 	}
-	usable := m.Ranges(loader.KindRAM)
+	usable := m.Ranges(memmap.KindRAM)
 	if cfg.Ranges != nil {
-		var in []loader.Range
-		for _, want := range loader.MergeRanges(cfg.Ranges) {
+		var in []memmap.Range
+		for _, want := range memmap.Merge(cfg.Ranges) {
 			for _, u := range usable {
 				if r := clip(want, u); r.Start < r.End {
 					in = append(in, r)
@@ -80,7 +81,7 @@ func TestRanges(cfg Config) ([]loader.Range, error) {
 		}
 		usable = in
 	}
-	var out []loader.Range
+	var out []memmap.Range
 	for _, r := range usable {
 		r.Start = (r.Start + PageSize - 1) &^ (PageSize - 1)
 		r.End &^= PageSize - 1
@@ -88,7 +89,7 @@ func TestRanges(cfg Config) ([]loader.Range, error) {
 			out = append(out, r)
 		}
 	}
-	out = loader.MergeRanges(out)
+	out = memmap.Merge(out)
 	if len(out) == 0 {
 		return nil, errors.New("memtest: no whole page of usable RAM to test in the given ranges")
 	}
@@ -100,12 +101,12 @@ func TestRanges(cfg Config) ([]loader.Range, error) {
 
 // clip is the part of r inside within; empty (Start >= End) when they do
 // not overlap.
-func clip(r, within loader.Range) loader.Range {
-	return loader.Range{Start: max(r.Start, within.Start), End: min(r.End, within.End)}
+func clip(r, within memmap.Range) memmap.Range {
+	return memmap.Range{Start: max(r.Start, within.Start), End: min(r.End, within.End)}
 }
 
 // Pages counts the pages in rs.
-func Pages(rs []loader.Range) uint64 {
+func Pages(rs []memmap.Range) uint64 {
 	var n uint64
 	for _, r := range rs {
 		n += r.Size() / PageSize
@@ -115,7 +116,7 @@ func Pages(rs []loader.Range) uint64 {
 
 // Plan returns the boot plan of the memtest guest for cfg and the ranges
 // it tests.
-func Plan(cfg Config) (*loader.Plan, []loader.Range, error) {
+func Plan(cfg Config) (*loader.Plan, []memmap.Range, error) {
 	mode, err := ParseMode(cfg.Mode)
 	if err != nil {
 		return nil, nil, err
@@ -139,7 +140,7 @@ func Plan(cfg Config) (*loader.Plan, []loader.Range, error) {
 	plan := &loader.Plan{
 		Kernel:  loader.KernelInfo{Path: "(memtest " + mode + ")", Format: "raw", Protocol: loader.ProtocolELF},
 		MemSize: cfg.MemSize,
-		Map:     loader.NewBadRAMMap(cfg.MemSize, cfg.BadRAM),
+		Map:     memmap.NewWithBadRAM(cfg.MemSize, loader.FirmwareHigh, cfg.BadRAM),
 		Verify:  cfg.Verify,
 		Placements: []loader.Placement{
 			{What: "memtest", Name: "memtest guest", Start: realmode.MemtestAddr, Data: realmode.Memtest, Size: uint64(len(realmode.Memtest)), Verify: true},
@@ -165,7 +166,7 @@ type RangeJSON struct {
 	End   uint64 `json:"end"`
 }
 
-func toJSON(rs []loader.Range) []RangeJSON {
+func toJSON(rs []memmap.Range) []RangeJSON {
 	out := make([]RangeJSON, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, RangeJSON{Start: r.Start, End: r.End})
@@ -205,11 +206,11 @@ type Report struct {
 	Exits               uint64        `json:"vm_exits"`
 	Faulty              *faults.Stats `json:"faulty_ram,omitempty"`
 
-	failing []loader.Range
+	failing []memmap.Range
 }
 
 // FailingRanges returns the coalesced failing ranges.
-func (r *Report) FailingRanges() []loader.Range { return slices.Clone(r.failing) }
+func (r *Report) FailingRanges() []memmap.Range { return slices.Clone(r.failing) }
 
 // MaxFailures is how many fail frames a report keeps in detail.
 const MaxFailures = 64
@@ -217,18 +218,18 @@ const MaxFailures = 64
 // Session collects the frames of one memtest run and checks them against
 // the ranges the host asked for: nothing outside them can be reported bad.
 type Session struct {
-	tested  []loader.Range
+	tested  []memmap.Range
 	hello   *Hello
 	done    *Done
-	failing []loader.Range
+	failing []memmap.Range
 	merged  int // len(failing) after the last merge
 	details []Fail
 	ignored uint64
 }
 
 // NewSession starts a session for a test of the given ranges.
-func NewSession(tested []loader.Range) *Session {
-	return &Session{tested: loader.MergeRanges(tested)}
+func NewSession(tested []memmap.Range) *Session {
+	return &Session{tested: memmap.Merge(tested)}
 }
 
 // maxRun bounds the pages one fail frame can name (4 GiB of them).
@@ -252,7 +253,7 @@ func (s *Session) Frame(f Frame) {
 		}
 		fl.TestName = realmode.MemtestTestName(fl.Test)
 		page := uint64(fl.Addr) &^ (PageSize - 1)
-		run := loader.Range{Start: page, End: page + uint64(min(fl.Pages, maxRun))*PageSize}
+		run := memmap.Range{Start: page, End: page + uint64(min(fl.Pages, maxRun))*PageSize}
 		hit := false
 		for _, t := range s.tested {
 			if r := clip(run, t); r.Start < r.End {
@@ -270,7 +271,7 @@ func (s *Session) Frame(f Frame) {
 		// Keep the list bounded whatever the guest sends: merged, it
 		// holds at most one range per tested page.
 		if len(s.failing) > 2*s.merged+1024 {
-			s.failing = loader.MergeRanges(s.failing)
+			s.failing = memmap.Merge(s.failing)
 			s.merged = len(s.failing)
 		}
 	case TypeDone:
@@ -286,20 +287,20 @@ func (s *Session) Frame(f Frame) {
 }
 
 // Failing returns the failing pages coalesced into ranges.
-func (s *Session) Failing() []loader.Range { return loader.MergeRanges(s.failing) }
+func (s *Session) Failing() []memmap.Range { return memmap.Merge(s.failing) }
 
 // Complete says whether the guest sent its hello and done frames.
 func (s *Session) Complete() bool { return s.hello != nil && s.done != nil }
 
 // CoalescePages turns failing page addresses (any order, duplicates
 // allowed, any address inside the page) into sorted, merged ranges.
-func CoalescePages(pages []uint64) []loader.Range {
-	rs := make([]loader.Range, 0, len(pages))
+func CoalescePages(pages []uint64) []memmap.Range {
+	rs := make([]memmap.Range, 0, len(pages))
 	for _, p := range pages {
 		p &^= PageSize - 1
-		rs = append(rs, loader.Range{Start: p, End: p + PageSize})
+		rs = append(rs, memmap.Range{Start: p, End: p + PageSize})
 	}
-	return loader.MergeRanges(rs)
+	return memmap.Merge(rs)
 }
 
 // Error is a memtest run that did not complete; Result is the backend's
@@ -330,7 +331,7 @@ func Run(ctx context.Context, b machine.Backend, cfg Config, opts machine.Option
 		sink = io.MultiWriter(dec, opts.COM2)
 	}
 	opts.COM2 = sink
-	opts.BadRAM = plan.Map.Ranges(loader.KindBad)
+	opts.BadRAM = plan.Map.Ranges(memmap.KindBad)
 	start := time.Now()
 	mr, err := b.Run(ctx, plan, opts)
 	if err != nil {
@@ -351,8 +352,8 @@ func Run(ctx context.Context, b machine.Backend, cfg Config, opts machine.Option
 	rep.failing = sess.Failing()
 	rep.Failing = toJSON(rep.failing)
 	rep.FailingPages = Pages(rep.failing)
-	rep.BadRAM = loader.FormatBadRAM(rep.failing)
-	rep.Memmap = loader.FormatMemmap(rep.failing)
+	rep.BadRAM = memmap.FormatBadRAM(rep.failing)
+	rep.Memmap = memmap.FormatMemmap(rep.failing)
 	if sess.done != nil {
 		rep.PagesTested = uint64(sess.done.Tested)
 		if rep.PagesTested > 0 {
@@ -367,7 +368,7 @@ func Run(ctx context.Context, b machine.Backend, cfg Config, opts machine.Option
 }
 
 // check says why a memtest run cannot be trusted, if it cannot.
-func check(mr *machine.Result, sess *Session, ranges []loader.Range, backend string) error {
+func check(mr *machine.Result, sess *Session, ranges []memmap.Range, backend string) error {
 	if mr.Outcome != machine.Pass && !(mr.GuestRan && mr.Outcome == machine.Fail) {
 		return &Error{Msg: fmt.Sprintf("the guest did not finish: %s: %s", mr.Outcome, mr.Reason), Result: mr}
 	}
@@ -407,7 +408,7 @@ func CountInstructions(ctx context.Context, b machine.Backend, cfg Config, opts 
 	for _, r := range ranges {
 		if r.Size() >= 3*PageSize && r.Start >= 1<<20 {
 			at = r.Start
-			if r.Contains(loader.Range{Start: 16 << 20, End: 16<<20 + 3*PageSize}) {
+			if r.Contains(memmap.Range{Start: 16 << 20, End: 16<<20 + 3*PageSize}) {
 				at = 16 << 20
 			}
 			break
@@ -418,7 +419,7 @@ func CountInstructions(ctx context.Context, b machine.Backend, cfg Config, opts 
 	}
 	count := func(pages uint64) (uint64, error) {
 		c := cfg
-		c.Ranges = []loader.Range{{Start: at, End: at + pages*PageSize}}
+		c.Ranges = []memmap.Range{{Start: at, End: at + pages*PageSize}}
 		var n uint64
 		o := opts
 		o.Trace = func(string) { n++ }

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/realmode"
 )
 
@@ -13,13 +13,13 @@ const mib = 1 << 20
 func TestCoalescePages(t *testing.T) {
 	for _, tc := range []struct {
 		pages []uint64
-		want  []loader.Range
+		want  []memmap.Range
 	}{
 		{nil, nil},
-		{[]uint64{0x1400000}, []loader.Range{{Start: 0x1400000, End: 0x1401000}}},
+		{[]uint64{0x1400000}, []memmap.Range{{Start: 0x1400000, End: 0x1401000}}},
 		// unsorted, duplicated, inside the page, contiguous
 		{[]uint64{0x1402010, 0x1400000, 0x1401ffc, 0x1400004, 0x1405000},
-			[]loader.Range{{Start: 0x1400000, End: 0x1403000}, {Start: 0x1405000, End: 0x1406000}}},
+			[]memmap.Range{{Start: 0x1400000, End: 0x1403000}, {Start: 0x1405000, End: 0x1406000}}},
 	} {
 		if got := CoalescePages(tc.pages); !slices.Equal(got, tc.want) {
 			t.Errorf("CoalescePages(%#x) = %v, want %v", tc.pages, got, tc.want)
@@ -32,19 +32,19 @@ func TestTestRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []loader.Range{{Start: 0, End: realmode.StubLow}, {Start: realmode.StubHigh, End: realmode.MemtestAddr},
+	want := []memmap.Range{{Start: 0, End: realmode.StubLow}, {Start: realmode.StubHigh, End: realmode.MemtestAddr},
 		{Start: realmode.MemtestEnd, End: 0xA0000}, {Start: mib, End: 64 * mib}}
 	if !slices.Equal(got, want) {
 		t.Errorf("default ranges %v, want %v", got, want)
 	}
 	// Declared bad RAM is left out, and so are partial pages.
-	got, _ = TestRanges(Config{MemSize: 64 * mib, BadRAM: []loader.Range{{Start: 20*mib + 0x400, End: 21*mib + 0x800}},
-		Ranges: []loader.Range{{Start: 16 * mib, End: 24 * mib}, {Start: 100 * mib, End: 200 * mib}}})
-	want = []loader.Range{{Start: 16 * mib, End: 20 * mib}, {Start: 21*mib + 0x1000, End: 24 * mib}}
+	got, _ = TestRanges(Config{MemSize: 64 * mib, BadRAM: []memmap.Range{{Start: 20*mib + 0x400, End: 21*mib + 0x800}},
+		Ranges: []memmap.Range{{Start: 16 * mib, End: 24 * mib}, {Start: 100 * mib, End: 200 * mib}}})
+	want = []memmap.Range{{Start: 16 * mib, End: 20 * mib}, {Start: 21*mib + 0x1000, End: 24 * mib}}
 	if !slices.Equal(got, want) {
 		t.Errorf("limited ranges %v, want %v", got, want)
 	}
-	if _, err := TestRanges(Config{MemSize: 64 * mib, Ranges: []loader.Range{{Start: 0xA0000, End: 0x100000}}}); err == nil {
+	if _, err := TestRanges(Config{MemSize: 64 * mib, Ranges: []memmap.Range{{Start: 0xA0000, End: 0x100000}}}); err == nil {
 		t.Error("a range with no RAM accepted")
 	}
 	if Pages(want) != 4*256+3*256-1 {
@@ -53,7 +53,7 @@ func TestTestRanges(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
-	plan, ranges, err := Plan(Config{Mode: Thorough, Seed: 3, MemSize: 64 * mib, Ranges: []loader.Range{{Start: 16 * mib, End: 17 * mib}}, Verify: true})
+	plan, ranges, err := Plan(Config{Mode: Thorough, Seed: 3, MemSize: 64 * mib, Ranges: []memmap.Range{{Start: 16 * mib, End: 17 * mib}}, Verify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestSession(t *testing.T) {
-	tested := []loader.Range{{Start: 16 * mib, End: 24 * mib}}
+	tested := []memmap.Range{{Start: 16 * mib, End: 24 * mib}}
 	s := NewSession(tested)
 	// A fail before hello is out of place.
 	s.Frame(Frame{Type: TypeFail, Payload: failPayload(20*mib, 1, 0, 1, 1)})
@@ -82,7 +82,7 @@ func TestSession(t *testing.T) {
 	s.Frame(Frame{Type: TypeFail, Payload: []byte{1, 2, 3}})                     // short
 	s.Frame(Frame{Type: TypeDone, Payload: donePayload(2048, 256, 0)})
 	s.Frame(Frame{Type: TypeFail, Payload: failPayload(17*mib, 1, 0, 7, 1)}) // after done
-	want := []loader.Range{{Start: 20 * mib, End: 21 * mib}, {Start: 23 * mib, End: 24 * mib}}
+	want := []memmap.Range{{Start: 20 * mib, End: 21 * mib}, {Start: 23 * mib, End: 24 * mib}}
 	if got := s.Failing(); !slices.Equal(got, want) {
 		t.Errorf("failing %v, want %v", got, want)
 	}
@@ -94,7 +94,7 @@ func TestSession(t *testing.T) {
 // TestSessionBounded: a guest that sends a million fail frames cannot make
 // the host keep a million ranges.
 func TestSessionBounded(t *testing.T) {
-	s := NewSession([]loader.Range{{Start: 0, End: 64 * mib}})
+	s := NewSession([]memmap.Range{{Start: 0, End: 64 * mib}})
 	s.Frame(Frame{Type: TypeHello, Payload: helloPayload(0, 1, 16384, 0)})
 	p := failPayload(0, 1, 0, 1, 1)
 	for i := 0; i < 1_000_000; i++ {

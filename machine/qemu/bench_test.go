@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -34,7 +35,7 @@ func BenchmarkQEMUExitAtEntry(b *testing.B) {
 		for _, mib := range []uint64{16, 128, 1024} {
 			b.Run(fmt.Sprintf("%s/%dMiB", tc.machine, mib), func(b *testing.B) {
 				plan := codePlan(b, exitCode)
-				plan.MemSize, plan.Map = mib<<20, loader.NewMemoryMap(mib<<20)
+				plan.MemSize, plan.Map = mib<<20, memmap.New(mib<<20, loader.FirmwareHigh)
 				var sum machine.Result
 				for b.Loop() {
 					res, err := tc.backend.Run(context.Background(), plan, machine.Options{Timeout: 20 * time.Second})
@@ -67,7 +68,7 @@ func BenchmarkQEMUChecksum(b *testing.B) {
 	for _, mib := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
 			plan := codePlan(b, exitCode)
-			plan.MemSize, plan.Map = 64<<20, loader.NewMemoryMap(64<<20)
+			plan.MemSize, plan.Map = 64<<20, memmap.New(64<<20, loader.FirmwareHigh)
 			piece := make([]byte, mib<<20)
 			for i := range piece {
 				piece[i] = byte(i * 7)
@@ -97,7 +98,7 @@ func BenchmarkPlace(b *testing.B) {
 	for _, mib := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
 			plan := codePlan(b, make([]byte, mib<<20))
-			plan.MemSize, plan.Map = 64<<20, loader.NewMemoryMap(64<<20)
+			plan.MemSize, plan.Map = 64<<20, memmap.New(64<<20, loader.FirmwareHigh)
 			b.SetBytes(int64(mib << 20))
 			for b.Loop() {
 				r := &run{shape: machine.ShapeOf(plan), memSize: plan.MemSize, plan: plan, log: func(string) {}}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -51,8 +52,8 @@ const canaryGap = 4
 // checkCanary returns the ranges of mem (at guest address base) that no
 // longer hold the canary, as absolute guest ranges. Changed bytes fewer than
 // canaryGap bytes apart are one range.
-func checkCanary(mem []byte, base uint64) []loader.Range {
-	var out []loader.Range
+func checkCanary(mem []byte, base uint64) []memmap.Range {
+	var out []memmap.Range
 	for i := 0; i < len(mem); {
 		off := int((base + uint64(i)) % canaryPeriod)
 		n := min(len(mem)-i, canaryPeriod-off)
@@ -68,7 +69,7 @@ func checkCanary(mem []byte, base uint64) []loader.Range {
 			if k := len(out) - 1; k >= 0 && a < out[k].End+canaryGap {
 				out[k].End = a + 1
 			} else {
-				out = append(out, loader.Range{Start: a, End: a + 1})
+				out = append(out, memmap.Range{Start: a, End: a + 1})
 			}
 		}
 		i += n
@@ -79,26 +80,26 @@ func checkCanary(mem []byte, base uint64) []loader.Range {
 // canaryRanges is what gets a canary: the bad ranges inside guest RAM minus
 // the placements (the loader writes those before the guest runs, and a
 // placement's bss must stay zero).
-func canaryRanges(bad []loader.Range, placements []loader.Placement, memSize uint64) []loader.Range {
-	var inRAM []loader.Range
-	for _, r := range loader.MergeRanges(bad) {
+func canaryRanges(bad []memmap.Range, placements []loader.Placement, memSize uint64) []memmap.Range {
+	var inRAM []memmap.Range
+	for _, r := range memmap.Merge(bad) {
 		if r.End = min(r.End, memSize); r.Start < r.End {
 			inRAM = append(inRAM, r)
 		}
 	}
-	placed := make([]loader.Range, len(placements))
+	placed := make([]memmap.Range, len(placements))
 	for i, p := range placements {
 		placed[i] = p.Range()
 	}
-	return loader.SubtractRanges(inRAM, placed)
+	return memmap.Subtract(inRAM, placed)
 }
 
 // canaryWatch checks the canaries of a run and turns changes into bad-RAM
 // accesses, each reported once.
 type canaryWatch struct {
 	ram    []byte
-	ranges []loader.Range
-	seen   []loader.Range // changed ranges already reported
+	ranges []memmap.Range
+	seen   []memmap.Range // changed ranges already reported
 	cost   time.Duration  // how long the last check took
 }
 
@@ -122,7 +123,7 @@ func (w *canaryWatch) check() []machine.BadAccess {
 // reported says whether a change was reported before. A range that grew
 // since (the guest wrote next to its earlier write) counts as new only for
 // its new bytes' sake: it is reported again with its whole span.
-func (w *canaryWatch) reported(c loader.Range) bool {
+func (w *canaryWatch) reported(c memmap.Range) bool {
 	for _, s := range w.seen {
 		if s == c || s.Contains(c) {
 			return true

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 )
@@ -30,6 +31,10 @@ const DefaultBinary = "qemu-system-i386"
 
 // ErrNoQEMU reports that qemu-system-i386 cannot be found or run.
 var ErrNoQEMU = errors.New("qemu-system-i386 not found (install it: apt-get install qemu-system-x86)")
+
+// ErrNeedPlugin is the error of faulty RAM or a trace under a QEMU that
+// did not load kvmboot's TCG plugin, for errors.Is.
+var ErrNeedPlugin = errors.New("need kvmboot's TCG plugin")
 
 // Backend runs plans under qemu-system-i386, one QEMU process per run.
 type Backend struct {
@@ -201,7 +206,7 @@ func (r *run) Run(ctx context.Context, plan *loader.Plan) (*machine.Result, erro
 	}
 	if err != nil && ctx.Err() == nil && r.plug != nil && strings.Contains(err.Error(), "plugin") {
 		if r.faulty != nil || r.opts.Trace != nil {
-			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU need kvmboot's TCG plugin, which this QEMU did not load: %w", err)
+			return nil, fmt.Errorf("--faulty-ram and --trace under QEMU %w, which this QEMU did not load: %w", ErrNeedPlugin, err)
 		}
 		// A QEMU that cannot load plugins: bad RAM is watched as
 		// before the plugin, through canaries.
@@ -419,8 +424,8 @@ func (r *run) prepareFirmware() error {
 // meanwhile; the guest runs only once connect sends cont.
 func (r *run) place() error {
 	if got := machine.ShapeOf(r.plan); got != r.shape {
-		return fmt.Errorf("the plan (%s of RAM, ACPI page %v, %d CPUs) does not fit the machine started for it (%s, %v, %d CPUs)",
-			loader.FormatSize(got.MemSize), got.ACPI, got.CPUs, loader.FormatSize(r.shape.MemSize), r.shape.ACPI, r.shape.CPUs)
+		return fmt.Errorf("the plan (%s of RAM, ACPI page %v, %d CPUs) %w (%s, %v, %d CPUs)",
+			memmap.FormatSize(got.MemSize), got.ACPI, got.CPUs, machine.ErrShapeMismatch, memmap.FormatSize(r.shape.MemSize), r.shape.ACPI, r.shape.CPUs)
 	}
 	plan, err := machine.WithACPITables(r.plan, r.tables)
 	if err != nil {
@@ -468,7 +473,7 @@ func (r *run) prepareKernel() error {
 	}
 	r.launch.Kernel = kernel
 	r.launch.Append = p.Cmdline
-	bad := loader.MergeRanges(r.opts.BadRAM)
+	bad := memmap.Merge(r.opts.BadRAM)
 	switch p.Kernel.Protocol {
 	case loader.ProtocolMultiboot:
 		if len(p.ModuleArgs) > 0 {
@@ -486,7 +491,7 @@ func (r *run) prepareKernel() error {
 		if p.Initrd != "" {
 			r.launch.Initrd = optEscape(p.Initrd)
 		}
-		if mm := loader.FormatMemmap(bad); mm != "" {
+		if mm := memmap.FormatMemmap(bad); mm != "" {
 			r.launch.Append = strings.TrimSpace(r.launch.Append + " " + mm)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/realmode"
 )
@@ -148,7 +149,7 @@ func TestDebugExitValue(t *testing.T) {
 func stubFailedRAM(t *testing.T) (*machine.GuestMemory, *loader.Plan) {
 	t.Helper()
 	plan := &loader.Plan{
-		MemSize: 16 << 20, Map: loader.NewMemoryMap(16 << 20), Verify: true,
+		MemSize: 16 << 20, Map: memmap.New(16<<20, loader.FirmwareHigh), Verify: true,
 		Placements: []loader.Placement{{What: "kernel", Start: 0x100000, Data: []byte("kernel bytes"), Size: 12, Verify: true}},
 		Entry:      loader.EntryState{EIP: 0x100000},
 	}
@@ -284,23 +285,23 @@ func TestCanaryFillCheck(t *testing.T) {
 	// A 1-byte store far away is a second write.
 	mem[100] ^= 0x10
 	got := checkCanary(mem, base)
-	want := []loader.Range{{Start: base + 100, End: base + 101}, {Start: a, End: a + 4}}
+	want := []memmap.Range{{Start: base + 100, End: base + 101}, {Start: a, End: a + 4}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 	// Zeros over a whole period: one range.
 	clear(mem)
 	got = checkCanary(mem, base)
-	if len(got) != 1 || got[0] != (loader.Range{Start: base, End: base + uint64(len(mem))}) {
+	if len(got) != 1 || got[0] != (memmap.Range{Start: base, End: base + uint64(len(mem))}) {
 		t.Errorf("zeroed: %v", got)
 	}
 }
 
 func TestCanaryRanges(t *testing.T) {
-	bad := []loader.Range{{Start: 16 << 20, End: 32 << 20}, {Start: 250 << 20, End: 300 << 20}, {Start: 20 << 20, End: 24 << 20}}
+	bad := []memmap.Range{{Start: 16 << 20, End: 32 << 20}, {Start: 250 << 20, End: 300 << 20}, {Start: 20 << 20, End: 24 << 20}}
 	pl := []loader.Placement{{Start: 17 << 20, Size: 1 << 20}, {Start: 0x7000, Size: 0x1000}}
 	got := canaryRanges(bad, pl, 256<<20)
-	want := []loader.Range{{Start: 16 << 20, End: 17 << 20}, {Start: 18 << 20, End: 32 << 20}, {Start: 250 << 20, End: 256 << 20}}
+	want := []memmap.Range{{Start: 16 << 20, End: 17 << 20}, {Start: 18 << 20, End: 32 << 20}, {Start: 250 << 20, End: 256 << 20}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
@@ -308,7 +309,7 @@ func TestCanaryRanges(t *testing.T) {
 
 func TestCanaryWatch(t *testing.T) {
 	ram := make([]byte, 1<<20)
-	w := &canaryWatch{ram: ram, ranges: []loader.Range{{Start: 0x10000, End: 0x20000}, {Start: 0x40000, End: 0x40100}}}
+	w := &canaryWatch{ram: ram, ranges: []memmap.Range{{Start: 0x10000, End: 0x20000}, {Start: 0x40000, End: 0x40100}}}
 	for _, r := range w.ranges {
 		fillCanary(ram[r.Start:r.End], r.Start)
 	}
@@ -490,7 +491,7 @@ func TestQEMUError(t *testing.T) {
 }
 
 func TestNoQEMU(t *testing.T) {
-	plan := &loader.Plan{MemSize: 16 << 20, Map: loader.NewMemoryMap(16 << 20)}
+	plan := &loader.Plan{MemSize: 16 << 20, Map: memmap.New(16<<20, loader.FirmwareHigh)}
 	_, err := Backend{Binary: "/nonexistent/qemu-system-i386"}.Run(context.Background(), plan, machine.Options{})
 	if !errors.Is(err, ErrNoQEMU) {
 		t.Errorf("got %v, want ErrNoQEMU", err)

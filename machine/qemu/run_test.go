@@ -3,6 +3,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"kvmboot/e2e/hosttest"
 	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 )
 
@@ -31,7 +33,7 @@ func codePlan(t testing.TB, code []byte) *loader.Plan {
 	plan := &loader.Plan{
 		Kernel:     loader.KernelInfo{Path: "(test code)", Format: "raw", Protocol: loader.ProtocolELF},
 		MemSize:    mem,
-		Map:        loader.NewMemoryMap(mem),
+		Map:        memmap.New(mem, loader.FirmwareHigh),
 		Placements: []loader.Placement{{What: "code", Start: 0x100000, Data: code, Size: uint64(len(code))}},
 		Entry:      loader.EntryState{EIP: 0x100000},
 	}
@@ -281,7 +283,7 @@ func TestStartBeforePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Run(ctx, plan); err == nil || !strings.Contains(err.Error(), "does not fit the machine") {
+	if _, err := st.Run(ctx, plan); !errors.Is(err, machine.ErrShapeMismatch) {
 		t.Errorf("a plan for 16M on a 32M machine: %v", err)
 	}
 	stopped(st)

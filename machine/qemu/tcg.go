@@ -16,7 +16,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/qemu/plugin"
@@ -39,7 +39,7 @@ type tcgPlugin struct {
 	conn   *os.File // kvmboot's end
 	connFD int
 	config plugin.Config
-	bad    []loader.Range // declared bad RAM inside guest RAM, merged
+	bad    []memmap.Range // declared bad RAM inside guest RAM, merged
 	faulty *faults.Set
 
 	stop    chan machine.BadAccess // the access that ends the run (stop policy)
@@ -79,7 +79,7 @@ const pluginArg = "/proc/self/fd/3,fd=4"
 
 // newTCGPlugin prepares the plugin for a run: bad RAM (already clipped to
 // guest RAM) and faulty RAM to watch, and whether to trace.
-func newTCGPlugin(r *run, bad []loader.Range, faulty *faults.Set, trace bool) (*tcgPlugin, error) {
+func newTCGPlugin(r *run, bad []memmap.Range, faulty *faults.Set, trace bool) (*tcgPlugin, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(r.ramPath, &st); err != nil {
 		return nil, fmt.Errorf("guest RAM file: %w", err)
@@ -221,8 +221,8 @@ func (p *tcgPlugin) loop() error {
 
 // window is where an access at addr may reach: up to 16 bytes, within its
 // page and guest RAM.
-func (p *tcgPlugin) window(addr uint64) loader.Range {
-	return loader.Range{Start: addr, End: min(addr+16, (addr|0xFFF)+1, p.r.memSize)}
+func (p *tcgPlugin) window(addr uint64) memmap.Range {
+	return memmap.Range{Start: addr, End: min(addr+16, (addr|0xFFF)+1, p.r.memSize)}
 }
 
 // fault handles an access about to happen. It reports false when the run
@@ -230,7 +230,7 @@ func (p *tcgPlugin) window(addr uint64) loader.Range {
 func (p *tcgPlugin) fault(f plugin.Fault) bool {
 	win := p.window(f.Phys)
 	var undo []saved
-	save := func(r loader.Range) []byte {
+	save := func(r memmap.Range) []byte {
 		b := append([]byte(nil), p.r.ram[r.Start:r.End]...)
 		undo = append(undo, saved{r.Start, b})
 		return p.r.ram[r.Start:r.End]
@@ -260,7 +260,7 @@ func (p *tcgPlugin) fault(f plugin.Fault) bool {
 	}
 	if !f.Write {
 		if at, mask := p.faulty.FlipRead(f.Phys); mask != 0 {
-			save(loader.Range{Start: at, End: at + 1})[0] ^= mask
+			save(memmap.Range{Start: at, End: at + 1})[0] ^= mask
 		}
 	}
 	p.restores[f.Phys] = append(p.restores[f.Phys], undo...)
@@ -287,11 +287,11 @@ func (p *tcgPlugin) written(w plugin.Written) error {
 }
 
 // overlapping returns the parts of rs inside w.
-func overlapping(rs []loader.Range, w loader.Range) []loader.Range {
-	var out []loader.Range
+func overlapping(rs []memmap.Range, w memmap.Range) []memmap.Range {
+	var out []memmap.Range
 	for _, r := range rs {
 		if r.Overlaps(w) {
-			out = append(out, loader.Range{Start: max(r.Start, w.Start), End: min(r.End, w.End)})
+			out = append(out, memmap.Range{Start: max(r.Start, w.Start), End: min(r.End, w.End)})
 		}
 	}
 	return out
@@ -324,7 +324,7 @@ func (p *tcgPlugin) registers(cpu int) (*cpuRegs, error) {
 // next to bad bytes, to translate it, is no access to them).
 func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 	acc := machine.BadAccess{Addr: f.Phys, Size: 1, Write: f.Write, CPU: f.CPU}
-	touched := len(overlapping(p.bad, loader.Range{Start: f.Phys, End: f.Phys + 1})) > 0
+	touched := len(overlapping(p.bad, memmap.Range{Start: f.Phys, End: f.Phys + 1})) > 0
 	if p.identified >= maxIdentified {
 		return acc, touched
 	}
@@ -358,7 +358,7 @@ func (p *tcgPlugin) identify(f plugin.Fault) (machine.BadAccess, bool) {
 	acc.IP = block.Addr(i)
 	acc.Insn = x86asm.IntelSyntax(inst, acc.IP, nil)
 	acc.Size = int(op.Size - offsetIn(op, f.Phys, regs.paging()))
-	return acc, len(overlapping(p.bad, loader.Range{Start: f.Phys, End: f.Phys + uint64(acc.Size)})) > 0
+	return acc, len(overlapping(p.bad, memmap.Range{Start: f.Phys, End: f.Phys + uint64(acc.Size)})) > 0
 }
 
 // blockCode reads and splits the code of the block of n instructions at

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,7 +13,7 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
-	"kvmboot/loader"
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
 	"kvmboot/machine/qemu/plugin"
@@ -117,7 +118,7 @@ var storeLoadCode = []byte{
 	0xf4, // hlt
 }
 
-var badAt2M = []loader.Range{{Start: 2 << 20, End: 3 << 20}}
+var badAt2M = []memmap.Range{{Start: 2 << 20, End: 3 << 20}}
 
 // TestPluginBadRAM: kvmboot's plugin ends the run at the store, before it
 // lands, naming it; under the record policy the store is lost and the
@@ -150,7 +151,7 @@ func TestPluginCodeBesideBadRAM(t *testing.T) {
 	requireQEMU(t)
 	exit0 := []byte{0x31, 0xc0, 0xe7, 0xf4, 0xf4} // xor eax, eax; out 0xf4, eax; hlt
 	res, err := Backend{}.Run(context.Background(), codePlan(t, exit0), machine.Options{Timeout: 20 * time.Second,
-		BadRAM: []loader.Range{{Start: 0x100008, End: 0x100010}}})
+		BadRAM: []memmap.Range{{Start: 0x100008, End: 0x100010}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestPluginRefused(t *testing.T) {
 	}
 	// Faulty RAM has no fallback: a clear error.
 	f, _ := faults.Parse("0x200000+4K:stuck0", 16<<20)
-	if _, err := b.Run(context.Background(), codePlan(t, storeLoadCode), machine.Options{Timeout: 20 * time.Second, Faulty: f}); err == nil || !strings.Contains(err.Error(), "plugin") {
+	if _, err := b.Run(context.Background(), codePlan(t, storeLoadCode), machine.Options{Timeout: 20 * time.Second, Faulty: f}); !errors.Is(err, ErrNeedPlugin) {
 		t.Errorf("faulty RAM without the plugin: %v", err)
 	}
 }

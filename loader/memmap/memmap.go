@@ -1,11 +1,15 @@
-package loader
+// Package memmap is guest-physical memory as kvmboot plans it: half-open
+// address ranges, a PC's memory map (RAM, reserved, ACPI and bad regions,
+// typed as E820 entries), and the syntaxes users write sizes, ranges and
+// bad RAM in (START-END, Linux memmap=, GRUB/memtest86+ badram=, GRUB
+// cutmem). It imports nothing of kvmboot's, so that what needs only
+// ranges (machine/faults) does not depend on the loader.
+package memmap
 
 import (
 	"fmt"
 	"slices"
 	"sort"
-
-	"kvmboot/realmode"
 )
 
 // Range is the half-open address interval [Start, End). End is exclusive so
@@ -22,22 +26,22 @@ func (r Range) Size() uint64 {
 	return r.End - r.Start
 }
 
-// empty reports whether r holds no bytes.
-func (r Range) empty() bool { return r.End <= r.Start }
+// Empty reports whether r holds no bytes.
+func (r Range) Empty() bool { return r.End <= r.Start }
 
 // Overlaps reports whether r and o share at least one byte.
 func (r Range) Overlaps(o Range) bool {
-	return !r.empty() && !o.empty() && r.Start < o.End && o.Start < r.End
+	return !r.Empty() && !o.Empty() && r.Start < o.End && o.Start < r.End
 }
 
 // Contains reports whether every byte of o is in r. An empty o has no bytes
 // and so is contained in every range.
 func (r Range) Contains(o Range) bool {
-	return o.empty() || r.Start <= o.Start && o.End <= r.End
+	return o.Empty() || r.Start <= o.Start && o.End <= r.End
 }
 
-// intersect returns the bytes r and o share (empty if none).
-func (r Range) intersect(o Range) Range {
+// Intersect returns the bytes r and o share (empty if none).
+func (r Range) Intersect(o Range) Range {
 	return Range{max(r.Start, o.Start), min(r.End, o.End)}
 }
 
@@ -95,8 +99,8 @@ func (k *Kind) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// describe names k in a sentence: "bad RAM", "reserved memory".
-func (k Kind) describe() string {
+// Describe names k in a sentence: "bad RAM", "reserved memory".
+func (k Kind) Describe() string {
 	switch k {
 	case KindRAM:
 		return "RAM"
@@ -110,7 +114,7 @@ func (k Kind) describe() string {
 	return fmt.Sprintf("E820 type %d memory", uint8(k))
 }
 
-// rank orders kinds for MemoryMap.Set: a byte that is bad stays bad
+// rank orders kinds for Map.Set: a byte that is bad stays bad
 // whatever else is said about it, and reserved memory never becomes RAM.
 // Other E820 types (ACPI tables, NVS) rank with reserved: firmware owns them.
 func (k Kind) rank() int {
@@ -129,46 +133,43 @@ type Region struct {
 	Kind Kind
 }
 
-// MemoryMap is the guest's physical memory map: regions sorted by address,
+// Map is the guest's physical memory map: regions sorted by address,
 // non-overlapping, with adjacent regions of the same kind coalesced, so
 // that each region is maximal and the map reads like an E820 table.
-type MemoryMap struct {
+type Map struct {
 	regions []Region
 	memSize uint64 // bytes of RAM the guest has; bad RAM exists only below it
 }
 
+// A PC's fixed layout below 1 MiB.
 const (
-	lowRAMEnd  = 0xA0000  // conventional memory ends at 640 KiB
-	highRAMBeg = 0x100000 // extended memory starts at 1 MiB
+	LowRAMEnd    = 0xA0000  // conventional memory ends at 640 KiB
+	HighRAMStart = 0x100000 // extended memory starts at 1 MiB
 )
 
-// FirmwareHigh is the firmware image's alias just below 4 GiB, where a PC
-// starts (the reset vector): a PC's memory map reserves it.
-var FirmwareHigh = Range{realmode.ROMHigh, realmode.ROMHigh + realmode.ROMSize}
-
-// NewMemoryMap returns the map of a PC with memSize bytes of RAM (at most
-// FirmwareHigh.Start): RAM in [0, 640K) and [1M, memSize), the legacy
-// VGA/ROM window [640K, 1M) reserved (the BIOS ROM at 0xF0000 in it), and
-// the firmware below 4 GiB reserved, as a BIOS's E820 reports them. The
-// window is reserved whatever memSize is; a guest of 1 MiB or less has
-// only low RAM, cut at memSize.
-func NewMemoryMap(memSize uint64) *MemoryMap {
-	m := &MemoryMap{memSize: memSize}
-	if low := min(memSize, lowRAMEnd); low > 0 {
+// New returns the map of a PC with memSize bytes of RAM (at most
+// firmware.Start): RAM in [0, 640K) and [1M, memSize), the legacy VGA/ROM
+// window [640K, 1M) reserved (the BIOS ROM at 0xF0000 in it), and firmware,
+// the firmware image's alias below 4 GiB (loader.FirmwareHigh), reserved, as
+// a BIOS's E820 reports them. The window is reserved whatever memSize is; a
+// guest of 1 MiB or less has only low RAM, cut at memSize. The firmware's
+// range is a parameter so that this package knows nothing of the image.
+func New(memSize uint64, firmware Range) *Map {
+	m := &Map{memSize: memSize}
+	if low := min(memSize, LowRAMEnd); low > 0 {
 		m.regions = append(m.regions, Region{Range{0, low}, KindRAM})
 	}
-	m.regions = append(m.regions, Region{Range{lowRAMEnd, highRAMBeg}, KindReserved})
-	if memSize > highRAMBeg {
-		m.regions = append(m.regions, Region{Range{highRAMBeg, min(memSize, FirmwareHigh.Start)}, KindRAM})
+	m.regions = append(m.regions, Region{Range{LowRAMEnd, HighRAMStart}, KindReserved})
+	if memSize > HighRAMStart {
+		m.regions = append(m.regions, Region{Range{HighRAMStart, min(memSize, firmware.Start)}, KindRAM})
 	}
-	m.regions = append(m.regions, Region{FirmwareHigh, KindReserved})
+	m.regions = append(m.regions, Region{firmware, KindReserved})
 	return m
 }
 
-// NewBadRAMMap is the memory map of memSize bytes of RAM with the declared
-// bad ranges marked bad.
-func NewBadRAMMap(memSize uint64, bad []Range) *MemoryMap {
-	m := NewMemoryMap(memSize)
+// NewWithBadRAM is New's map with the declared bad ranges marked bad.
+func NewWithBadRAM(memSize uint64, firmware Range, bad []Range) *Map {
+	m := New(memSize, firmware)
 	for _, b := range bad {
 		m.Set(b, KindBad)
 	}
@@ -182,11 +183,11 @@ func NewBadRAMMap(memSize uint64, bad []Range) *MemoryMap {
 // Set only relabels memory the map already has: bytes of r outside every
 // region are ignored, and bad RAM is recorded only below memSize, since
 // there is no memory beyond it to be faulty.
-func (m *MemoryMap) Set(r Range, k Kind) {
+func (m *Map) Set(r Range, k Kind) {
 	if k == KindBad {
 		r.End = min(r.End, m.memSize)
 	}
-	if r.empty() {
+	if r.Empty() {
 		return
 	}
 	// Regions [i, j) are the ones r touches; only they change, but their
@@ -207,7 +208,7 @@ func (m *MemoryMap) Set(r Range, k Kind) {
 			repl = appendRegion(repl, g)
 			continue
 		}
-		in := g.intersect(r)
+		in := g.Intersect(r)
 		repl = appendRegion(repl, Region{Range{g.Start, in.Start}, g.Kind})
 		repl = appendRegion(repl, Region{in, k})
 		repl = appendRegion(repl, Region{Range{in.End, g.End}, g.Kind})
@@ -218,7 +219,7 @@ func (m *MemoryMap) Set(r Range, k Kind) {
 // appendRegion appends g to rs, dropping it if empty and merging it into the
 // last region when they touch and have the same kind.
 func appendRegion(rs []Region, g Region) []Region {
-	if g.empty() {
+	if g.Empty() {
 		return rs
 	}
 	if n := len(rs); n > 0 && rs[n-1].Kind == g.Kind && rs[n-1].End == g.Start {
@@ -229,11 +230,11 @@ func appendRegion(rs []Region, g Region) []Region {
 }
 
 // Regions returns a copy of the map, sorted by address.
-func (m *MemoryMap) Regions() []Region { return slices.Clone(m.regions) }
+func (m *Map) Regions() []Region { return slices.Clone(m.regions) }
 
 // Ranges returns the ranges of kind k, sorted. Each is maximal, since
 // same-kind neighbours are coalesced.
-func (m *MemoryMap) Ranges(k Kind) []Range {
+func (m *Map) Ranges(k Kind) []Range {
 	var out []Range
 	for _, g := range m.regions {
 		if g.Kind == k {
@@ -245,7 +246,7 @@ func (m *MemoryMap) Ranges(k Kind) []Range {
 
 // KindAt returns the kind of the byte at addr, and false if addr is in no
 // region (beyond the end of memory, or in a gap of a small guest).
-func (m *MemoryMap) KindAt(addr uint64) (Kind, bool) {
+func (m *Map) KindAt(addr uint64) (Kind, bool) {
 	i := sort.Search(len(m.regions), func(n int) bool { return m.regions[n].End > addr })
 	if i < len(m.regions) && m.regions[i].Start <= addr {
 		return m.regions[i].Kind, true
@@ -255,15 +256,15 @@ func (m *MemoryMap) KindAt(addr uint64) (Kind, bool) {
 
 // IsAll reports whether every byte of r is in a region of kind k (true for
 // an empty r). Bytes in no region are not of any kind.
-func (m *MemoryMap) IsAll(r Range, k Kind) bool {
-	return m.firstNot(r, k) == nil
+func (m *Map) IsAll(r Range, k Kind) bool {
+	return m.FirstNot(r, k) == nil
 }
 
-// firstNot returns the lowest stretch of r that is not of kind k: the
+// FirstNot returns the lowest stretch of r that is not of kind k: the
 // whole offending region, or for bytes in no region the uncovered part of
 // r (with Kind 0). It returns nil when every byte of r is of kind k.
-func (m *MemoryMap) firstNot(r Range, k Kind) *Region {
-	if r.empty() {
+func (m *Map) FirstNot(r Range, k Kind) *Region {
+	if r.Empty() {
 		return nil
 	}
 	at := r.Start
@@ -286,14 +287,14 @@ func (m *MemoryMap) firstNot(r Range, k Kind) *Region {
 }
 
 // Clone returns an independent copy of m.
-func (m *MemoryMap) Clone() *MemoryMap {
-	return &MemoryMap{regions: slices.Clone(m.regions), memSize: m.memSize}
+func (m *Map) Clone() *Map {
+	return &Map{regions: slices.Clone(m.regions), memSize: m.memSize}
 }
 
 // Size is the end of the highest region: the extent of the map, which for
 // a guest of 1 MiB or less is the end of the reserved ROM window, not
 // memSize.
-func (m *MemoryMap) Size() uint64 {
+func (m *Map) Size() uint64 {
 	if len(m.regions) == 0 {
 		return 0
 	}

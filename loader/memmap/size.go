@@ -1,11 +1,33 @@
-package loader
+package memmap
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"strconv"
 	"strings"
 )
+
+// ErrSyntax is the class of every error of ParseSize, ParseRange and
+// ParseBadRAM: input that is none of the forms they accept, or that
+// describes no memory they can mark. The message says which form and what
+// is wrong; errors.Is matches this.
+var ErrSyntax = errors.New("not a size, range or bad-RAM spec")
+
+// syntaxError gives err the class ErrSyntax, its message unchanged.
+type syntaxError struct{ err error }
+
+func (e syntaxError) Error() string        { return e.err.Error() }
+func (e syntaxError) Unwrap() error        { return e.err }
+func (e syntaxError) Is(target error) bool { return target == ErrSyntax }
+
+// syntax wraps a parser's error, if any, as a syntaxError.
+func syntax(err error) error {
+	if err == nil {
+		return nil
+	}
+	return syntaxError{err}
+}
 
 // sizeForms is what ParseSize accepts, for error messages.
 const sizeForms = "want a decimal or 0x-hex number with an optional K, M, G or T suffix (e.g. 256M, 16MiB, 0x1000000)"
@@ -33,6 +55,12 @@ var sizeUnits = []struct {
 // strtoul with base 0) read them as octal, so either reading would surprise
 // someone. Values that do not fit in 64 bits are an error, never wrapped.
 func ParseSize(s string) (uint64, error) {
+	n, err := parseSize(s)
+	return n, syntax(err)
+}
+
+// parseSize is ParseSize without the ErrSyntax class.
+func parseSize(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
 		return 0, fmt.Errorf("empty size: %s", sizeForms)
@@ -118,6 +146,12 @@ const rangeForms = "want START-END (END exclusive) or START+SIZE, e.g. 16M-32M o
 // a ParseSize value. The range must not be empty and its end must fit in 64
 // bits: a range that silently wrapped would mark the wrong memory.
 func ParseRange(s string) (Range, error) {
+	r, err := parseRange(s)
+	return r, syntax(err)
+}
+
+// parseRange is ParseRange without the ErrSyntax class.
+func parseRange(s string) (Range, error) {
 	i := strings.IndexAny(s, "+-")
 	if i < 0 {
 		return Range{}, fmt.Errorf("invalid range %q: %s", s, rangeForms)
@@ -125,7 +159,7 @@ func ParseRange(s string) (Range, error) {
 	if strings.ContainsAny(s[i+1:], "+-") {
 		return Range{}, fmt.Errorf("invalid range %q: more than one '-' or '+'; %s", s, rangeForms)
 	}
-	start, err := ParseSize(s[:i])
+	start, err := parseSize(s[:i])
 	if err != nil {
 		return Range{}, fmt.Errorf("invalid range %q: start: %v", s, err)
 	}
@@ -133,7 +167,7 @@ func ParseRange(s string) (Range, error) {
 	if s[i] == '+' {
 		side = "size"
 	}
-	v, err := ParseSize(s[i+1:])
+	v, err := parseSize(s[i+1:])
 	if err != nil {
 		return Range{}, fmt.Errorf("invalid range %q: %s: %v", s, side, err)
 	}

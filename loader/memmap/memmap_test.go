@@ -1,4 +1,4 @@
-package loader
+package memmap
 
 import (
 	"encoding/json"
@@ -16,9 +16,13 @@ func ram(s, e uint64) Region      { return Region{Range{s, e}, KindRAM} }
 func reserved(s, e uint64) Region { return Region{Range{s, e}, KindReserved} }
 func bad(s, e uint64) Region      { return Region{Range{s, e}, KindBad} }
 
+// pcFirmware is where a PC's firmware sits below 4 GiB (loader.FirmwareHigh
+// for kvmboot's 64 KiB image).
+var pcFirmware = Range{0xFFFF0000, 1 << 32}
+
 // pcMap is rs followed by what every PC map ends with: the firmware
 // below 4 GiB, reserved.
-func pcMap(rs ...Region) []Region { return append(rs, Region{FirmwareHigh, KindReserved}) }
+func pcMap(rs ...Region) []Region { return append(rs, Region{pcFirmware, KindReserved}) }
 
 func TestRangeMethods(t *testing.T) {
 	a := Range{16 * mib, 32 * mib}
@@ -53,7 +57,7 @@ func TestRangeMethods(t *testing.T) {
 		if got := tt.o.Size(); got != tt.oSize {
 			t.Errorf("%s: Size = %d, want %d", tt.name, got, tt.oSize)
 		}
-		if got := a.intersect(tt.o).Size(); got != tt.intersectSize {
+		if got := a.Intersect(tt.o).Size(); got != tt.intersectSize {
 			t.Errorf("%s: intersect size = %d, want %d", tt.name, got, tt.intersectSize)
 		}
 	}
@@ -90,7 +94,7 @@ func TestKindStringAndJSON(t *testing.T) {
 	}
 }
 
-func TestNewMemoryMap(t *testing.T) {
+func TestNew(t *testing.T) {
 	tests := []struct {
 		memSize  uint64
 		want     []Region
@@ -103,19 +107,19 @@ func TestNewMemoryMap(t *testing.T) {
 		{0, pcMap(reserved(0xA0000, 0x100000)), 4 * gib},
 	}
 	for _, tt := range tests {
-		m := NewMemoryMap(tt.memSize)
+		m := New(tt.memSize, pcFirmware)
 		if got := m.Regions(); !slices.Equal(got, tt.want) {
-			t.Errorf("NewMemoryMap(%#x) = %v, want %v", tt.memSize, got, tt.want)
+			t.Errorf("New(%#x) = %v, want %v", tt.memSize, got, tt.want)
 		}
 		if got := m.Size(); got != tt.wantSize {
-			t.Errorf("NewMemoryMap(%#x).Size() = %#x, want %#x", tt.memSize, got, tt.wantSize)
+			t.Errorf("New(%#x).Size() = %#x, want %#x", tt.memSize, got, tt.wantSize)
 		}
 	}
 }
 
 // TestMemoryMapSet checks Set's precedence (bad > reserved > RAM), that it
 // only relabels memory the map has, and that it coalesces.
-func TestMemoryMapSet(t *testing.T) {
+func TestMapSet(t *testing.T) {
 	type set struct {
 		r Range
 		k Kind
@@ -198,7 +202,7 @@ func TestMemoryMapSet(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		m := NewMemoryMap(tt.memSize)
+		m := New(tt.memSize, pcFirmware)
 		for _, s := range tt.sets {
 			m.Set(s.r, s.k)
 		}
@@ -210,7 +214,7 @@ func TestMemoryMapSet(t *testing.T) {
 
 // TestMemoryMapSetOrderIndependent checks that, because Set never
 // downgrades, every order of the same Set calls builds the same map.
-func TestMemoryMapSetOrderIndependent(t *testing.T) {
+func TestMapSetOrderIndependent(t *testing.T) {
 	type set struct {
 		r Range
 		k Kind
@@ -230,7 +234,7 @@ func TestMemoryMapSetOrderIndependent(t *testing.T) {
 	var permute func(k int)
 	permute = func(k int) {
 		if k == len(perm) {
-			m := NewMemoryMap(64 * mib)
+			m := New(64*mib, pcFirmware)
 			for _, i := range perm {
 				m.Set(sets[i].r, sets[i].k)
 			}
@@ -251,9 +255,9 @@ func TestMemoryMapSetOrderIndependent(t *testing.T) {
 // TestMemoryMapSetManySorted checks that marking many sorted bad stripes,
 // as ParseBadRAM returns them, stays cheap (each Set splits only the
 // trailing RAM region) and correct.
-func TestMemoryMapSetManySorted(t *testing.T) {
+func TestMapSetManySorted(t *testing.T) {
 	const n = 100000
-	m := NewMemoryMap(1 * gib)
+	m := New(1*gib, pcFirmware)
 	for i := uint64(0); i < n; i++ {
 		start := 2*mib + i*8*kib
 		m.Set(Range{start, start + kib}, KindBad)
@@ -270,8 +274,8 @@ func TestMemoryMapSetManySorted(t *testing.T) {
 	}
 }
 
-func TestMemoryMapQueries(t *testing.T) {
-	m := NewMemoryMap(256 * mib)
+func TestMapQueries(t *testing.T) {
+	m := New(256*mib, pcFirmware)
 	m.Set(Range{16 * mib, 32 * mib}, KindBad)
 
 	for _, tt := range []struct {
@@ -330,8 +334,8 @@ func TestMemoryMapQueries(t *testing.T) {
 	}
 }
 
-func TestMemoryMapCopiesAreIndependent(t *testing.T) {
-	m := NewMemoryMap(64 * mib)
+func TestMapCopiesAreIndependent(t *testing.T) {
+	m := New(64*mib, pcFirmware)
 	c := m.Clone()
 	regs := m.Regions()
 	regs[0].Kind = KindBad

@@ -1,4 +1,4 @@
-package loader
+package memmap
 
 import (
 	"cmp"
@@ -55,6 +55,12 @@ const maxBadRanges = 1 << 20
 //     does not say; its code clips each map entry to [FROM, TO), so the
 //     byte at TO is kept.
 func ParseBadRAM(spec string, memSize uint64) ([]Range, error) {
+	rs, err := parseBadRAM(spec, memSize)
+	return rs, syntax(err)
+}
+
+// parseBadRAM is ParseBadRAM without the ErrSyntax class.
+func parseBadRAM(spec string, memSize uint64) ([]Range, error) {
 	s := strings.TrimSpace(spec)
 	var (
 		rs  []Range
@@ -75,7 +81,7 @@ func ParseBadRAM(spec string, memSize uint64) ([]Range, error) {
 		rs, err = parseMemmap(s)
 	case strings.ContainsAny(s, "+-"):
 		var r Range
-		r, err = ParseRange(s)
+		r, err = parseRange(s)
 		rs = []Range{r}
 	default:
 		return nil, fmt.Errorf("unrecognised bad-RAM spec %q: %s", s, badRAMForms)
@@ -134,11 +140,11 @@ func parseMemmap(s string) ([]Range, error) {
 		case '%':
 			return nil, fmt.Errorf("memmap item %q converts memory types ('%%'), which kvmboot does not support; %s", item, memmapForms)
 		}
-		size, err := ParseSize(item[:i])
+		size, err := parseSize(item[:i])
 		if err != nil {
 			return nil, fmt.Errorf("memmap item %q: size: %v", item, err)
 		}
-		start, err := ParseSize(item[i+1:])
+		start, err := parseSize(item[i+1:])
 		if err != nil {
 			return nil, fmt.Errorf("memmap item %q: start: %v", item, err)
 		}
@@ -160,11 +166,11 @@ func parseCutmem(s string) ([]Range, error) {
 	if len(args) != 2 {
 		return nil, fmt.Errorf("cutmem takes 2 arguments, got %d; %s", len(args), cutmemForms)
 	}
-	from, err := ParseSize(args[0])
+	from, err := parseSize(args[0])
 	if err != nil {
 		return nil, fmt.Errorf("cutmem FROM: %v", err)
 	}
-	to, err := ParseSize(args[1])
+	to, err := parseSize(args[1])
 	if err != nil {
 		return nil, fmt.Errorf("cutmem TO: %v", err)
 	}
@@ -297,13 +303,13 @@ func (p badPattern) expand(rs []Range, limit uint64) []Range {
 	return rs
 }
 
-// MergeRanges returns rs sorted by start with overlapping and adjacent
+// Merge returns rs sorted by start with overlapping and adjacent
 // ranges merged and empty ones dropped. rs is not modified.
-func MergeRanges(rs []Range) []Range { return mergeInPlace(slices.Clone(rs)) }
+func Merge(rs []Range) []Range { return mergeInPlace(slices.Clone(rs)) }
 
-// SubtractRanges returns the parts of rs that lie in none of cut, in the
+// Subtract returns the parts of rs that lie in none of cut, in the
 // order of rs.
-func SubtractRanges(rs, cut []Range) []Range {
+func Subtract(rs, cut []Range) []Range {
 	var out []Range
 	for _, r := range rs {
 		pieces := []Range{r}
@@ -328,7 +334,7 @@ func SubtractRanges(rs, cut []Range) []Range {
 	return out
 }
 
-// mergeInPlace is MergeRanges reusing rs for the result. Input that is
+// mergeInPlace is Merge reusing rs for the result. Input that is
 // already sorted, as one expanded pattern is, skips the sort.
 func mergeInPlace(rs []Range) []Range {
 	byStart := func(a, b Range) int { return cmp.Compare(a.Start, b.Start) }
@@ -337,7 +343,7 @@ func mergeInPlace(rs []Range) []Range {
 	}
 	out := rs[:0]
 	for _, r := range rs {
-		if r.empty() {
+		if r.Empty() {
 			continue
 		}
 		if n := len(out); n > 0 && r.Start <= out[n-1].End {
@@ -387,7 +393,7 @@ func FormatBadRAM(rs []Range) string {
 func widenRanges(rs []Range) []Range {
 	w := make([]Range, 0, len(rs))
 	for _, r := range rs {
-		if r.empty() {
+		if r.Empty() {
 			continue
 		}
 		endKiB := r.End / badRAMChunk
@@ -404,7 +410,7 @@ func widenRanges(rs []Range) []Range {
 // bytes. On a kernel command line inside grub.cfg the '$' needs quoting.
 func FormatMemmap(rs []Range) string {
 	var b strings.Builder
-	for _, r := range MergeRanges(rs) {
+	for _, r := range Merge(rs) {
 		if b.Len() == 0 {
 			b.WriteString("memmap=")
 		} else {

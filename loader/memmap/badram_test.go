@@ -1,6 +1,7 @@
-package loader
+package memmap
 
 import (
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -133,7 +134,8 @@ func TestParseBadRAMErrors(t *testing.T) {
 			t.Errorf("ParseBadRAM(%q) = %v, want an error containing %q", tt.spec, got, tt.want)
 			continue
 		}
-		if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+		// The reason, in one line, is the message's contract; the class is ErrSyntax.
+		if msg := err.Error(); !errors.Is(err, ErrSyntax) || !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
 			t.Errorf("ParseBadRAM(%q) error %q, want one line containing %q", tt.spec, msg, tt.want)
 		}
 	}
@@ -203,7 +205,7 @@ func TestBadPatternAgainstBruteForce(t *testing.T) {
 				want = append(want, Range{a, min(a+kib, memSize)})
 			}
 		}
-		want = MergeRanges(want)
+		want = Merge(want)
 		got := p.expand(nil, memSize)
 		if !slices.Equal(got, want) {
 			t.Fatalf("pattern %#x,%#x in %#x: got %v, want %v", addr, mask, memSize, got, want)
@@ -214,7 +216,7 @@ func TestBadPatternAgainstBruteForce(t *testing.T) {
 	}
 }
 
-func TestMergeRanges(t *testing.T) {
+func TestMerge(t *testing.T) {
 	tests := []struct {
 		in, want []Range
 	}{
@@ -229,11 +231,11 @@ func TestMergeRanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		in := slices.Clone(tt.in)
-		if got := MergeRanges(in); !slices.Equal(got, tt.want) {
-			t.Errorf("MergeRanges(%v) = %v, want %v", tt.in, got, tt.want)
+		if got := Merge(in); !slices.Equal(got, tt.want) {
+			t.Errorf("Merge(%v) = %v, want %v", tt.in, got, tt.want)
 		}
 		if !slices.Equal(in, tt.in) {
-			t.Errorf("MergeRanges modified its input: %v", in)
+			t.Errorf("Merge modified its input: %v", in)
 		}
 	}
 }
@@ -328,14 +330,14 @@ func TestFormatRoundTripRandom(t *testing.T) {
 // FormatMemmap exactly and FormatBadRAM widened to whole KiB.
 func checkFormatRoundTrip(t *testing.T, rs []Range, memSize uint64) {
 	t.Helper()
-	if got, err := parseFormatted(FormatMemmap(rs), memSize); err != nil || !slices.Equal(got, MergeRanges(rs)) {
+	if got, err := parseFormatted(FormatMemmap(rs), memSize); err != nil || !slices.Equal(got, Merge(rs)) {
 		t.Errorf("memmap round trip of %v in %#x: got %v, %v", rs, memSize, got, err)
 	}
 	want := widenRanges(rs)
 	for i := range want {
 		want[i].End = min(want[i].End, memSize)
 	}
-	want = MergeRanges(want)
+	want = Merge(want)
 	if got, err := parseFormatted(FormatBadRAM(rs), memSize); err != nil || !slices.Equal(got, want) {
 		t.Errorf("badram round trip of %v in %#x: %q gave %v, %v; want %v", rs, memSize, FormatBadRAM(rs), got, err, want)
 	}
@@ -366,13 +368,16 @@ func FuzzParseBadRAM(f *testing.F) {
 			if msg := err.Error(); msg == "" || strings.Contains(msg, "\n") {
 				t.Fatalf("error is not one line: %q", msg)
 			}
+			if !errors.Is(err, ErrSyntax) {
+				t.Fatalf("error %q is not ErrSyntax", err)
+			}
 			return
 		}
 		if len(rs) > maxBadRanges {
 			t.Fatalf("%d ranges, more than %d", len(rs), maxBadRanges)
 		}
 		for i, r := range rs {
-			if r.empty() || r.End > memSize {
+			if r.Empty() || r.End > memSize {
 				t.Fatalf("range %v empty or beyond memSize %#x", r, memSize)
 			}
 			if i > 0 && r.Start <= rs[i-1].End {
