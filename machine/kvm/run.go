@@ -589,7 +589,7 @@ func (c *vcpuRunner) handleMMIO() {
 	}
 }
 
-func inLowHole(a uint64) bool { return a >= lowRAMEnd && a < highRAMBeg }
+func inLowHole(a uint64) bool { return a >= memmap.LowRAMEnd && a < memmap.HighRAMStart }
 
 func inROM(a uint64) bool {
 	return a >= realmode.ROMBase && a < realmode.ROMBase+realmode.ROMSize ||

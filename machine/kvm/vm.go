@@ -30,13 +30,6 @@ const DevicePath = "/dev/kvm"
 
 const pageSize = 4096
 
-// Low-memory hole of a PC: VGA memory, option ROMs and the BIOS. Our
-// firmware image gets its own read-only slot at realmode.ROMBase.
-const (
-	lowRAMEnd  = 0xA0000
-	highRAMBeg = 0x100000
-)
-
 // VM is one KVM virtual machine.
 type VM struct {
 	dev   *os.File // kept open: gokvm only holds its Fd, and a finalized File would close it
@@ -208,7 +201,7 @@ func (vm *VM) mapMemory(memSize uint64, rom []byte) error {
 		return fmt.Errorf("mapping the firmware image: %w", err)
 	}
 	copy(vm.rom, rom)
-	vm.empty, err = unix.Mmap(-1, 0, realmode.ROMBase-lowRAMEnd, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	vm.empty, err = unix.Mmap(-1, 0, realmode.ROMBase-memmap.LowRAMEnd, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return fmt.Errorf("mapping the low-memory hole: %w", err)
 	}
@@ -229,7 +222,7 @@ func (vm *VM) mapMemory(memSize uint64, rom []byte) error {
 		}
 	}
 	for _, r := range hole {
-		if err := vm.addSlot(r.Start, vm.empty[r.Start-lowRAMEnd:r.End-lowRAMEnd], true); err != nil {
+		if err := vm.addSlot(r.Start, vm.empty[r.Start-memmap.LowRAMEnd:r.End-memmap.LowRAMEnd], true); err != nil {
 			return err
 		}
 	}
@@ -261,13 +254,13 @@ func (vm *VM) addSlot(guest uint64, host []byte, readOnly bool) error {
 // backedRanges is guest RAM minus the PC's low-memory hole minus every page
 // that holds a byte of bad RAM.
 func backedRanges(memSize uint64, bad []memmap.Range) []memmap.Range {
-	return memmap.Subtract([]memmap.Range{{Start: 0, End: lowRAMEnd}, {Start: highRAMBeg, End: memSize}}, pageHoles(bad))
+	return memmap.Subtract([]memmap.Range{{Start: 0, End: memmap.LowRAMEnd}, {Start: memmap.HighRAMStart, End: memSize}}, pageHoles(bad))
 }
 
 // holeRanges is the low-memory hole below the firmware image, minus every
 // page that holds a byte of bad (declared bad RAM there stays trapped).
 func holeRanges(bad []memmap.Range) []memmap.Range {
-	return memmap.Subtract([]memmap.Range{{Start: lowRAMEnd, End: realmode.ROMBase}}, pageHoles(bad))
+	return memmap.Subtract([]memmap.Range{{Start: memmap.LowRAMEnd, End: realmode.ROMBase}}, pageHoles(bad))
 }
 
 // pageHoles are the pages that hold a byte of bad.
