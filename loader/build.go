@@ -65,7 +65,7 @@ type Config struct {
 const (
 	biosDataEnd = 0x500 // the IVT (0x400 bytes) and the BDA (0x100)
 	lowInfoMin  = realmode.StubHigh
-	lowInfoMax  = 0xA0000
+	lowInfoMax  = memmap.LowRAMEnd
 	oneMiB      = 1 << 20
 )
 

@@ -31,7 +31,7 @@ const (
 	kernelImageSize = 512 << 20
 	// linuxLowMax bounds the zero page and command line: the 16-bit world
 	// and early code reach them below 640 KiB.
-	linuxLowMax = 0xA0000
+	linuxLowMax = memmap.LowRAMEnd
 )
 
 // buildLinux32 plans a bzImage through the compressed-ELF path: kvmboot has

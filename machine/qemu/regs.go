@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
+	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/realmode"
 )
@@ -136,7 +137,7 @@ func physReader(ram, rom []byte) func(addr uint64, n int) []byte {
 			off := (addr - realmode.ROMBase) % realmode.ROMSize
 			return rom[off:min(off+uint64(n), realmode.ROMSize)]
 		}
-		if addr >= 0xA0000 && addr < 0x100000 {
+		if addr >= memmap.LowRAMEnd && addr < memmap.HighRAMStart {
 			return nil
 		}
 		if addr < uint64(len(ram)) {
