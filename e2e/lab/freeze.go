@@ -12,8 +12,12 @@ import (
 // registers`, `info lapic`): enough to tell a CPU that waits for an
 // interrupt from one that will never take the interrupt it has.
 type OuterCPU struct {
-	Halted bool   // HLT=1
-	IF     bool   // RFLAGS.IF
+	Halted bool // HLT=1
+	// InGuest: the CPU runs the nested guest. The outer kernel runs in
+	// long mode, and QEMU dumps a CPU outside it (the i386 guest of our
+	// VMM) in the legacy form, EIP and EFL; IF is then the guest's.
+	InGuest bool
+	IF      bool   // RFLAGS.IF
 	RIP    uint64 // where it stands
 	IRR    []int  // vectors requested of the local APIC
 	ISR    []int  // vectors in service
@@ -23,8 +27,8 @@ type OuterCPU struct {
 
 var (
 	reHLT = regexp.MustCompile(`\bHLT=(\d)`)
-	reRFL = regexp.MustCompile(`\bRFL=([0-9a-fA-F]+)`)
-	reRIP = regexp.MustCompile(`\bRIP=([0-9a-fA-F]+)`)
+	reRFL = regexp.MustCompile(`\b[RE]FL=([0-9a-fA-F]+)`)
+	reRIP = regexp.MustCompile(`\b[RE]IP=([0-9a-fA-F]+)`)
 	rePPR = regexp.MustCompile(`\bPPR (0x[0-9a-fA-F]+)`)
 )
 
@@ -37,6 +41,7 @@ func ParseOuterCPU(registers, lapic string) (cpu OuterCPU, ok bool) {
 		return cpu, false
 	}
 	cpu.Halted = hlt[1] == "1"
+	cpu.InGuest = !strings.HasPrefix(rfl[0], "R")
 	flags, _ := strconv.ParseUint(rfl[1], 16, 64)
 	cpu.IF = flags&(1<<9) != 0
 	if rip != nil {
@@ -76,7 +81,16 @@ func vectors(fields []string) []int {
 // its priority class above the processor priority's, and interrupts
 // enabled. -1 when there is none.
 func (c OuterCPU) Deliverable() int {
-	if !c.IF || len(c.IRR) == 0 {
+	if !c.IF {
+		return -1
+	}
+	return c.requested()
+}
+
+// requested is the highest requested vector above the processor
+// priority's class, whatever IF says; -1 when there is none.
+func (c OuterCPU) requested() int {
+	if len(c.IRR) == 0 {
 		return -1
 	}
 	v := slices.Max(c.IRR)
@@ -86,13 +100,25 @@ func (c OuterCPU) Deliverable() int {
 	return v
 }
 
-// Frozen says the CPU halted with an interrupt it should have taken: a
-// real CPU leaves HLT for it at once, so it never wakes up. QEMU 7.2's SVM
-// emulation leaves an outer VM like this (DESIGN.md §7).
-func (c OuterCPU) Frozen() bool { return c.Halted && c.Deliverable() >= 0 }
+// Frozen says the CPU keeps an interrupt waiting that it should have
+// taken: halted with it deliverable (a real CPU leaves HLT for it at
+// once, so it never wakes up), or running the nested guest with it
+// requested (KVM runs its guests so that the host's interrupts end them,
+// whatever the guest's IF). QEMU 7.2's SVM emulation leaves an outer VM
+// like this (DESIGN.md §7).
+func (c OuterCPU) Frozen() bool {
+	if c.InGuest {
+		return c.requested() >= 0
+	}
+	return c.Halted && c.Deliverable() >= 0
+}
 
 func (c OuterCPU) String() string {
-	return fmt.Sprintf("HLT=%d IF=%d RIP=%#x IRR=%v ISR=%v PPR=%#x; %s", b2i(c.Halted), b2i(c.IF), c.RIP, c.IRR, c.ISR, c.PPR, c.Timer)
+	where := ""
+	if c.InGuest {
+		where = "in the nested guest, "
+	}
+	return fmt.Sprintf("%sHLT=%d IF=%d RIP=%#x IRR=%v ISR=%v PPR=%#x; %s", where, b2i(c.Halted), b2i(c.IF), c.RIP, c.IRR, c.ISR, c.PPR, c.Timer)
 }
 
 func b2i(b bool) int {

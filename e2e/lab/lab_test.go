@@ -161,6 +161,12 @@ IRR	 236
 
 APR 0x00 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
 `
+	// The CPU in the nested guest: our VMM's i386 guest, which QEMU dumps
+	// in the legacy form.
+	nestedRegisters = `EAX=00000000 EBX=cfc6e640 ECX=00000001 EDX=00080003
+ESI=cfc4df00 EDI=00000000 EBP=c2185ecc ESP=c2185eb4
+EIP=c19227b7 EFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0
+`
 	idleLAPIC = `ISR	 (none)
 IRR	 (none)
 
@@ -189,6 +195,16 @@ func TestOuterCPU(t *testing.T) {
 		if c.Frozen() {
 			t.Errorf("%s: %v counted as frozen", name, c)
 		}
+	}
+	nested := must(t, nestedRegisters, frozenLAPIC)
+	if !nested.InGuest || nested.Halted || nested.IF || nested.RIP != 0xc19227b7 || !nested.Frozen() || !strings.HasPrefix(nested.String(), "in the nested guest, ") {
+		t.Errorf("the CPU in the nested guest with the host's timer requested: %+v, frozen %v", nested, nested.Frozen())
+	}
+	if cpu.InGuest {
+		t.Errorf("%v: in the nested guest", cpu)
+	}
+	if c := must(t, nestedRegisters, idleLAPIC); c.Frozen() {
+		t.Errorf("%v: the nested guest running, nothing requested, counted as frozen", c)
 	}
 	if _, ok := ParseOuterCPU("no registers", frozenLAPIC); ok {
 		t.Error("parsed registers from nothing")
