@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"kvmboot/boot"
-	"kvmboot/e2e/hosttest"
 	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/kvm"
@@ -228,9 +227,6 @@ func TestGuestMisbehaviour(t *testing.T) {
 	}...) {
 		t.Run(tc.vmm+"/"+tc.name, func(t *testing.T) {
 			requireBackend(t, boot.VMM(tc.vmm))
-			if tc.cpus > 1 {
-				skipKVMSMPInShort(t, boot.VMM(tc.vmm), hosttest.KVM)
-			}
 			consoleFile := filepath.Join(t.TempDir(), "console")
 			timeout := "300s"
 			if tc.outcome == machine.Timeout {

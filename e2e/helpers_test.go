@@ -66,18 +66,6 @@ func requireBackend(t testing.TB, vmm boot.VMM) {
 	}
 }
 
-// skipKVMSMPInShort leaves a test's SMP runs on our VMM out of -short,
-// CI's selection in the nested KVM lab: there the outer VM stalls now and
-// then while our VMM runs several vCPUs (README, "The nested KVM lab"),
-// and each stall costs a fresh outer VM. make test-kvm and make test on a
-// host with a KVM run them.
-func skipKVMSMPInShort(t testing.TB, vmm boot.VMM, need hosttest.Need) {
-	t.Helper()
-	if vmm == boot.VMMKVM && testing.Short() {
-		hosttest.Skip(t, need, "SMP on our VMM is left out in -short (the nested lab's outer VM stalls now and then under several vCPUs)")
-	}
-}
-
 // repoRoot is the module root, found from this file's location, or
 // $KVMBOOT_SOURCE_DIR: where a test binary run away from its source (the
 // nested KVM lab) finds the files it reads (e2e/testdata, docs).

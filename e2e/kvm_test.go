@@ -92,9 +92,10 @@ func TestKVMBadRAMMovesKernel(t *testing.T) {
 		{"several", []string{"16M-17M", "memmap=1M$17M,2M$20M", "1M-2M"}, 0x1200000,
 			[]memmap.Range{{Start: 1 * mib, End: 2 * mib}, {Start: 16 * mib, End: 18 * mib}, {Start: 20 * mib, End: 22 * mib}}},
 		// A GRUB pattern that hits many pages: the upper 32 KiB of every
-		// 64 KiB block between 16 and 20 MiB (64 holes). The 25 KiB
-		// kernel fits in the good half at its link address.
-		{"grub-pattern", []string{"badram=0x01008000,0xffc08000"}, 0x1000000, nil},
+		// 64 KiB block between 16 and 20 MiB (64 holes). The kernel
+		// needs 93 KiB (its bss holds the APs' stacks), more than any
+		// good half: it goes to the first fit above the pattern.
+		{"grub-pattern", []string{"badram=0x01008000,0xffc08000"}, 0x1400000, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := badRanges(t, tc.specs...)

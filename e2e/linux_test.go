@@ -272,7 +272,9 @@ func testLinuxSMP(t *testing.T, vmm boot.VMM) {
 		acpi bool
 	}{{"acpi", true}, {"acpi-off", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			skipKVMSMPInShort(t, vmm, hosttest.KVMPaging)
+			if vmm == boot.VMMKVM && testing.Short() {
+				hosttest.Skip(t, hosttest.KVMPaging, "left out in -short: the lab's CI selection boots Debian on our VMM with one processor (an outer VM freezes most often under several)")
+			}
 			cfg := boot.Config{VMM: vmm, CPUs: 4, Cmdline: linuxCmdline, Timeout: 300 * time.Second}
 			if !tc.acpi {
 				cfg.Cmdline += " acpi=off"

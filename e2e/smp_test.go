@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"kvmboot/boot"
-	"kvmboot/e2e/hosttest"
 	"kvmboot/machine"
 )
 
@@ -22,7 +21,6 @@ func TestSMPTestKernel(t *testing.T) {
 		for _, n := range []int{2, 4, machine.MaxCPUs} {
 			t.Run(fmt.Sprintf("%s/%d", vmm, n), func(t *testing.T) {
 				requireBackend(t, vmm)
-				skipKVMSMPInShort(t, vmm, hosttest.KVM)
 				res, rep, console := bootTestKernel(t, onBackend(vmm, boot.Config{CPUs: n, Cmdline: "kt.smp", BadRAM: badRanges(t, "16M-32M")}))
 				if res.Outcome != machine.Pass || rep == nil || !rep.Pass || rep.SMP == nil {
 					t.Fatalf("outcome %s: %s\n%s", res.Outcome, res.Reason, tail(console, 20))
