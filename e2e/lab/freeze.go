@@ -18,11 +18,11 @@ type OuterCPU struct {
 	// VMM) in the legacy form, EIP and EFL; IF is then the guest's.
 	InGuest bool
 	IF      bool   // RFLAGS.IF
-	RIP    uint64 // where it stands
-	IRR    []int  // vectors requested of the local APIC
-	ISR    []int  // vectors in service
-	PPR    int    // processor priority
-	Timer  string // the APIC timer line
+	RIP     uint64 // where it stands
+	IRR     []int  // vectors requested of the local APIC
+	ISR     []int  // vectors in service
+	PPR     int    // processor priority
+	Timer   string // the APIC timer line
 }
 
 var (
