@@ -141,7 +141,7 @@ func TestParseBadRAMErrors(t *testing.T) {
 	}
 }
 
-// TestParseBadRAMManyBlocksFast checks that expansion costs the number of
+// TestParseBadRAMManyBlocks checks that expansion costs the number of
 // matching blocks, not the size of memory: mask 0xc00 fixes only bits 10
 // and 11, so the first KiB of every 4 KiB is bad, 786432 blocks in 3 GiB.
 func TestParseBadRAMManyBlocks(t *testing.T) {

@@ -117,7 +117,7 @@ func TestNew(t *testing.T) {
 	}
 }
 
-// TestMemoryMapSet checks Set's precedence (bad > reserved > RAM), that it
+// TestMapSet checks Set's precedence (bad > reserved > RAM), that it
 // only relabels memory the map has, and that it coalesces.
 func TestMapSet(t *testing.T) {
 	type set struct {
@@ -212,7 +212,7 @@ func TestMapSet(t *testing.T) {
 	}
 }
 
-// TestMemoryMapSetOrderIndependent checks that, because Set never
+// TestMapSetOrderIndependent checks that, because Set never
 // downgrades, every order of the same Set calls builds the same map.
 func TestMapSetOrderIndependent(t *testing.T) {
 	type set struct {
@@ -252,7 +252,7 @@ func TestMapSetOrderIndependent(t *testing.T) {
 	permute(0)
 }
 
-// TestMemoryMapSetManySorted checks that marking many sorted bad stripes,
+// TestMapSetManySorted checks that marking many sorted bad stripes,
 // as ParseBadRAM returns them, stays cheap (each Set splits only the
 // trailing RAM region) and correct.
 func TestMapSetManySorted(t *testing.T) {
