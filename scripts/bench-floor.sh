@@ -19,18 +19,8 @@ cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 
 N=${1:-5}
-kernel=${KVMBOOT_KERNEL_DIR:-.cache/kernels}/vmlinuz
-[ -f "$kernel" ] || { echo "bench-floor: $kernel missing: run make kernel" >&2; exit 1; }
-for tool in qemu-system-i386 jq gcc; do
-	command -v "$tool" >/dev/null || { echo "bench-floor: $tool not found (apt-get install qemu-system-x86 jq gcc)" >&2; exit 1; }
-done
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-bin=${KVMBOOT:-}
-if [ -z "$bin" ]; then
-	bin=$tmp/kvmboot
-	CGO_ENABLED=0 go build -o "$bin" ./cmd/kvmboot
-fi
+bench_kernel bench-floor
+bench_setup bench-floor qemu-system-x86:qemu-system-i386 jq:jq gcc:gcc
 go run ./e2e/cmd/mkinitramfs "$tmp/initramfs.cpio.gz"
 gcc -O2 -Wall -Wextra -Werror -std=gnu11 -shared -fPIC -I machine/qemu/plugin/csrc \
 	-o "$tmp/floor.so" scripts/floor/floor-plugin.c

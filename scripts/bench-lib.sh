@@ -11,6 +11,32 @@
 plainqemu=(qemu-system-i386 -nodefaults -machine pc,accel=tcg -m 128
 	-device isa-debug-exit,iobase=0xf4,iosize=0x4 -serial null -vnc none)
 
+# bench_setup NAME PACKAGE:TOOL...: what every bench script needs first.
+# Each TOOL must be on PATH (else the apt package that has it is named);
+# $tmp is a private folder, removed on exit; $bin is $KVMBOOT or a
+# kvmboot built into $tmp; with NAME's kernel check (bench_kernel), the
+# Debian kernel's path is $kernel.
+bench_setup() {
+	local name=$1 pt
+	shift
+	for pt in "$@"; do
+		command -v "${pt#*:}" >/dev/null || { echo "$name: ${pt#*:} not found (apt-get install ${pt%%:*})" >&2; exit 1; }
+	done
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	bin=${KVMBOOT:-}
+	if [ -z "$bin" ]; then
+		bin=$tmp/kvmboot
+		CGO_ENABLED=0 go build -o "$bin" ./cmd/kvmboot
+	fi
+}
+
+# bench_kernel NAME: $kernel is Debian's i386 kernel (make kernel fetches it).
+bench_kernel() {
+	kernel=${KVMBOOT_KERNEL_DIR:-.cache/kernels}/vmlinuz
+	[ -f "$kernel" ] || { echo "$1: $kernel missing: run make kernel" >&2; exit 1; }
+}
+
 # timed WANT OUT CMD...: runs CMD, which must exit with status WANT, and
 # appends "wall_ms cpu_ms" to OUT. The CPU time is the growth of bash's
 # children's user and system time (`times`): CMD and what it waited for.

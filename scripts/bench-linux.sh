@@ -17,18 +17,8 @@ cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 
 N=${1:-7}
-kernel=${KVMBOOT_KERNEL_DIR:-.cache/kernels}/vmlinuz
-[ -f "$kernel" ] || { echo "bench-linux: $kernel missing: run make kernel" >&2; exit 1; }
-for tool in qemu-system-i386 jq; do
-	command -v "$tool" >/dev/null || { echo "bench-linux: $tool not found (apt-get install qemu-system-x86 jq)" >&2; exit 1; }
-done
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-bin=${KVMBOOT:-}
-if [ -z "$bin" ]; then
-	bin=$tmp/kvmboot
-	CGO_ENABLED=0 go build -o "$bin" ./cmd/kvmboot
-fi
+bench_kernel bench-linux
+bench_setup bench-linux qemu-system-x86:qemu-system-i386 jq:jq
 go run ./e2e/cmd/mkinitramfs "$tmp/initramfs.cpio.gz"
 cmdline="console=ttyS0 quiet cryptomgr.notests noisapnp panic=-1 gi.memtest=0"
 

@@ -22,14 +22,7 @@ cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 
 runs=${1:-7}
-command -v qemu-system-i386 >/dev/null || { echo "bench-qemu: qemu-system-i386 not found (apt-get install qemu-system-x86)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-bin=${KVMBOOT:-}
-if [ -z "$bin" ]; then
-	bin=$tmp/kvmboot
-	CGO_ENABLED=0 go build -o "$bin" ./cmd/kvmboot
-fi
+bench_setup bench-qemu qemu-system-x86:qemu-system-i386
 
 kernels=()
 if [ -n "${2:-}" ]; then

@@ -13,15 +13,10 @@
 #   scripts/bench-watch.sh [N]        (default 7; needs `make kernel`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 N=${1:-7}
-kernel=${KVMBOOT_KERNEL_DIR:-.cache/kernels}/vmlinuz
-[ -f "$kernel" ] || { echo "bench-watch: $kernel missing: run make kernel" >&2; exit 1; }
-for tool in qemu-system-i386 jq; do
-	command -v "$tool" >/dev/null || { echo "bench-watch: $tool not found (apt-get install qemu-system-x86 jq)" >&2; exit 1; }
-done
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-CGO_ENABLED=0 go build -o "$tmp/kvmboot" ./cmd/kvmboot
+bench_kernel bench-watch
+bench_setup bench-watch qemu-system-x86:qemu-system-i386 jq:jq
 go run ./e2e/cmd/mkinitramfs "$tmp/initramfs.cpio.gz"
 cmdline="console=ttyS0 quiet cryptomgr.notests noisapnp panic=-1"
 
@@ -30,7 +25,7 @@ cmdline="console=ttyS0 quiet cryptomgr.notests noisapnp panic=-1"
 boot() {
 	local start end
 	start=$(date +%s%N)
-	"$tmp/kvmboot" run --vmm=qemu --accel=tcg --json --expect 'gi: hello' --timeout 120s \
+	"$bin" run --vmm=qemu --accel=tcg --json --expect 'gi: hello' --timeout 120s \
 		--initrd "$tmp/initramfs.cpio.gz" --console "$tmp/console" "$@" "$kernel" >"$tmp/result.json" 2>"$tmp/err" ||
 		{ echo "bench-watch: kvmboot $* failed: $(tail -3 "$tmp/err")" >&2; exit 1; }
 	end=$(date +%s%N)
@@ -43,16 +38,13 @@ for _ in $(seq "$N"); do
 	boot --cmdline "$cmdline" >>"$tmp/unwatched.txt"
 	boot --cmdline "$cmdline" --bad-ram 64M-80M >>"$tmp/watched.txt"
 done
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-col() { cut -d' ' -f"$1" "$2"; }
-uw=$(col 1 "$tmp/unwatched.txt" | median)
-ww=$(col 1 "$tmp/watched.txt" | median)
-uc=$(col 2 "$tmp/unwatched.txt" | median)
-wc=$(col 2 "$tmp/watched.txt" | median)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
+uw=$(median 1 "$tmp/unwatched.txt")
+ww=$(median 1 "$tmp/watched.txt")
+uc=$(median 2 "$tmp/unwatched.txt")
+wc=$(median 2 "$tmp/watched.txt")
 printf '%-40s %12s %12s\n' "Debian to 'gi: hello', --vmm=qemu" "median ms" "QEMU CPU ms"
-printf '%-40s %12s %12s   (%s)\n' "unwatched (plugin not loaded)" "$uw" "$uc" "$(col 1 "$tmp/unwatched.txt" | tr '\n' ' ')"
-printf '%-40s %12s %12s   (%s)\n' "--bad-ram 64M-80M (plugin watching)" "$ww" "$wc" "$(col 1 "$tmp/watched.txt" | tr '\n' ' ')"
+printf '%-40s %12s %12s   (%s)\n' "unwatched (plugin not loaded)" "$uw" "$uc" "$(cut -d' ' -f1 "$tmp/unwatched.txt" | tr '\n' ' ')"
+printf '%-40s %12s %12s   (%s)\n' "--bad-ram 64M-80M (plugin watching)" "$ww" "$wc" "$(cut -d' ' -f1 "$tmp/watched.txt" | tr '\n' ' ')"
 printf '%-40s %12s %12s\n' "ratio watched / unwatched" "$(ratio "$ww" "$uw")" "$(ratio "$wc" "$uc")"
 read -r wit witcpu < <(boot --mem 64M --faulty-ram 40M+64K:stuck0 --cmdline "console=ttyS0 memtest=2 cryptomgr.notests noisapnp panic=-1")
 grep -q 'bad mem addr 0x02800000 - 0x02810000 reserved' "$tmp/console" ||
