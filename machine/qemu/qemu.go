@@ -273,6 +273,7 @@ type run struct {
 	badNote string      // why bad RAM could not be passed on (reference run)
 	plug    *tcgPlugin  // kvmboot's TCG plugin, when it watches or traces
 	faulty  *faults.Set // faulty RAM (the plugin applies its models)
+	plugErr error       // sending the plugin its configuration failed
 
 	ln        *net.UnixListener
 	cmd       *exec.Cmd
@@ -541,10 +542,15 @@ func (r *run) spawn() error {
 		return fmt.Errorf("starting %s: %w", r.bin, err)
 	}
 	r.execAt = time.Now()
+	// A refused write means QEMU has already closed the plugin's socket:
+	// it is on its way out. The handshake reports that with QEMU's own
+	// words, where Run can fall back to canaries.
+	r.plugErr = nil
+	if testHookSpawned != nil {
+		testHookSpawned(r.cmd.Process.Pid)
+	}
 	if r.plug != nil {
-		if err := r.plug.started(); err != nil {
-			return r.startError("starting QEMU", err)
-		}
+		r.plugErr = r.plug.started()
 	}
 	r.conEOF = make(chan struct{})
 	go func() {
@@ -560,6 +566,14 @@ func (r *run) spawn() error {
 // opened every file of the run, and they are removed. The guest waits
 // (-S) for cont.
 func (r *run) handshake(ctx context.Context) error {
+	if r.plugErr != nil {
+		select { // let QEMU finish saying why
+		case st := <-r.exited:
+			r.exited <- st
+		case <-time.After(5 * time.Second):
+		}
+		return r.startError("starting QEMU", r.plugErr)
+	}
 	conn, err := r.accept(ctx)
 	if err != nil {
 		return err
@@ -719,6 +733,10 @@ func (r *run) quit() {
 // testHookStarted, when set, learns QEMU's pid and the files of a run once
 // the guest is about to start (and the files are removed).
 var testHookStarted func(pid int, dir, ramPath string)
+
+// testHookSpawned, when set, runs as soon as QEMU's process exists, before
+// kvmboot's plugin is sent its configuration.
+var testHookSpawned func(pid int)
 
 // stopReason is how the watch loop decided to end.
 type stopReason int

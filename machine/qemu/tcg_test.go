@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,9 +163,28 @@ func TestPluginCodeBesideBadRAM(t *testing.T) {
 }
 
 // TestPluginRefused: a QEMU that cannot load plugins still watches bad RAM,
-// through the canaries, and says so once.
+// through the canaries, and says so once, whether QEMU is gone before the
+// plugin's configuration is sent or after.
 func TestPluginRefused(t *testing.T) {
 	requireQEMU(t)
+	t.Run("QEMU still starting", testPluginRefused)
+	t.Run("QEMU already gone", func(t *testing.T) {
+		testHookSpawned = func(pid int) {
+			if args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); !bytes.Contains(args, []byte("\x00-plugin\x00")) {
+				return // the fallback's QEMU: it waits for us
+			}
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if syscall.Kill(pid, 0) != nil {
+					return
+				}
+			}
+		}
+		defer func() { testHookSpawned = nil }()
+		testPluginRefused(t)
+	})
+}
+
+func testPluginRefused(t *testing.T) {
 	real, err := lookBinary("")
 	if err != nil {
 		t.Fatal(err)
