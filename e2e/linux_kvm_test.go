@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"cmp"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,52 +63,94 @@ func TestKVMDebianReachesStartup32(t *testing.T) {
 	}
 }
 
-// kvmDebugfs is KVM's debugfs folder: one folder per VM (PID-FD) whose
-// "exits" counts every VM exit, in the kernel or to user space: the one
-// measure of VMM work that compares VMMs fairly on a nested KVM, where
-// times say little about hardware (DESIGN.md §7). A VM's folder goes with
-// the VM, so exitCounter samples them while VMs run.
-const kvmDebugfs = "/sys/kernel/debug/kvm"
+// kvmExitEvents are the places of the trace event KVM records at every VM
+// exit, in the kernel or to user space (tracefs, on its own or under
+// debugfs). A histogram trigger on it counts a VMM's exits by reason and,
+// unlike KVM's per-VM debugfs counters, which go with the VM, keeps them
+// after the VM is gone: the one measure of VMM work that compares VMMs
+// fairly on a nested KVM, where times say little about hardware (DESIGN.md
+// §7).
+var kvmExitEvents = []string{"/sys/kernel/tracing/events/kvm/kvm_exit", "/sys/kernel/debug/tracing/events/kvm/kvm_exit"}
 
-// exitCounter follows every VM's exit count until stop, which returns the
-// sum of the last counts seen (those of VMs that lived under 20 ms may be
-// missed).
-func exitCounter(b *testing.B) (stop func() uint64) {
-	if _, err := os.Stat(filepath.Join(kvmDebugfs, "exits")); err != nil {
-		b.Skipf("skipped: KVM's exit counters: %v (mount debugfs)", err)
+const exitHist = "hist:keys=exit_reason:size=256"
+
+// exitCounter counts every VM exit on the host from now until stop, which
+// returns the total and the counts by exit reason (the codes of the host's
+// vmx or svm). Run it alone on the host, as in the nested lab.
+func exitCounter(b *testing.B) (stop func() (uint64, map[uint64]uint64)) {
+	var event string
+	for _, e := range kvmExitEvents {
+		if _, err := os.Stat(filepath.Join(e, "hist")); err == nil {
+			event = e
+			break
+		}
 	}
-	last := map[string]uint64{}
-	done, finished := make(chan struct{}), make(chan struct{})
-	sample := func() {
-		dirs, _ := filepath.Glob(filepath.Join(kvmDebugfs, "*-*", "exits"))
-		for _, d := range dirs {
-			if raw, err := os.ReadFile(d); err == nil {
-				if n, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64); err == nil {
-					last[d] = n
-				}
+	if event == "" {
+		b.Skipf("skipped: no kvm:kvm_exit event with histograms at %s (mount tracefs; CONFIG_HIST_TRIGGERS)", strings.Join(kvmExitEvents, " or "))
+	}
+	trigger := func(cmd string) error {
+		f, err := os.OpenFile(filepath.Join(event, "trigger"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteString(cmd)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	trigger("!" + exitHist) // a run that was killed may have left one
+	if err := trigger(exitHist); err != nil {
+		b.Fatalf("counting VM exits: %v", err)
+	}
+	return func() (uint64, map[uint64]uint64) {
+		raw, err := os.ReadFile(filepath.Join(event, "hist"))
+		trigger("!" + exitHist)
+		if err != nil {
+			b.Fatalf("counting VM exits: %v", err)
+		}
+		total, byReason, err := parseExitHist(string(raw))
+		if err != nil {
+			b.Fatalf("counting VM exits: %v", err)
+		}
+		return total, byReason
+	}
+}
+
+// parseExitHist reads exitHist's output: a line per exit reason,
+// "{ exit_reason: 123 } hitcount: 45", and "Dropped: 0" at the end.
+func parseExitHist(hist string) (uint64, map[uint64]uint64, error) {
+	var total uint64
+	byReason := map[uint64]uint64{}
+	for _, line := range strings.Split(hist, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 6 && f[0] == "{" && f[1] == "exit_reason:" && f[4] == "hitcount:":
+			reason, err1 := strconv.ParseUint(f[2], 10, 64)
+			n, err2 := strconv.ParseUint(f[5], 10, 64)
+			if err1 != nil || err2 != nil {
+				return 0, nil, fmt.Errorf("exit histogram line %q", line)
 			}
+			byReason[reason] += n
+			total += n
+		case len(f) == 2 && f[0] == "Dropped:" && f[1] != "0":
+			return 0, nil, fmt.Errorf("the exit histogram dropped %s entries", f[1])
 		}
 	}
-	go func() {
-		defer close(finished)
-		for {
-			sample()
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		<-finished
-		var sum uint64
-		for _, n := range last {
-			sum += n
-		}
-		return sum
+	if len(byReason) == 0 {
+		return 0, nil, fmt.Errorf("no exit counted: %q", hist)
 	}
+	return total, byReason, nil
+}
+
+// topExits names the most frequent exit reasons, most first.
+func topExits(byReason map[uint64]uint64, n int) string {
+	reasons := slices.SortedFunc(maps.Keys(byReason), func(a, b uint64) int { return cmp.Compare(byReason[b], byReason[a]) })
+	var parts []string
+	for _, r := range reasons[:min(n, len(reasons))] {
+		parts = append(parts, fmt.Sprintf("%#x: %d", r, byReason[r]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // BenchmarkKVMLinuxSideBySide boots Debian's kernel until it starts its
@@ -133,10 +178,12 @@ func BenchmarkKVMLinuxSideBySide(b *testing.B) {
 		}
 		count, start := exitCounter(b), time.Now()
 		_, stderr, status := runCLI(b, append(args, kernel)...)
-		d, exits := time.Since(start), count()
+		d := time.Since(start)
+		exits, byReason := count()
 		if status != 0 {
 			b.Fatalf("--vmm=%s: status %d: %s", vmm, status, stderr)
 		}
+		b.Logf("--vmm=%s: %v, %d exits (by reason: %s)", vmm, d.Round(time.Millisecond), exits, topExits(byReason, 8))
 		return d, exits
 	}
 	for _, be := range backends {
@@ -162,4 +209,33 @@ func BenchmarkKVMLinuxSideBySide(b *testing.B) {
 	}
 	b.ReportMetric(median(times[0])/median(times[1]), "time-ratio")
 	b.ReportMetric(median(exits[0])/median(exits[1]), "exit-ratio")
+}
+
+func TestParseExitHist(t *testing.T) {
+	const hist = `# event histogram
+#
+# trigger info: hist:keys=exit_reason:vals=hitcount:sort=hitcount:size=256 [active]
+#
+
+{ exit_reason:        120 } hitcount:          5
+{ exit_reason:       1024 } hitcount:         12
+{ exit_reason:        123 } hitcount:         42
+
+Totals:
+    Hits: 59
+    Entries: 3
+    Dropped: 0
+`
+	total, byReason, err := parseExitHist(hist)
+	if err != nil || total != 59 || byReason[0x7b] != 42 || byReason[0x400] != 12 || byReason[0x78] != 5 {
+		t.Errorf("parseExitHist: %d %v %v", total, byReason, err)
+	}
+	if got := topExits(byReason, 2); got != "0x7b: 42, 0x400: 12" {
+		t.Errorf("topExits: %q", got)
+	}
+	for _, bad := range []string{"", strings.Replace(hist, "Dropped: 0", "Dropped: 3", 1), strings.Replace(hist, "hitcount:          5", "hitcount:          x", 1)} {
+		if _, _, err := parseExitHist(bad); err == nil {
+			t.Errorf("parseExitHist(%q) took it", bad)
+		}
+	}
 }
