@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"kvmboot/loader/memmap"
 )
 
@@ -183,6 +185,26 @@ func TestHoleRanges(t *testing.T) {
 	got := holeRanges([]memmap.Range{{Start: 0xB8010, End: 0xB8020}, {Start: 16 << 20, End: 32 << 20}})
 	if want := []memmap.Range{{Start: 0xA0000, End: 0xB8000}, {Start: 0xB9000, End: 0xF0000}}; !slices.Equal(got, want) {
 		t.Errorf("bad RAM in the hole: %v, want %v", got, want)
+	}
+}
+
+// TestGuestRAMOnHugePages: guest RAM starts on a 2 MiB boundary of the host
+// (guest-physical 0 and the host agree modulo 2 MiB, so KVM can map huge
+// pages), has the size asked for, and lies inside what is unmapped.
+func TestGuestRAMOnHugePages(t *testing.T) {
+	for _, size := range []uint64{1 * tMiB, 16 * tMiB, 256*tMiB + 4096} {
+		mapping, ram, err := mapGuestRAM(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, end := hostAddr(ram), hostAddr(mapping)+uint64(len(mapping))
+		if start%hugePage != 0 || uint64(len(ram)) != size || uint64(cap(ram)) != size || start+size > end {
+			t.Errorf("%s: RAM at %#x+%#x in a mapping to %#x", memmap.FormatSize(size), start, len(ram), end)
+		}
+		ram[0], ram[size-1] = 1, 2
+		if err := unix.Munmap(mapping); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
