@@ -184,6 +184,13 @@ func (u *UART) WriteReg(off uint16, v byte) {
 	}
 }
 
+// OutputOnly reports whether a write to the data port does nothing but
+// send a byte out (or set the divisor's low byte): no THRE interrupt that
+// it would re-arm, no loopback into the receiver. A VMM may then take such
+// writes late, as long as it keeps them in order with the UART's other
+// accesses.
+func (u *UART) OutputOnly() bool { return u.ier&ierTHRI == 0 && u.mcr&mcrLoop == 0 }
+
 // iir returns the highest-priority pending interrupt, without FIFO bits.
 func (u *UART) iir() byte {
 	switch {

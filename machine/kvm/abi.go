@@ -75,6 +75,25 @@ const (
 	ioctlCreatePIT2 = 1<<30 | 64<<16 | 0xAE<<8 | 0x77
 	// KVM_RUN has no argument: _IO(KVMIO, 0x80).
 	ioctlRun = 0xAE<<8 | 0x80
+	// KVM_(UN)REGISTER_COALESCED_MMIO take struct kvm_coalesced_mmio_zone
+	// (u64 addr, u32 size, u32 pio); gokvm's wrappers cannot set pio.
+	ioctlRegisterCoalesced   = 1<<30 | 16<<16 | 0xAE<<8 | 0x67
+	ioctlUnregisterCoalesced = 1<<30 | 16<<16 | 0xAE<<8 | 0x68
+)
+
+// struct kvm_coalesced_mmio_ring, a page of every vCPU's kvm_run mapping
+// (at the page KVM_CAP_COALESCED_MMIO names): u32 first, the next entry
+// for us to take; u32 last, the next for KVM to fill; then entries of
+// struct kvm_coalesced_mmio: u64 phys_addr (the port for port I/O), u32
+// len, u32 pio, u8 data[8].
+const (
+	ringFirst     = 0
+	ringLast      = 4
+	ringEntries   = 8
+	ringEntrySize = 24
+	ringEntryLen  = 8
+	ringEntryData = 16
+	ringMax       = (pageSize - ringEntries) / ringEntrySize // KVM_COALESCED_MMIO_MAX
 )
 
 // struct kvm_irq_routing_entry: u32 gsi, u32 type, u32 flags, u32 pad,

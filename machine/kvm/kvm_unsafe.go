@@ -78,5 +78,31 @@ func createPIT2(vmFd uintptr, flags uint32) error {
 	return nil
 }
 
+// coalescedZone is struct kvm_coalesced_mmio_zone.
+type coalescedZone struct {
+	addr uint64
+	size uint32
+	pio  uint32
+}
+
+// setCoalescedPIO has KVM queue guest writes to ports [port, port+n) in
+// its coalesced ring (register), or exit for them again.
+func setCoalescedPIO(vmFd uintptr, register bool, port uint16, n uint32) error {
+	z := coalescedZone{addr: uint64(port), size: n, pio: 1}
+	req := uintptr(ioctlUnregisterCoalesced)
+	if register {
+		req = ioctlRegisterCoalesced
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, vmFd, req, uintptr(unsafe.Pointer(&z)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// ringIndex is the u32 at off in the coalesced ring's header, which KVM
+// updates from other threads.
+func ringIndex(ring []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&ring[off])) }
+
 // hostAddr is the host virtual address of a mapping, for memory slots.
 func hostAddr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }

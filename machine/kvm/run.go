@@ -109,6 +109,7 @@ type runner struct {
 
 	mu          sync.Mutex
 	bus         devices.Bus
+	batch       *portBatch // the UARTs' queued writes; nil when KVM cannot queue them
 	result      *machine.Result
 	cpu         *machine.CPUState // the vCPU that ended the run, for the result
 	current     *vcpuRunner       // the vCPU whose exit is being handled
@@ -160,9 +161,18 @@ func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)
 		gokvm.IRQLineStatus(uintptr(vm.vmFd), 4, lvl)
 	})
 	r.bus.Register(devices.PortCOM1, 8, devices.UARTPorts{UART: uart, Base: devices.PortCOM1})
-	if opts.COM2 != nil { // polled only (the memtest channel): no interrupt line
-		r.bus.Register(devices.PortCOM2, 8, devices.UARTPorts{UART: devices.NewUART(opts.COM2, nil), Base: devices.PortCOM2})
+	r.batch = newPortBatch(vm)
+	if r.batch != nil {
+		r.batch.add(uart, devices.PortCOM1)
 	}
+	if opts.COM2 != nil { // polled only (the memtest channel): no interrupt line
+		com2 := devices.NewUART(opts.COM2, nil)
+		r.bus.Register(devices.PortCOM2, 8, devices.UARTPorts{UART: com2, Base: devices.PortCOM2})
+		if r.batch != nil {
+			r.batch.add(com2, devices.PortCOM2)
+		}
+	}
+	r.syncBatch()
 	sys := &devices.System{MemSize: plan.MemSize, Exit: r.guestExit, Reset: r.reset}
 	sys.Attach(&r.bus)
 	pm := &devices.ACPIPM{PowerOff: func() {
@@ -170,6 +180,38 @@ func newRunner(vm *VM, plan *loader.Plan, opts machine.Options, log func(string)
 	}}
 	pm.Attach(&r.bus)
 	return r
+}
+
+// takeBatch hands the writes KVM queued to their devices, under mu:
+// before an exit is handled, so that they come first, as in the guest.
+func (r *runner) takeBatch() {
+	if r.batch != nil {
+		r.batch.take(r.bus.Out)
+	}
+}
+
+// syncBatch has KVM queue a UART's writes exactly while they may wait,
+// under mu, after an exit is handled.
+func (r *runner) syncBatch() {
+	if r.batch == nil {
+		return
+	}
+	if err := r.batch.sync(); err != nil {
+		r.log(err.Error() + "; the UARTs' writes exit one by one from now on, as far as KVM lets them")
+	}
+}
+
+// checkConsole ends the run when the console has its verdict (--expect,
+// a kernel panic), under mu.
+func (r *runner) checkConsole() {
+	if r.result != nil {
+		return
+	}
+	select {
+	case <-r.opts.Console.Done():
+		r.finish(r.opts.Console.Verdict().Result())
+	default:
+	}
 }
 
 // The device callbacks run under mu, during r.current's exit.
@@ -227,6 +269,9 @@ func (r *runner) run(ctx context.Context) *machine.Result {
 	// the VM (and its mappings) is closed.
 	close(joined)
 	helpers.Wait()
+	r.mu.Lock()
+	r.takeBatch() // the console's last bytes
+	r.mu.Unlock()
 
 	var res *machine.Result
 	switch r.why.Load() {
@@ -339,10 +384,12 @@ func (c *vcpuRunner) loop() {
 			continue
 		}
 		r.mu.Lock()
+		r.takeBatch()
 		if !r.stopping() {
 			r.current = c
 			c.handleExit(reason)
 			r.current = nil
+			r.syncBatch()
 		}
 		r.mu.Unlock()
 	}
@@ -379,13 +426,7 @@ func (c *vcpuRunner) handleExit(reason uint32) {
 		}
 		r.crash("unhandled KVM exit %s: %s", name, c.cpuState())
 	}
-	if r.result == nil {
-		select {
-		case <-r.opts.Console.Done():
-			r.finish(r.opts.Console.Verdict().Result())
-		default:
-		}
-	}
+	r.checkConsole()
 }
 
 // runVCPU is KVM_RUN. Unlike gokvm's Run, which turns EINTR and EAGAIN
@@ -481,6 +522,12 @@ func (r *runner) watch(ctx context.Context, joined <-chan struct{}) {
 		defer t.Stop()
 		tick = t.C
 	}
+	var batched <-chan time.Time
+	if r.batch != nil {
+		t := time.NewTicker(batchPeriod)
+		defer t.Stop()
+		batched = t.C
+	}
 	pid := unix.Getpid()
 	for {
 		select {
@@ -488,6 +535,11 @@ func (r *runner) watch(ctx context.Context, joined <-chan struct{}) {
 			return
 		case <-r.stop:
 			return // kick takes it from here
+		case <-batched:
+			r.mu.Lock()
+			r.takeBatch()
+			r.checkConsole()
+			r.mu.Unlock()
 		case <-ctx.Done():
 			r.end(stopCancel)
 		case <-deadline:
