@@ -14,14 +14,17 @@ import (
 // portBatch has KVM queue the guest's writes to the UARTs' data ports in
 // its coalesced ring (KVM_CAP_COALESCED_PIO) instead of exiting to us for
 // each. Linux's 8250 console reads LSR and writes THR for every byte: two
-// exits a byte, most of a Linux boot's exits when it logs to a serial
-// console (37,000 of 49,000 in the nested lab), and the memtest channel on
-// COM2 writes a byte at a time too. A queued write reaches its UART late,
-// so a port is queued only while a write there does nothing the guest
-// could notice before its next exit (devices.UART.OutputOnly). The ring
-// is taken under runner.mu before every exit we handle, so that the
-// devices see the guest's accesses in its order, and every batchPeriod,
-// so that the console keeps up with a guest that does not exit.
+// exits to us a byte, most of a Linux boot's when it logs to a serial
+// console; queueing the writes takes a Debian boot's exits to kvmboot from
+// 38,100 to 21,500 in the nested lab. (KVM still intercepts each write:
+// what is saved is the way out to user space and back.) The memtest
+// channel on COM2 writes a byte at a time too. A queued write reaches its
+// UART late, so a port is queued only while a write there does nothing
+// the guest could notice before its next exit (devices.UART.OutputOnly).
+// The ring is taken under runner.mu before every exit we handle, so that
+// the devices see the guest's accesses in its order, and every
+// batchPeriod, so that the console keeps up with a guest that does not
+// exit.
 type portBatch struct {
 	ring     []byte
 	ports    []*batchedPort
