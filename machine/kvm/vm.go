@@ -19,6 +19,7 @@ import (
 	gokvm "github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 
+	"kvmboot/internal/hugemem"
 	"kvmboot/loader/memmap"
 	"kvmboot/machine"
 	"kvmboot/machine/faults"
@@ -235,9 +236,6 @@ func (vm *VM) mapMemory(memSize uint64, rom []byte) error {
 	return nil
 }
 
-// hugePage is the size of an x86-64 host's transparent huge pages.
-const hugePage = 2 << 20
-
 // mapGuestRAM maps memSize bytes of guest RAM, returning the mapping to
 // unmap and, inside it, RAM that starts on a huge-page boundary and asks the
 // host for huge pages. KVM maps guest memory 2 MiB at a time only where the
@@ -245,11 +243,11 @@ const hugePage = 2 << 20
 // otherwise every 4 KiB page the guest first touches costs a nested-page
 // fault (7,900 of a Debian boot's 49,000 VM exits in the lab).
 func mapGuestRAM(memSize uint64) (mapping, ram []byte, err error) {
-	mapping, err = unix.Mmap(-1, 0, int(memSize)+hugePage, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	mapping, err = unix.Mmap(-1, 0, int(memSize)+hugemem.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mapping %s of guest RAM: %w", memmap.FormatSize(memSize), err)
 	}
-	skip := (hugePage - hostAddr(mapping)%hugePage) % hugePage
+	skip := (hugemem.PageSize - hostAddr(mapping)%hugemem.PageSize) % hugemem.PageSize
 	ram = mapping[skip : skip+memSize : skip+memSize]
 	unix.Madvise(ram, unix.MADV_HUGEPAGE) // a hint: EINVAL on a host without transparent huge pages
 	return mapping, ram, nil

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kvmboot/internal/hugemem"
 	"kvmboot/loader/memmap"
 )
 
@@ -198,7 +199,7 @@ func TestGuestRAMOnHugePages(t *testing.T) {
 			t.Fatal(err)
 		}
 		start, end := hostAddr(ram), hostAddr(mapping)+uint64(len(mapping))
-		if start%hugePage != 0 || uint64(len(ram)) != size || uint64(cap(ram)) != size || start+size > end {
+		if start%hugemem.PageSize != 0 || uint64(len(ram)) != size || uint64(cap(ram)) != size || start+size > end {
 			t.Errorf("%s: RAM at %#x+%#x in a mapping to %#x", memmap.FormatSize(size), start, len(ram), end)
 		}
 		ram[0], ram[size-1] = 1, 2
