@@ -63,20 +63,35 @@ const (
 	KindBad      Kind = 5 // faulty RAM (E820 "unusable"): never hand out, trapped when touched
 )
 
+// kindNames are the kinds kvmboot names: the name in the result JSON and
+// the words for a sentence.
+var kindNames = []struct {
+	kind         Kind
+	name, phrase string
+}{
+	{KindRAM, "ram", "RAM"},
+	{KindReserved, "reserved", "reserved memory"},
+	{KindACPI, "acpi", "the ACPI tables"},
+	{KindBad, "bad", "bad RAM"},
+}
+
 // String returns "ram", "reserved", "acpi" or "bad", the names used in
 // the result JSON; other E820 types render as "e820-N".
 func (k Kind) String() string {
-	switch k {
-	case KindRAM:
-		return "ram"
-	case KindReserved:
-		return "reserved"
-	case KindACPI:
-		return "acpi"
-	case KindBad:
-		return "bad"
+	if name, _, ok := k.named(); ok {
+		return name
 	}
 	return fmt.Sprintf("e820-%d", uint8(k))
+}
+
+// named looks k up in kindNames.
+func (k Kind) named() (name, phrase string, ok bool) {
+	for _, n := range kindNames {
+		if n.kind == k {
+			return n.name, n.phrase, true
+		}
+	}
+	return "", "", false
 }
 
 // MarshalText makes a Kind a JSON string ("ram") rather than a number.
@@ -85,9 +100,9 @@ func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 // UnmarshalText reads what MarshalText writes, so result JSON round-trips.
 func (k *Kind) UnmarshalText(b []byte) error {
 	s := string(b)
-	for _, c := range []Kind{KindRAM, KindReserved, KindACPI, KindBad} {
-		if s == c.String() {
-			*k = c
+	for _, n := range kindNames {
+		if s == n.name {
+			*k = n.kind
 			return nil
 		}
 	}
@@ -101,15 +116,8 @@ func (k *Kind) UnmarshalText(b []byte) error {
 
 // Describe names k in a sentence: "bad RAM", "reserved memory".
 func (k Kind) Describe() string {
-	switch k {
-	case KindRAM:
-		return "RAM"
-	case KindReserved:
-		return "reserved memory"
-	case KindACPI:
-		return "the ACPI tables"
-	case KindBad:
-		return "bad RAM"
+	if _, phrase, ok := k.named(); ok {
+		return phrase
 	}
 	return fmt.Sprintf("E820 type %d memory", uint8(k))
 }

@@ -117,13 +117,15 @@ func TestNew(t *testing.T) {
 	}
 }
 
+// set is one Map.Set call.
+type set struct {
+	r Range
+	k Kind
+}
+
 // TestMapSet checks Set's precedence (bad > reserved > RAM), that it
 // only relabels memory the map has, and that it coalesces.
 func TestMapSet(t *testing.T) {
-	type set struct {
-		r Range
-		k Kind
-	}
 	tests := []struct {
 		name    string
 		memSize uint64
@@ -215,10 +217,6 @@ func TestMapSet(t *testing.T) {
 // TestMapSetOrderIndependent checks that, because Set never
 // downgrades, every order of the same Set calls builds the same map.
 func TestMapSetOrderIndependent(t *testing.T) {
-	type set struct {
-		r Range
-		k Kind
-	}
 	sets := []set{
 		{Range{16 * mib, 32 * mib}, KindBad},
 		{Range{24 * mib, 48 * mib}, KindReserved},
